@@ -1,0 +1,1 @@
+"""Exact Texas 42 oracle: rules, deals, packed states, the solver and parquet shards."""
