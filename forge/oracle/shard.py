@@ -1,0 +1,141 @@
+"""Shard files: one parquet file per (seed, declaration), written atomically (spec: "Shard file")."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from forge import __version__
+from forge.oracle.rules import DECL_NAMES, N_DECLS
+from forge.oracle.solve import Solution
+
+FORMAT = "forge-oracle-shard"
+FORMAT_VERSION = "1"
+Q_COLUMNS = tuple(f"q{i}" for i in range(7))
+COLUMNS = ("state", "V", *Q_COLUMNS)
+SCHEMA = pa.schema([("state", pa.int64()), ("V", pa.int8())] + [(c, pa.int8()) for c in Q_COLUMNS])
+# Sorted states compress to a few bits per row as deltas; the int8 columns hold < 128 distinct
+# values, so dictionary pages keep them small and fast to decode for the tokenizer.
+_WRITE_OPTIONS = dict(
+    compression="none",
+    use_dictionary=["V", *Q_COLUMNS],
+    column_encoding={"state": "DELTA_BINARY_PACKED"},
+    data_page_version="2.0",
+)
+
+
+class ShardError(Exception):
+    """A file that should be a shard is not a readable, complete one."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: Path
+    seed: int
+    decl_id: int
+    hand_size: int
+    rows: int
+
+
+def shard_name(seed: int, decl_id: int) -> str:
+    return f"seed_{seed:08d}_decl_{decl_id}.parquet"
+
+
+def shard_path(out_dir: str | os.PathLike, seed: int, decl_id: int) -> Path:
+    return Path(out_dir) / shard_name(seed, decl_id)
+
+
+def _metadata(sol: Solution) -> dict[bytes, bytes]:
+    meta = {
+        "seed": sol.seed,
+        "decl_id": sol.decl_id,
+        "decl_name": DECL_NAMES[sol.decl_id],
+        "hand_size": sol.hand_size,
+        "rows": len(sol.state),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "forge_version": __version__,
+    }
+    return {k.encode(): str(v).encode() for k, v in meta.items()}
+
+
+def to_table(sol: Solution) -> pa.Table:
+    arrays = [pa.array(sol.state), pa.array(sol.V)] + [pa.array(sol.q[i]) for i in range(7)]
+    return pa.Table.from_arrays(arrays, schema=SCHEMA.with_metadata(_metadata(sol)))
+
+
+def write_shard(sol: Solution, out_dir: str | os.PathLike) -> Path:
+    """Write ``sol`` to its shard path via a temp file + fsync + rename: never a partial shard."""
+    target = shard_path(out_dir, sol.seed, sol.decl_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(to_table(sol), fh, **_WRITE_OPTIONS)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    if not path.is_file():
+        raise ShardError(f"{path}: no such shard file")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ShardError(f"{path}: not a readable parquet shard ({exc})") from None
+
+
+def read_shard_info(path: str | os.PathLike) -> ShardInfo:
+    """Metadata of a shard, checked; raises ShardError naming the file and the problem."""
+    path = Path(path)
+    pf = _open(path)
+    names = tuple(pf.schema_arrow.names)
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise ShardError(f"{path}: not a shard: missing column(s) {', '.join(missing)}")
+    meta = {k.decode(): v.decode() for k, v in (pf.schema_arrow.metadata or {}).items()}
+    values = {}
+    for key in ("seed", "decl_id", "hand_size"):
+        raw = meta.get(key)
+        if raw is None or not raw.isdigit():
+            raise ShardError(f"{path}: not a shard: metadata {key!r} is missing or not a number")
+        values[key] = int(raw)
+    if not 0 <= values["decl_id"] < N_DECLS or not 1 <= values["hand_size"] <= 7:
+        raise ShardError(f"{path}: shard metadata out of range: {values}")
+    rows = pf.metadata.num_rows
+    if meta.get("rows", str(rows)) != str(rows):
+        raise ShardError(f"{path}: truncated shard: {rows} rows, metadata says {meta['rows']}")
+    return ShardInfo(path, values["seed"], values["decl_id"], values["hand_size"], rows)
+
+
+def read_shard(path: str | os.PathLike, columns: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Columns of a shard as numpy arrays (all of them by default)."""
+    path = Path(path)
+    read_shard_info(path)
+    try:
+        table = pq.read_table(path, columns=list(columns or COLUMNS), use_threads=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise ShardError(f"{path}: unreadable shard data ({exc})") from None
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def read_solution(path: str | os.PathLike) -> Solution:
+    """A shard back as a :class:`Solution` (hands re-dealt from its seed)."""
+    from forge.oracle.deal import deal
+
+    info = read_shard_info(path)
+    cols = read_shard(path)
+    q = np.stack([cols[c] for c in Q_COLUMNS])
+    hands = deal(info.seed, info.hand_size)
+    return Solution(info.seed, info.decl_id, info.hand_size, hands, cols["state"], cols["V"], q)

@@ -1,0 +1,217 @@
+"""Check that a shard file honours the contract; ``python -m forge.oracle.verify FILE...``.
+
+The standard checks (schema, metadata, sorted unique states, well-formed states, -128 exactly
+where a move is illegal, V = max/min of the legal Q, terminal rows, the initial state) cost one
+pass over the rows. ``--deep`` also replays every legal move and checks Q against the child's V
+plus the trick's points (Bellman consistency), which re-derives the whole solution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numba as nb
+import numpy as np
+
+from forge.oracle.deal import deal
+from forge.oracle.shard import COLUMNS, SCHEMA, ShardError, read_shard, read_shard_info
+from forge.oracle.solve import _deal_tables
+from forge.oracle.state import initial_state
+
+#: Names of the per-row checks, in the order the kernel counts them.
+ROW_CHECKS = (
+    "malformed state fields",
+    "Q is not -128 exactly where the move is illegal",
+    "V is not the max/min of the legal Q for the mover's team",
+    "terminal row with V != 0",
+    "V outside [-42, 42]",
+)
+DEEP_CHECKS = ("child state missing from the shard", "Q differs from child V plus trick points")
+
+
+@nb.njit(cache=True, inline="always")
+def _popcount(m):
+    c = 0
+    while m:
+        c += m & 1
+        m >>= 1
+    return c
+
+
+@nb.njit(cache=True)
+def _check_rows(state, V, q, n, led, follow):
+    """Count rows failing each of ROW_CHECKS and remember the first; also count terminals."""
+    bad = np.zeros(len(ROW_CHECKS), dtype=np.int64)
+    first = np.full(len(ROW_CHECKS), -1, dtype=np.int64)
+    terminals = 0
+    full = (1 << n) - 1
+    for r in range(len(state)):
+        s = state[r]
+        leader = (s >> 28) & 3
+        tlen = (s >> 30) & 3
+        masks = (s & 127, (s >> 7) & 127, (s >> 14) & 127, (s >> 21) & 127)
+        ok = (s >> 41) == 0
+        base = _popcount(masks[(leader + 3) & 3])  # the trick's last player has not played yet
+        for pos in range(4):
+            p = (leader + pos) & 3
+            if (masks[p] & ~full) != 0:
+                ok = False
+            played = pos < tlen
+            if _popcount(masks[p]) != base - played:
+                ok = False
+            if played and ((s >> (32 + 3 * pos)) & 7) >= n:
+                ok = False
+        for pos in range(3):
+            play = (s >> (32 + 3 * pos)) & 7
+            if (pos < tlen) == (play == 7):
+                ok = False
+        codes = 0
+        if not ok:
+            codes |= 1
+        else:
+            mover = (leader + tlen) & 3
+            hand = masks[mover]
+            legal = hand
+            if tlen > 0:
+                suit = led[leader, (s >> 32) & 7]
+                f = hand & follow[mover, suit]
+                if f != 0:
+                    legal = f
+            maximize = (mover & 1) == 0
+            best = -1000 if maximize else 1000
+            for i in range(7):
+                is_legal = (legal >> i) & 1
+                if is_legal == (q[i, r] == -128):
+                    codes |= 2
+                if is_legal:
+                    v = np.int64(q[i, r])
+                    if (maximize and v > best) or (not maximize and v < best):
+                        best = v
+            if legal == 0:
+                terminals += 1
+                if V[r] != 0:
+                    codes |= 8
+            elif best != V[r]:
+                codes |= 4
+        if V[r] < -42 or V[r] > 42:
+            codes |= 16
+        for c in range(len(ROW_CHECKS)):
+            if (codes >> c) & 1:
+                bad[c] += 1
+                if first[c] < 0:
+                    first[c] = r
+    return bad, first, terminals
+
+
+@nb.njit(cache=True)
+def _check_children(state, V, q, bit, led, power, points):
+    """Count (row, move) pairs whose child is missing or whose Q breaks Bellman's equation."""
+    bad = np.zeros(2, dtype=np.int64)
+    first = np.full(2, -1, dtype=np.int64)
+    for r in range(len(state)):
+        s = state[r]
+        leader = (s >> 28) & 3
+        tlen = (s >> 30) & 3
+        mover = (leader + tlen) & 3
+        for i in range(7):
+            if q[i, r] == -128:
+                continue
+            masks = (s & ((1 << 28) - 1)) - bit[mover, i]
+            gain = 0
+            if tlen < 3:
+                child = masks | (leader << 28) | ((tlen + 1) << 30)
+                for pos in range(3):
+                    play = (s >> (32 + 3 * pos)) & 7
+                    if pos == tlen:
+                        play = i
+                    child |= play << (32 + 3 * pos)
+            else:
+                plays = ((s >> 32) & 7, (s >> 35) & 7, (s >> 38) & 7, np.int64(i))
+                suit = led[leader, plays[0]]
+                best = -1
+                winner = 0
+                pts = 1
+                for pos in range(4):
+                    p = (leader + pos) & 3
+                    pw = power[p, plays[pos], suit]
+                    if pw > best:
+                        best = pw
+                        winner = p
+                    pts += points[p, plays[pos]]
+                gain = pts if (winner & 1) == 0 else -pts
+                child = masks | (winner << 28) | (np.int64(0x1FF) << 32)
+            j = np.searchsorted(state, child)
+            code = -1
+            if j >= len(state) or state[j] != child:
+                code = 0
+            elif np.int64(V[j]) + gain != q[i, r]:
+                code = 1
+            if code >= 0:
+                bad[code] += 1
+                if first[code] < 0:
+                    first[code] = r
+    return bad, first
+
+
+def verify_shard(path: str | Path, deep: bool = False) -> list[str]:
+    """Problems found in the shard at ``path`` (empty when it verifies)."""
+    path = Path(path)
+    try:
+        info = read_shard_info(path)
+        cols = read_shard(path)
+    except ShardError as exc:
+        return [str(exc)]
+    problems = []
+    for name in COLUMNS:
+        want = SCHEMA.field(name).type.to_pandas_dtype()
+        if cols[name].dtype != want:
+            problems.append(f"column {name} has dtype {cols[name].dtype}, expected {np.dtype(want)}")
+    if problems:
+        return problems
+    state, V = cols["state"], cols["V"]
+    q = np.stack([cols[f"q{i}"] for i in range(7)])
+    if len(state) == 0:
+        return ["shard has no rows"]
+    steps = np.diff(state)
+    if np.any(steps <= 0):
+        r = int(np.argmax(steps <= 0))
+        problems.append(f"states not sorted and unique (first at row {r + 1})")
+    tables = _deal_tables(deal(info.seed, info.hand_size), info.decl_id)
+    bad, first, terminals = _check_rows(state, V, q, info.hand_size, tables["led"], tables["follow"])
+    problems += [f"{n} row(s): {name} (first at row {f})" for name, n, f in zip(ROW_CHECKS, bad, first) if n]
+    if terminals == 0:
+        problems.append("no terminal row")
+    init = initial_state(info.hand_size)
+    i = int(np.searchsorted(state, init))
+    if i >= len(state) or state[i] != init:
+        problems.append(f"initial state {init:#x} missing")
+    if deep and not problems:
+        bad, first = _check_children(
+            state, V, q, tables["bit"], tables["led"], tables["power"], tables["points"]
+        )
+        problems += [f"{n} move(s): {name} (first at row {f})" for name, n, f in zip(DEEP_CHECKS, bad, first) if n]
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m forge.oracle.verify", description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("--deep", action="store_true", help="also check every Q against its child's V")
+    args = parser.parse_args(argv)
+    failed = 0
+    for path in args.files:
+        problems = verify_shard(path, deep=args.deep)
+        if problems:
+            failed += 1
+            print(f"FAIL {path}: {'; '.join(problems)}", file=sys.stderr)
+        else:
+            print(f"ok   {path}")
+    if failed:
+        print(f"{failed} of {len(args.files)} shard(s) failed verification", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
