@@ -1,0 +1,127 @@
+"""``python -m forge.cli.flywheel``: run the flywheel, or inspect and steer it.
+
+    python -m forge.cli.flywheel [--once] [--seed-range A:B] [--no-wandb]   run iterations
+    python -m forge.cli.flywheel status [--json]                              where it stands
+    python -m forge.cli.flywheel init --preset quick --wandb-group G [...]    a fresh state.yaml
+    python -m forge.cli.flywheel retry                                        failed/crashed -> ready
+    python -m forge.cli.flywheel stop                                         stop after the current stage
+
+Every command works on the workspace in the current directory (``--root DIR`` for another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from forge.cli.common import UsageError, parse_seed_range, run_cli
+
+PROG = "python -m forge.cli.flywheel"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=".", help="workspace folder holding state.yaml (default: .)")
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], parents=[common])
+    parser.add_argument("--once", action="store_true", help="run one iteration, then stop")
+    parser.add_argument("--seed-range", metavar="A:B", help="train the next iteration on seeds A..B-1")
+    parser.add_argument("--no-wandb", action="store_true", help="no W&B logging for these iterations")
+    sub = parser.add_subparsers(dest="command")
+    st = sub.add_parser("status", parents=[common], help="status, current iteration and history")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    init = sub.add_parser("init", parents=[common], help="write a fresh state.yaml from a preset")
+    init.add_argument("--preset", default="quick", help="tiny, quick or standard (templates/presets)")
+    init.add_argument("--wandb-group", required=True, help="W&B group of this flywheel's runs")
+    init.add_argument("--wandb-project", default="forge-texas42")
+    init.add_argument("--wandb-mode", default="offline", choices=("offline", "online", "disabled"))
+    init.add_argument("--start-seed", type=int, default=0, help="first training seed (default 0)")
+    init.add_argument("--seeds-per-iter", type=int, help="override the preset's seeds per iteration")
+    init.add_argument("--baseline", help="checkpoint the first iteration fine-tunes from")
+    init.add_argument("--force", action="store_true", help="replace an existing state.yaml (kept as .bak)")
+    sub.add_parser("retry", parents=[common], help="mark a failed or crashed iteration ready again")
+    sub.add_parser("stop", parents=[common], help="ask a running loop to stop after its current stage")
+    return parser
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from forge.flywheel.config import ConfigError, load_preset
+    from forge.flywheel.state import new_state, save_state, state_path
+
+    root = Path(args.root)
+    if state_path(root).exists() and not args.force:
+        raise UsageError(f"{state_path(root)} exists; pass --force to replace it (the old one is kept as .bak)")
+    if args.start_seed < 0:
+        raise UsageError(f"--start-seed must be non-negative, got {args.start_seed}")
+    if args.baseline and not Path(args.baseline).is_file():
+        raise UsageError(f"baseline checkpoint {args.baseline} not found")
+    try:
+        config = load_preset(args.preset, seeds_per_iter=args.seeds_per_iter)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    baseline = str(Path(args.baseline).resolve()) if args.baseline else None
+    state = new_state(config, args.wandb_group, args.start_seed, baseline, args.wandb_project, args.wandb_mode)
+    root.mkdir(parents=True, exist_ok=True)
+    save_state(root, state)
+    print(f"initialised {state_path(root)}: preset {config.preset}, group {args.wandb_group}, "
+          f"W&B {args.wandb_mode}, first seed {args.start_seed}")
+    print(f"next: {state.next_action}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from forge.flywheel.status import format_text, snapshot
+
+    snap = snapshot(args.root)
+    print(json.dumps(snap, indent=2, default=str) if args.json else format_text(snap))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from forge.flywheel.loop import run_loop
+    from forge.flywheel.state import load_state
+
+    seeds = None
+    if args.seed_range:
+        rng = parse_seed_range(args.seed_range)
+        golden = load_state(args.root).config.golden_seeds
+        seeds = [s for s in rng if s not in golden]
+        if not seeds:
+            raise UsageError(f"seed range {args.seed_range} holds only golden seeds")
+    return run_loop(args.root, once=args.once, seeds=seeds, no_wandb=args.no_wandb,
+                    say=lambda msg: print(msg, flush=True))
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from forge.flywheel.loop import retry
+
+    print(f"ready: {retry(args.root)}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from forge.flywheel.paths import Workspace
+
+    ws = Workspace.at(args.root)
+    ws.stop_file.touch()
+    print(f"asked the loop to stop after its current stage ({ws.stop_file})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from forge.flywheel.config import ConfigError
+    from forge.flywheel.lock import LockHeld
+    from forge.flywheel.loop import FlywheelError
+    from forge.flywheel.state import StateError
+
+    args = build_parser().parse_args(argv)
+    handler = {"status": cmd_status, "init": cmd_init, "retry": cmd_retry, "stop": cmd_stop}.get(args.command, cmd_run)
+    try:
+        return handler(args)
+    except (StateError, ConfigError, FlywheelError, LockHeld) as exc:
+        raise UsageError(str(exc)) from None
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

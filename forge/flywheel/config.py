@@ -1,0 +1,128 @@
+"""Flywheel configuration: every value that shapes an iteration, loaded from a preset.
+
+Presets live in ``templates/presets/<name>.yaml`` (the single source of their values); the
+chosen configuration is copied into ``state.yaml`` at ``init`` so a workspace keeps running with
+the values it started with even if a preset file changes later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from forge.oracle.rules import MAX_HAND, N_DECLS
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+PRESETS = TEMPLATES / "presets"
+MODEL_SIZES = ("tiny", "small", "large")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str
+    hand_size: int  # dominoes per hand (7 = full deals; fewer = reduced games)
+    seeds_per_iter: int  # new training deals per iteration (one declaration each: seed % 10)
+    samples_per_shard: int  # training states sampled from each shard
+    golden_val_seeds: list[int]
+    golden_test_seeds: list[int]
+    golden_decls: list[int]
+    golden_samples_per_shard: int
+    playout_deals: int  # golden test deals played out by the model (0 = skip)
+    model: str  # tiny | small | large
+    epochs: int
+    lr: float  # fine-tuning learning rate
+    scratch_lr: float  # learning rate when there is no checkpoint to start from
+    batch_size: int
+    replay_iters: int  # earlier iterations whose shards are trained on again
+    global_seed: int  # sampling seed of the tokenizer
+    stop_iterations: int | None = None  # done after this many iterations
+    stop_total_seeds: int | None = None  # done once this many training seeds were used
+    stop_target_qgap: float | None = None  # done once val Q-gap <= this
+
+    @property
+    def golden_seeds(self) -> set[int]:
+        return set(self.golden_val_seeds) | set(self.golden_test_seeds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check(name: str, value: Any, kind: str) -> Any:
+    where = f"config.{name}"
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None and optional:
+        return None
+    if kind == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ConfigError(f"{where} must be a non-negative integer, got {value!r}")
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where} must be a non-negative number, got {value!r}")
+        return float(value)
+    if kind == "str" and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if kind == "ints" and (
+        not isinstance(value, list) or not all(isinstance(v, int) and v >= 0 for v in value)
+    ):
+        raise ConfigError(f"{where} must be a list of non-negative integers, got {value!r}")
+    return value
+
+
+_KINDS = {
+    "preset": "str", "hand_size": "int", "seeds_per_iter": "int", "samples_per_shard": "int",
+    "golden_val_seeds": "ints", "golden_test_seeds": "ints", "golden_decls": "ints",
+    "golden_samples_per_shard": "int", "playout_deals": "int", "model": "str", "epochs": "int",
+    "lr": "float", "scratch_lr": "float", "batch_size": "int", "replay_iters": "int", "global_seed": "int",
+    "stop_iterations": "int?", "stop_total_seeds": "int?", "stop_target_qgap": "float?",
+}
+
+
+def config_from_dict(data: Any) -> Config:
+    """Validate a mapping into a Config; ConfigError names the first bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in fields(Config)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"config has unknown field(s): {', '.join(unknown)}")
+    values = {}
+    for f in fields(Config):
+        if f.name not in data and f.default is not None:
+            raise ConfigError(f"config.{f.name} is missing")
+        values[f.name] = _check(f.name, data.get(f.name), _KINDS[f.name])
+    cfg = Config(**values)
+    if not 1 <= cfg.hand_size <= MAX_HAND:
+        raise ConfigError(f"config.hand_size must be 1..{MAX_HAND}, got {cfg.hand_size}")
+    for name in ("seeds_per_iter", "samples_per_shard", "golden_samples_per_shard", "epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"config.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.model not in MODEL_SIZES:
+        raise ConfigError(f"config.model must be one of {', '.join(MODEL_SIZES)}, got {cfg.model!r}")
+    if not cfg.golden_val_seeds or not cfg.golden_test_seeds or not cfg.golden_decls:
+        raise ConfigError("config.golden_val_seeds, golden_test_seeds and golden_decls must not be empty")
+    if any(d >= N_DECLS for d in cfg.golden_decls):
+        raise ConfigError(f"config.golden_decls must be 0..{N_DECLS - 1}, got {cfg.golden_decls}")
+    if set(cfg.golden_val_seeds) & set(cfg.golden_test_seeds):
+        raise ConfigError("config.golden_val_seeds and golden_test_seeds overlap")
+    return cfg
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def load_preset(name: str, **overrides: Any) -> Config:
+    """The named preset from templates/presets, with ``overrides`` applied."""
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r} (choose from: {', '.join(preset_names())})")
+    data = yaml.safe_load(path.read_text()) or {}
+    data.update({k: v for k, v in overrides.items() if v is not None}, preset=name)
+    return config_from_dict(data)

@@ -1,0 +1,132 @@
+"""One loop per workspace: an flock'ed lock file naming its holder, plus a heartbeat.
+
+The kernel releases an flock when its process dies, so a lock that can be taken while
+state.yaml says ``running`` means the loop that set it is gone: it crashed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+from forge.flywheel.state import State, StateStore, now
+
+LOCK_FILE = ".flywheel.lock"
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 120.0
+
+
+class LockHeld(RuntimeError):
+    """Another loop holds the workspace."""
+
+
+class FlywheelLock:
+    """Exclusive, non-blocking lock on ``<root>/.flywheel.lock`` for the loop's lifetime."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.path = Path(root) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> FlywheelLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(f"another flywheel loop is running here: {describe_holder(self.path)}") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def describe_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    if not info:
+        return f"{path} is locked"
+    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')} (lock {path})"
+
+
+def lock_is_held(root: str | os.PathLike) -> bool:
+    path = Path(root) / LOCK_FILE
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def heartbeat_age(state: State) -> float | None:
+    if state.current is None or not state.current.heartbeat:
+        return None
+    beat = dt.datetime.fromisoformat(state.current.heartbeat)
+    return (dt.datetime.now(dt.UTC) - beat).total_seconds()
+
+
+def liveness(root: str | os.PathLike, state: State) -> str:
+    """The status as seen from outside: state.yaml's status, or ``crashed`` for a dead loop."""
+    if state.status != "running":
+        return state.status
+    cur = state.current
+    if cur is not None and cur.host == socket.gethostname() and cur.pid and not _pid_alive(cur.pid):
+        return "crashed"
+    if not lock_is_held(root):
+        return "crashed"
+    age = heartbeat_age(state)
+    if age is not None and age > STALE_SECONDS:
+        return "crashed"
+    return "running"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Heartbeat:
+    """Refresh ``current.heartbeat`` in state.yaml every few seconds while a stage runs."""
+
+    def __init__(self, store: StateStore, interval: float = HEARTBEAT_SECONDS):
+        self.store, self.interval = store, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flywheel-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self.store.edit() as st:
+                if st.current is not None:
+                    st.current.heartbeat = now()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,53 @@
+"""Where a workspace keeps things: one definition for the loop, the stages and the panels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+STAGE_NOTEBOOKS = {
+    "generate": "01_generate.ipynb",
+    "tokenize": "02_tokenize.ipynb",
+    "train": "03_train.ipynb",
+    "evaluate": "04_evaluate.ipynb",
+}
+STOP_FILE = ".flywheel.stop"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path = ".") -> Workspace:
+        return cls(Path(root).resolve())
+
+    def shards(self, hand_size: int) -> Path:
+        """Training shards (flat, named by seed and declaration)."""
+        return self.root / "data" / f"shards-h{hand_size}"
+
+    def golden(self, hand_size: int) -> Path:
+        return self.root / "data" / f"golden-h{hand_size}"
+
+    @property
+    def token_cache(self) -> Path:
+        return self.root / "data" / "tokens" / "cache"
+
+    @property
+    def dataset(self) -> Path:
+        """The tokenized dataset the current iteration trains and evaluates on."""
+        return self.root / "data" / "tokens" / "dataset"
+
+    def run_dir(self, iteration: int) -> Path:
+        return self.root / "runs" / f"iter-{iteration:04d}"
+
+    def results(self, iteration: int) -> Path:
+        return self.run_dir(iteration) / "results"
+
+    def archive(self, iteration: int) -> Path:
+        return self.root / "archive" / f"iter-{iteration:04d}"
+
+    @property
+    def stop_file(self) -> Path:
+        return self.root / STOP_FILE

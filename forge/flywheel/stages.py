@@ -1,0 +1,298 @@
+"""The four stages of an iteration, as functions the stage notebooks call.
+
+Each stage is idempotent: finished work (verified shards, cached tokens, a trained checkpoint,
+computed metrics) is found and reused, so a notebook stepped through by hand and then the loop
+record the same iteration without doing it twice. Each stage writes its result as JSON under
+``runs/iter-NNNN/results/<stage>.json``; the loop reads those into ``state.yaml``'s history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forge.flywheel.config import Config
+from forge.flywheel.paths import Workspace
+from forge.flywheel.state import State, StateError, load_state, plan_seeds
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a stage needs to know about the iteration it works on."""
+
+    ws: Workspace
+    state: State
+    iteration: int
+    seeds: list[int]
+    no_wandb: bool = False
+    progress: bool = True
+
+    @property
+    def config(self) -> Config:
+        return self.state.config
+
+    @property
+    def train_shards(self) -> list[Path]:
+        out = self.ws.shards(self.config.hand_size)
+        return [out / f"seed_{s:08d}_decl_{s % 10}.parquet" for s in self.seeds]
+
+    def golden_shards(self, split: str) -> list[Path]:
+        seeds = self.config.golden_val_seeds if split == "val" else self.config.golden_test_seeds
+        out = self.ws.golden(self.config.hand_size)
+        return [out / f"seed_{s:08d}_decl_{d}.parquet" for s in seeds for d in self.config.golden_decls]
+
+    def previous(self) -> dict[str, Any] | None:
+        """History entry of the iteration before this one, if any."""
+        earlier = [h for h in self.state.history if h["iteration"] < self.iteration]
+        return earlier[-1] if earlier else None
+
+
+def context(root: str | os.PathLike = ".", iteration: int | None = None, no_wandb: bool = False,
+            progress: bool = True) -> Context:
+    """Resolve the iteration from state.yaml: the one in progress or the next (default), or a past one."""
+    ws = Workspace.at(root)
+    state = load_state(ws.root)
+    if iteration is None or iteration == state.iteration:
+        iteration = state.iteration
+        seeds = state.current.seeds if state.current else plan_seeds(state.config, state.next_seed)
+    else:
+        past = [h for h in state.history if h["iteration"] == iteration]
+        if not past:
+            raise StateError(f"iteration {iteration} is neither in history nor the current one ({state.iteration})")
+        seeds = past[0]["seeds"]
+    return Context(ws, state, iteration, list(seeds), no_wandb, progress)
+
+
+def write_result(ctx: Context, stage: str, result: dict[str, Any]) -> Path:
+    """Atomically record a stage's result for the loop."""
+    out = ctx.ws.results(ctx.iteration)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stage}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{stage}.", suffix=".tmp", dir=out)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(result, fh, indent=2, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def read_result(ws: Workspace, iteration: int, stage: str) -> dict[str, Any] | None:
+    path = ws.results(iteration) / f"{stage}.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def _rel(ctx: Context, path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ctx.ws.root))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------------- generate
+
+def generate(ctx: Context, workers: int | None = None) -> dict[str, Any]:
+    """Golden val/test shards (first time only) and this iteration's training shards."""
+    from forge.oracle.generate import generate as gen
+
+    cfg = ctx.config
+    start = time.perf_counter()
+    summary: dict[str, Any] = {"written": 0, "kept": 0}
+    golden_jobs = [(s, d) for s in cfg.golden_val_seeds + cfg.golden_test_seeds for d in cfg.golden_decls]
+    train_jobs = [(s, s % 10) for s in ctx.seeds]
+    for name, jobs, out in (
+        ("golden", golden_jobs, ctx.ws.golden(cfg.hand_size)),
+        ("train", train_jobs, ctx.ws.shards(cfg.hand_size)),
+    ):
+        results = list(gen(jobs, out, cfg.hand_size, workers=workers, progress=ctx.progress))
+        written = sum(not r.skipped for r in results)
+        summary[f"{name}_written"] = written
+        summary[f"{name}_kept"] = len(results) - written
+        summary[f"{name}_states"] = sum(r.rows for r in results)
+        summary["written"] += written
+        summary["kept"] += len(results) - written
+        for r in results:
+            if r.note:
+                print(f"{r.path.name}: {r.note}")
+    summary["train_shards"] = [_rel(ctx, p) for p in ctx.train_shards]
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    write_result(ctx, "generate", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- tokenize
+
+def replay_seeds(ctx: Context) -> list[int]:
+    """Seeds of the ``replay_iters`` iterations before this one, trained on again."""
+    if ctx.config.replay_iters <= 0:
+        return []
+    earlier = [h for h in ctx.state.history if h["iteration"] < ctx.iteration][-ctx.config.replay_iters:]
+    return [s for h in earlier for s in h["seeds"]]
+
+
+def tokenize(ctx: Context) -> dict[str, Any]:
+    """Tokenize only shards not yet cached; train = this iteration (+ replay), val/test = golden."""
+    from forge.ml.store import build_dataset
+
+    cfg = ctx.config
+    start = time.perf_counter()
+    shards_dir = ctx.ws.shards(cfg.hand_size)
+    replay = [shards_dir / f"seed_{s:08d}_decl_{s % 10}.parquet" for s in replay_seeds(ctx)]
+    missing = [p for p in ctx.train_shards + replay if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"shard {missing[0]} is missing: run the generate stage first")
+    # Golden splits are sampled at their own rate; they are built once and then left untouched.
+    golden = build_dataset(
+        {"val": ctx.golden_shards("val"), "test": ctx.golden_shards("test")},
+        ctx.ws.dataset / "golden", cfg.golden_samples_per_shard, cfg.global_seed,
+        cache_dir=ctx.ws.token_cache, progress=ctx.progress,
+    )
+    train = build_dataset(
+        {"train": ctx.train_shards + replay}, ctx.ws.dataset / "train", cfg.samples_per_shard, cfg.global_seed,
+        cache_dir=ctx.ws.token_cache, progress=ctx.progress,
+    )
+    summary = {
+        "train_samples": train.counts.get("train", 0),
+        "val_samples": golden.counts.get("val", 0),
+        "test_samples": golden.counts.get("test", 0),
+        "replay_seeds": replay_seeds(ctx),
+        "tokenized_shards": len(golden.tokenized) + len(train.tokenized),
+        "cached_shards": len(golden.cached) + len(train.cached),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    write_result(ctx, "tokenize", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+def starting_point(ctx: Context) -> tuple[Path | None, float, str]:
+    """Checkpoint to fine-tune from, its learning rate, and a label: previous > baseline > scratch."""
+    prev = ctx.previous()
+    if prev and prev.get("checkpoint"):
+        return ctx.ws.root / prev["checkpoint"], ctx.config.lr, f"iteration {prev['iteration']}"
+    if ctx.state.baseline_checkpoint:
+        return Path(ctx.state.baseline_checkpoint), ctx.config.lr, "baseline"
+    return None, ctx.config.scratch_lr, "scratch"
+
+
+def train(ctx: Context) -> dict[str, Any]:
+    """Fine-tune on this iteration's train split; the chosen checkpoint is copied to a stable path."""
+    import shutil
+
+    from forge.cli.train import train as fit
+
+    done = read_result(ctx.ws, ctx.iteration, "train")
+    if done and (ctx.ws.root / done["checkpoint"]).is_file():
+        print(f"iteration {ctx.iteration} is already trained: {done['checkpoint']}")
+        return done
+    cfg = ctx.config
+    resume, lr, origin = starting_point(ctx)
+    print(f"training from {origin}" + (f" ({_rel(ctx, resume)})" if resume else "") + f" at lr {lr:g}")
+    start = time.perf_counter()
+    run_dir = ctx.ws.run_dir(ctx.iteration)
+    res = fit(
+        ctx.ws.dataset, epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size,
+        model=None if resume else cfg.model, resume=resume, run_dir=run_dir / "train",
+        wandb=False, seed=cfg.global_seed + ctx.iteration, progress=ctx.progress,
+    )
+    chosen = res.best_checkpoint or res.last_checkpoint
+    stable = run_dir / "model.ckpt"
+    tmp = stable.with_suffix(".ckpt.tmp")
+    shutil.copyfile(chosen, tmp)
+    os.replace(tmp, stable)
+    summary = {
+        "checkpoint": _rel(ctx, stable),
+        "started_from": origin,
+        "resume": _rel(ctx, resume) if resume else None,
+        "lr": lr,
+        "metrics_csv": _rel(ctx, res.metrics_csv),
+        "train_metrics": {k: round(v, 5) for k, v in res.metrics.items()},
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    write_result(ctx, "train", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+#: Metrics compared across iterations: lower is better for all but accuracy-like rates.
+HIGHER_IS_BETTER = {"accuracy", "zero_regret"}
+
+
+def _deltas(now_: dict[str, float], then: dict[str, float] | None) -> dict[str, float]:
+    if not then:
+        return {}
+    return {k: round(now_[k] - then[k], 5) for k in now_ if isinstance(now_.get(k), float) and
+            isinstance(then.get(k), float)}
+
+
+def evaluate(ctx: Context) -> dict[str, Any]:
+    """Golden val and test metrics, a play-out on golden test deals, deltas, and W&B logging."""
+    from forge.cli.eval import evaluate as score
+    from forge.flywheel.tracking import log_iteration
+
+    trained = read_result(ctx.ws, ctx.iteration, "train")
+    if not trained:
+        raise FileNotFoundError(f"iteration {ctx.iteration} has no trained checkpoint: run the train stage first")
+    done = read_result(ctx.ws, ctx.iteration, "evaluate")
+    if done and done.get("checkpoint") == trained["checkpoint"]:
+        print(f"iteration {ctx.iteration} is already evaluated")
+        return done
+    start = time.perf_counter()
+    ckpt = ctx.ws.root / trained["checkpoint"]
+    val = score(ckpt, ctx.ws.dataset, "val")
+    test = score(ckpt, ctx.ws.dataset, "test", playout_deals=ctx.config.playout_deals)
+    playout = {k: test.pop(k) for k in list(test) if k.startswith("playout")}
+    prev = ctx.previous()
+    earlier = [h for h in ctx.state.history if h["iteration"] < ctx.iteration and h.get("val")]
+    best = min(earlier, key=lambda h: h["val"]["q_gap"]) if earlier else None
+    summary: dict[str, Any] = {
+        "checkpoint": trained["checkpoint"],
+        "val": val,
+        "test": test,
+        "playout": playout,
+        "delta_prev": _deltas(val, prev.get("val") if prev else None),
+        "delta_best": _deltas(val, best["val"] if best else None),
+        "best_before": best["iteration"] if best else None,
+        "is_best": best is None or val["q_gap"] < best["val"]["q_gap"],
+        "total_seeds": ctx.state.total_seeds + len(ctx.seeds) if ctx.iteration == ctx.state.iteration else None,
+    }
+    summary["wandb"] = log_iteration(ctx, trained, summary) if not ctx.no_wandb else None
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    if summary["is_best"]:
+        print(f"new best (val Q-gap {val['q_gap']:.4f}): {trained['checkpoint']}")
+    write_result(ctx, "evaluate", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- display
+
+def describe(ctx: Context) -> None:
+    cfg = ctx.config
+    print(f"workspace {ctx.ws.root}\niteration {ctx.iteration} ({cfg.preset} preset, hand size {cfg.hand_size}): "
+          f"{len(ctx.seeds)} seeds {ctx.seeds[0]}..{ctx.seeds[-1]}")
+
+
+def show_result(result: dict[str, Any]) -> None:
+    """A readable summary table of a stage's result (HTML in notebooks, text elsewhere)."""
+    from forge.ui.render import result_table
+
+    try:
+        from IPython.display import HTML, display
+
+        display(HTML(result_table(result)))
+    except ImportError:  # pragma: no cover - IPython is a dependency; plain Python still works
+        print(json.dumps(result, indent=2, default=str))
+
+
+def plot_evaluation(ctx: Context, result: dict[str, Any]):
+    """Q-gap per declaration (val) and the history of val Q-gap/accuracy against seeds trained."""
+    from forge.ui.plots import evaluation_figure
+
+    return evaluation_figure(ctx.state.history, result)

@@ -1,0 +1,70 @@
+"""The status panel: a live ipywidget in JupyterLab, static HTML everywhere else.
+
+The panel is displayed as one output carrying two representations: a widget view, which a live
+JupyterLab renders and which a background thread refreshes in place (it updates the widget's
+value, never printing into any cell), and ``text/html``, which archived notebooks, nbconvert
+and nbviewer render. Headless runs (the flywheel loop sets FORGE_HEADLESS=1) never start the
+refresh thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from forge.flywheel.status import snapshot
+from forge.ui.plots import history_png
+from forge.ui.render import panel_html
+
+REFRESH_SECONDS = 5.0
+
+
+def render(root: str | os.PathLike = ".", base: str | os.PathLike | None = None) -> str:
+    """The panel's HTML for the workspace at ``root``, links relative to ``base`` (default: cwd)."""
+    snap = snapshot(root)
+    return panel_html(snap, base=base or Path.cwd(), plot_png=history_png(snap["history"]))
+
+
+class Panel:
+    """Displayable status panel; ``stop()`` ends its refresh thread."""
+
+    def __init__(self, root: str | os.PathLike = ".", live: bool | None = None, interval: float = REFRESH_SECONDS):
+        self.root = Path(root).resolve()
+        self.live = os.environ.get("FORGE_HEADLESS") != "1" if live is None else live
+        self.html = render(self.root)
+        self._widget = None
+        self._stop = threading.Event()
+        if self.live:
+            import ipywidgets as widgets
+
+            self._widget = widgets.HTML(value=self.html)
+            threading.Thread(target=self._refresh, args=(interval,), name="forge-panel", daemon=True).start()
+
+    def _refresh(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.html = render(self.root)
+            except Exception as exc:  # noqa: BLE001 - a half-written state must not kill the panel
+                self.html = f"<div class='forge-panel'>status unavailable: {exc}</div>"
+            self._widget.value = self.html
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"text/html": self.html, "text/plain": "forge status panel"}
+        if self._widget is not None:
+            bundle.update(self._widget._repr_mimebundle_(include=include, exclude=exclude) or {})
+            bundle["text/html"] = self.html
+        return bundle
+
+
+def show_panel(root: str | os.PathLike = ".", live: bool | None = None) -> Panel:
+    """Display the panel in the current notebook and return it."""
+    from IPython.display import display
+
+    panel = Panel(root, live=live)
+    display(panel)
+    return panel

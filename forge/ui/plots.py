@@ -1,0 +1,59 @@
+"""Matplotlib figures for the evaluate notebook and the status panel."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+
+from forge.oracle.rules import DECL_NAMES  # noqa: E402
+
+
+def _history_axes(ax_gap, history: list[dict[str, Any]]) -> None:
+    pts = [(h["total_seeds"], h["val"]["q_gap"], h["val"].get("accuracy")) for h in history if h.get("val")]
+    if not pts:
+        ax_gap.text(0.5, 0.5, "no evaluated iterations yet", ha="center", va="center", transform=ax_gap.transAxes)
+        return
+    seeds, gaps, accs = zip(*pts)
+    ax_gap.plot(seeds, gaps, "o-", color="#d73027", label="val Q-gap")
+    ax_gap.set_xlabel("seeds trained")
+    ax_gap.set_ylabel("Q-gap (points / move)", color="#d73027")
+    ax_acc = ax_gap.twinx()
+    ax_acc.plot(seeds, accs, "s--", color="#2b7de9", label="val accuracy")
+    ax_acc.set_ylabel("accuracy", color="#2b7de9")
+    ax_gap.set_title("history")
+
+
+def evaluation_figure(history: list[dict[str, Any]], result: dict[str, Any] | None = None):
+    """Val Q-gap per declaration (this iteration) beside the history of Q-gap and accuracy."""
+    fig, (ax_decl, ax_hist) = plt.subplots(1, 2, figsize=(11, 3.6))
+    val = (result or {}).get("val") or {}
+    names = [n for n in DECL_NAMES if f"q_gap/{n}" in val]
+    ax_decl.bar(range(len(names)), [val[f"q_gap/{n}"] for n in names], color="#fdae61")
+    ax_decl.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax_decl.set_ylabel("val Q-gap")
+    ax_decl.set_title("Q-gap by declaration")
+    rows = list(history)
+    if result and result.get("total_seeds") is not None and val:
+        rows.append({"total_seeds": result["total_seeds"], "val": val})
+    _history_axes(ax_hist, rows)
+    fig.tight_layout()
+    return fig
+
+
+def history_png(history: list[dict[str, Any]]) -> str | None:
+    """Q-gap and accuracy against seeds trained, as base64 PNG (None without evaluated iterations)."""
+    if not any(h.get("val") for h in history):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    _history_axes(ax, history)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
