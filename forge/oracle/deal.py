@@ -10,13 +10,13 @@ from forge.oracle.rules import MAX_HAND, N_DOMINOES, N_PLAYERS
 
 
 def check_hand_size(hand_size: int) -> int:
-    if not isinstance(hand_size, (int, np.integer)) or not 1 <= hand_size <= MAX_HAND:
+    if isinstance(hand_size, bool) or not isinstance(hand_size, (int, np.integer)) or not 1 <= hand_size <= MAX_HAND:
         raise ValueError(f"hand size must be 1..{MAX_HAND}, got {hand_size!r}")
     return int(hand_size)
 
 
 def check_seed(seed: int) -> int:
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 

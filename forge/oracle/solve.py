@@ -39,7 +39,7 @@ class Solution:
 
 
 def check_decl(decl_id: int) -> int:
-    if not isinstance(decl_id, (int, np.integer)) or not 0 <= decl_id < rules.N_DECLS:
+    if isinstance(decl_id, bool) or not isinstance(decl_id, (int, np.integer)) or not 0 <= decl_id < rules.N_DECLS:
         raise ValueError(f"declaration must be 0..{rules.N_DECLS - 1}, got {decl_id!r}")
     return int(decl_id)
 
@@ -86,7 +86,7 @@ def solve(seed: int, decl_id: int, hand_size: int = rules.MAX_HAND) -> Solution:
     # Level k = tricks played; boundary states of level k hold c = n - k dominoes each.
     reach = [np.zeros(4 * int(combs[n - k]) ** 4, dtype=np.uint8) for k in range(n + 1)]
     reach[0][0] = 1  # every hand full (rank 0), player 0 leads
-    hist = np.zeros((kernels.MASK_VALUES, kernels.N_HEADERS), dtype=np.int64)
+    hist = np.zeros((1 << n, kernels.N_HEADERS), dtype=np.int64)  # rows: player 3's trick-start mask
     for k in range(n):
         kernels.forward_level(
             n - k, by_pop, combs, rank, reach[k], reach[k + 1], hist,
