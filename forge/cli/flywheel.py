@@ -5,6 +5,7 @@
     python -m forge.cli.flywheel init --preset quick --wandb-group G [...]    a fresh state.yaml
     python -m forge.cli.flywheel retry                                        failed/crashed -> ready
     python -m forge.cli.flywheel stop                                         stop after the current stage
+    python -m forge.cli.flywheel archive                                      iterations and archived notebooks
 
 Every command works on the workspace in the current directory (``--root DIR`` for another).
 """
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--baseline", help="checkpoint the first iteration fine-tunes from")
     init.add_argument("--force", action="store_true", help="replace an existing state.yaml (kept as .bak)")
     sub.add_parser("retry", parents=[common], help="mark a failed or crashed iteration ready again")
+    sub.add_parser("archive", parents=[common], help="every iteration with its metrics and archived notebooks")
     sub.add_parser("stop", parents=[common], help="ask a running loop to stop after its current stage")
     return parser
 
@@ -100,6 +102,14 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from forge.flywheel.archive import format_archive, write_index
+
+    write_index(args.root)
+    print(format_archive(args.root))
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from forge.flywheel.paths import Workspace
 
@@ -116,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     from forge.flywheel.state import StateError
 
     args = build_parser().parse_args(argv)
-    handler = {"status": cmd_status, "init": cmd_init, "retry": cmd_retry, "stop": cmd_stop}.get(args.command, cmd_run)
+    handler = {"status": cmd_status, "init": cmd_init, "retry": cmd_retry, "stop": cmd_stop,
+               "archive": cmd_archive}.get(args.command, cmd_run)
     try:
         return handler(args)
     except (StateError, ConfigError, FlywheelError, LockHeld) as exc:

@@ -137,6 +137,7 @@ def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no
                     st.current.notebooks[stage] = str(exc.notebook.relative_to(ws.root))
                     st.next_action = (f"read {exc.notebook.relative_to(ws.root)}, fix the cause, "
                                       f"then `{RUN} retry` (finished stages are kept)")
+                _index(ws)
                 say(f"  {stage:9s} FAILED: {exc.summary}\n  see {exc.notebook}")
                 return 1
             except KeyboardInterrupt:
@@ -159,8 +160,15 @@ def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no
         st.current, st.status, st.last_error = None, "ready", None
         upcoming = plan_seeds(st.config, st.next_seed)
         st.next_action = f"`{RUN}` runs iteration {entry['iteration'] + 1} (seeds {upcoming[0]}..{upcoming[-1]})"
+    _index(ws)
     _announce(entry, say)
     return None
+
+
+def _index(ws: Workspace) -> None:
+    from forge.flywheel.archive import write_index
+
+    write_index(ws.root)
 
 
 def _announce(entry: dict[str, Any], say: Callable[[str], None]) -> None:

@@ -65,6 +65,7 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, no_wandb: bool = Fa
         )
     except PapermillExecutionError as exc:
         summary = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()
+        _export(target)
         raise StageFailed(stage, summary, target) from None
     finally:
         for k, v in saved.items():
@@ -72,4 +73,15 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, no_wandb: bool = Fa
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    _export(target)
     return Executed(stage, target)
+
+
+def _export(notebook: Path) -> None:
+    """HTML beside the archived notebook; a failed export is reported, never fatal."""
+    from forge.flywheel.archive import export_html
+
+    try:
+        export_html(notebook)
+    except Exception as exc:  # noqa: BLE001 - the .ipynb is the record; HTML is a convenience
+        print(f"warning: could not export {notebook} to HTML: {exc}", file=sys.stderr)

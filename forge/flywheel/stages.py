@@ -146,23 +146,22 @@ def tokenize(ctx: Context) -> dict[str, Any]:
     missing = [p for p in ctx.train_shards + replay if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"shard {missing[0]} is missing: run the generate stage first")
-    # Golden splits are sampled at their own rate; they are built once and then left untouched.
-    golden = build_dataset(
-        {"val": ctx.golden_shards("val"), "test": ctx.golden_shards("test")},
-        ctx.ws.dataset / "golden", cfg.golden_samples_per_shard, cfg.global_seed,
-        cache_dir=ctx.ws.token_cache, progress=ctx.progress,
-    )
-    train = build_dataset(
-        {"train": ctx.train_shards + replay}, ctx.ws.dataset / "train", cfg.samples_per_shard, cfg.global_seed,
-        cache_dir=ctx.ws.token_cache, progress=ctx.progress,
+    # One dataset for train and eval: golden splits keep their own sampling rate and, unchanged
+    # from one iteration to the next, are left untouched on disk.
+    stats = build_dataset(
+        {"train": ctx.train_shards + replay, "val": ctx.golden_shards("val"), "test": ctx.golden_shards("test")},
+        ctx.ws.dataset, {"train": cfg.samples_per_shard, "val": cfg.golden_samples_per_shard,
+                         "test": cfg.golden_samples_per_shard},
+        cfg.global_seed, cache_dir=ctx.ws.token_cache, progress=ctx.progress,
     )
     summary = {
-        "train_samples": train.counts.get("train", 0),
-        "val_samples": golden.counts.get("val", 0),
-        "test_samples": golden.counts.get("test", 0),
+        "train_samples": stats.counts["train"],
+        "val_samples": stats.counts["val"],
+        "test_samples": stats.counts["test"],
         "replay_seeds": replay_seeds(ctx),
-        "tokenized_shards": len(golden.tokenized) + len(train.tokenized),
-        "cached_shards": len(golden.cached) + len(train.cached),
+        "tokenized_shards": len(stats.tokenized),
+        "cached_shards": len(stats.cached),
+        "splits_rewritten": stats.splits_written,
         "seconds": round(time.perf_counter() - start, 2),
     }
     write_result(ctx, "tokenize", summary)

@@ -6,6 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +14,9 @@ import pyarrow.parquet as pq
 
 from forge import __version__
 from forge.oracle.rules import DECL_NAMES, N_DECLS
-from forge.oracle.solve import Solution
+
+if TYPE_CHECKING:  # the solver pulls in numba; readers of shards should not pay for it
+    from forge.oracle.solve import Solution
 
 FORMAT = "forge-oracle-shard"
 FORMAT_VERSION = "1"
@@ -133,6 +136,7 @@ def read_shard(path: str | os.PathLike, columns: list[str] | None = None) -> dic
 def read_solution(path: str | os.PathLike) -> Solution:
     """A shard back as a :class:`Solution` (hands re-dealt from its seed)."""
     from forge.oracle.deal import deal
+    from forge.oracle.solve import Solution
 
     info = read_shard_info(path)
     cols = read_shard(path)

@@ -1,0 +1,447 @@
+"""Tokenized training-data store: tokenize each shard once, assemble splits from the cache.
+
+The flywheel adds shards every iteration, so a shard is tokenized once and cached under a key
+made of its content hash, the sample count, the global seed and the format version; building
+a dataset touches only shards missing from the cache. Layout::
+
+    <cache_dir>/identities.json                         path + stat -> content sha256 (a memo)
+    <cache_dir>/v<FORMAT>/<sha[:2]>/<sha>-k<K>-g<G>.npz  one tokenized shard: 8 arrays + "meta"
+    <out_dir>/manifest.json                             sources, counts and checksums per split
+    <out_dir>/<split>/<name>.npy                        the split's shards concatenated, int8
+
+``cache_dir`` defaults to ``<out_dir>/../cache`` so that datasets built side by side share it.
+Every file is written to a temp file and renamed into place, so a crash never leaves a
+half-written entry or split behind. One build per ``out_dir`` at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from forge.ml.tokenize import (
+    ARRAY_NAMES,
+    FORMAT_VERSION,
+    N_FEATURES,
+    N_TOKENS,
+    tokenize_shard,
+)
+from forge.oracle.rules import MAX_HAND
+from forge.oracle.shard import ShardError, read_shard_info
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+IDENTITIES = "identities.json"
+#: Trailing shape of each array; the leading axis is the sample.
+SHAPES: dict[str, tuple[int, ...]] = {
+    "tokens": (N_TOKENS, N_FEATURES),
+    "masks": (N_TOKENS,),
+    "players": (),
+    "teams": (),
+    "values": (),
+    "qvals": (MAX_HAND,),
+    "legal": (MAX_HAND,),
+    "targets": (),
+}
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_LEFTOVER = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9_-]*\.(tmp|old)-\d+$")
+_HASH_CHUNK = 1 << 22
+
+
+class StoreError(ValueError):
+    """A dataset request or store state that cannot be honoured; the message says which file."""
+
+
+@dataclass
+class BuildStats:
+    """What a build did; ``tokenized`` is the observable measure of incrementality."""
+
+    out_dir: Path
+    cache_dir: Path
+    tokenized: list[Path] = field(default_factory=list)  # cache misses, tokenized by this call
+    cached: list[Path] = field(default_factory=list)  # served from the cache
+    hashed: list[Path] = field(default_factory=list)  # content hash (re)computed (new or touched)
+    splits_written: list[str] = field(default_factory=list)
+    splits_unchanged: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- files
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write via a temp file in the same folder + rename; the temp file never outlives a failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj: object) -> None:
+    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in ARRAY_NAMES:
+        h.update(np.ascontiguousarray(arrays[name]).data)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- shard identity
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _load_identities(cache_dir: Path) -> dict[str, dict]:
+    path = cache_dir / IDENTITIES
+    if not path.exists():
+        return {}
+    try:
+        memo = json.loads(path.read_text())
+        return memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        log.warning("%s: unreadable identity memo; shards will be re-hashed", path)
+        return {}
+
+
+def _identity(path: Path, memo: dict[str, dict], stats: BuildStats) -> str:
+    """Content sha256 of a shard; re-hashed only when its size, times or inode changed."""
+    key, stat = str(path.resolve()), _stat_key(path)
+    known = memo.get(key)
+    if known and known.get("stat") == stat:
+        return known["sha256"]
+    sha = file_sha256(path)
+    stats.hashed.append(path)
+    if known and known.get("sha256") != sha:
+        log.warning("%s: shard changed since it was last tokenized; tokenizing it again", path)
+    memo[key] = {"stat": stat, "sha256": sha}
+    return sha
+
+
+# ---------------------------------------------------------------- cache entries
+
+
+def entry_path(cache_dir: Path, sha: str, samples_per_shard: int, global_seed: int) -> Path:
+    return Path(cache_dir) / f"v{FORMAT_VERSION}" / sha[:2] / f"{sha}-k{samples_per_shard}-g{global_seed}.npz"
+
+
+def _expected(sha: str, k: int, g: int) -> dict[str, object]:
+    return {"format_version": FORMAT_VERSION, "shard_sha256": sha, "samples_per_shard": k, "global_seed": g}
+
+
+def _read_entry(path: Path, expect: Mapping[str, object], arrays: bool) -> tuple[dict, dict | None] | None:
+    """(meta, arrays or None) of a usable entry; None, with a warning, for a stale or broken one."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            stale = {k: (meta.get(k), v) for k, v in expect.items() if meta.get(k) != v}
+            if stale:
+                log.warning("%s: stale cache entry (%s); tokenizing again", path,
+                            ", ".join(f"{k}={a!r}, want {b!r}" for k, (a, b) in stale.items()))
+                return None
+            if set(z.files) != {*ARRAY_NAMES, "meta"}:
+                raise ValueError(f"members {sorted(z.files)}")
+            if not arrays:
+                return meta, None
+            data = {name: z[name] for name in ARRAY_NAMES}
+        shapes_ok = all(
+            data[n].dtype == np.int8 and data[n].shape == (meta["samples"], *SHAPES[n]) for n in ARRAY_NAMES
+        )
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        log.warning("%s: unreadable cache entry (%s); tokenizing again", path, e)
+        return None
+    if not shapes_ok or _arrays_sha256(data) != meta.get("data_sha256"):
+        log.warning("%s: cache entry fails its checksum; tokenizing again", path)
+        return None
+    return meta, data
+
+
+def _tokenize_into_cache(shard: Path, entry: Path, expect: Mapping[str, object]) -> tuple[dict, dict]:
+    info = read_shard_info(shard)
+    arrays = tokenize_shard(shard, int(expect["samples_per_shard"]), int(expect["global_seed"]))
+    meta = {
+        **expect,
+        "source": str(shard),
+        "seed": info.seed,
+        "decl_id": info.decl_id,
+        "hand_size": info.hand_size,
+        "rows": info.rows,
+        "samples": len(arrays["targets"]),
+        "data_sha256": _arrays_sha256(arrays),
+    }
+    payload = {**arrays, "meta": np.array(json.dumps(meta))}
+    _atomic_write(entry, lambda f: np.savez(f, **payload))
+    return meta, arrays
+
+
+# ---------------------------------------------------------------- dataset
+
+
+@dataclass
+class _Shard:
+    path: Path
+    sha: str
+    entry: Path
+    k: int  # samples per shard of the split it belongs to
+    meta: dict | None = None
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _check_request(shards_by_split: Mapping[str, Sequence[Path]], k: int, g: int) -> None:
+    if not _is_int(k) or k < 1:
+        raise StoreError(f"samples per shard must be a positive integer, got {k!r}")
+    if not _is_int(g) or g < 0:
+        raise StoreError(f"global seed must be a non-negative integer, got {g!r}")
+    if not shards_by_split:
+        raise StoreError("no splits given")
+    owner: dict[Path, str] = {}
+    for split, paths in shards_by_split.items():
+        if not _SPLIT_NAME.match(split):
+            raise StoreError(f"bad split name {split!r} (letters, digits, '_' and '-' only)")
+        if not paths:
+            raise StoreError(f"split {split!r} has no shards")
+        for p in map(Path, paths):
+            if not p.is_file():
+                raise ShardError(f"{p}: no such shard file")
+            key = p.resolve()
+            if key in owner:
+                where = "twice in split" if owner[key] == split else f"in splits {owner[key]!r} and"
+                raise StoreError(f"{p}: listed {where} {split!r}")
+            owner[key] = split
+
+
+def _split_matches(old: Mapping | None, sources: list[dict], split_dir: Path) -> bool:
+    """Whether the split on disk already holds exactly these sources."""
+    if not old or old.get("sources") != sources:
+        return False
+    for name in ARRAY_NAMES:
+        try:
+            arr = np.load(split_dir / f"{name}.npy", mmap_mode="r")
+        except (OSError, ValueError):
+            return False
+        if arr.dtype != np.int8 or arr.shape != (old["count"], *SHAPES[name]):
+            return False
+    return True
+
+
+def _write_split(
+    tmp_dir: Path, shards: list[_Shard], expect: Callable[[_Shard], dict], stats: BuildStats
+) -> dict[str, str]:
+    """Concatenate the shards' cached arrays into ``tmp_dir/<name>.npy``; return file checksums."""
+    tmp_dir.mkdir(parents=True)
+    total = sum(s.meta["samples"] for s in shards)
+    open_memmap = np.lib.format.open_memmap
+    out = {
+        n: open_memmap(tmp_dir / f"{n}.npy", mode="w+", dtype=np.int8, shape=(total, *SHAPES[n]))
+        for n in ARRAY_NAMES
+    }
+    start = 0
+    for s in shards:
+        got = _read_entry(s.entry, expect(s), arrays=True)
+        if got is None:  # vanished or corrupted since the first pass
+            got = _tokenize_into_cache(s.path, s.entry, expect(s))
+            stats.tokenized.append(s.path)
+        meta, data = got
+        if meta["samples"] != s.meta["samples"]:
+            raise StoreError(f"{s.entry}: sample count changed during the build")
+        for n in ARRAY_NAMES:
+            out[n][start : start + meta["samples"]] = data[n]
+        start += meta["samples"]
+    for arr in out.values():
+        arr.flush()
+    del out
+    return {n: "sha256:" + file_sha256(tmp_dir / f"{n}.npy") for n in ARRAY_NAMES}
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    data_dir = Path(data_dir)
+    path = data_dir / MANIFEST
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such dataset directory")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {data_dir} is not a tokenized dataset")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as e:
+        raise StoreError(f"{path}: unreadable manifest: {e}") from e
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{path}: format version {manifest.get('format_version')!r}, this code reads "
+                         f"{FORMAT_VERSION}; rebuild the dataset")
+    return manifest
+
+
+def build_dataset(
+    shards_by_split: Mapping[str, Sequence[str | Path]],
+    out_dir: str | Path,
+    samples_per_shard: int | Mapping[str, int],
+    global_seed: int,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> BuildStats:
+    """Tokenize the shards not yet cached, then write each split as memory-mappable arrays.
+
+    Splits are exactly as given (a shard may sit in one split only), concatenated in the given
+    order. ``samples_per_shard`` is one count for every split or a count per split (golden sets
+    are often sampled at their own rate). Splits whose sources and sampling did not change are
+    left as they are. ``cache_dir`` defaults to ``<out_dir>/../cache``.
+    """
+    if isinstance(samples_per_shard, Mapping):
+        ks = dict(samples_per_shard)
+        missing_k = sorted(set(shards_by_split) - set(ks))
+        if missing_k:
+            raise StoreError(f"no samples-per-shard count for split(s) {', '.join(missing_k)}")
+    else:
+        ks = {split: samples_per_shard for split in shards_by_split}
+    for k in ks.values():
+        _check_request(shards_by_split, k, global_seed)
+    out_dir = Path(out_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else out_dir.resolve().parent / "cache"
+    stats = BuildStats(out_dir=out_dir, cache_dir=cache_dir)
+    g = int(global_seed)
+
+    memo = _load_identities(cache_dir)
+    shards: dict[Path, _Shard] = {}
+    by_sha: dict[str, Path] = {}
+    for split, paths in shards_by_split.items():
+        for p in map(Path, paths):
+            sha = _identity(p, memo, stats)
+            if sha in by_sha:
+                raise StoreError(f"{p}: same content as {by_sha[sha]}; a shard may be used once")
+            by_sha[sha] = p
+            shards[p] = _Shard(p, sha, entry_path(cache_dir, sha, int(ks[split]), g), k=int(ks[split]))
+
+    def expect(s: _Shard) -> dict:
+        return _expected(s.sha, s.k, g)
+
+    missing = []
+    for s in shards.values():
+        got = _read_entry(s.entry, expect(s), arrays=False)
+        if got is None:
+            missing.append(s)
+        else:
+            s.meta = got[0]
+            stats.cached.append(s.path)
+    for s in missing:  # check every footer first: a bad shard fails before any long work
+        read_shard_info(s.path)
+    for s in tqdm(missing, desc="tokenizing shards", unit="shard", disable=not progress or not missing):
+        s.meta = _tokenize_into_cache(s.path, s.entry, expect(s))[0]
+        stats.tokenized.append(s.path)
+    _write_json(cache_dir / IDENTITIES, {key: v for key, v in memo.items() if Path(key).exists()})
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.iterdir():  # split folders of a crashed build
+        if _LEFTOVER.match(leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        old = read_manifest(out_dir)
+    except (FileNotFoundError, StoreError):
+        old = {}
+    reusable = old.get("splits", {}) if old.get("global_seed") == g else {}
+    uniform = len(set(ks.values())) == 1
+    manifest = {"format_version": FORMAT_VERSION, "global_seed": g,
+                "samples_per_shard": next(iter(ks.values())) if uniform else ks, "splits": {}}
+    for split, paths in shards_by_split.items():
+        members = [shards[Path(p)] for p in paths]
+        sources = [
+            {"path": str(s.path), "sha256": s.sha, **{f: s.meta[f] for f in
+             ("seed", "decl_id", "hand_size", "rows", "samples")}}
+            for s in members
+        ]
+        prev = reusable.get(split)
+        if prev is not None and prev.get("samples_per_shard") != ks[split]:
+            prev = None
+        if _split_matches(prev, sources, out_dir / split):
+            manifest["splits"][split] = prev
+            stats.splits_unchanged.append(split)
+        else:
+            tmp = out_dir / f".{split}.tmp-{os.getpid()}"
+            try:
+                checksums = _write_split(tmp, members, expect, stats)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            (out_dir / MANIFEST).unlink(missing_ok=True)  # a crash from here on leaves no stale manifest
+            _swap_in(tmp, out_dir / split)
+            count = sum(s["samples"] for s in sources)
+            manifest["splits"][split] = {"count": count, "samples_per_shard": ks[split], "sources": sources,
+                                         "checksums": checksums}
+            stats.splits_written.append(split)
+        stats.counts[split] = manifest["splits"][split]["count"]
+    for split in old.get("splits", {}):
+        if split not in manifest["splits"]:
+            shutil.rmtree(out_dir / split, ignore_errors=True)
+    _write_json(out_dir / MANIFEST, manifest)
+    return stats
+
+
+def load_split(data_dir: str | Path, split: str) -> dict[str, np.ndarray]:
+    """The split's arrays, memory-mapped read-only (np.load mmap_mode='r')."""
+    manifest = read_manifest(data_dir)
+    entry = manifest.get("splits", {}).get(split)
+    if entry is None:
+        have = ", ".join(sorted(manifest.get("splits", {}))) or "none"
+        raise FileNotFoundError(f"{data_dir}: no split {split!r} (have: {have})")
+    out = {}
+    for name in ARRAY_NAMES:
+        path = Path(data_dir) / split / f"{name}.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; rebuild the dataset")
+        arr = np.load(path, mmap_mode="r")
+        if arr.dtype != np.int8 or arr.shape != (entry["count"], *SHAPES[name]):
+            raise StoreError(f"{path}: shape {arr.shape} {arr.dtype} disagrees with the manifest "
+                             f"({entry['count']} samples); rebuild the dataset")
+        out[name] = arr
+    return out
+
+
+def verify_split(data_dir: str | Path, split: str) -> list[str]:
+    """Names of the split's arrays whose file checksum differs from the manifest (empty: golden)."""
+    manifest = read_manifest(data_dir)
+    sums = manifest["splits"][split]["checksums"]
+    return [n for n in ARRAY_NAMES if "sha256:" + file_sha256(Path(data_dir) / split / f"{n}.npy") != sums[n]]
