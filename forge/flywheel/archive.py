@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from forge.atomic import atomic_write_text
 from forge.flywheel.paths import STAGE_NOTEBOOKS, Workspace
 from forge.flywheel.state import STAGES, State, load_state
 from forge.flywheel.status import HISTORY_COLUMNS, cell, pick, snapshot
 
 INDEX = "index.html"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def export_html(notebook: Path) -> Path:
@@ -27,7 +20,7 @@ def export_html(notebook: Path) -> Path:
 
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html")
-    _atomic_text(out, body)
+    atomic_write_text(out, body)
     return out
 
 
@@ -76,7 +69,7 @@ td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}} th{{background:#
 </table></body></html>
 """
     out = base / INDEX
-    _atomic_text(out, page)
+    atomic_write_text(out, page)
     return out
 
 

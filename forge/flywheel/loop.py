@@ -51,7 +51,7 @@ def _history_entry(ws: Workspace, state: State, seconds: float) -> dict[str, Any
         "delta_prev": ev.get("delta_prev"),
         "delta_best": ev.get("delta_best"),
         "is_best": ev.get("is_best", False),
-        "wandb": train.get("wandb"),
+        "wandb": ev.get("wandb"),
         "notebooks": dict(cur.notebooks),
         "timings": {**cur.timings, "total": round(seconds, 2)},
         "started_at": cur.started_at,

@@ -41,6 +41,19 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def _logged_kernel_manager(log_path: Path) -> type:
+    """A kernel manager that sends the kernel's own stdout/stderr (warnings, crashes) to a log file."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+            with open(log_path, "ab") as log:
+                kw["stdout"] = kw["stderr"] = log
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return LoggedKernelManager
+
+
 def _quiet_env() -> dict[str, str]:
     """Stage kernels print summaries, not progress bars, and never echo secrets."""
     return {"FORGE_HEADLESS": "1", "WANDB_SILENT": "true", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
@@ -56,12 +69,15 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, no_wandb: bool = Fa
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / STAGE_NOTEBOOKS[stage]
     params = {"root": str(ws.root), "iteration": iteration, "no_wandb": no_wandb, "progress": False}
+    logs = ws.run_dir(iteration) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     saved = {k: os.environ.get(k) for k in _quiet_env()}
     os.environ.update(_quiet_env())
     try:
         pm.execute_notebook(
             str(source), str(target), parameters=params, kernel_name=ensure_kernel(),
             cwd=str(out_dir), progress_bar=False, log_output=False,
+            kernel_manager_class=_logged_kernel_manager(logs / f"{stage}.kernel.log"),
         )
     except PapermillExecutionError as exc:
         summary = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()

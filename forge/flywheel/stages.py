@@ -9,13 +9,14 @@ record the same iteration without doing it twice. Each stage writes its result a
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from forge.atomic import atomic_write_text
 from forge.flywheel.config import Config
 from forge.flywheel.paths import Workspace
 from forge.flywheel.state import State, StateError, load_state, plan_seeds
@@ -70,14 +71,8 @@ def context(root: str | os.PathLike = ".", iteration: int | None = None, no_wand
 
 def write_result(ctx: Context, stage: str, result: dict[str, Any]) -> Path:
     """Atomically record a stage's result for the loop."""
-    out = ctx.ws.results(ctx.iteration)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stage}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{stage}.", suffix=".tmp", dir=out)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=2, default=str)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(ctx.ws.results(ctx.iteration) / f"{stage}.json",
+                             json.dumps(result, indent=2, default=str))
 
 
 def read_result(ws: Workspace, iteration: int, stage: str) -> dict[str, Any] | None:
@@ -195,6 +190,9 @@ def train(ctx: Context) -> dict[str, Any]:
     print(f"training from {origin}" + (f" ({_rel(ctx, resume)})" if resume else "") + f" at lr {lr:g}")
     start = time.perf_counter()
     run_dir = ctx.ws.run_dir(ctx.iteration)
+    if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     res = fit(
         ctx.ws.dataset, epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size,
         model=None if resume else cfg.model, resume=resume, run_dir=run_dir / "train",
@@ -290,8 +288,10 @@ def show_result(result: dict[str, Any]) -> None:
         print(json.dumps(result, indent=2, default=str))
 
 
-def plot_evaluation(ctx: Context, result: dict[str, Any]):
-    """Q-gap per declaration (val) and the history of val Q-gap/accuracy against seeds trained."""
-    from forge.ui.plots import evaluation_figure
+def plot_evaluation(ctx: Context, result: dict[str, Any]) -> None:
+    """Show val Q-gap per declaration and the history of val Q-gap/accuracy against seeds trained."""
+    from IPython.display import Image, display
 
-    return evaluation_figure(ctx.state.history, result)
+    from forge.ui.plots import evaluation_figure, png_bytes
+
+    display(Image(data=png_bytes(evaluation_figure(ctx.state.history, result), dpi=90)))

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import socket
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from forge.atomic import atomic_write, atomic_write_text, fsync_dir
 from forge.flywheel.config import Config, ConfigError, config_from_dict
 
 STATE_FILE = "state.yaml"
@@ -196,24 +195,10 @@ def save_state(root: str | os.PathLike, state: State) -> None:
     text = "# forge flywheel state: written by `python -m forge.cli.flywheel`; validated on load.\n"
     text += yaml.safe_dump(state.to_dict(), sort_keys=False, default_flow_style=None, width=100)
     with _write_lock:
-        fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if path.exists():
-                shutil.copy2(path, path.parent / (BACKUP_FILE + ".tmp"))
-                os.replace(path.parent / (BACKUP_FILE + ".tmp"), path.parent / BACKUP_FILE)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if path.exists():
+            atomic_write(path.parent / BACKUP_FILE, lambda fh: fh.write(path.read_bytes()))
+        atomic_write_text(path, text)
+        fsync_dir(path.parent)
 
 
 def new_state(config: Config, wandb_group: str, start_seed: int = 0, baseline: str | None = None,

@@ -73,7 +73,7 @@ def log_iteration(ctx: Context, trained: dict[str, Any], summary: dict[str, Any]
         info = {"mode": mode, "id": run.id, "name": name, "project": project, "group": group,
                 "url": run.url if mode == "online" else None}
         local = Path(run.dir).parent  # .../wandb/offline-run-<date>-<id>
-        run.finish(quiet=True)
+        run.finish()
         try:
             info["dir"] = str(local.relative_to(ctx.ws.root))
         except ValueError:

@@ -22,16 +22,15 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from forge.atomic import atomic_write
 from forge.ml.tokenize import (
     ARRAY_NAMES,
     FORMAT_VERSION,
@@ -83,23 +82,8 @@ class BuildStats:
 # ---------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write via a temp file in the same folder + rename; the temp file never outlives a failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: object) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
 def file_sha256(path: Path) -> str:
@@ -205,7 +189,7 @@ def _tokenize_into_cache(shard: Path, entry: Path, expect: Mapping[str, object])
         "data_sha256": _arrays_sha256(arrays),
     }
     payload = {**arrays, "meta": np.array(json.dumps(meta))}
-    _atomic_write(entry, lambda f: np.savez(f, **payload))
+    atomic_write(entry, lambda f: np.savez(f, **payload))
     return meta, arrays
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from forge import __version__
+from forge.atomic import atomic_write
 from forge.oracle.rules import DECL_NAMES, N_DECLS
 
 if TYPE_CHECKING:  # the solver pulls in numba; readers of shards should not pay for it
@@ -76,18 +76,7 @@ def to_table(sol: Solution) -> pa.Table:
 def write_shard(sol: Solution, out_dir: str | os.PathLike) -> Path:
     """Write ``sol`` to its shard path via a temp file + fsync + rename: never a partial shard."""
     target = shard_path(out_dir, sol.seed, sol.decl_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(to_table(sol), fh, **_WRITE_OPTIONS)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(target, lambda fh: pq.write_table(to_table(sol), fh, **_WRITE_OPTIONS))
 
 
 def _open(path: Path) -> pq.ParquetFile:

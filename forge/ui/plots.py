@@ -6,12 +6,9 @@ import base64
 import io
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-
-from forge.oracle.rules import DECL_NAMES  # noqa: E402
+from forge.oracle.rules import DECL_NAMES
 
 
 def _history_axes(ax_gap, history: list[dict[str, Any]]) -> None:
@@ -46,6 +43,14 @@ def evaluation_figure(history: list[dict[str, Any]], result: dict[str, Any] | No
     return fig
 
 
+def png_bytes(fig, dpi: int = 80) -> bytes:
+    """The figure as PNG, closed afterwards (works under any matplotlib backend, headless too)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def history_png(history: list[dict[str, Any]]) -> str | None:
     """Q-gap and accuracy against seeds trained, as base64 PNG (None without evaluated iterations)."""
     if not any(h.get("val") for h in history):
@@ -53,7 +58,4 @@ def history_png(history: list[dict[str, Any]]) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 2.6))
     _history_axes(ax, history)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(png_bytes(fig)).decode()
