@@ -192,3 +192,19 @@ def test_notebooks_by_hand_then_loop_records_without_redoing(runs, tmp_path) -> 
     assert ckpt.stat().st_mtime_ns == trained_at  # not trained again
     entry = state(ws)["history"][-1]
     assert entry["iteration"] == 2 and entry["val"] == state(runs["ws"])["history"][-1]["val"]
+
+
+def test_offline_wandb_runs_are_recorded_and_sync_needs_a_key(runs, tmp_path) -> None:
+    from forge.ui.panel import render
+
+    ws = runs["ws"]
+    for h in state(ws)["history"]:
+        wb = h["wandb"]
+        assert wb["mode"] == "offline" and wb["name"] == f"iter-{h['iteration']:04d}" and wb["group"] == "ci"
+        assert (ws / wb["dir"]).is_dir() and list((ws / wb["dir"]).glob("*.wandb"))
+        assert wb["sync"] == f"wandb sync {wb['dir']}"
+        assert wb["sync"] in render(ws)  # the panel tells how to upload it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "forge.cli.flywheel", "sync"], cwd=ws, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "needs an API key" in res.stderr and "Traceback" not in res.stderr

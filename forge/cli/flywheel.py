@@ -6,6 +6,7 @@
     python -m forge.cli.flywheel retry                                        failed/crashed -> ready
     python -m forge.cli.flywheel stop                                         stop after the current stage
     python -m forge.cli.flywheel archive                                      iterations and archived notebooks
+    python -m forge.cli.flywheel sync                                         upload offline W&B runs
 
 Every command works on the workspace in the current directory (``--root DIR`` for another).
 """
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="replace an existing state.yaml (kept as .bak)")
     sub.add_parser("retry", parents=[common], help="mark a failed or crashed iteration ready again")
     sub.add_parser("archive", parents=[common], help="every iteration with its metrics and archived notebooks")
+    sub.add_parser("sync", parents=[common], help="upload offline W&B runs and record their URLs")
     sub.add_parser("stop", parents=[common], help="ask a running loop to stop after its current stage")
     return parser
 
@@ -110,6 +112,20 @@ def cmd_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from forge.flywheel.wandb_sync import SyncError, pending, sync
+
+    try:
+        synced = sync(args.root)
+    except SyncError as exc:
+        raise UsageError(str(exc)) from None
+    from forge.flywheel.state import load_state
+
+    left = len(pending(load_state(args.root).history))
+    print(f"{synced} run(s) synced" + (f", {left} still pending" if left else ""))
+    return 0 if not left else 1
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from forge.flywheel.paths import Workspace
 
@@ -127,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     handler = {"status": cmd_status, "init": cmd_init, "retry": cmd_retry, "stop": cmd_stop,
-               "archive": cmd_archive}.get(args.command, cmd_run)
+               "archive": cmd_archive, "sync": cmd_sync}.get(args.command, cmd_run)
     try:
         return handler(args)
     except (StateError, ConfigError, FlywheelError, LockHeld) as exc:

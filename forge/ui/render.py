@@ -104,8 +104,9 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
     if snap.get("next_action"):
         lines.append(f'<div>next: <span class="forge-next">{esc(snap["next_action"])}</span></div>')
     wb = snap.get("wandb") or {}
+    report = f' &middot; <a href="{esc(wb["report"])}" target="_blank">group report</a>' if wb.get("report") else ""
     lines.append(f'<div style="color:#555">W&amp;B: project {esc(wb.get("project"))}, group {esc(wb.get("group"))}, '
-                 f'mode {esc(wb.get("mode"))}</div>')
+                 f'mode {esc(wb.get("mode"))}{report}</div>')
     if snap.get("history"):
         lines.append(history_table(snap["history"], root, base))
     if plot_png:
