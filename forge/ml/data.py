@@ -1,0 +1,151 @@
+"""Batches straight from the int8 store arrays: one gather per array per batch, no per-sample
+``__getitem__``, no collate and no worker processes. On a CPU the model's arithmetic is then
+almost all of a training step.
+
+Batches are dicts of int8 tensors named as in the store (``tokens``, ``masks``, ``players``,
+``teams``, ``values``, ``qvals``, ``legal``, ``targets``); the module widens them where it
+needs to, on whatever device it runs on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from forge.ml.store import load_split, read_manifest
+from forge.ml.tokenize import F_DECL
+from forge.oracle.rules import MAX_HAND
+
+Batch = dict[str, Tensor]
+
+
+def load_tensors(data_dir: str | Path, split: str, in_memory: bool = True) -> dict[str, Tensor]:
+    """A split as int8 tensors; ``in_memory`` copies it into RAM (fast random gathers), otherwise
+    the tensors share the read-only memory map (fine for sequential evaluation of big splits)."""
+    arrays = load_split(data_dir, split)
+    if in_memory:
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    with warnings.catch_warnings():  # read-only views: nothing here writes to a batch in place
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+
+
+def decl_of(batch: Mapping[str, Tensor]) -> Tensor:
+    """Declaration of each sample, read from the context token."""
+    return batch["tokens"][:, 0, F_DECL]
+
+
+class ArrayBatches:
+    """Iterable of batches over a split held as tensors.
+
+    ``shuffle``: a fresh permutation per pass (seeded by ``seed`` and the pass number, so runs
+    repeat), gathered with ``index_select``; otherwise contiguous zero-copy slices in order.
+    """
+
+    def __init__(
+        self,
+        tensors: Mapping[str, Tensor],
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
+        self.tensors = dict(tensors)
+        self.n = len(next(iter(self.tensors.values())))
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+    def __iter__(self) -> Iterator[Batch]:
+        stop = len(self) * self.batch_size
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=gen)
+            self.epoch += 1
+            for start in range(0, min(stop, self.n), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                yield {k: v.index_select(0, idx) for k, v in self.tensors.items()}
+        else:
+            for start in range(0, min(stop, self.n), self.batch_size):
+                yield {k: v[start : start + self.batch_size] for k, v in self.tensors.items()}
+
+
+def shuffle_hand_slots(batch: Batch, generator: torch.Generator | None = None) -> Batch:
+    """Permute each player's 7 hand tokens at random, with the mover's labels to match.
+
+    The model must not learn "slot i" (hands are sorted, so slot order leaks pip order); the
+    permutation moves each domino with its features, and the mover's Q row, legal mask and
+    target follow their domino. Trick tokens describe dominoes by features only, so they stay.
+    """
+    tokens, masks = batch["tokens"], batch["masks"]
+    b, dev = tokens.shape[0], tokens.device
+    rand = torch.rand(b, 4, MAX_HAND, generator=generator).to(dev)
+    perm = rand.argsort(-1)  # new slot j of player p holds old slot perm[b, p, j]
+    src = torch.arange(tokens.shape[1], device=dev).repeat(b, 1)
+    src[:, 1 : 1 + 4 * MAX_HAND] = (1 + MAX_HAND * torch.arange(4, device=dev).view(1, 4, 1) + perm).view(b, -1)
+    out = dict(batch)
+    out["tokens"] = tokens.gather(1, src.unsqueeze(-1).expand(-1, -1, tokens.shape[2]))
+    out["masks"] = masks.gather(1, src)
+    mp = perm.gather(1, batch["players"].long().view(b, 1, 1).expand(-1, 1, MAX_HAND)).squeeze(1)
+    out["qvals"] = batch["qvals"].gather(1, mp)
+    out["legal"] = batch["legal"].gather(1, mp)
+    out["targets"] = (mp == batch["targets"].long().unsqueeze(1)).int().argmax(1).to(batch["targets"].dtype)
+    return out
+
+
+class DominoDataModule(L.LightningDataModule):
+    """Train / val / test batches of a tokenized dataset directory (``forge.ml.store`` layout)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 512,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.seed = seed
+        self.split_names = {"train": train_split, "val": val_split, "test": test_split}
+        self.splits: dict[str, dict[str, Tensor]] = {}
+        self._train: ArrayBatches | None = None
+
+    def available(self) -> list[str]:
+        return sorted(read_manifest(self.data_dir).get("splits", {}))
+
+    def split(self, role: str) -> dict[str, Tensor]:
+        name = self.split_names[role]
+        if name not in self.splits:
+            self.splits[name] = load_tensors(self.data_dir, name, in_memory=True)
+        return self.splits[name]
+
+    def has(self, role: str) -> bool:
+        return self.split_names[role] in self.available()
+
+    def train_dataloader(self) -> ArrayBatches:
+        if self._train is None:  # one object for the whole fit, so epochs get fresh orders
+            self._train = ArrayBatches(self.split("train"), self.batch_size, shuffle=True, seed=self.seed)
+        return self._train
+
+    def val_dataloader(self) -> ArrayBatches:
+        return ArrayBatches(self.split("val"), self.eval_batch_size)
+
+    def test_dataloader(self) -> ArrayBatches:
+        return ArrayBatches(self.split("test"), self.eval_batch_size)
+

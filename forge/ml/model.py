@@ -1,0 +1,128 @@
+"""DominoTransformer: reads format-v1 tokens, scores the mover's 7 hand slots and the state.
+
+Outputs are in the mover's perspective (the team to move wants them high) and normalised by
+42 points, so one network serves both teams and the losses stay on one scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from forge.oracle.rules import MAX_HAND, N_DECLS, N_PLAYERS, TOTAL_POINTS
+
+N_TOKENS = 32
+N_FEATURES = 12
+#: Vocabulary of each token feature (spec "Tokenized sample (format v1)"), in feature order:
+#: high, low, double, count class, trump rank, owner rel, is mover, is partner, held,
+#: token type, decl, leader rel.
+FEATURE_VOCAB: tuple[int, ...] = (7, 7, 2, 3, 8, N_PLAYERS, 2, 2, 2, 8, N_DECLS, N_PLAYERS)
+#: Features that carry most identity get the wider embedding (embed_dim // 6), the flags and
+#: small relations the narrower one (embed_dim // 12).
+WIDE_FEATURES = frozenset({0, 1, 4, 9, 10})
+#: Points that one unit of the value and Q heads stands for.
+VALUE_SCALE = float(TOTAL_POINTS)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embed_dim: int = 128
+    n_heads: int = 8
+    n_layers: int = 4
+    ff_dim: int = 512
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (
+            f"embed {self.embed_dim}, {self.n_heads} heads, {self.n_layers} layers, ff {self.ff_dim}"
+        )
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "large": ModelConfig(128, 8, 4, 512, 0.1),
+    "small": ModelConfig(64, 4, 2, 256, 0.1),
+    "tiny": ModelConfig(32, 2, 2, 64, 0.0),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r} (choose {', '.join(PRESETS)})") from None
+
+
+class ModelOutput(NamedTuple):
+    logits: Tensor  # (B, 7) move scores for the mover's local dominoes (mask illegal ones yourself)
+    value: Tensor  # (B,) state value for the mover, in units of 42 points
+    q: Tensor  # (B, 7) Q per local domino for the mover, in units of 42 points
+
+
+class DominoTransformer(nn.Module):
+    """Per-feature embeddings -> concat -> projection -> transformer encoder -> heads.
+
+    Move logits and Q come from the mover's 7 hand tokens (1 + 7*mover + i) so a move's score
+    is read where that domino lives; the value comes from the context token.
+    """
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        widths = [
+            config.embed_dim // 6 if f in WIDE_FEATURES else config.embed_dim // 12
+            for f in range(N_FEATURES)
+        ]
+        self.embeddings = nn.ModuleList(nn.Embedding(v, w) for v, w in zip(FEATURE_VOCAB, widths))
+        self.input_proj = nn.Linear(sum(widths), config.embed_dim)
+        layer = nn.TransformerEncoderLayer(
+            d_model=config.embed_dim,
+            nhead=config.n_heads,
+            dim_feedforward=config.ff_dim,
+            dropout=config.dropout,
+            batch_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.policy_head = nn.Linear(config.embed_dim, 1)
+        self.value_head = nn.Linear(config.embed_dim, 1)
+        self.q_head = nn.Linear(config.embed_dim, 1)
+        self.register_buffer("_slots", torch.arange(MAX_HAND), persistent=False)
+        self.register_buffer("_zero", torch.zeros(1, 1, dtype=torch.long), persistent=False)
+
+    def forward(self, tokens: Tensor, masks: Tensor, players: Tensor) -> ModelOutput:
+        """tokens (B,32,12), masks (B,32), players (B,): any integer dtype (int8 straight from the store)."""
+        tokens = tokens.long()
+        x = torch.cat([emb(tok) for emb, tok in zip(self.embeddings, tokens.unbind(-1))], dim=-1)
+        x = self.input_proj(x)
+        pad = masks == 0
+        *body, last = self.encoder.layers
+        for layer in body:
+            x = layer(x, src_key_padding_mask=pad)
+        # Only the context token and the mover's hand feed the heads, so the last layer computes
+        # those 8 outputs alone (same arithmetic as the full layer, about a sixth less work).
+        b = x.shape[0]
+        idx = torch.cat([self._zero.expand(b, 1), 1 + MAX_HAND * players.long().unsqueeze(1) + self._slots], 1)
+        read = _last_layer(last, x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])), x, pad)
+        hand = read[:, 1:]
+        return ModelOutput(
+            self.policy_head(hand).squeeze(-1),
+            self.value_head(read[:, 0]).squeeze(-1),
+            self.q_head(hand).squeeze(-1),
+        )
+
+
+def _last_layer(layer: nn.TransformerEncoderLayer, query: Tensor, x: Tensor, pad: Tensor) -> Tensor:
+    """A post-norm ``TransformerEncoderLayer`` evaluated for ``query`` rows of ``x`` only."""
+    attn = layer.self_attn(query, x, x, key_padding_mask=pad, need_weights=False)[0]
+    y = layer.norm1(query + layer.dropout1(attn))
+    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(y))))
+    return layer.norm2(y + layer.dropout2(ff))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,172 @@
+"""Lightning module: the losses that teach the DominoTransformer the oracle, and its optimiser.
+
+Loss = policy loss + value_weight * value loss (+ q_weight * Q loss). The policy loss blends
+cross-entropy to the oracle's target with a soft target softmax(Q_mover / temperature) over
+the legal moves: the soft part tells the model how bad each alternative is, which the single
+target cannot. Validation accumulates :class:`forge.ml.metrics.MoveMetrics` over the split.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from forge.ml.data import Batch, decl_of, shuffle_hand_slots
+from forge.ml.metrics import MoveMetrics, mover_q, team_sign
+from forge.ml.model import VALUE_SCALE, DominoTransformer, ModelConfig, ModelOutput, preset
+
+
+def policy_loss(
+    logits: Tensor, targets: Tensor, qvals: Tensor, legal: Tensor, teams: Tensor,
+    soft_weight: float, temperature: float,
+) -> Tensor:
+    """(1 - w) * CE(target) + w * CE(softmax(Q_mover / T)), over legal moves only."""
+    illegal = legal == 0
+    logp = F.log_softmax(logits.float().masked_fill(illegal, float("-inf")), -1).masked_fill(illegal, 0.0)
+    hard = -logp.gather(1, targets.long().unsqueeze(1)).squeeze(1).mean()
+    if soft_weight == 0:
+        return hard
+    q = mover_q(qvals, teams, legal).float().masked_fill(illegal, float("-inf"))
+    soft = F.softmax(q / temperature, -1)
+    return (1 - soft_weight) * hard + soft_weight * -(soft * logp).sum(-1).mean()
+
+
+def value_loss(value: Tensor, values: Tensor, teams: Tensor) -> Tensor:
+    """MSE of the value head against V in the mover's perspective, in units of 42 points."""
+    return F.mse_loss(value.float(), values.float() * team_sign(teams) / VALUE_SCALE)
+
+
+def q_loss(q: Tensor, qvals: Tensor, legal: Tensor, teams: Tensor) -> Tensor:
+    """MSE of the Q head against the mover's Q on legal moves, in units of 42 points."""
+    target = qvals.float() * team_sign(teams).unsqueeze(1) / VALUE_SCALE
+    ok = legal != 0
+    return F.mse_loss(q.float()[ok], target[ok])
+
+
+class DominoModule(L.LightningModule):
+    """Trains a :class:`DominoTransformer`; hyper-parameters (model config included) live in the
+    checkpoint, so ``DominoModule.load_from_checkpoint`` rebuilds the same network."""
+
+    def __init__(
+        self,
+        model_config: dict | None = None,
+        lr: float = 3e-4,
+        weight_decay: float = 0.01,
+        soft_weight: float = 0.5,
+        temperature: float = 3.0,
+        value_weight: float = 0.5,
+        q_weight: float = 0.0,
+        shuffle_hands: bool = False,
+        warmup_frac: float = 0.02,
+        min_lr_ratio: float = 0.05,
+    ):
+        super().__init__()
+        config = ModelConfig(**model_config) if model_config else preset("large")
+        self.save_hyperparameters()
+        self.hparams["model_config"] = config.to_dict()
+        self.model = DominoTransformer(config)
+        self.val_metrics = MoveMetrics()
+        self.test_metrics = MoveMetrics()
+        self._aug_gen = torch.Generator()
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs: Any) -> DominoModule:
+        return cls(model_config=preset(name).to_dict(), **kwargs)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        return self.model(batch["tokens"], batch["masks"], batch["players"])
+
+    def losses(self, out: ModelOutput, batch: Batch) -> dict[str, Tensor]:
+        hp = self.hparams
+        parts = {
+            "policy_loss": policy_loss(
+                out.logits, batch["targets"], batch["qvals"], batch["legal"], batch["teams"],
+                hp.soft_weight, hp.temperature,
+            ),
+            "value_loss": value_loss(out.value, batch["values"], batch["teams"]),
+        }
+        loss = parts["policy_loss"] + hp.value_weight * parts["value_loss"]
+        if hp.q_weight:
+            parts["q_loss"] = q_loss(out.q, batch["qvals"], batch["legal"], batch["teams"])
+            loss = loss + hp.q_weight * parts["q_loss"]
+        parts["loss"] = loss
+        return parts
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        if self.hparams.shuffle_hands:
+            batch = shuffle_hand_slots(batch, self._aug_gen)
+        parts = self.losses(self(batch), batch)
+        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, prog_bar=False)
+        self.log("train/loss_epoch", parts["loss"].detach(), on_step=False, on_epoch=True, prog_bar=True)
+        return parts["loss"]
+
+    def _eval_step(self, batch: Batch, metrics: MoveMetrics, prefix: str) -> None:
+        out = self(batch)
+        n = len(batch["targets"])
+        for k, v in self.losses(out, batch).items():
+            self.log(f"{prefix}/{k}", v, on_epoch=True, batch_size=n)
+        metrics.update(
+            out.logits, batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
+            decl_of(batch), value=out.value, values=batch["values"],
+            q=out.q if self.hparams.q_weight else None,
+        )
+
+    def _log_metrics(self, metrics: MoveMetrics, prefix: str) -> None:
+        values = metrics.compute()
+        values.pop("n", None)
+        self.log_dict({f"{prefix}/{k}": float(v) for k, v in values.items() if not math.isnan(v)},
+                      prog_bar=False)
+        metrics.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_metrics.reset()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics, "test")
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():  # no weight decay on biases, norms, embeddings
+            (decay if p.ndim >= 2 and "embeddings" not in name else no_decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, hp.warmup_frac, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def cosine_schedule(total_steps: int, warmup_frac: float, min_ratio: float):
+    """LR multiplier: linear warm-up, then cosine from 1 down to ``min_ratio`` at the last step."""
+    warmup = max(1, int(round(warmup_frac * total_steps))) if warmup_frac > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor

@@ -1,0 +1,109 @@
+"""Move-quality metrics on batches whose answers are worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from forge.ml.metrics import MoveMetrics, compute_metrics, move_gaps, predict
+
+X = -128  # illegal / absent
+
+
+def _row(*q):
+    return list(q) + [X] * (7 - len(q))
+
+
+# Four samples (decl, mover's team, Q row in team-0 units, target, logits favour):
+#  0: sixes, team 0, Q [5, 3, X, 5]: best 5 at slots 0 and 3 (tie); target 0; model picks 3.
+#  1: sixes, team 1, Q [10, -4, 2]: team 1 minimises, best -4 at slot 1; model picks 0 (Q 10):
+#     gap = 10 - (-4) = 14, a blunder.
+#  2: blanks, team 0, only slot 1 legal; the model's biggest logit is on illegal slot 4.
+#  3: notrump, team 1, Q [-6, -6, 0]: tie at slots 0 and 1; target 0; model picks 1.
+QVALS = torch.tensor([_row(5, 3, X, 5), _row(10, -4, 2), _row(X, 7), _row(-6, -6, 0)], dtype=torch.int8)
+LEGAL = (QVALS != X).to(torch.int8)
+TEAMS = torch.tensor([0, 1, 0, 1], dtype=torch.int8)
+TARGETS = torch.tensor([0, 1, 1, 0], dtype=torch.int8)
+DECLS = torch.tensor([6, 6, 0, 9], dtype=torch.int8)
+LOGITS = torch.full((4, 7), -1.0)
+LOGITS[0, 3] = 2.0
+LOGITS[1, 0] = 2.0
+LOGITS[2, 4] = 50.0  # illegal: must never be chosen
+LOGITS[2, 1] = -0.5
+LOGITS[3, 1] = 2.0
+# Values: V in team-0 units; the value head speaks for the mover in units of 42 points.
+VALUES = torch.tensor([5, -4, 7, -6], dtype=torch.int8)  # mover's view: 5, 4, 7, 6
+VALUE_PRED = torch.tensor([8, 4, 7, 0]) / 42.0  # errors 3, 0, 0, 6 -> MAE 2.25
+
+
+def test_predictions_are_legal_and_gaps_are_in_the_movers_perspective():
+    preds = predict(LOGITS, LEGAL)
+    assert preds.tolist() == [3, 0, 1, 1]
+    assert move_gaps(preds, QVALS, LEGAL, TEAMS).tolist() == [0, 14, 0, 0]
+
+
+def test_hand_computed_batch():
+    m = compute_metrics(LOGITS, QVALS, LEGAL, TEAMS, TARGETS, DECLS, value=VALUE_PRED, values=VALUES)
+    assert m["n"] == 4
+    assert m["accuracy"] == pytest.approx(1 / 4)  # only sample 2 hits the published target
+    assert m["zero_regret"] == pytest.approx(3 / 4)  # ties count as optimal
+    assert m["q_gap"] == pytest.approx(14 / 4)
+    assert m["blunder_rate"] == pytest.approx(1 / 4)
+    assert m["p99_gap"] == 14
+    assert m["value_mae"] == pytest.approx(2.25)
+    assert math.isnan(m["q_mae"])  # no Q head given
+    assert m["tie_rate"] == pytest.approx(2 / 4)
+    assert m["q_gap/sixes"] == pytest.approx(7.0)
+    assert m["q_gap/blanks"] == 0 and m["q_gap/notrump"] == 0
+    assert "q_gap/fives" not in m
+    # Tie-breaks per predicted slot: slot 3 (1 of 1), slot 1 (1 of 2), slot 0 (0 of 1, a blunder).
+    assert m["tiebreak/slot3"] == 1.0 and m["tiebreak/slot1"] == 0.5 and m["tiebreak/slot0"] == 0.0
+    # The identity the tie-break rates are built for.
+    shares = {0: 1 / 4, 1: 2 / 4, 3: 1 / 4}
+    assert sum(shares[i] * m[f"tiebreak/slot{i}"] for i in shares) == pytest.approx(
+        m["zero_regret"] - m["accuracy"]
+    )
+
+
+def test_q_mae_uses_legal_moves_in_the_movers_perspective():
+    q_pred = torch.zeros(4, 7)
+    q_pred[1, :3] = torch.tensor([-10.0, 4.0, -2.0]) / 42  # exact (team 1 sees -Q)
+    q_pred[0, :4] = torch.tensor([5.0, 3.0, 99.0, 9.0]) / 42  # slot 2 illegal: ignored; slot 3 off by 4
+    m = compute_metrics(LOGITS[:2], QVALS[:2], LEGAL[:2], TEAMS[:2], TARGETS[:2], DECLS[:2], q=q_pred[:2])
+    assert m["q_mae"] == pytest.approx(4 / 6)
+
+
+def test_p99_is_nearest_rank_and_accumulation_matches_one_shot():
+    gen = torch.Generator().manual_seed(0)
+    n = 1000
+    qvals = torch.full((n, 7), X, dtype=torch.int8)
+    qvals[:, 0] = 0
+    gaps = torch.zeros(n, dtype=torch.int64)
+    gaps[:30] = torch.arange(1, 31)  # 970 zeros then 1..30: the 990th smallest is 20
+    qvals[:, 1] = -gaps.to(torch.int8)
+    legal = (qvals != X).to(torch.int8)
+    logits = torch.zeros(n, 7)
+    logits[:, 1] = 1.0  # always the second move
+    teams = torch.zeros(n, dtype=torch.int8)
+    targets = torch.zeros(n, dtype=torch.int8)
+    decls = torch.randint(0, 10, (n,), generator=gen, dtype=torch.int8)
+    whole = compute_metrics(logits, qvals, legal, teams, targets, decls)
+    assert whole["p99_gap"] == 20
+    assert whole["q_gap"] == pytest.approx(sum(range(1, 31)) / n)
+    assert whole["blunder_rate"] == pytest.approx(20 / n)
+    acc = MoveMetrics()
+    for lo in range(0, n, 128):
+        s = slice(lo, lo + 128)
+        acc.update(logits[s], qvals[s], legal[s], teams[s], targets[s], decls[s])
+    assert acc.compute() == whole
+
+
+def test_random_logits_never_pick_an_illegal_move():
+    gen = torch.Generator().manual_seed(1)
+    legal = (torch.rand(5000, 7, generator=gen) < 0.4).to(torch.int8)
+    legal[torch.arange(5000), torch.randint(0, 7, (5000,), generator=gen)] = 1
+    logits = torch.randn(5000, 7, generator=gen) * 100
+    preds = predict(logits, legal)
+    assert bool(legal.gather(1, preds.unsqueeze(1)).all())

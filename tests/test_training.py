@@ -1,0 +1,220 @@
+"""Real Lightning training on a small reduced-game dataset: it learns, checkpoints round-trip,
+resume checks the architecture, the CLIs fail in one line, and W&B never stops a run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from forge.cli import eval as eval_cli
+from forge.cli import train as train_cli
+from forge.cli.common import run_cli
+from forge.cli.eval import evaluate
+from forge.cli.train import train
+from forge.ml.checkpoints import CheckpointError, load_module, read_checkpoint
+from forge.ml.data import ArrayBatches, load_tensors
+from forge.ml.metrics import mover_q
+from forge.ml.model import preset
+from forge.ml.store import build_dataset
+from forge.oracle.shard import write_shard
+from forge.oracle.solve import solve
+
+HAND = 4  # reduced game: ~5K states per deal, solved in milliseconds
+DECL = 6  # one declaration, so a few hundred deals teach a tiny model something real
+FAST = dict(wandb=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> dict[str, list[Path]]:
+    out = tmp_path_factory.mktemp("shards")
+    return {
+        "train": [write_shard(solve(s, DECL, HAND), out) for s in range(300)],
+        "val": [write_shard(solve(s, DECL, HAND), out) for s in range(1000, 1040)],
+        "test": [write_shard(solve(s, DECL, HAND), out) for s in range(2000, 2004)],
+    }
+
+
+@pytest.fixture(scope="module")
+def data(shards, tmp_path_factory) -> Path:
+    """~30K training samples from 300 deals; validation on 40 held-out deals."""
+    out = tmp_path_factory.mktemp("ds") / "data"
+    build_dataset(shards, out, 100, 0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mini(shards, tmp_path_factory) -> Path:
+    """A few hundred samples, for runs whose learning does not matter."""
+    out = tmp_path_factory.mktemp("mini") / "data"
+    splits = {"train": shards["train"][:6], "val": shards["val"][:2], "test": shards["test"][:2]}
+    build_dataset(splits, out, 60, 0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    return train(data, epochs=4, model="tiny", batch_size=128, lr=3e-3, run_dir=runs, seed=0, **FAST)
+
+
+def _epoch_rows(path: Path, key: str) -> list[float]:
+    rows = list(csv.DictReader(path.open()))
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+def _random_policy(data: Path) -> tuple[float, float]:
+    """Expected Q-gap and zero-regret rate of a uniformly random legal move on the val split."""
+    v = load_tensors(data, "val")
+    legal = v["legal"].bool()
+    q = mover_q(v["qvals"], v["teams"], v["legal"]).double()
+    gap = q.max(-1, keepdim=True).values - q
+    n_legal = legal.sum(-1)
+    return (float(((gap * legal).sum(-1) / n_legal).mean()),
+            float((((gap == 0) & legal).sum(-1) / n_legal).mean()))
+
+
+def test_tiny_model_learns_the_oracle(trained, data):
+    losses = _epoch_rows(trained.metrics_csv, "train/loss_epoch")
+    assert len(losses) == 4
+    assert losses[-1] < 0.9 * losses[0], losses
+    val_losses = _epoch_rows(trained.metrics_csv, "val/loss")
+    assert val_losses[-1] < val_losses[0], val_losses
+    random_gap, random_zero_regret = _random_policy(data)
+    assert random_gap > 0.9  # the task leaves room to learn
+    m = trained.metrics
+    assert m["val/q_gap"] < 0.6 * random_gap, (m["val/q_gap"], random_gap)
+    assert m["val/zero_regret"] > random_zero_regret + 0.03
+    assert trained.best_q_gap <= m["val/q_gap"]
+
+
+def test_checkpoints_round_trip(trained, data):
+    assert trained.last_checkpoint.is_file() and trained.best_checkpoint.is_file()
+    assert trained.best_checkpoint.parent == trained.run_dir / "checkpoints"
+    assert trained.metrics_csv == trained.run_dir / "metrics.csv"
+    assert trained.run_dir.parent.name == "domino" and trained.run_dir.name.startswith("version_")
+    module = load_module(trained.best_checkpoint)
+    assert module.config == preset("tiny")
+    saved = read_checkpoint(trained.best_checkpoint)["state_dict"]
+    for k, v in module.state_dict().items():
+        torch.testing.assert_close(v, saved[k])
+    # Evaluating the checkpoint reproduces what validation logged when it was saved.
+    metrics = evaluate(trained.best_checkpoint, data, "val", batch_size=1000)
+    assert metrics["q_gap"] == pytest.approx(trained.best_q_gap, abs=1e-6)
+    last = evaluate(trained.last_checkpoint, data, "val")
+    assert last["q_gap"] == pytest.approx(trained.metrics["val/q_gap"], abs=1e-6)
+    assert last["accuracy"] == pytest.approx(trained.metrics["val/accuracy"], abs=1e-6)
+    assert last["n"] == len(load_tensors(data, "val")["targets"])
+
+
+def test_resume_with_another_architecture_is_a_clear_error(trained, mini, tmp_path, capsys):
+    with pytest.raises(CheckpointError, match=r"'tiny' .* but this run builds a 'small'"):
+        train(mini, resume=trained.best_checkpoint, model="small", run_dir=tmp_path, **FAST)
+    argv = ["--data", str(mini), "--resume", str(trained.best_checkpoint), "--model", "small",
+            "--no-wandb", "--run-dir", str(tmp_path)]
+    assert run_cli(train_cli.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'tiny'" in err and "Traceback" not in err
+
+
+def test_resume_starts_from_the_checkpoint_weights(trained, mini, tmp_path):
+    saved = read_checkpoint(trained.last_checkpoint)["state_dict"]
+    seen = {}
+
+    class Probe(L.Callback):
+        def on_fit_start(self, trainer, module):
+            seen["same"] = all(torch.equal(v, saved[k]) for k, v in module.state_dict().items())
+
+    result = train(mini, epochs=1, batch_size=64, resume=trained.last_checkpoint, run_dir=tmp_path,
+                   trainer_kwargs={"callbacks": [Probe()]}, **FAST)  # model=None: the checkpoint's
+    assert seen == {"same": True}
+    assert load_module(result.last_checkpoint).config == preset("tiny")
+
+
+def test_train_cli_writes_csv_logs_and_checkpoints(mini, tmp_path, capsys):
+    argv = ["--data", str(mini), "--epochs", "2", "--model", "tiny", "--batch-size", "64",
+            "--no-wandb", "--no-progress", "--run-dir", str(tmp_path / "runs")]
+    assert run_cli(train_cli.main, argv) == 0
+    run = tmp_path / "runs" / "domino" / "version_0"
+    assert {"last.ckpt", "best.ckpt"} <= {p.name for p in (run / "checkpoints").iterdir()}
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/q_gap", "val/accuracy", "val/blunder_rate", "train/loss", "epoch"} <= set(header)
+    assert str(run / "checkpoints" / "best.ckpt") in capsys.readouterr().out
+    assert run_cli(train_cli.main, argv) == 0  # a second run gets its own version
+    assert (tmp_path / "runs" / "domino" / "version_1" / "metrics.csv").is_file()
+
+
+def test_eval_cli_writes_metrics_and_playout(trained, data, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    argv = ["--checkpoint", str(trained.best_checkpoint), "--data", str(data), "--split", "test",
+            "--out", str(out), "--playout", "2"]
+    assert run_cli(eval_cli.main, argv) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics == json.loads(capsys.readouterr().out)
+    assert {"accuracy", "zero_regret", "q_gap", "blunder_rate", "p99_gap", "value_mae", "tie_rate",
+            "q_gap/sixes", "playout_points_lost"} <= set(metrics)
+    assert metrics["q_mae"] is None  # trained without the Q loss
+    assert metrics["playout_deals"] == 2 and metrics["playout_points_lost"] >= 0
+
+
+def test_user_mistakes_are_one_line_errors(trained, mini, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        evaluate(bad, mini, "val")
+    cases = [
+        ("forge.cli.train", ["--data", str(tmp_path / "nowhere"), "--no-wandb"], "no such folder"),
+        ("forge.cli.eval", ["--checkpoint", str(bad), "--data", str(mini)], "not a readable checkpoint"),
+        ("forge.cli.eval", ["--checkpoint", str(trained.best_checkpoint), "--data", str(mini),
+                            "--split", "nope"], "no split 'nope'"),
+        ("forge.cli.train", ["--data", str(mini), "--resume", str(bad), "--no-wandb"],
+         "not a readable checkpoint"),
+    ]
+    for module, args, message in cases:
+        proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+
+
+def test_wandb_runs_offline_under_the_run_dir(mini, tmp_path):
+    result = train(mini, epochs=1, model="tiny", batch_size=64, run_dir=tmp_path, progress=False,
+                   wandb=True, wandb_group="test")
+    assert result.wandb_dir is not None and result.wandb_dir.parent == result.run_dir
+    assert any(p.name.startswith("offline-run-") for p in (result.wandb_dir / "wandb").iterdir())
+
+
+def test_unreachable_wandb_never_fails_training(mini, tmp_path, monkeypatch):
+    import wandb
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    with pytest.warns(UserWarning, match="W&B disabled"):
+        result = train(mini, epochs=1, model="tiny", batch_size=64, run_dir=tmp_path, progress=False,
+                       wandb=True, wandb_mode="online")
+    assert result.wandb_dir is None and result.last_checkpoint.is_file()
+
+
+def test_batches_cover_the_split_once_per_epoch_without_copies():
+    n = 1050
+    tensors = {"tokens": torch.zeros(n, 32, 12, dtype=torch.int8), "id": torch.arange(n)}
+    shuffled = ArrayBatches(tensors, 100, shuffle=True, seed=1)
+    assert len(shuffled) == 11
+    first, second = (torch.cat([b["id"] for b in shuffled]) for _ in range(2))
+    assert torch.equal(first.sort().values, torch.arange(n)) and torch.equal(second.sort().values, torch.arange(n))
+    assert not torch.equal(first, second) and not torch.equal(first, torch.arange(n))
+    again = torch.cat([b["id"] for b in ArrayBatches(tensors, 100, shuffle=True, seed=1)])
+    assert torch.equal(again, first)  # runs repeat
+    sequential = list(ArrayBatches(tensors, 100))
+    assert torch.equal(torch.cat([b["id"] for b in sequential]), torch.arange(n))
+    assert sequential[1]["tokens"].data_ptr() == tensors["tokens"][100:].data_ptr()  # a view, not a copy
+    dropped = ArrayBatches(tensors, 100, drop_last=True)
+    assert len(dropped) == 10 and all(len(b["id"]) == 100 for b in dropped)
