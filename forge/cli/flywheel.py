@@ -127,9 +127,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    from forge.flywheel.lock import lock_is_held
     from forge.flywheel.paths import Workspace
 
     ws = Workspace.at(args.root)
+    if not lock_is_held(ws.root):
+        raise UsageError("no flywheel loop is running here; nothing to stop")
     ws.stop_file.touch()
     print(f"asked the loop to stop after its current stage ({ws.stop_file})")
     return 0

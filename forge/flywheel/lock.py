@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 from forge.flywheel.state import State, StateStore, now
@@ -34,11 +35,15 @@ class FlywheelLock:
 
     def __enter__(self) -> FlywheelLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockHeld(f"another flywheel loop is running here: {describe_holder(self.path)}") from None
+        for attempt in range(10):  # a status probe holds a shared lock for microseconds; wait it out
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 9:
+                    os.close(fd)
+                    raise LockHeld(f"another flywheel loop is running here: {describe_holder(self.path)}") from None
+                time.sleep(0.05)
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)

@@ -81,6 +81,7 @@ def run_loop(
     """Run iterations until the stop condition, an error, a stop request or Ctrl+C (or one with ``once``)."""
     ws = Workspace.at(root)
     with FlywheelLock(ws.root):
+        ws.stop_file.unlink(missing_ok=True)  # a stop asked for while no loop ran is stale
         store = StateStore(ws.root)
         _check_startable(store.state)
         if store.state.status == "done":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ STAGE_NOTEBOOKS = {
     "evaluate": "04_evaluate.ipynb",
 }
 STOP_FILE = ".flywheel.stop"
+STATE_FILE = "state.yaml"
 
 
 @dataclass(frozen=True)
@@ -51,3 +53,19 @@ class Workspace:
     @property
     def stop_file(self) -> Path:
         return self.root / STOP_FILE
+
+
+def find_root(root: str | os.PathLike | None = None, start: str | os.PathLike | None = None) -> Path:
+    """The workspace: ``root`` if given, else ``start`` (default cwd) or its parent, whichever holds state.yaml.
+
+    A notebook's kernel starts in the notebook's folder (``notebooks/``) while state.yaml sits in
+    the workspace root above it; looking only one level up keeps a stray state.yaml further up
+    from being picked by accident. Without one, ``start`` is returned so the error names it.
+    """
+    if root is not None:
+        return Path(root).resolve()
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for candidate in (here, here.parent):
+        if (candidate / STATE_FILE).is_file():
+            return candidate
+    return here

@@ -18,7 +18,7 @@ from typing import Any
 
 from forge.atomic import atomic_write_text
 from forge.flywheel.config import Config
-from forge.flywheel.paths import Workspace
+from forge.flywheel.paths import Workspace, find_root
 from forge.flywheel.state import State, StateError, load_state, plan_seeds
 
 
@@ -53,10 +53,14 @@ class Context:
         return earlier[-1] if earlier else None
 
 
-def context(root: str | os.PathLike = ".", iteration: int | None = None, no_wandb: bool = False,
+def context(root: str | os.PathLike | None = None, iteration: int | None = None, no_wandb: bool = False,
             progress: bool = True) -> Context:
-    """Resolve the iteration from state.yaml: the one in progress or the next (default), or a past one."""
-    ws = Workspace.at(root)
+    """Resolve the iteration from state.yaml: the one in progress or the next (default), or a past one.
+
+    Without ``root``, the workspace is the current folder or, for a notebook opened from
+    ``notebooks/``, its parent.
+    """
+    ws = Workspace.at(find_root(root))
     state = load_state(ws.root)
     if iteration is None or iteration == state.iteration:
         iteration = state.iteration

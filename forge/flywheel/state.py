@@ -24,8 +24,8 @@ import yaml
 
 from forge.atomic import atomic_write, atomic_write_text, fsync_dir
 from forge.flywheel.config import Config, ConfigError, config_from_dict
+from forge.flywheel.paths import STATE_FILE
 
-STATE_FILE = "state.yaml"
 BACKUP_FILE = "state.yaml.bak"
 STATE_VERSION = 1
 STATUSES = ("ready", "running", "failed", "done")

@@ -79,12 +79,14 @@ def format_text(snap: dict[str, Any]) -> str:
              f"seeds trained {snap['total_seeds']}   ({snap['root']})"]
     cur = snap["current"]
     if cur:
-        age = cur["heartbeat_age_s"]
+        from forge.ui.render import ago
+
         done = ", ".join(cur["stages_completed"]) or "none"
-        beat = "-" if age is None else f"{age:.0f}s ago"
-        lines.append(f"current: iteration {cur['iteration']} seeds {cell(cur['seed_range'])}, "
-                     f"stage {cur['stage'] or '-'} ({cur['progress']}: {done}), "
-                     f"pid {cur['pid']} on {cur['host']}, heartbeat {beat}")
+        line = (f"current: iteration {cur['iteration']} seeds {cell(cur['seed_range'])}, "
+                f"stage {cur['stage'] or '-'} ({cur['progress']}: {done})")
+        if snap["status"] in ("running", "crashed"):
+            line += f", pid {cur['pid']} on {cur['host']}, heartbeat {ago(cur['heartbeat_age_s'])}"
+        lines.append(line)
     if snap["last_error"]:
         lines.append(f"last error: {snap['last_error']}")
     if snap["next_action"]:

@@ -30,7 +30,7 @@ def load_tensors(data_dir: str | Path, split: str, in_memory: bool = True) -> di
     the tensors share the read-only memory map (fine for sequential evaluation of big splits)."""
     arrays = load_split(data_dir, split)
     if in_memory:
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        return {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}  # a private copy
     with warnings.catch_warnings():  # read-only views: nothing here writes to a batch in place
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}

@@ -42,13 +42,18 @@ class Panel:
             self._widget = widgets.HTML(value=self.html)
             threading.Thread(target=self._refresh, args=(interval,), name="forge-panel", daemon=True).start()
 
+    def refresh(self) -> None:
+        """Re-render now (e.g. a dashboard button just changed state.yaml)."""
+        try:
+            self.html = render(self.root)
+        except Exception as exc:  # noqa: BLE001 - a half-written state must not kill the panel
+            self.html = f"<div class='forge-panel'>status unavailable: {exc}</div>"
+        if self._widget is not None:
+            self._widget.value = self.html
+
     def _refresh(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            try:
-                self.html = render(self.root)
-            except Exception as exc:  # noqa: BLE001 - a half-written state must not kill the panel
-                self.html = f"<div class='forge-panel'>status unavailable: {exc}</div>"
-            self._widget.value = self.html
+            self.refresh()
 
     def stop(self) -> None:
         self._stop.set()

@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from forge.oracle.rules import DECL_NAMES
 
@@ -19,6 +20,7 @@ def _history_axes(ax_gap, history: list[dict[str, Any]]) -> None:
     seeds, gaps, accs = zip(*pts)
     ax_gap.plot(seeds, gaps, "o-", color="#d73027", label="val Q-gap")
     ax_gap.set_xlabel("seeds trained")
+    ax_gap.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_gap.set_ylabel("Q-gap (points / move)", color="#d73027")
     ax_acc = ax_gap.twinx()
     ax_acc.plot(seeds, accs, "s--", color="#2b7de9", label="val accuracy")

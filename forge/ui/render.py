@@ -37,6 +37,19 @@ def link(root: Path, target: str | None, base: Path, label: str) -> str:
     return f'<a href="{esc(href)}" target="_blank">{esc(label)}</a>'
 
 
+def ago(seconds: float | None) -> str:
+    """A readable age: 42s ago, 5 min ago, 3.2 h ago, 4 days ago."""
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
 def badge(status: str) -> str:
     colour = BADGE_COLOURS.get(status, "#777")
     return (f'<span class="forge-badge" style="background:{colour};color:#fff;border-radius:4px;'
@@ -89,14 +102,15 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
         f' &nbsp;seeds trained <b class="forge-total-seeds">{esc(snap["total_seeds"])}</b></div>',
     ]
     if cur:
-        age = cur.get("heartbeat_age_s")
-        beat = "-" if age is None else f"{age:.0f}s ago"
         done = ", ".join(cur["stages_completed"]) or "none"
+        process = ""
+        if snap["status"] in ("running", "crashed"):  # who runs it only matters while it (should) run
+            process = (f', heartbeat <span class="forge-heartbeat">{esc(ago(cur.get("heartbeat_age_s")))}</span>,'
+                       f' pid {esc(cur.get("pid"))} on {esc(cur.get("host"))}')
         lines.append(
             f'<div>current: iteration {esc(cur["iteration"])}, seeds {esc(cell(cur["seed_range"]))}, stage '
-            f'<b class="forge-stage">{esc(cur.get("stage") or "-")}</b> ({esc(cur["progress"])}; done: {esc(done)}),'
-            f' heartbeat <span class="forge-heartbeat">{esc(beat)}</span>, pid {esc(cur.get("pid"))} '
-            f'on {esc(cur.get("host"))}</div>'
+            f'<b class="forge-stage">{esc(cur.get("stage") or "-")}</b> ({esc(cur["progress"])}; done: {esc(done)})'
+            f'{process}</div>'
         )
     if snap.get("last_error"):
         lines.append(f'<div style="color:#b2182b">last error: <code class="forge-error">'

@@ -1,0 +1,233 @@
+"""The status dashboard (``notebooks/00_status.ipynb``): the live panel plus Start / Stop / Retry buttons.
+
+The buttons only call the functions here, and those only do what the CLI does: start a detached
+``python -m forge.cli.flywheel --once`` (so the loop outlives the notebook's kernel), touch the
+stop file the loop checks between stages, or run :func:`forge.flywheel.loop.retry`. Each returns
+an :class:`Outcome` whose message the dashboard shows under the buttons; nothing here needs a
+browser, so tests call them directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forge.flywheel.lock import LOCK_FILE, describe_holder, liveness, lock_is_held
+from forge.flywheel.paths import Workspace, find_root
+from forge.flywheel.state import StateError, load_state
+
+RUN = "python -m forge.cli.flywheel"
+#: How long start_iteration waits for the new loop to claim the workspace before reporting.
+START_WAIT_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a button did: ``ok`` False means it refused (or failed) and ``message`` says why."""
+
+    ok: bool
+    message: str
+    pid: int | None = None
+    log: Path | None = None
+
+
+def _rel(ws: Workspace, path: Path) -> str:
+    try:
+        return str(path.relative_to(ws.root))
+    except ValueError:
+        return str(path)
+
+
+def _child_env() -> dict[str, str]:
+    """The kernel's environment minus its inline matplotlib backend, which means nothing outside a kernel."""
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start_iteration(root: str | os.PathLike, wait: float = START_WAIT_SECONDS) -> Outcome:
+    """Start one iteration in a detached background loop; refuse if one runs or the state needs a retry.
+
+    The loop runs in its own session (``start_new_session``), so it keeps going when the kernel
+    that started it is restarted or shut down; its output goes to ``runs/loop-<UTC time>.log``.
+    The call returns once the loop has claimed the iteration in state.yaml (or has exited), so
+    "started" is only said of a loop that really holds the workspace.
+    """
+    ws = Workspace.at(root)
+    if lock_is_held(ws.root):
+        return Outcome(False, f"not started: a flywheel loop is already running here "
+                              f"({describe_holder(ws.root / LOCK_FILE)}); use Stop to end it after its current stage")
+    try:
+        state = load_state(ws.root)
+    except StateError as exc:
+        return Outcome(False, f"not started: {exc}")
+    status = liveness(ws.root, state)
+    if status == "failed":
+        return Outcome(False, f"not started: iteration {state.iteration} failed ({state.last_error}); "
+                              "fix the cause, then press Retry")
+    if status == "crashed":
+        return Outcome(False, f"not started: the loop running iteration {state.iteration} died; press Retry first")
+    if status == "done":
+        return Outcome(False, "not started: the flywheel is done (its stop condition is met); raise config.stop_* "
+                              "in state.yaml and set status: ready to go on")
+    # No loop holds the lock, so a stop file is a leftover that would stop the new loop at once.
+    ws.stop_file.unlink(missing_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    log = ws.root / "runs" / f"loop-{stamp}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "forge.cli.flywheel", "--once", "--root", str(ws.root)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ws.root, env=_child_env(), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    # Watch state.yaml rather than probing the lock: a probe taken just as the child asks for the
+    # lock would make the child fail with "another loop is running".
+    deadline = time.monotonic() + wait
+    claimed = False
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            return Outcome(False, f"the loop exited at once (exit code {code}): {_log_tail(log)}; "
+                                  f"log {_rel(ws, log)}", proc.pid, log)
+        try:
+            now = load_state(ws.root)
+        except StateError:
+            now = None
+        if now is not None and now.current is not None and now.current.pid == proc.pid:
+            claimed = True
+            break
+        time.sleep(0.1)
+    threading.Thread(target=proc.wait, name="forge-loop-reaper", daemon=True).start()  # no zombie left behind
+    note = "" if claimed else f" (it has not claimed the iteration after {wait:.0f}s; check the log)"
+    return Outcome(True, f"started iteration {state.iteration} in the background (pid {proc.pid}){note}; "
+                         f"log {_rel(ws, log)}", proc.pid, log)
+
+
+def request_stop(root: str | os.PathLike) -> Outcome:
+    """Ask the running loop to stop before its next stage (the stage under way finishes first).
+
+    Refused when no loop runs: a stop file left behind would otherwise stop the next loop at once.
+    """
+    ws = Workspace.at(root)
+    if not lock_is_held(ws.root):
+        return Outcome(False, "nothing to stop: no flywheel loop is running here")
+    ws.stop_file.touch()
+    return Outcome(True, "stop requested: the loop stops after its current stage (the panel then shows ready)")
+
+
+def retry_iteration(root: str | os.PathLike) -> Outcome:
+    """failed or crashed -> ready, keeping the iteration's finished stages (Start then resumes it)."""
+    from forge.flywheel.loop import FlywheelError, retry
+
+    ws = Workspace.at(root)
+    try:
+        retry(str(ws.root))
+        state = load_state(ws.root)
+    except (FlywheelError, StateError) as exc:
+        return Outcome(False, f"not retried: {exc}")
+    done = ", ".join(state.current.stages_completed) if state.current else ""
+    return Outcome(True, f"ready: Start resumes iteration {state.iteration} (stages kept: {done or 'none'})")
+
+
+ACTIONS: dict[str, tuple[str, str, str, Callable[[str | os.PathLike], Outcome]]] = {
+    # name: (button label, icon, tooltip, action)
+    "start": ("Start one iteration", "play", "run one iteration in the background (--once)", start_iteration),
+    "stop": ("Stop after stage", "stop", "the running loop stops after its current stage", request_stop),
+    "retry": ("Retry", "redo", "mark a failed or crashed iteration ready again", retry_iteration),
+}
+
+
+def outcome_html(outcome: Outcome) -> str:
+    colour = "#1a7f37" if outcome.ok else "#b2182b"
+    return (f'<div class="forge-message" style="color:{colour};font:13px/1.5 system-ui,sans-serif">'
+            f"{html.escape(outcome.message)}</div>")
+
+
+def commands_html(root: Path) -> str:
+    """What the buttons do, as commands: shown where no live kernel is (archived or headless runs)."""
+    where = html.escape(str(root))
+    rows = [("start one iteration", f"{RUN} --once --root {where}"), ("stop after stage", f"{RUN} stop --root {where}"),
+            ("retry", f"{RUN} retry --root {where}")]
+    items = "".join(f"<li>{label}: <code>{cmd}</code></li>" for label, cmd in rows)
+    style = "font:12px/1.5 system-ui,sans-serif"
+    return f'<div class="forge-commands" style="{style}">From a terminal:<ul>{items}</ul></div>'
+
+
+class Dashboard:
+    """The panel plus, when live, one button per action and a message line for their outcomes."""
+
+    def __init__(self, root: str | os.PathLike | None = None, live: bool | None = None):
+        from forge.ui.panel import Panel
+
+        self.root = find_root(root)
+        self.panel = Panel(self.root, live=live)
+        self.live = self.panel.live
+        self.buttons: dict[str, Any] = {}
+        self.message: Any = None
+        self.controls: Any = None
+        if self.live:
+            import ipywidgets as widgets
+
+            self.message = widgets.HTML(value="")
+            for name, (label, icon, tooltip, action) in ACTIONS.items():
+                button = widgets.Button(description=label, icon=icon, tooltip=tooltip,
+                                        layout=widgets.Layout(width="auto"))
+                button.on_click(lambda _b, act=action: self.run(act))
+                self.buttons[name] = button
+            self.controls = widgets.VBox([widgets.HBox(list(self.buttons.values())), self.message])
+
+    def run(self, action: Callable[[str | os.PathLike], Outcome]) -> Outcome:
+        """Run an action and show its outcome; widget callbacks swallow exceptions, so show those too."""
+        try:
+            outcome = action(self.root)
+        except Exception as exc:  # noqa: BLE001 - a click must always answer in the message line
+            outcome = Outcome(False, f"error: {type(exc).__name__}: {exc}")
+        if self.message is not None:
+            self.message.value = outcome_html(outcome)
+        self.panel.refresh()
+        return outcome
+
+    def display(self) -> None:
+        from IPython.display import HTML, display
+
+        display(self.panel)
+        display(self.controls if self.controls is not None else HTML(commands_html(self.root)))
+
+    def stop(self) -> None:
+        """End the panel's refresh thread."""
+        self.panel.stop()
+
+
+def dashboard(root: str | os.PathLike | None = None, live: bool | None = None) -> Dashboard | None:
+    """Display the dashboard for the workspace at ``root`` (see :func:`find_root`) and return it.
+
+    Without a usable state.yaml it shows why and how to make one instead, and returns None.
+    """
+    from IPython.display import HTML, display
+
+    try:
+        board = Dashboard(root, live=live)
+    except StateError as exc:
+        where = html.escape(str(find_root(root)))
+        display(HTML(f'<div class="forge-error" style="color:#b2182b">no usable workspace: '
+                     f"{html.escape(str(exc))}<br>create one with <code>{RUN} init --preset quick "
+                     f"--wandb-group NAME --root {where}</code></div>"))
+        return None
+    board.display()
+    return board

@@ -1,0 +1,190 @@
+"""The dashboard in a real JupyterLab, driven by headless Chromium through Selenium.
+
+A copy of the prepared failed workspace (state.yaml + notebooks/00_status.ipynb) is served by
+JupyterLab on a free localhost port; the browser opens the notebook, runs all cells from the Run
+menu, and reads the live panel: badge, iteration, stage, last error and history values. It then
+clicks Start (refused: the iteration failed) and Retry, and waits for the live panel to turn
+"ready" on its own refresh. Screenshots go to ``test-artifacts/`` (printed; gitignored).
+Skipped only where Chromium and its driver are not installed (``.ci/run`` installs them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from test_dashboard import FAILED, failed_workspace
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1300")
+
+pytestmark = pytest.mark.skipif(
+    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+    reason=f"no Chromium here ({CHROMIUM} / {CHROMEDRIVER} missing): "
+           "apt-get install chromium chromium-driver (as .ci/run does) to run the browser test",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def jupyter_env(home: Path) -> dict[str, str]:
+    """Jupyter's config, data and runtime folders kept in the test's tmp dir; this venv's kernels only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER") and k != "FORGE_HEADLESS"}
+    for name in ("config", "data", "runtime"):
+        (home / name).mkdir(parents=True, exist_ok=True)
+    env.update(JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
+               JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTER_PLATFORM_DIRS="1")
+    # no "news" toast over the notebook
+    labconfig = home / "config" / "labconfig"
+    labconfig.mkdir()
+    (labconfig / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    return env
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[dict[str, object]]:
+    """JupyterLab serving a prepared workspace copy; shut down (kernels included) afterwards."""
+    ws = failed_workspace(tmp_path / "ws")
+    (ws / "notebooks").mkdir()
+    shutil.copy(REPO / "notebooks" / "00_status.ipynb", ws / "notebooks")
+    env = jupyter_env(tmp_path / "jupyter")
+
+    # The notebook asks for kernel "python3": it must be this venv's interpreter (ipykernel's spec,
+    # whose argv[0] "python" jupyter_client replaces with the server's own sys.executable).
+    specs = json.loads(subprocess.run([sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"], env=env,
+                                      capture_output=True, text=True, check=True, timeout=60).stdout)
+    spec = specs["kernelspecs"]["python3"]
+    assert Path(spec["resource_dir"]).resolve().is_relative_to(Path(sys.prefix).resolve()), spec
+    assert spec["spec"]["argv"][0] in ("python", "python3", sys.executable), spec
+
+    port, token = free_port(), os.urandom(16).hex()
+    log = open(tmp_path / "jupyterlab.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
+         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ws}",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI containers run as root
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            pytest.fail(f"JupyterLab did not start: {(tmp_path / 'jupyterlab.log').read_text()[-3000:]}")
+        time.sleep(0.3)
+    try:
+        yield {"ws": ws, "base": base, "token": token, "log": tmp_path / "jupyterlab.log"}
+    finally:
+        req = urllib.request.Request(f"{base}/api/shutdown", method="POST",
+                                     headers={"Authorization": f"token {token}"})
+        try:
+            urllib.request.urlopen(req, timeout=10).close()
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def wait(seconds: float = 60) -> WebDriverWait:
+        return WebDriverWait(browser, seconds, poll_frequency=0.2)
+
+    def text_of(css: str) -> str:
+        return browser.find_element(By.CSS_SELECTOR, css).text.strip()
+
+    def click_button(label: str) -> None:
+        xpath = f"//button[contains(@class, 'widget-button') and contains(., '{label}')]"
+        wait(10).until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
+
+    browser.get(f"{lab['base']}/lab/tree/notebooks/00_status.ipynb?token={lab['token']}")
+    wait().until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Notebook")))
+    # Run All before the kernel is up would ask for a kernel instead: wait for "Python 3 (ipykernel) | Idle"
+    wait().until(lambda d: "Python 3 (ipykernel) | Idle" in d.find_element(By.ID, "jp-main-statusbar").text)
+    browser.find_element(By.XPATH, "//li[contains(@class, 'lm-MenuBar-item') and .='Run']").click()
+    wait(10).until(ec.element_to_be_clickable(
+        (By.CSS_SELECTOR, ".lm-Menu-item[data-command='runmenu:run-all']"))).click()
+
+    try:
+        # the live panel is the widget view (it refreshes itself), not the static fallback
+        wait(90).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".widget-html .forge-panel .forge-badge")))
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "status-panel-timeout.png"))
+        raise AssertionError(f"no live panel appeared; see {ARTIFACTS / 'status-panel-timeout.png'} and "
+                             f"{lab['log']}:\n{Path(lab['log']).read_text()[-3000:]}") from None
+    wait(10).until(lambda d: text_of(".forge-history") != "")
+    assert text_of(".forge-badge") == FAILED["status"]
+    assert text_of(".forge-iteration") == FAILED["iteration"]
+    assert text_of(".forge-stage") == FAILED["stage"]
+    assert text_of(".forge-error") == FAILED["error"]
+    history = text_of(".forge-history")
+    for value in FAILED["accuracies"] + FAILED["q_gaps"]:
+        assert value in history
+    wait(20).until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".widget-button")))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "status-panel.png"
+    browser.save_screenshot(str(shot))
+    print(f"\nscreenshot: {shot}")
+
+    click_button("Start one iteration")
+    wait(20).until(lambda d: "iteration 3 failed" in text_of(".forge-message"))
+    assert "press Retry" in text_of(".forge-message")
+    assert not (Path(lab["ws"]) / "runs").exists()  # refused: nothing started
+
+    click_button("Retry")
+    wait(20).until(lambda d: text_of(".forge-message").startswith("ready"))
+    assert yaml.safe_load((Path(lab["ws"]) / "state.yaml").read_text())["status"] == "ready"
+    # the panel's refresh thread picks the change up by itself
+    wait(30).until(lambda d: text_of(".forge-badge") == "ready")
+    assert browser.find_elements(By.CSS_SELECTOR, ".forge-error") == []
+    after = ARTIFACTS / "status-panel-after-retry.png"
+    browser.save_screenshot(str(after))
+    print(f"screenshot: {after}")

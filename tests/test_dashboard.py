@@ -1,0 +1,202 @@
+"""The dashboard's actions for real: a detached loop started and stopped, refusals, retry, root lookup.
+
+``failed_workspace`` is the prepared state the notebook and browser tests show as well.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from forge.flywheel.config import load_preset
+from forge.flywheel.lock import FlywheelLock, lock_is_held
+from forge.flywheel.paths import Workspace
+from forge.flywheel.state import Current, load_state, new_state, save_state
+from forge.ui.dashboard import Dashboard, find_root, request_stop, retry_iteration, start_iteration
+
+#: What the prepared failed workspace holds, for assertions on every view of it.
+FAILED = {
+    "status": "failed",
+    "iteration": "3",
+    "stage": "train",
+    "group": "prepared-group",
+    "error": "train: cell 3: RuntimeError: prepared failure 4217",
+    "accuracies": ("0.7313", "0.8521"),
+    "q_gaps": ("0.6402", "0.3917"),
+}
+
+
+def _entry(iteration: int, accuracy: float, q_gap: float) -> dict[str, Any]:
+    seeds = list(range(4 * (iteration - 1), 4 * iteration))
+    return {"iteration": iteration, "seeds": seeds, "seed_range": [seeds[0], seeds[-1] + 1],
+            "total_seeds": 4 * iteration, "val": {"accuracy": accuracy, "q_gap": q_gap, "blunder_rate": 0.05},
+            "timings": {"total": 90.0 * iteration}, "is_best": iteration == 2}
+
+
+def failed_workspace(root: Path) -> Path:
+    """A workspace whose iteration 3 failed in train after two finished iterations (no data on disk)."""
+    root.mkdir(parents=True, exist_ok=True)
+    state = new_state(load_preset("tiny"), FAILED["group"])
+    state.history = [_entry(1, 0.7313, 0.6402), _entry(2, 0.8521, 0.3917)]
+    state.next_seed = 8
+    state.current = Current(iteration=3, seeds=[8, 9, 10, 11], seed_range=[8, 12],
+                            stages_completed=["generate", "tokenize"], stage="train",
+                            started_at="2025-01-01T00:00:00+00:00", pid=999_999, host="elsewhere",
+                            heartbeat="2025-01-01T00:05:00+00:00")
+    state.status = "failed"
+    state.last_error = FAILED["error"]
+    state.next_action = "read archive/iter-0003/03_train.ipynb, fix the cause, then retry"
+    save_state(root, state)
+    return root
+
+
+def status(ws: Path) -> dict[str, Any]:
+    return yaml.safe_load((ws / "state.yaml").read_text())
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    save_state(ws, new_state(load_preset("tiny"), "dashboard-test"))
+    return ws
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_start_launches_a_detached_loop_that_stop_ends_after_its_stage(tiny: Path) -> None:
+    Workspace.at(tiny).stop_file.touch()  # left by an earlier stop request: must not stop the new loop
+    started = start_iteration(tiny)
+    assert started.ok, started.message
+    assert started.log is not None and started.log.parent == tiny / "runs" and started.log.name.startswith("loop-")
+    try:
+        st = status(tiny)
+        # the loop claimed iteration 1 in its own process, in a session of its own (survives the kernel)
+        assert st["status"] == "running" and st["current"]["pid"] == started.pid
+        assert os.getsid(started.pid) == started.pid != os.getsid(0)
+        assert lock_is_held(tiny)
+        again = start_iteration(tiny)
+        assert not again.ok and "already running" in again.message and f"pid {started.pid}" in again.message
+        wait_for(lambda: (status(tiny)["current"] or {}).get("stage") == "generate", 60, "the generate stage")
+        stop = request_stop(tiny)
+        assert stop.ok and Workspace.at(tiny).stop_file.exists()
+        wait_for(lambda: not lock_is_held(tiny), 120, "the loop to stop")
+    finally:
+        if lock_is_held(tiny):  # never leave a loop behind, whatever failed above
+            os.killpg(started.pid, signal.SIGKILL)
+    st = status(tiny)
+    assert st["status"] == "ready" and st["current"]["iteration"] == 1
+    assert st["current"]["stages_completed"] == ["generate"]  # the stage under way finished, then it stopped
+    assert "stopped on request" in st["next_action"]
+    log = started.log.read_text()
+    assert "iteration 1: seeds 0..3" in log and "stopped on request before tokenize" in log
+    assert not Workspace.at(tiny).stop_file.exists()  # the loop consumed it
+
+
+def test_start_refuses_while_a_loop_holds_the_lock_and_launches_nothing(tiny: Path) -> None:
+    with FlywheelLock(tiny):
+        out = start_iteration(tiny)
+        assert not out.ok and out.pid is None
+        assert "already running" in out.message and f"pid {os.getpid()}" in out.message
+        stop = request_stop(tiny)
+        assert stop.ok and Workspace.at(tiny).stop_file.exists()
+    assert not (tiny / "runs").exists()  # no log, so no process was started
+    assert status(tiny)["status"] == "ready"
+
+
+def test_stop_without_a_loop_refuses_and_leaves_no_stop_file(tiny: Path) -> None:
+    out = request_stop(tiny)
+    assert not out.ok and "no flywheel loop is running" in out.message
+    assert not Workspace.at(tiny).stop_file.exists()
+
+
+def test_failed_state_refuses_start_until_retried(tmp_path: Path) -> None:
+    ws = failed_workspace(tmp_path / "ws")
+    out = start_iteration(ws)
+    assert not out.ok and "iteration 3 failed" in out.message and FAILED["error"] in out.message
+    assert "Retry" in out.message and not (ws / "runs").exists()
+
+    with FlywheelLock(ws):
+        busy = retry_iteration(ws)
+    assert not busy.ok and "cannot retry while a loop runs" in busy.message
+    assert status(ws)["status"] == "failed"
+
+    done = retry_iteration(ws)
+    assert done.ok and "iteration 3" in done.message and "generate, tokenize" in done.message
+    st = status(ws)
+    assert st["status"] == "ready" and st["last_error"] is None
+    assert st["current"]["stages_completed"] == ["generate", "tokenize"] and st["current"]["stage"] is None
+    again = retry_iteration(ws)
+    assert not again.ok and "nothing to retry: status is ready" in again.message
+
+
+def test_crashed_and_done_states_refuse_start(tmp_path: Path) -> None:
+    ws = failed_workspace(tmp_path / "ws")
+    state = load_state(ws)
+    state.status, state.last_error = "running", None  # its pid 999999 on another host, no lock: a dead loop
+    save_state(ws, state)
+    out = start_iteration(ws)
+    assert not out.ok and "died" in out.message and "Retry" in out.message
+    assert retry_iteration(ws).ok and status(ws)["status"] == "ready"
+
+    state = load_state(ws)
+    state.status, state.current = "done", None
+    save_state(ws, state)
+    out = start_iteration(ws)
+    assert not out.ok and "done" in out.message and not (ws / "runs").exists()
+
+
+def test_find_root_prefers_cwd_then_its_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = failed_workspace(tmp_path / "ws")
+    books = ws / "notebooks"
+    books.mkdir()
+    assert find_root(start=books) == ws.resolve()
+    assert find_root(start=ws) == ws.resolve()
+    assert find_root(str(books)) == books.resolve()  # an explicit root is taken as given
+    deeper = books / "sub"
+    deeper.mkdir()
+    assert find_root(start=deeper) == deeper.resolve()  # two levels up is not looked at
+    monkeypatch.chdir(books)
+    assert find_root() == ws.resolve()
+
+
+def test_buttons_run_their_actions_and_show_the_outcome(tmp_path: Path) -> None:
+    ws = failed_workspace(tmp_path / "ws")
+    board = Dashboard(ws, live=True)
+    try:
+        assert set(board.buttons) == {"start", "stop", "retry"}
+        board.buttons["start"].click()
+        assert "iteration 3 failed" in board.message.value and "#b2182b" in board.message.value
+        board.buttons["stop"].click()
+        assert "nothing to stop" in board.message.value
+        board.buttons["retry"].click()
+        assert "ready: Start resumes iteration 3" in board.message.value and "#1a7f37" in board.message.value
+        assert status(ws)["status"] == "ready"
+    finally:
+        board.stop()
+
+
+def test_a_failing_action_is_reported_in_the_message_line(tmp_path: Path) -> None:
+    ws = failed_workspace(tmp_path / "ws")
+    board = Dashboard(ws, live=True)
+    try:
+        def broken(root: Path) -> None:
+            raise OSError(f"disk full under {root}")
+
+        out = board.run(broken)
+        assert not out.ok and "OSError: disk full" in board.message.value
+    finally:
+        board.stop()

@@ -1,0 +1,157 @@
+"""Every notebook in notebooks/ executed headless (FORGE_HEADLESS=1), its static panel checked.
+
+The status notebook runs against the prepared failed workspace from its notebooks/ folder, so its
+default root is found one level up; the stage notebooks run in order on one fresh tiny workspace
+(one real iteration by hand), each showing the panel first.
+"""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from test_dashboard import FAILED, failed_workspace
+
+from forge.flywheel.config import load_preset
+from forge.flywheel.state import new_state, save_state
+
+REPO = Path(__file__).resolve().parents[1]
+BOOKS = REPO / "notebooks"
+STAGE_BOOKS = ("01_generate", "02_tokenize", "03_train", "04_evaluate")
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+class _ByClass(HTMLParser):
+    """Text inside each element whose class starts with ``forge-`` (nested text included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[tuple[str, str | None]] = []
+        self.text: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("br", "img"):
+            return
+        cls = dict(attrs).get("class") or ""
+        name = cls if cls.startswith("forge-") else None
+        if name:
+            self.text.setdefault(name, "")
+        self.open.append((tag, name))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open:
+            if self.open.pop()[0] == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        for _, name in self.open:
+            if name:
+                self.text[name] += data
+
+
+def forge_fields(html: str) -> dict[str, str]:
+    parser = _ByClass()
+    parser.feed(html)
+    return {k: " ".join(v.split()) for k, v in parser.text.items()}
+
+
+def html_outputs(nb: Any) -> list[dict[str, Any]]:
+    return [o["data"] for c in nb.cells if c.cell_type == "code" for o in c.outputs if "data" in o]
+
+
+def panel_of(nb: Any) -> dict[str, str]:
+    """The fields of the (first) panel the notebook displayed, from its static text/html."""
+    panels = [d["text/html"] for d in html_outputs(nb) if 'class="forge-panel"' in d.get("text/html", "")]
+    assert panels, "the notebook displayed no status panel"
+    return forge_fields(panels[0])
+
+
+def execute(book: Path, out: Path, cwd: Path, parameters: dict[str, Any] | None = None) -> Any:
+    import papermill as pm
+
+    from forge.flywheel.runner import ensure_kernel
+
+    pm.execute_notebook(str(book), str(out), parameters=parameters or {}, kernel_name=ensure_kernel(),
+                        cwd=str(cwd), progress_bar=False)
+    return nbformat.read(out, as_version=4)
+
+
+@pytest.fixture(scope="module")
+def headless():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FORGE_HEADLESS", "1")
+        mp.setenv("TQDM_DISABLE", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def stage_runs(headless, tmp_path_factory) -> dict[str, Any]:
+    """The four stage notebooks, by hand and in order, on a fresh tiny workspace (one iteration)."""
+    ws = tmp_path_factory.mktemp("stages") / "ws"
+    ws.mkdir()
+    save_state(ws, new_state(load_preset("tiny"), "headless-stages"))
+    out = ws.parent / "executed"
+    out.mkdir()
+    return {name: execute(BOOKS / f"{name}.ipynb", out / f"{name}.ipynb", ws,
+                          {"root": str(ws), "no_wandb": True, "progress": False})
+            for name in STAGE_BOOKS}
+
+
+def test_every_notebook_is_covered_and_committed_clean() -> None:
+    names = sorted(p.stem for p in BOOKS.glob("*.ipynb"))
+    assert names == ["00_status", *STAGE_BOOKS]  # a new notebook needs a headless check here
+    for name in names:
+        nb = nbformat.read(BOOKS / f"{name}.ipynb", as_version=4)
+        nbformat.validate(nb)
+        assert nb.metadata.kernelspec.name == "python3"
+        for c in nb.cells:
+            if c.cell_type == "code":
+                assert c.outputs == [] and c.execution_count is None, f"{name} is committed with outputs"
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1 and "root =" in params[0].source
+
+
+def test_status_notebook_shows_the_prepared_state(headless, tmp_path: Path) -> None:
+    ws = failed_workspace(tmp_path / "ws")
+    (ws / "notebooks").mkdir()
+    nb = execute(BOOKS / "00_status.ipynb", tmp_path / "00_status.out.ipynb", ws / "notebooks")
+    fields = panel_of(nb)
+    assert fields["forge-badge"] == FAILED["status"]
+    assert fields["forge-iteration"] == FAILED["iteration"]
+    assert fields["forge-stage"] == FAILED["stage"]
+    assert fields["forge-error"] == FAILED["error"]
+    assert fields["forge-total-seeds"] == "8"
+    history = fields["forge-history"]
+    for value in FAILED["accuracies"] + FAILED["q_gaps"]:
+        assert value in history
+    html = next(d["text/html"] for d in html_outputs(nb) if 'class="forge-panel"' in d.get("text/html", ""))
+    assert f"group {FAILED['group']}" in html
+    # root=None found the workspace above notebooks/; headless, the buttons become commands
+    commands = [forge_fields(d["text/html"]) for d in html_outputs(nb) if "forge-commands" in d.get("text/html", "")]
+    assert commands and f"python -m forge.cli.flywheel --once --root {ws.resolve()}" in commands[0]["forge-commands"]
+    assert not any(WIDGET_MIME in d for d in html_outputs(nb))
+
+
+def test_status_notebook_without_a_workspace_says_how_to_make_one(headless, tmp_path: Path) -> None:
+    nb = execute(BOOKS / "00_status.ipynb", tmp_path / "out.ipynb", tmp_path)
+    shown = " ".join(d.get("text/html", "") for d in html_outputs(nb))
+    assert "no usable workspace" in shown and "state.yaml not found" in shown
+    assert f"init --preset quick --wandb-group NAME --root {tmp_path.resolve()}" in shown
+
+
+@pytest.mark.parametrize("name", STAGE_BOOKS)
+def test_stage_notebook_shows_the_panel_first(stage_runs: dict[str, Any], name: str) -> None:
+    nb = stage_runs[name]
+    first_output = next(c for c in nb.cells if c.cell_type == "code" and c.outputs)
+    first_html = [o["data"].get("text/html", "") for o in first_output.outputs if "data" in o]
+    assert 'class="forge-panel"' in first_html[0]  # at the top, before the stage's work
+    fields = panel_of(nb)
+    # stepping through by hand records nothing in state.yaml, so every panel shows the same state
+    assert fields["forge-badge"] == "ready"
+    assert fields["forge-iteration"] == "1" and fields["forge-total-seeds"] == "0"
+    assert "--once" in fields["forge-next"]
+    assert "forge-error" not in fields and "forge-history" not in fields
+    assert not any(WIDGET_MIME in d for d in html_outputs(nb))
