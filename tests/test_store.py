@@ -247,7 +247,7 @@ def test_cli_builds_named_splits(shards, tmp_path, capsys):
         (["--split", "train=*.csv"], "no .parquet files match"),
         (["--split", "train"], "expected NAME=GLOB"),
         (["--split", "train=*_decl_[67]*", "--split", "val=*_decl_7*"], "matches both split 'train' and 'val'"),
-        (["--samples-per-shard", "0"], "must be positive"),
+        (["--samples-per-shard", "0"], "must be at least 1"),
         (["--output", "{input}"], "must not be the --input folder"),
     ],
 )

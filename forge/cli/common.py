@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -11,6 +12,28 @@ from pathlib import Path
 
 class UsageError(Exception):
     """A mistake in what the user asked for; reported without a traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line (through :func:`run_cli`), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see --help)")
+
+
+def number(kind: type = int, minimum: float = 1):
+    """An argparse ``type`` that parses ``kind`` and insists on ``>= minimum``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: {text!r}")
+        return value
+
+    return parse
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from forge.cli.common import UsageError, parse_seed_range, run_cli
+from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli
 
 PROG = "python -m forge.cli.flywheel"
 
@@ -26,7 +26,7 @@ PROG = "python -m forge.cli.flywheel"
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=".", help="workspace folder holding state.yaml (default: .)")
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], parents=[common])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], parents=[common])
     parser.add_argument("--once", action="store_true", help="run one iteration, then stop")
     parser.add_argument("--seed-range", metavar="A:B", help="train the next iteration on seeds A..B-1")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B logging for these iterations")

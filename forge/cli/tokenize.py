@@ -12,46 +12,21 @@ import logging
 import sys
 from pathlib import Path
 
-from forge.cli.common import UsageError, run_cli
+from forge.cli.common import ArgumentParser, UsageError, number, run_cli
 from forge.ml.store import BuildStats, build_dataset
 
 PROG = "python -m forge.cli.tokenize"
 DEFAULT_SAMPLES = 50_000
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise UsageError(f"{message} (see --help)")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[-1])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[-1])
     p.add_argument("--input", required=True, type=Path, help="folder holding the shard .parquet files")
     p.add_argument("--output", required=True, type=Path,
                    help="dataset folder (manifest.json + <split>/*.npy)")
-    p.add_argument("--samples-per-shard", type=_positive, default=DEFAULT_SAMPLES, metavar="K",
+    p.add_argument("--samples-per-shard", type=number(int, 1), default=DEFAULT_SAMPLES, metavar="K",
                    help=f"states sampled per shard (default {DEFAULT_SAMPLES})")
-    p.add_argument("--global-seed", type=_non_negative, default=0, metavar="G",
+    p.add_argument("--global-seed", type=number(int, 0), default=0, metavar="G",
                    help="sampling seed (default 0)")
     p.add_argument("--split", action="append", default=[], metavar="NAME=GLOB",
                    help="shards for a split, by glob under --input; repeat per split and glob")

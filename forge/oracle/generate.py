@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from forge.cli.common import UsageError, parse_seed_range, run_cli, writable_dir
+from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli, writable_dir
 from forge.oracle import rules
 from forge.oracle.deal import check_hand_size, deal
 from forge.oracle.shard import read_shard, read_shard_info, shard_path, write_shard
@@ -141,9 +141,7 @@ def format_qvals(res: ShardResult, hand_size: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m forge.oracle.generate", description=__doc__.splitlines()[0],
-    )
+    parser = ArgumentParser(prog="python -m forge.oracle.generate", description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--seed", type=int, help="one deal seed (>= 0)")
     which.add_argument("--seed-range", metavar="A:B", help="seeds A..B-1")

@@ -8,7 +8,6 @@ plus the trick's points (Bellman consistency), which re-derives the whole soluti
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -196,7 +195,9 @@ def verify_shard(path: str | Path, deep: bool = False) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m forge.oracle.verify", description=__doc__.splitlines()[0])
+    from forge.cli.common import ArgumentParser
+
+    parser = ArgumentParser(prog="python -m forge.oracle.verify", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     parser.add_argument("--deep", action="store_true", help="also check every Q against its child's V")
     args = parser.parse_args(argv)
@@ -214,4 +215,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from forge.cli.common import run_cli
+
+    sys.exit(run_cli(main))
