@@ -208,3 +208,23 @@ def test_offline_wandb_runs_are_recorded_and_sync_needs_a_key(runs, tmp_path) ->
     res = subprocess.run([sys.executable, "-m", "forge.cli.flywheel", "sync"], cwd=ws, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "needs an API key" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ctrl_c_leaves_a_consistent_state_and_resumes(runs, tmp_path) -> None:
+    ws = copy_after_one(runs, tmp_path / "ws")
+    env = {**os.environ, "WANDB_API_KEY": FAKE_KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "forge.cli.flywheel", "--once"], cwd=ws, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and ((state(ws) or {}).get("current") or {}).get("stage") != "tokenize":
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # what Ctrl+C in the terminal sends the loop
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    st = state(ws)
+    assert st["status"] == "ready" and st["current"]["stage"] is None
+    assert st["current"]["stages_completed"] == ["generate"]
+    assert "interrupted" in st["last_error"] and "resumes iteration 2 at tokenize" in st["next_action"]
+    res = flywheel(ws, "--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]
