@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -39,14 +41,15 @@ def test_large_preset_size_and_output_shapes():
         preset("huge")
 
 
-def test_last_layer_shortcut_matches_the_full_encoder(batch):
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_last_layer_shortcut_matches_the_full_encoder(batch, norm_first):
     """The heads read 8 tokens; computing only those in the last layer must change nothing."""
-    model = DominoTransformer(preset("small")).eval()
+    model = DominoTransformer(replace(preset("small"), norm_first=norm_first)).eval()
     tokens, masks, players = batch["tokens"], batch["masks"], batch["players"]
     with torch.no_grad():
         out = model(tokens, masks, players)
         x = torch.cat([e(t) for e, t in zip(model.embeddings, tokens.long().unbind(-1))], -1)
-        x = model.encoder(model.input_proj(x), src_key_padding_mask=masks == 0)
+        x = model.encoder(model.input_proj(x), src_key_padding_mask=masks == 0)  # final norm included
         idx = 1 + 7 * players.long()[:, None] + torch.arange(7)
         hand = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
     torch.testing.assert_close(out.logits, model.policy_head(hand).squeeze(-1), atol=1e-5, rtol=1e-5)

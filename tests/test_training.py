@@ -29,6 +29,17 @@ from forge.oracle.solve import solve
 HAND = 4  # reduced game: ~5K states per deal, solved in milliseconds
 DECL = 6  # one declaration, so a few hundred deals teach a tiny model something real
 FAST = dict(wandb=False, progress=False)
+SOFT = {"temperature": 1.0, "soft_weight": 0.8}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a 2-core machine shared with other jobs, two spinning OpenMP threads
+    can make these runs ten times slower; one thread costs ~30% when the machine is idle."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +72,9 @@ def mini(shards, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    return train(data, epochs=4, model="tiny", batch_size=128, lr=3e-3, run_dir=runs, seed=0, **FAST)
+    return train(data, epochs=6, model="tiny", batch_size=128, lr=3e-3, run_dir=runs, seed=0,
+                 module_kwargs=SOFT,
+                 trainer_kwargs={"log_every_n_steps": 1}, **FAST)
 
 
 def _epoch_rows(path: Path, key: str) -> list[float]:
@@ -80,17 +93,31 @@ def _random_policy(data: Path) -> tuple[float, float]:
             float((((gap == 0) & legal).sum(-1) / n_legal).mean()))
 
 
+def _policy_loss_floor(data: Path, soft_weight: float, temperature: float) -> float:
+    """Mean entropy of the blended policy targets on the train split (the loss at a perfect fit)."""
+    v = load_tensors(data, "train")
+    q = mover_q(v["qvals"], v["teams"], v["legal"]).double().masked_fill(v["legal"] == 0, float("-inf"))
+    target = soft_weight * torch.softmax(q / temperature, -1)
+    target[torch.arange(len(q)), v["targets"].long()] += 1 - soft_weight
+    return float(-(target * target.clamp_min(1e-30).log()).sum(-1).mean())
+
+
 def test_tiny_model_learns_the_oracle(trained, data):
-    losses = _epoch_rows(trained.metrics_csv, "train/loss_epoch")
-    assert len(losses) == 4
-    assert losses[-1] < 0.9 * losses[0], losses
+    # The policy loss cannot go below the entropy of its (soft, tie-sharing) targets: compare
+    # what is above that floor at the start and at the end.
+    steps = _epoch_rows(trained.metrics_csv, "train/policy_loss")
+    assert len(steps) > 1000
+    floor = _policy_loss_floor(data, **SOFT)
+    first, last = sum(steps[:10]) / 10 - floor, sum(steps[-100:]) / 100 - floor
+    assert 0 < last < 0.75 * first, (floor, first, last)
     val_losses = _epoch_rows(trained.metrics_csv, "val/loss")
     assert val_losses[-1] < val_losses[0], val_losses
     random_gap, random_zero_regret = _random_policy(data)
     assert random_gap > 0.9  # the task leaves room to learn
     m = trained.metrics
-    assert m["val/q_gap"] < 0.6 * random_gap, (m["val/q_gap"], random_gap)
-    assert m["val/zero_regret"] > random_zero_regret + 0.03
+    # Random play gives ~1.1 points here, and a model that learned only move priors ~0.85.
+    assert m["val/q_gap"] < 0.7 * random_gap, (m["val/q_gap"], random_gap)
+    assert m["val/zero_regret"] > random_zero_regret + 0.02, (m["val/zero_regret"], random_zero_regret)
     assert trained.best_q_gap <= m["val/q_gap"]
 
 
@@ -146,8 +173,13 @@ def test_train_cli_writes_csv_logs_and_checkpoints(mini, tmp_path, capsys):
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/q_gap", "val/accuracy", "val/blunder_rate", "train/loss", "epoch"} <= set(header)
     assert str(run / "checkpoints" / "best.ckpt") in capsys.readouterr().out
-    assert run_cli(train_cli.main, argv) == 0  # a second run gets its own version
-    assert (tmp_path / "runs" / "domino" / "version_1" / "metrics.csv").is_file()
+    # A second run gets its own version; this one with the augmentation and the Q loss.
+    assert run_cli(train_cli.main, [*argv, "--shuffle-hands", "--q-weight", "0.5"]) == 0
+    second = tmp_path / "runs" / "domino" / "version_1"
+    assert "train/q_loss" in (second / "metrics.csv").read_text().splitlines()[0]
+    module = load_module(second / "checkpoints" / "last.ckpt")
+    assert module.hparams.shuffle_hands and module.hparams.q_weight == 0.5
+    assert "q_mae" in evaluate(second / "checkpoints" / "last.ckpt", mini, "val")
 
 
 def test_eval_cli_writes_metrics_and_playout(trained, data, tmp_path, capsys):
@@ -159,24 +191,30 @@ def test_eval_cli_writes_metrics_and_playout(trained, data, tmp_path, capsys):
     assert metrics == json.loads(capsys.readouterr().out)
     assert {"accuracy", "zero_regret", "q_gap", "blunder_rate", "p99_gap", "value_mae", "tie_rate",
             "q_gap/sixes", "playout_points_lost"} <= set(metrics)
-    assert metrics["q_mae"] is None  # trained without the Q loss
+    assert "q_mae" not in metrics  # trained without the Q loss
     assert metrics["playout_deals"] == 2 and metrics["playout_points_lost"] >= 0
 
 
-def test_user_mistakes_are_one_line_errors(trained, mini, tmp_path):
+def test_user_mistakes_are_one_line_errors(trained, mini, tmp_path, capsys):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         evaluate(bad, mini, "val")
-    cases = [
+    in_process = [
+        (eval_cli.main, ["--checkpoint", str(trained.best_checkpoint), "--data", str(mini), "--split", "nope"],
+         "no split 'nope'"),
+        (train_cli.main, ["--data", str(mini), "--resume", str(bad), "--no-wandb"], "not a readable checkpoint"),
+        (train_cli.main, ["--data", str(mini), "--epochs", "0"], "must be at least 1"),
+    ]
+    for main, args, message in in_process:
+        assert run_cli(main, args) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+    # As real commands: exit status 2, one line on stderr, no traceback.
+    for module, args, message in [
         ("forge.cli.train", ["--data", str(tmp_path / "nowhere"), "--no-wandb"], "no such folder"),
         ("forge.cli.eval", ["--checkpoint", str(bad), "--data", str(mini)], "not a readable checkpoint"),
-        ("forge.cli.eval", ["--checkpoint", str(trained.best_checkpoint), "--data", str(mini),
-                            "--split", "nope"], "no split 'nope'"),
-        ("forge.cli.train", ["--data", str(mini), "--resume", str(bad), "--no-wandb"],
-         "not a readable checkpoint"),
-    ]
-    for module, args, message in cases:
+    ]:
         proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                               cwd=tmp_path, timeout=120)
         assert proc.returncode == 2, proc.stderr
@@ -187,7 +225,8 @@ def test_wandb_runs_offline_under_the_run_dir(mini, tmp_path):
     result = train(mini, epochs=1, model="tiny", batch_size=64, run_dir=tmp_path, progress=False,
                    wandb=True, wandb_group="test")
     assert result.wandb_dir is not None and result.wandb_dir.parent == result.run_dir
-    assert any(p.name.startswith("offline-run-") for p in (result.wandb_dir / "wandb").iterdir())
+    runs = [p for p in result.wandb_dir.iterdir() if p.name.startswith("offline-run-")]
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
 
 
 def test_unreachable_wandb_never_fails_training(mini, tmp_path, monkeypatch):

@@ -1,28 +1,33 @@
 """``python -m forge.cli.eval``: a checkpoint's move-quality metrics on a split (and play-outs).
 
-Evaluation runs outside Lightning on purpose: contiguous zero-copy slices of the store, large
-batches, inference mode, and histogram metrics that need no per-sample storage. From Python,
+Evaluation runs outside Lightning on purpose: contiguous zero-copy slices of the store,
+inference mode, and histogram metrics that need no per-sample storage. From Python,
 call :func:`evaluate` (a checkpoint) or :func:`evaluate_model` (a network and arrays).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import sys
-from collections.abc import Mapping
-from pathlib import Path
+import os
 
-import torch
-from torch import Tensor
+# On a machine shared with other busy processes, OpenMP threads that spin while waiting make torch
+# up to 10x slower; sleeping waits cost little. Only takes effect if torch is not imported yet.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from forge.cli.common import UsageError, run_cli
-from forge.ml.checkpoints import load_module
-from forge.ml.data import ArrayBatches, decl_of, load_tensors
-from forge.ml.metrics import MoveMetrics
-from forge.ml.model import DominoTransformer
-from forge.ml.playout import ModelPolicy, golden_shards, play_out_shards
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from forge.cli.common import ArgumentParser, UsageError, number, run_cli  # noqa: E402
+from forge.ml.checkpoints import load_module  # noqa: E402
+from forge.ml.data import ArrayBatches, decl_of, load_tensors  # noqa: E402
+from forge.ml.metrics import MoveMetrics  # noqa: E402
+from forge.ml.model import DominoTransformer  # noqa: E402
+from forge.ml.playout import ModelPolicy, golden_shards, play_out_shards  # noqa: E402
 
 PROG = "python -m forge.cli.eval"
 
@@ -31,7 +36,7 @@ PROG = "python -m forge.cli.eval"
 def evaluate_model(
     model: DominoTransformer,
     tensors: Mapping[str, Tensor],
-    batch_size: int = 2048,
+    batch_size: int = 256,
     with_q: bool = False,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
@@ -52,7 +57,7 @@ def evaluate(
     checkpoint: str | Path,
     data_dir: str | Path,
     split: str = "val",
-    batch_size: int = 2048,
+    batch_size: int = 256,
     playout_deals: int = 0,
     threads: int | None = None,
     device: str | torch.device = "cpu",
@@ -71,21 +76,16 @@ def evaluate(
     return metrics
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise UsageError(f"{message} (see --help)")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Evaluate a DominoTransformer checkpoint on a dataset split.")
+    p = ArgumentParser(prog=PROG, description="Evaluate a DominoTransformer checkpoint on a dataset split.")
     p.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT")
     p.add_argument("--data", required=True, type=Path, help="tokenized dataset folder (manifest.json)")
     p.add_argument("--split", default="val", help="split to evaluate: val or test (default val)")
     p.add_argument("--out", type=Path, default=None, help="also write the metrics to this JSON file")
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--playout", type=int, default=0, metavar="N",
+    p.add_argument("--batch-size", type=number(int), default=256)
+    p.add_argument("--playout", type=number(int, 0), default=0, metavar="N",
                    help="also play out the first N golden deals of the split (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=number(int), default=None, help="torch CPU threads")
     return p
 
 
@@ -95,11 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
     if not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
-    if args.batch_size < 1 or args.playout < 0:
-        raise UsageError("--batch-size must be positive and --playout non-negative")
     metrics = evaluate(args.checkpoint, args.data, args.split, args.batch_size, args.playout, args.threads)
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-    text = json.dumps(clean, indent=1)
+    text = json.dumps(metrics, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")

@@ -8,28 +8,32 @@ fresh optimiser and schedule). From Python, call :func:`train`.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+import os
 
-import lightning as L
-import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+# On a machine shared with other busy processes, OpenMP threads that spin while waiting make torch
+# up to 10x slower; sleeping waits cost little. Only takes effect if torch is not imported yet.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from forge.cli.common import UsageError, run_cli
-from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
-from forge.ml.data import DominoDataModule
-from forge.ml.model import PRESETS, preset
-from forge.ml.module import DominoModule
-from forge.ml.store import read_manifest
+import argparse  # noqa: E402
+import warnings  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger  # noqa: E402
+
+from forge.cli.common import ArgumentParser, UsageError, number, run_cli  # noqa: E402
+from forge.ml.checkpoints import config_of, load_weights, read_checkpoint  # noqa: E402
+from forge.ml.data import DominoDataModule  # noqa: E402
+from forge.ml.model import PRESETS, ModelConfig, preset  # noqa: E402
+from forge.ml.module import DominoModule  # noqa: E402
+from forge.ml.store import read_manifest  # noqa: E402
 
 PROG = "python -m forge.cli.train"
 BEST_METRIC = "val/q_gap"
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,7 +96,7 @@ def _finish_wandb() -> None:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish(quiet=True)
+            wandb.finish()
     except Exception as e:  # noqa: BLE001
         warnings.warn(f"W&B did not finish cleanly: {e}", stacklevel=2)
 
@@ -110,7 +114,7 @@ def train(
     epochs: int = 10,
     lr: float = 3e-4,
     batch_size: int = 512,
-    model: str | None = None,
+    model: str | ModelConfig | dict | None = None,
     resume: str | Path | None = None,
     run_dir: str | Path = "runs",
     wandb: bool = True,
@@ -124,8 +128,9 @@ def train(
 ) -> TrainResult:
     """Train (or fine-tune from ``resume``) and return the run's checkpoints and final metrics.
 
-    ``model`` is a preset name; None means the checkpoint's architecture when resuming, else
-    "large". A resume checkpoint of another architecture raises CheckpointError.
+    ``model`` is a preset name or a :class:`ModelConfig` (or its dict); None means the
+    checkpoint's architecture when resuming, else "large". A resume checkpoint of another
+    architecture raises CheckpointError.
     ``module_kwargs`` go to :class:`DominoModule` (loss weights, shuffle_hands, ...), and
     ``trainer_kwargs`` to ``lightning.Trainer``.
     """
@@ -136,6 +141,10 @@ def train(
     ckpt = read_checkpoint(resume) if resume is not None else None
     if model is None:
         config = config_of(ckpt, resume) if ckpt is not None else preset("large")
+    elif isinstance(model, ModelConfig):
+        config = model
+    elif isinstance(model, dict):
+        config = ModelConfig(**model)
     else:
         config = preset(model)
     L.seed_everything(seed, verbose=False)
@@ -144,8 +153,8 @@ def train(
         load_weights(module, resume)
 
     csv = CSVLogger(save_dir=str(run_dir), name="domino")
+    _ = csv.experiment  # claims version_N (and creates it) before W&B writes there
     version_dir = Path(csv.log_dir)
-    version_dir.mkdir(parents=True, exist_ok=True)
     loggers: list[Logger] = [csv]
     wb = _wandb_logger(version_dir, wandb_group, wandb_mode, f"domino-v{csv.version}") if wandb else None
     if wb is not None:
@@ -155,16 +164,22 @@ def train(
                             "resume": str(resume) if resume else None, "seed": seed})
 
     has_val = "val" in splits
-    ckpt_cb = ModelCheckpoint(
-        dirpath=version_dir / "checkpoints", filename="best", monitor=BEST_METRIC if has_val else None,
-        mode="min", save_top_k=1 if has_val else 0, save_last=True, enable_version_counter=False,
-    )
+    ckpt_dir = version_dir / "checkpoints"
+    # Two callbacks: Lightning writes "last" only when some checkpoint is written that step,
+    # so "last" gets its own every-epoch callback rather than save_last on the "best" one.
+    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
+    callbacks: list[L.Callback] = [last_cb, LearningRateMonitor(logging_interval="step")]
+    best_cb = None
+    if has_val:
+        best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=BEST_METRIC, mode="min",
+                                  save_top_k=1, enable_version_counter=False)
+        callbacks.append(best_cb)
     data = DominoDataModule(data_dir, batch_size=batch_size, seed=seed)
     n_train = read_manifest(data_dir)["splits"]["train"]["count"]
     steps = max(1, -(-n_train // batch_size))
     kwargs: dict[str, Any] = dict(
         max_epochs=epochs, accelerator="auto", devices=1, logger=loggers,
-        callbacks=[ckpt_cb, LearningRateMonitor(logging_interval="step")],
+        callbacks=callbacks,
         gradient_clip_val=1.0, log_every_n_steps=max(1, min(50, steps)),
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=str(run_dir),
@@ -181,11 +196,11 @@ def train(
             _finish_wandb()
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    best = Path(ckpt_cb.best_model_path) if has_val and ckpt_cb.best_model_path else None
-    best_score = ckpt_cb.best_model_score
+    best = Path(best_cb.best_model_path) if best_cb is not None and best_cb.best_model_path else None
+    best_score = best_cb.best_model_score if best_cb is not None else None
     return TrainResult(
         run_dir=version_dir,
-        last_checkpoint=version_dir / "checkpoints" / "last.ckpt",
+        last_checkpoint=Path(last_cb.best_model_path or ckpt_dir / "last.ckpt"),
         best_checkpoint=best,
         metrics_csv=version_dir / "metrics.csv",
         metrics=metrics,
@@ -194,30 +209,12 @@ def train(
     )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise UsageError(f"{message} (see --help)")
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-        return value
-
-    return parse
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Train a DominoTransformer on a tokenized dataset.")
+    p = ArgumentParser(prog=PROG, description="Train a DominoTransformer on a tokenized dataset.")
     p.add_argument("--data", required=True, type=Path, help="tokenized dataset folder (manifest.json)")
-    p.add_argument("--epochs", type=_positive(int), default=10)
-    p.add_argument("--lr", type=_positive(float), default=3e-4)
-    p.add_argument("--batch-size", type=_positive(int), default=512)
+    p.add_argument("--epochs", type=number(int), default=10)
+    p.add_argument("--lr", type=number(float, 0), default=3e-4)
+    p.add_argument("--batch-size", type=number(int), default=512)
     p.add_argument("--model", choices=sorted(PRESETS), default=None,
                    help="architecture preset (default: the --resume checkpoint's, else large)")
     p.add_argument("--resume", type=Path, default=None, metavar="CKPT",
@@ -227,9 +224,9 @@ def parser() -> argparse.ArgumentParser:
                    help="log to W&B, offline, files under the run folder (default: on)")
     p.add_argument("--wandb-group", default=None, metavar="G")
     p.add_argument("--shuffle-hands", action="store_true", help="hand-slot shuffling augmentation")
-    p.add_argument("--q-weight", type=float, default=0.0, help="weight of the Q-regression loss")
+    p.add_argument("--q-weight", type=number(float, 0), default=0.0, help="weight of the Q-regression loss")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_positive(int), default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=number(int), default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -238,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
+    if args.lr == 0:
+        raise UsageError("--lr must be positive")
     result = train(
         args.data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, model=args.model,
         resume=args.resume, run_dir=args.run_dir, wandb=args.wandb, wandb_group=args.wandb_group,

@@ -51,7 +51,10 @@ def describe(config: ModelConfig) -> str:
 
 def _same_shape(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether weights of one fit the other (dropout does not matter)."""
-    return (a.embed_dim, a.n_heads, a.n_layers, a.ff_dim) == (b.embed_dim, b.n_heads, b.n_layers, b.ff_dim)
+    def shape(c: ModelConfig) -> tuple:
+        return c.embed_dim, c.n_heads, c.n_layers, c.ff_dim, c.norm_first
+
+    return shape(a) == shape(b)
 
 
 def load_module(path: str | Path, **overrides: Any) -> DominoModule:

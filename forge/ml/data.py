@@ -105,7 +105,12 @@ def shuffle_hand_slots(batch: Batch, generator: torch.Generator | None = None) -
 
 
 class DominoDataModule(L.LightningDataModule):
-    """Train / val / test batches of a tokenized dataset directory (``forge.ml.store`` layout)."""
+    """Train / val / test batches of a tokenized dataset directory (``forge.ml.store`` layout).
+
+    The train split is copied into RAM by default (random gathers from RAM are cheapest);
+    ``in_memory=False`` gathers from the memory map instead, for splits larger than RAM.
+    Evaluation splits are read in order, straight from the memory map.
+    """
 
     def __init__(
         self,
@@ -113,6 +118,7 @@ class DominoDataModule(L.LightningDataModule):
         batch_size: int = 512,
         eval_batch_size: int | None = None,
         seed: int = 0,
+        in_memory: bool = True,
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
@@ -120,11 +126,11 @@ class DominoDataModule(L.LightningDataModule):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
+        self.in_memory = in_memory
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
         self.splits: dict[str, dict[str, Tensor]] = {}
-        self._train: ArrayBatches | None = None
 
     def available(self) -> list[str]:
         return sorted(read_manifest(self.data_dir).get("splits", {}))
@@ -132,20 +138,18 @@ class DominoDataModule(L.LightningDataModule):
     def split(self, role: str) -> dict[str, Tensor]:
         name = self.split_names[role]
         if name not in self.splits:
-            self.splits[name] = load_tensors(self.data_dir, name, in_memory=True)
+            self.splits[name] = load_tensors(self.data_dir, name, in_memory=self.in_memory and role == "train")
         return self.splits[name]
 
     def has(self, role: str) -> bool:
         return self.split_names[role] in self.available()
 
     def train_dataloader(self) -> ArrayBatches:
-        if self._train is None:  # one object for the whole fit, so epochs get fresh orders
-            self._train = ArrayBatches(self.split("train"), self.batch_size, shuffle=True, seed=self.seed)
-        return self._train
+        # Lightning iterates the same object every epoch; each pass draws a fresh order.
+        return ArrayBatches(self.split("train"), self.batch_size, shuffle=True, seed=self.seed)
 
     def val_dataloader(self) -> ArrayBatches:
         return ArrayBatches(self.split("val"), self.eval_batch_size)
 
     def test_dataloader(self) -> ArrayBatches:
         return ArrayBatches(self.split("test"), self.eval_batch_size)
-

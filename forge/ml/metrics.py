@@ -7,7 +7,7 @@ Definitions (per sample; Q turned into the mover's perspective first, team 1 min
 - ``q_gap``: best legal Q minus the predicted move's Q, in points (>= 0); ``blunder_rate`` is
   the share of gaps > 10 and ``p99_gap`` their 99th percentile (nearest rank).
 - ``value_mae`` / ``q_mae``: absolute error of the value head / of the Q head on legal moves,
-  in points.
+  in points (present only when those predictions are passed in).
 - ``q_gap/<decl>``: mean gap per declaration.
 - ``tie_rate``: share of samples with more than one optimal move; ``tiebreak/slot<i>``:
   among predictions of slot i, the share that are optimal but not the target (a tie broken
@@ -20,8 +20,6 @@ constant memory over any number of batches.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -138,10 +136,12 @@ class MoveMetrics:
             "q_gap": float((hist * gaps).sum()) / n,
             "blunder_rate": float(hist[BLUNDER_THRESHOLD + 1 :].sum()) / n,
             "p99_gap": float(torch.searchsorted(cum, 0.99 * n)),
-            "value_mae": self.value_abs / self.value_n if self.value_n else math.nan,
-            "q_mae": self.q_abs / self.q_n if self.q_n else math.nan,
             "tie_rate": self.ties / n,
         }
+        if self.value_n:  # only for heads that were given (and, for Q, trained)
+            out["value_mae"] = self.value_abs / self.value_n
+        if self.q_n:
+            out["q_mae"] = self.q_abs / self.q_n
         for d in range(N_DECLS):
             nd = int(self.gap_hist[d].sum())
             if nd:

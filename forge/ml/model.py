@@ -12,10 +12,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from forge.ml.tokenize import N_FEATURES
 from forge.oracle.rules import MAX_HAND, N_DECLS, N_PLAYERS, TOTAL_POINTS
 
-N_TOKENS = 32
-N_FEATURES = 12
 #: Vocabulary of each token feature (spec "Tokenized sample (format v1)"), in feature order:
 #: high, low, double, count class, trump rank, owner rel, is mover, is partner, held,
 #: token type, decl, leader rel.
@@ -34,16 +33,17 @@ class ModelConfig:
     n_layers: int = 4
     ff_dim: int = 512
     dropout: float = 0.1
+    norm_first: bool = False  # pre-norm layers (with a final LayerNorm): steadier at high lr
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
-        return (
-            f"embed {self.embed_dim}, {self.n_heads} heads, {self.n_layers} layers, ff {self.ff_dim}"
-        )
+        norm = ", pre-norm" if self.norm_first else ""
+        return f"embed {self.embed_dim}, {self.n_heads} heads, {self.n_layers} layers, ff {self.ff_dim}{norm}"
 
 
+#: Parameter counts: large 817,033 (the ~817K the project's figures use), small 106,162, tiny 18,705.
 PRESETS: dict[str, ModelConfig] = {
     "large": ModelConfig(128, 8, 4, 512, 0.1),
     "small": ModelConfig(64, 4, 2, 256, 0.1),
@@ -86,8 +86,12 @@ class DominoTransformer(nn.Module):
             dim_feedforward=config.ff_dim,
             dropout=config.dropout,
             batch_first=True,
+            norm_first=config.norm_first,
         )
-        self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(
+            layer, config.n_layers, norm=nn.LayerNorm(config.embed_dim) if config.norm_first else None,
+            enable_nested_tensor=False,
+        )
         self.policy_head = nn.Linear(config.embed_dim, 1)
         self.value_head = nn.Linear(config.embed_dim, 1)
         self.q_head = nn.Linear(config.embed_dim, 1)
@@ -108,6 +112,8 @@ class DominoTransformer(nn.Module):
         b = x.shape[0]
         idx = torch.cat([self._zero.expand(b, 1), 1 + MAX_HAND * players.long().unsqueeze(1) + self._slots], 1)
         read = _last_layer(last, x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])), x, pad)
+        if self.encoder.norm is not None:
+            read = self.encoder.norm(read)
         hand = read[:, 1:]
         return ModelOutput(
             self.policy_head(hand).squeeze(-1),
@@ -117,11 +123,19 @@ class DominoTransformer(nn.Module):
 
 
 def _last_layer(layer: nn.TransformerEncoderLayer, query: Tensor, x: Tensor, pad: Tensor) -> Tensor:
-    """A post-norm ``TransformerEncoderLayer`` evaluated for ``query`` rows of ``x`` only."""
+    """A ``TransformerEncoderLayer`` evaluated for the ``query`` rows of ``x`` only."""
+
+    def ff(y: Tensor) -> Tensor:
+        return layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(y)))))
+
+    if layer.norm_first:
+        kv = layer.norm1(x)
+        y = query + layer.dropout1(layer.self_attn(layer.norm1(query), kv, kv, key_padding_mask=pad,
+                                                   need_weights=False)[0])
+        return y + ff(layer.norm2(y))
     attn = layer.self_attn(query, x, x, key_padding_mask=pad, need_weights=False)[0]
     y = layer.norm1(query + layer.dropout1(attn))
-    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(y))))
-    return layer.norm2(y + layer.dropout2(ff))
+    return layer.norm2(y + ff(y))
 
 
 def count_parameters(model: nn.Module) -> int:

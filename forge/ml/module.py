@@ -57,7 +57,7 @@ class DominoModule(L.LightningModule):
         model_config: dict | None = None,
         lr: float = 3e-4,
         weight_decay: float = 0.01,
-        soft_weight: float = 0.5,
+        soft_weight: float = 0.7,
         temperature: float = 3.0,
         value_weight: float = 0.5,
         q_weight: float = 0.0,
@@ -72,7 +72,6 @@ class DominoModule(L.LightningModule):
         self.model = DominoTransformer(config)
         self.val_metrics = MoveMetrics()
         self.test_metrics = MoveMetrics()
-        self._aug_gen = torch.Generator()
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> DominoModule:
@@ -103,10 +102,12 @@ class DominoModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         if self.hparams.shuffle_hands:
-            batch = shuffle_hand_slots(batch, self._aug_gen)
+            batch = shuffle_hand_slots(batch)  # global RNG: seeded by the run's seed
         parts = self.losses(self(batch), batch)
-        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, prog_bar=False)
-        self.log("train/loss_epoch", parts["loss"].detach(), on_step=False, on_epoch=True, prog_bar=True)
+        n = len(batch["targets"])
+        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, batch_size=n)
+        self.log("train/loss_epoch", parts["loss"].detach(), on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=n)
         return parts["loss"]
 
     def _eval_step(self, batch: Batch, metrics: MoveMetrics, prefix: str) -> None:
@@ -123,8 +124,8 @@ class DominoModule(L.LightningModule):
     def _log_metrics(self, metrics: MoveMetrics, prefix: str) -> None:
         values = metrics.compute()
         values.pop("n", None)
-        self.log_dict({f"{prefix}/{k}": float(v) for k, v in values.items() if not math.isnan(v)},
-                      prog_bar=False)
+        self.log(f"{prefix}/q_gap", float(values.pop("q_gap")), prog_bar=True)
+        self.log_dict({f"{prefix}/{k}": float(v) for k, v in values.items()})
         metrics.reset()
 
     def on_validation_epoch_start(self) -> None:
