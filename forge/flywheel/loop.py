@@ -157,6 +157,8 @@ def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no
     with store.edit() as st:
         entry = _history_entry(ws, st, time.perf_counter() - start)
         st.history.append(entry)
+        if (entry.get("wandb") or {}).get("report"):
+            st.wandb["report"] = entry["wandb"]["report"]
         st.next_seed = max(st.next_seed, max(entry["seeds"]) + 1)
         st.current, st.status, st.last_error = None, "ready", None
         upcoming = plan_seeds(st.config, st.next_seed)

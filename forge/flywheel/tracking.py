@@ -80,6 +80,13 @@ def log_iteration(ctx: Context, trained: dict[str, Any], summary: dict[str, Any]
             info["dir"] = str(local)
         if mode != "online":
             info["sync"] = f"wandb sync {info['dir']}"
+        else:
+            from forge.flywheel.wandb_sync import group_report
+
+            try:
+                info["report"] = group_report(project, group)
+            except Exception as exc:  # noqa: BLE001 - the run is logged; the report is a convenience
+                warnings.warn(f"W&B group report not refreshed: {exc}", stacklevel=2)
         return info
     except Exception as exc:  # noqa: BLE001 - W&B must never fail an iteration
         warnings.warn(f"W&B logging skipped: {exc}", stacklevel=2)

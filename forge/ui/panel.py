@@ -21,10 +21,22 @@ from forge.ui.render import panel_html
 REFRESH_SECONDS = 5.0
 
 
+_plot_cache: dict[tuple, str | None] = {}
+
+
+def _history_plot(history: list[dict[str, Any]]) -> str | None:
+    """The history plot, redrawn only when the history changes (the panel re-renders every few seconds)."""
+    key = tuple((h.get("iteration"), h.get("finished_at")) for h in history)
+    if key not in _plot_cache:
+        _plot_cache.clear()
+        _plot_cache[key] = history_png(history)
+    return _plot_cache[key]
+
+
 def render(root: str | os.PathLike = ".", base: str | os.PathLike | None = None) -> str:
     """The panel's HTML for the workspace at ``root``, links relative to ``base`` (default: cwd)."""
     snap = snapshot(root)
-    return panel_html(snap, base=base or Path.cwd(), plot_png=history_png(snap["history"]))
+    return panel_html(snap, base=base or Path.cwd(), plot_png=_history_plot(snap["history"]))
 
 
 class Panel:
