@@ -50,14 +50,14 @@ def test_parallel_generation_then_skip_then_repair(tmp_path: Path) -> None:
     args = ["forge.oracle.generate", "--seed-range", "0:3", "--decl", "sixes,notrump", "--hand-size", "3"]
     res = run(*args, "--out", str(out), "--workers", "2")
     assert res.returncode == 0, res.stderr
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.glob("*.parquet"))
     assert names == sorted(shard_name(s, d) for s in range(3) for d in (6, 9))
     assert "6 shard(s) written, 0 kept" in res.stdout
     assert "shard/s" in res.stderr or "s/shard" in res.stderr  # the progress bar
-    for p in out.iterdir():
+    for p in out.glob("*.parquet"):
         assert verify_shard(p) == [] and read_shard_info(p).hand_size == 3
 
-    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     damaged = out / shard_name(1, 9)
     damaged.write_bytes(damaged.read_bytes()[:100])
     res = run(*args, "--out", str(out), "--quiet")
@@ -65,9 +65,9 @@ def test_parallel_generation_then_skip_then_repair(tmp_path: Path) -> None:
     assert "1 shard(s) written, 5 kept" in res.stdout
     assert "did not verify" in res.stderr and shard_name(1, 9) in res.stderr
     assert verify_shard(damaged) == []
-    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     assert {n for n in before if before[n] != after[n]} == {shard_name(1, 9)}
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no temp files left
 
 
 def test_show_qvals_prints_known_answer(tmp_path: Path) -> None:

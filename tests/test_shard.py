@@ -156,3 +156,17 @@ def test_missing_initial_state_is_reported(tmp_path: Path, small) -> None:
     path = tmp_path / "noinit.parquet"
     pq.write_table(trimmed, path)
     assert any("initial state" in p for p in verify_shard(path))
+
+
+def test_verify_once_rereads_only_changed_files(tmp_path: Path, small, monkeypatch) -> None:
+    from forge.oracle import verify as verify_mod
+
+    path = write_shard(small, tmp_path)
+    calls = []
+    real = verify_mod.verify_shard
+    monkeypatch.setattr(verify_mod, "verify_shard", lambda p, deep=False: calls.append(p) or real(p, deep))
+    assert verify_mod.verify_once(path) == [] and len(calls) == 1
+    assert verify_mod.verify_once(path) == [] and len(calls) == 1  # unchanged: not read again
+    damaged = _corrupt(tmp_path, small, "x.parquet", lambda c: c["V"].__setitem__(3, c["V"][3] + 2))
+    damaged.replace(path)  # same name, new content
+    assert verify_mod.verify_once(path) and len(calls) == 2

@@ -16,16 +16,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli, writable_dir
 from forge.oracle import rules
 from forge.oracle.deal import check_hand_size, deal
-from forge.oracle.shard import read_shard, read_shard_info, shard_path, write_shard
+from forge.oracle.shard import ShardError, read_shard_info, shard_path, write_shard
 from forge.oracle.solve import solve
 from forge.oracle.state import initial_state
-from forge.oracle.verify import verify_shard
+from forge.oracle.verify import remember_verified, verify_once
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class ShardResult:
     decl_id: int
     path: Path
     rows: int
-    root_v: int
-    root_q: tuple[int, ...]
+    root_v: int | None  # None for a kept shard until asked for (see root_values)
+    root_q: tuple[int, ...] | None
     seconds: float
     skipped: bool = False
     note: str = ""
@@ -66,15 +66,21 @@ def generate_one(seed: int, decl_id: int, out_dir: Path, hand_size: int = rules.
 def _existing(seed: int, decl_id: int, out_dir: Path, hand_size: int) -> ShardResult | str:
     """The kept result if the shard on disk verifies for this request, else why it must be remade."""
     path = shard_path(out_dir, seed, decl_id)
-    problems = verify_shard(path)
+    problems = verify_once(path)
     if not problems and read_shard_info(path).hand_size != hand_size:
         problems = [f"hand size {read_shard_info(path).hand_size}, requested {hand_size}"]
     if problems:
         return "; ".join(problems)
-    cols = read_shard(path)
-    row = int(np.searchsorted(cols["state"], initial_state(hand_size)))
-    root_q = tuple(int(cols[f"q{i}"][row]) for i in range(7))
-    return ShardResult(seed, decl_id, path, len(cols["state"]), int(cols["V"][row]), root_q, 0.0, True)
+    return ShardResult(seed, decl_id, path, read_shard_info(path).rows, None, None, 0.0, True)
+
+
+def root_values(path: Path, hand_size: int) -> tuple[int, tuple[int, ...]]:
+    """V and Q of a shard's initial state, decoding only the row group that holds it."""
+    init = initial_state(hand_size)
+    table = pq.read_table(path, filters=[("state", "=", init)])
+    if table.num_rows != 1:
+        raise ShardError(f"{path}: initial state missing")
+    return int(table.column("V")[0].as_py()), tuple(int(table.column(f"q{i}")[0].as_py()) for i in range(7))
 
 
 def _init_worker(threads: int) -> None:
@@ -113,6 +119,7 @@ def generate(
         if workers == 1:
             for seed, decl in todo:
                 res = generate_one(seed, decl, out_dir, hand_size)
+                remember_verified([res.path])  # straight from the solver: no need to re-read it
                 bar.update()
                 yield _with_note(res, notes)
             return
@@ -122,6 +129,7 @@ def generate(
             futures = [pool.submit(generate_one, s, d, out_dir, hand_size) for s, d in todo]
             for fut in as_completed(futures):
                 res = fut.result()
+                remember_verified([res.path])
                 bar.update()
                 yield _with_note(res, notes)
 
@@ -178,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         if res.note:
             print(f"{res.path.name}: {res.note}", file=sys.stderr)
         if args.show_qvals:
+            if res.root_v is None:
+                v, q = root_values(res.path, args.hand_size)
+                res = ShardResult(**{**res.__dict__, "root_v": v, "root_q": q})
             how = "kept (verified)" if res.skipped else f"solved in {res.seconds:.2f}s"
             print(f"seed {res.seed} decl {res.decl_id} ({rules.DECL_NAMES[res.decl_id]}): "
                   f"{res.rows:,} states, {how} -> {res.path}")

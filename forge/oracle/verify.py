@@ -8,12 +8,14 @@ plus the trick's points (Bellman consistency), which re-derives the whole soluti
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numba as nb
 import numpy as np
 
+from forge.atomic import atomic_write_text
 from forge.oracle.deal import deal
 from forge.oracle.shard import COLUMNS, SCHEMA, ShardError, read_shard, read_shard_info
 from forge.oracle.solve import _deal_tables
@@ -191,6 +193,52 @@ def verify_shard(path: str | Path, deep: bool = False) -> list[str]:
             state, V, q, tables["bit"], tables["led"], tables["power"], tables["points"]
         )
         problems += [f"{n} move(s): {name} (first at row {f})" for name, n, f in zip(DEEP_CHECKS, bad, first) if n]
+    return problems
+
+
+#: Per-folder record of shards that verified, by file identity: an unchanged file is not re-read.
+MEMO = ".verified.json"
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _memo(folder: Path) -> dict[str, list[int]]:
+    try:
+        return json.loads((folder / MEMO).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_verified(paths: list[Path]) -> None:
+    """Record that these shards verify (or were just written by the solver), as they are now."""
+    by_folder: dict[Path, list[Path]] = {}
+    for p in paths:
+        by_folder.setdefault(Path(p).parent, []).append(Path(p))
+    for folder, members in by_folder.items():
+        memo = _memo(folder)
+        memo.update({p.name: _stamp(p) for p in members if p.is_file()})
+        atomic_write_text(folder / MEMO, json.dumps(memo, sort_keys=True), fsync=False)
+
+
+def verify_once(path: str | Path) -> list[str]:
+    """:func:`verify_shard`, skipped for a file unchanged (size, mtime, inode) since it last verified.
+
+    Golden shards are checked before every iteration; re-reading gigabytes each time would cost
+    more than the iteration's own work.
+    """
+    path = Path(path)
+    if path.is_file() and _memo(path.parent).get(path.name) == _stamp(path):
+        try:
+            read_shard_info(path)  # the footer still parses
+            return []
+        except ShardError as exc:
+            return [str(exc)]
+    problems = verify_shard(path)
+    if not problems:
+        remember_verified([path])
     return problems
 
 
