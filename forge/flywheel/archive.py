@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -13,12 +14,19 @@ from forge.flywheel.status import HISTORY_COLUMNS, cell, pick, snapshot
 INDEX = "index.html"
 
 
+@functools.cache
+def _exporter():
+    """One exporter per process: building it (templates, styles) costs more than an export."""
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="lab")
+
+
 def export_html(notebook: Path) -> Path:
     """Write ``<notebook>.html`` beside an executed notebook (outputs as they were, no re-run)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(notebook, as_version=4))
+    body, _ = _exporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html")
     atomic_write_text(out, body)
     return out
