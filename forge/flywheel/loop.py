@@ -8,7 +8,7 @@ from typing import Any
 
 from forge.flywheel.lock import FlywheelLock, Heartbeat
 from forge.flywheel.paths import Workspace
-from forge.flywheel.runner import StageFailed, execute_stage
+from forge.flywheel.runner import IterationKernel, StageFailed, execute_stage
 from forge.flywheel.stages import read_result
 from forge.flywheel.state import STAGES, State, StateStore, begin_iteration, now, plan_seeds
 
@@ -114,7 +114,7 @@ def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no
         st.next_action = f"wait: iteration {cur.iteration} is running"
     say(f"iteration {cur.iteration}: seeds {cur.seeds[0]}..{cur.seeds[-1]} ({len(cur.seeds)} deals)")
     start = time.perf_counter()
-    with Heartbeat(store):
+    with Heartbeat(store), IterationKernel(ws, cur.iteration) as kernel:
         for stage in STAGES:
             if stage in cur.stages_completed:
                 say(f"  {stage:9s} already done")
@@ -130,7 +130,7 @@ def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no
                 st.current.stage = stage
             t0 = time.perf_counter()
             try:
-                done = execute_stage(ws, stage, cur.iteration, no_wandb)
+                done = execute_stage(ws, stage, cur.iteration, no_wandb, kernel)
             except StageFailed as exc:
                 with store.edit() as st:
                     st.status = "failed"

@@ -59,7 +59,35 @@ def _quiet_env() -> dict[str, str]:
     return {"FORGE_HEADLESS": "1", "WANDB_SILENT": "true", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def execute_stage(ws: Workspace, stage: str, iteration: int, no_wandb: bool = False) -> Executed:
+class IterationKernel:
+    """One kernel for all stage notebooks of an iteration (started by the first, shut down at the end).
+
+    A kernel start plus importing numba, torch, Lightning and matplotlib costs seconds per stage;
+    sharing the kernel pays that once per iteration. Stages share no state through it: each
+    notebook reads everything it needs from state.yaml and the workspace, exactly as it does
+    when stepped through by hand in its own kernel.
+    """
+
+    def __init__(self, ws: Workspace, iteration: int):
+        logs = ws.run_dir(iteration) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.km = _logged_kernel_manager(logs / "kernel.log")(kernel_name=ensure_kernel())
+
+    def __enter__(self) -> IterationKernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from jupyter_core.utils import run_sync
+
+        if self.km.has_kernel:
+            try:
+                run_sync(self.km.shutdown_kernel)(now=True)
+            except Exception as err:  # noqa: BLE001 - a kernel that is already gone is fine
+                print(f"warning: kernel shutdown: {err}", file=sys.stderr)
+
+
+def execute_stage(ws: Workspace, stage: str, iteration: int, no_wandb: bool = False,
+                  kernel: IterationKernel | None = None) -> Executed:
     """Run ``stage``'s notebook for ``iteration``; on error the partial notebook stays archived."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -69,21 +97,25 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, no_wandb: bool = Fa
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / STAGE_NOTEBOOKS[stage]
     params = {"root": str(ws.root), "iteration": iteration, "no_wandb": no_wandb, "progress": False}
-    logs = ws.run_dir(iteration) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     saved = {k: os.environ.get(k) for k in _quiet_env()}
     os.environ.update(_quiet_env())
+    own = kernel is None
+    kernel = kernel or IterationKernel(ws, iteration)
     try:
         pm.execute_notebook(
-            str(source), str(target), parameters=params, kernel_name=ensure_kernel(),
-            cwd=str(out_dir), progress_bar=False, log_output=False,
-            kernel_manager_class=_logged_kernel_manager(logs / f"{stage}.kernel.log"),
+            str(source), str(target), parameters=params, kernel_name=KERNEL_NAME,
+            cwd=str(out_dir), progress_bar=False, log_output=False, km=kernel.km,
         )
     except PapermillExecutionError as exc:
         summary = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()
         _export(target)
         raise StageFailed(stage, summary, target) from None
+    except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel died or never started
+        _export(target)
+        raise StageFailed(stage, f"{type(exc).__name__}: {exc}", target) from None
     finally:
+        if own:
+            kernel.__exit__(None, None, None)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
