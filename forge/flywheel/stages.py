@@ -97,10 +97,10 @@ def _rel(ctx: Context, path: Path) -> str:
 
 def generate(ctx: Context, workers: int | None = None) -> dict[str, Any]:
     """Golden val/test shards (first time only) and this iteration's training shards."""
+    start = time.perf_counter()  # the stage's work includes loading its libraries
     from forge.oracle.generate import generate as gen
 
     cfg = ctx.config
-    start = time.perf_counter()
     summary: dict[str, Any] = {"written": 0, "kept": 0}
     golden_jobs = [(s, d) for s in cfg.golden_val_seeds + cfg.golden_test_seeds for d in cfg.golden_decls]
     train_jobs = [(s, s % 10) for s in ctx.seeds]
@@ -136,10 +136,10 @@ def replay_seeds(ctx: Context) -> list[int]:
 
 def tokenize(ctx: Context) -> dict[str, Any]:
     """Tokenize only shards not yet cached; train = this iteration (+ replay), val/test = golden."""
+    start = time.perf_counter()  # the stage's work includes loading its libraries
     from forge.ml.store import build_dataset
 
     cfg = ctx.config
-    start = time.perf_counter()
     shards_dir = ctx.ws.shards(cfg.hand_size)
     replay = [shards_dir / f"seed_{s:08d}_decl_{s % 10}.parquet" for s in replay_seeds(ctx)]
     missing = [p for p in ctx.train_shards + replay if not p.is_file()]
@@ -181,6 +181,7 @@ def starting_point(ctx: Context) -> tuple[Path | None, float, str]:
 
 def train(ctx: Context) -> dict[str, Any]:
     """Fine-tune on this iteration's train split; the chosen checkpoint is copied to a stable path."""
+    start = time.perf_counter()  # the stage's work includes loading its libraries
     import shutil
 
     from forge.cli.train import train as fit
@@ -192,7 +193,6 @@ def train(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     resume, lr, origin = starting_point(ctx)
     print(f"training from {origin}" + (f" ({_rel(ctx, resume)})" if resume else "") + f" at lr {lr:g}")
-    start = time.perf_counter()
     run_dir = ctx.ws.run_dir(ctx.iteration)
     if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
         for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -235,6 +235,7 @@ def _deltas(now_: dict[str, float], then: dict[str, float] | None) -> dict[str, 
 
 def evaluate(ctx: Context) -> dict[str, Any]:
     """Golden val and test metrics, a play-out on golden test deals, deltas, and W&B logging."""
+    start = time.perf_counter()  # the stage's work includes loading its libraries
     from forge.cli.eval import evaluate as score
     from forge.flywheel.tracking import log_iteration
 
@@ -245,7 +246,6 @@ def evaluate(ctx: Context) -> dict[str, Any]:
     if done and done.get("checkpoint") == trained["checkpoint"]:
         print(f"iteration {ctx.iteration} is already evaluated")
         return done
-    start = time.perf_counter()
     ckpt = ctx.ws.root / trained["checkpoint"]
     val = score(ckpt, ctx.ws.dataset, "val")
     test = score(ckpt, ctx.ws.dataset, "test", playout_deals=ctx.config.playout_deals)
