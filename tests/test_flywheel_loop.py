@@ -53,6 +53,19 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {"ws": ws, "after_one": after_one, "log": first.stdout + second.stdout}
 
 
+def start_loop_until(ws: Path, stage: str, **popen) -> subprocess.Popen:
+    """A background ``--once`` loop, returned once state.yaml shows it running ``stage``."""
+    env = {**os.environ, "WANDB_API_KEY": FAKE_KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "forge.cli.flywheel", "--once"], cwd=ws, env=env, **popen)
+    deadline = time.time() + 300
+    while ((state(ws) or {}).get("current") or {}).get("stage") != stage:
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"the loop never reached the {stage} stage")
+        time.sleep(0.1)
+    return proc
+
+
 def copy_after_one(runs: dict[str, Path], dest: Path) -> Path:
     """A fresh workspace identical to the reference after iteration 1 (paths inside are relative)."""
     shutil.copytree(runs["after_one"], dest, symlinks=True)
@@ -148,17 +161,8 @@ def test_failing_stage_then_retry_keeps_finished_stages(runs, tmp_path) -> None:
 
 def test_killed_loop_is_reported_and_recovers_to_the_same_result(runs, tmp_path) -> None:
     ws = copy_after_one(runs, tmp_path / "ws")
-    env = {**os.environ, "WANDB_API_KEY": FAKE_KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "forge.cli.flywheel", "--once"], cwd=ws, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        cur = (state(ws) or {}).get("current") or {}
-        if cur.get("stage") == "train":
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("the loop never reached the train stage")
+    proc = start_loop_until(ws, "train", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)  # the loop and its kernel, mid-stage
     proc.wait()
@@ -212,12 +216,7 @@ def test_offline_wandb_runs_are_recorded_and_sync_needs_a_key(runs, tmp_path) ->
 
 def test_ctrl_c_leaves_a_consistent_state_and_resumes(runs, tmp_path) -> None:
     ws = copy_after_one(runs, tmp_path / "ws")
-    env = {**os.environ, "WANDB_API_KEY": FAKE_KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "forge.cli.flywheel", "--once"], cwd=ws, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and ((state(ws) or {}).get("current") or {}).get("stage") != "tokenize":
-        time.sleep(0.1)
+    proc = start_loop_until(ws, "tokenize", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGINT)  # what Ctrl+C in the terminal sends the loop
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
