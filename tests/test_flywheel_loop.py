@@ -216,14 +216,14 @@ def test_offline_wandb_runs_are_recorded_and_sync_needs_a_key(runs, tmp_path) ->
 
 def test_ctrl_c_leaves_a_consistent_state_and_resumes(runs, tmp_path) -> None:
     ws = copy_after_one(runs, tmp_path / "ws")
-    proc = start_loop_until(ws, "tokenize", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_loop_until(ws, "train", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGINT)  # what Ctrl+C in the terminal sends the loop
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     st = state(ws)
     assert st["status"] == "ready" and st["current"]["stage"] is None
-    assert st["current"]["stages_completed"] == ["generate"]
-    assert "interrupted" in st["last_error"] and "resumes iteration 2 at tokenize" in st["next_action"]
+    assert st["current"]["stages_completed"] == ["generate", "tokenize"]
+    assert "interrupted" in st["last_error"] and "resumes iteration 2 at train" in st["next_action"]
     res = flywheel(ws, "--once")
     assert res.returncode == 0, res.stdout + res.stderr
     assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]
