@@ -135,8 +135,8 @@ def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no
                 with store.edit() as st:
                     st.status = "failed"
                     st.last_error = f"{stage}: {exc.summary}"
-                    st.current.notebooks[stage] = str(exc.notebook.relative_to(ws.root))
-                    st.next_action = (f"read {exc.notebook.relative_to(ws.root)}, fix the cause, "
+                    st.current.notebooks[stage] = ws.rel(exc.notebook)
+                    st.next_action = (f"read {ws.rel(exc.notebook)}, fix the cause, "
                                       f"then `{RUN} retry` (finished stages are kept)")
                 _index(ws)
                 say(f"  {stage:9s} FAILED: {exc.summary}\n  see {exc.notebook}")
@@ -151,9 +151,9 @@ def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no
             with store.edit() as st:
                 st.current.stages_completed.append(stage)
                 st.current.timings[stage] = took
-                st.current.notebooks[stage] = str(done.notebook.relative_to(ws.root))
+                st.current.notebooks[stage] = ws.rel(done.notebook)
                 st.current.stage = None
-            say(f"  {stage:9s} {took:7.1f}s  -> {done.notebook.relative_to(ws.root)}")
+            say(f"  {stage:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}")
     with store.edit() as st:
         entry = _history_entry(ws, st, time.perf_counter() - start)
         st.history.append(entry)

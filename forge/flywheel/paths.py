@@ -50,6 +50,13 @@ class Workspace:
     def archive(self, iteration: int) -> Path:
         return self.root / "archive" / f"iter-{iteration:04d}"
 
+    def rel(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the workspace (how state.yaml and results name files), else as given."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root))
+        except ValueError:
+            return str(path)
+
     @property
     def stop_file(self) -> Path:
         return self.root / STOP_FILE

@@ -86,13 +86,6 @@ def read_result(ws: Workspace, iteration: int, stage: str) -> dict[str, Any] | N
     return json.loads(path.read_text())
 
 
-def _rel(ctx: Context, path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ctx.ws.root))
-    except ValueError:
-        return str(path)
-
-
 # ---------------------------------------------------------------------------------------------- generate
 
 def generate(ctx: Context, workers: int | None = None) -> dict[str, Any]:
@@ -118,7 +111,7 @@ def generate(ctx: Context, workers: int | None = None) -> dict[str, Any]:
         for r in results:
             if r.note:
                 print(f"{r.path.name}: {r.note}")
-    summary["train_shards"] = [_rel(ctx, p) for p in ctx.train_shards]
+    summary["train_shards"] = [ctx.ws.rel(p) for p in ctx.train_shards]
     summary["seconds"] = round(time.perf_counter() - start, 2)
     write_result(ctx, "generate", summary)
     return summary
@@ -192,7 +185,7 @@ def train(ctx: Context) -> dict[str, Any]:
         return done
     cfg = ctx.config
     resume, lr, origin = starting_point(ctx)
-    print(f"training from {origin}" + (f" ({_rel(ctx, resume)})" if resume else "") + f" at lr {lr:g}")
+    print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "") + f" at lr {lr:g}")
     run_dir = ctx.ws.run_dir(ctx.iteration)
     if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
         for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -208,11 +201,11 @@ def train(ctx: Context) -> dict[str, Any]:
     shutil.copyfile(chosen, tmp)
     os.replace(tmp, stable)
     summary = {
-        "checkpoint": _rel(ctx, stable),
+        "checkpoint": ctx.ws.rel(stable),
         "started_from": origin,
-        "resume": _rel(ctx, resume) if resume else None,
+        "resume": ctx.ws.rel(resume) if resume else None,
         "lr": lr,
-        "metrics_csv": _rel(ctx, res.metrics_csv),
+        "metrics_csv": ctx.ws.rel(res.metrics_csv),
         "train_metrics": {k: round(v, 5) for k, v in res.metrics.items()},
         "seconds": round(time.perf_counter() - start, 2),
     }

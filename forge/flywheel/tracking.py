@@ -74,10 +74,7 @@ def log_iteration(ctx: Context, trained: dict[str, Any], summary: dict[str, Any]
                 "url": run.url if mode == "online" else None}
         local = Path(run.dir).parent  # .../wandb/offline-run-<date>-<id>
         run.finish()
-        try:
-            info["dir"] = str(local.relative_to(ctx.ws.root))
-        except ValueError:
-            info["dir"] = str(local)
+        info["dir"] = ctx.ws.rel(local)
         if mode != "online":
             info["sync"] = f"wandb sync {info['dir']}"
         else:

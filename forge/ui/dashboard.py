@@ -40,13 +40,6 @@ class Outcome:
     log: Path | None = None
 
 
-def _rel(ws: Workspace, path: Path) -> str:
-    try:
-        return str(path.relative_to(ws.root))
-    except ValueError:
-        return str(path)
-
-
 def _child_env() -> dict[str, str]:
     """The kernel's environment minus its inline matplotlib backend, which means nothing outside a kernel."""
     env = dict(os.environ)
@@ -104,7 +97,7 @@ def start_iteration(root: str | os.PathLike, wait: float = START_WAIT_SECONDS) -
         code = proc.poll()
         if code is not None:
             return Outcome(False, f"the loop exited at once (exit code {code}): {_log_tail(log)}; "
-                                  f"log {_rel(ws, log)}", proc.pid, log)
+                                  f"log {ws.rel(log)}", proc.pid, log)
         try:
             now = load_state(ws.root)
         except StateError:
@@ -116,7 +109,7 @@ def start_iteration(root: str | os.PathLike, wait: float = START_WAIT_SECONDS) -
     threading.Thread(target=proc.wait, name="forge-loop-reaper", daemon=True).start()  # no zombie left behind
     note = "" if claimed else f" (it has not claimed the iteration after {wait:.0f}s; check the log)"
     return Outcome(True, f"started iteration {state.iteration} in the background (pid {proc.pid}){note}; "
-                         f"log {_rel(ws, log)}", proc.pid, log)
+                         f"log {ws.rel(log)}", proc.pid, log)
 
 
 def request_stop(root: str | os.PathLike) -> Outcome:
