@@ -8,7 +8,8 @@ load from favouring one side):
 2. the same model and Trainer on in-memory random batches (pure compute: the batches exist
    before timing starts); bar: (1) / (2) >= 0.9, i.e. the data path costs < 10%;
 3. evaluation samples/s (``forge.cli.eval.evaluate_model``: zero-copy slices of the memory-mapped
-   split, inference mode, histogram metrics);
+   split, the exact fp32 ``forge.ml.inference.InferenceNet`` forward, histogram metrics), and for
+   context the same with the module's own forward;
 4. the baseline: validation through a per-sample ``Dataset.__getitem__`` + ``DataLoader``
    (default collate, no workers) in Lightning's ``validate``; bar: (3) >= 2 x (4).
 
@@ -186,7 +187,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     module = DominoModule.from_preset("large")
-    rates: dict[str, list[float]] = {"real": [], "random": [], "eval": [], "baseline": []}
+    rates: dict[str, list[float]] = {"real": [], "random": [], "eval": [], "eval_module": [], "baseline": []}
     train_rate(module, RandomBatches(args.batch_size, 4), 2, 2, args.batch_size)  # untimed warm-up
     for r in range(args.repeats):
         real = ArrayBatches(dm.split("train"), args.batch_size, shuffle=True, seed=r)
@@ -197,6 +198,9 @@ def main() -> None:
         start = time.perf_counter()
         evaluate_model(module.model, val_tensors, args.eval_batch_size)
         rates["eval"].append(n_val / (time.perf_counter() - start))
+        start = time.perf_counter()
+        evaluate_model(module.model, val_tensors, args.eval_batch_size, fast=False)
+        rates["eval_module"].append(n_val / (time.perf_counter() - start))
 
         rates["baseline"].append(baseline_rate(module, val_arrays, args.eval_batch_size))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()), flush=True)
@@ -219,6 +223,7 @@ def main() -> None:
     print(f"train, in-memory random    : {med['random']:8.0f} samples/s  (pure compute)")
     print(f"  data path ratio          : {ratio:8.3f}  (bar >= 0.9: {'PASS' if ratio >= 0.9 else 'FAIL'})")
     print(f"eval, forge.cli.eval       : {med['eval']:8.0f} samples/s")
+    print(f"  same, module's forward   : {med['eval_module']:8.0f} samples/s  (no InferenceNet)")
     print(f"eval, per-sample DataLoader: {med['baseline']:8.0f} samples/s  (Lightning validate)")
     print(f"  eval speed-up            : {speedup:8.2f}x (bar >= 2x: {'PASS' if speedup >= 2 else 'FAIL'})")
     for name, (ours, base) in extra.items():

@@ -16,7 +16,7 @@ import torch
 from forge.cli import eval as eval_cli
 from forge.cli import train as train_cli
 from forge.cli.common import run_cli
-from forge.cli.eval import evaluate
+from forge.cli.eval import evaluate, evaluate_model
 from forge.cli.train import train
 from forge.ml.checkpoints import CheckpointError, load_module, read_checkpoint
 from forge.ml.data import ArrayBatches, load_tensors
@@ -138,6 +138,19 @@ def test_checkpoints_round_trip(trained, data):
     assert last["q_gap"] == pytest.approx(trained.metrics["val/q_gap"], abs=1e-6)
     assert last["accuracy"] == pytest.approx(trained.metrics["val/accuracy"], abs=1e-6)
     assert last["n"] == len(load_tensors(data, "val")["targets"])
+
+
+def test_fast_evaluation_gives_the_module_forwards_metrics(trained, data):
+    """Evaluation runs the InferenceNet; on real data every metric must equal the module's own."""
+    model = load_module(trained.best_checkpoint).model
+    tensors = load_tensors(data, "val")
+    fast = evaluate_model(model, tensors, 300, with_q=True)
+    slow = evaluate_model(model, tensors, 300, with_q=True, fast=False)
+    assert fast.keys() == slow.keys() and {"q_mae", "value_mae", "tie_rate"} <= fast.keys()
+    for key in fast:
+        assert fast[key] == pytest.approx(slow[key], abs=1e-5), key
+    for key in ("accuracy", "zero_regret", "q_gap", "blunder_rate", "p99_gap"):  # argmax-based
+        assert fast[key] == slow[key], key
 
 
 def test_resume_with_another_architecture_is_a_clear_error(trained, mini, tmp_path, capsys):

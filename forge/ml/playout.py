@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from forge.ml.inference import inference_net
 from forge.ml.model import DominoTransformer
 from forge.ml.tokenize import featurize
 from forge.oracle.play import legal_moves, play
@@ -139,7 +140,7 @@ class ModelPolicy:
     """A DominoTransformer as a policy: tokenize each position (format v1), argmax over legal."""
 
     def __init__(self, model: DominoTransformer, device: str | torch.device = "cpu"):
-        self.model = model.eval().to(device)
+        self.model = inference_net(model, device)
         self.device = torch.device(device)
 
     def __call__(self, positions: Sequence[Position]) -> list[int]:
