@@ -15,6 +15,7 @@ Off CPU, or where torch lacks oneDNN, :func:`inference_net` returns the model it
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -28,11 +29,17 @@ from forge.oracle.rules import MAX_HAND
 PACK_ROWS = 256 * 32
 
 
+@functools.cache
 def onednn_linear_available() -> bool:
-    """True where torch was built with oneDNN's fused linear (x86 and most Arm CPU wheels)."""
+    """True where torch's oneDNN fused linear works here (x86 and most Arm CPU wheels): tried once
+    on a tiny product, since these are internal ops that a build may lack or refuse."""
     try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
+        if not torch.backends.mkldnn.is_available():
+            return False
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.eye(4), 8)
+        y = torch.ops.mkldnn._linear_pointwise(torch.ones(8, 4), w, torch.zeros(4), "none", [], "")
+        return bool(torch.equal(y, torch.ones(8, 4)))
+    except (AttributeError, RuntimeError, NotImplementedError):
         return False
 
 
