@@ -17,12 +17,12 @@ from forge.cli import eval as eval_cli
 from forge.cli import train as train_cli
 from forge.cli.common import run_cli
 from forge.cli.eval import evaluate, evaluate_model
-from forge.cli.train import train
 from forge.ml.checkpoints import CheckpointError, load_module, read_checkpoint
 from forge.ml.data import ArrayBatches, load_tensors
 from forge.ml.metrics import mover_q
 from forge.ml.model import preset
 from forge.ml.store import build_dataset
+from forge.ml.training import train
 from forge.oracle.shard import write_shard
 from forge.oracle.solve import solve
 

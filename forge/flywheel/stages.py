@@ -177,7 +177,7 @@ def train(ctx: Context) -> dict[str, Any]:
     start = time.perf_counter()  # the stage's work includes loading its libraries
     import shutil
 
-    from forge.cli.train import train as fit
+    from forge.ml.training import train as fit
 
     done = read_result(ctx.ws, ctx.iteration, "train")
     if done and (ctx.ws.root / done["checkpoint"]).is_file():
