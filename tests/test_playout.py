@@ -84,6 +84,6 @@ def test_model_policy_plays_legal_moves_from_golden_shards(tmp_path):
     assert golden == shards[3:]
     torch.manual_seed(0)
     policy = ModelPolicy(DominoTransformer(preset("tiny")))
-    result = play_out_shards(policy, golden, chunk=2)  # play_out rejects any illegal choice
+    result = play_out_shards(policy, golden)  # play_out rejects any illegal choice
     assert [d.seed for d in result.deals] == [33, 34, 35]
     assert result.summary()["playout_deals"] == 3

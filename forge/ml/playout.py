@@ -22,16 +22,19 @@ from forge.ml.model import DominoTransformer
 from forge.ml.tokenize import featurize
 from forge.oracle.play import legal_moves, play
 from forge.oracle.rules import DECL_NAMES, ILLEGAL_Q, N_PLAYERS
-from forge.oracle.shard import read_solution
+from forge.oracle.shard_rows import ShardRows
 from forge.oracle.solve import Solution
 from forge.oracle.state import initial_state, mover
+
+#: A deal's exact table: solved in memory, or rows read from its shard on demand.
+Table = Solution | ShardRows
 
 
 @dataclass(frozen=True)
 class Position:
     """What a policy sees at one decision: the state, the deal and the state's oracle row."""
 
-    solution: Solution
+    solution: Table
     state: int
     row: int  # row of ``state`` in ``solution``
     legal: list[int]  # local indices allowed by the rules
@@ -82,12 +85,8 @@ class PlayoutResult:
         return out
 
 
-def _q_row(sol: Solution, row: int) -> np.ndarray:
-    return sol.q[:, row]
-
-
-def _regret(sol: Solution, row: int, player: int, move: int) -> int:
-    q = _q_row(sol, row).astype(np.int64)
+def _regret(sol: Table, row: int, player: int, move: int) -> int:
+    q = sol.q_row(row).astype(np.int64)
     legal = q != ILLEGAL_Q
     if not legal[move]:
         raise ValueError(f"seed {sol.seed} decl {sol.decl_id}: policy chose illegal local index {move}")
@@ -95,11 +94,11 @@ def _regret(sol: Solution, row: int, player: int, move: int) -> int:
     return int((sign * q[legal]).max() - sign * q[move])
 
 
-def play_out(policy: Policy, solutions: Sequence[Solution]) -> PlayoutResult:
+def play_out(policy: Policy, solutions: Sequence[Table]) -> PlayoutResult:
     """Play every deal from the first lead to the end, in lockstep (one policy call per play)."""
     states = [initial_state(s.hand_size) for s in solutions]
     results = [
-        DealPlayout(s.seed, s.decl_id, s.hand_size, int(s.V[s.lookup(st)]), 0)
+        DealPlayout(s.seed, s.decl_id, s.hand_size, s.value(s.lookup(st)), 0)
         for s, st in zip(solutions, states)
     ]
     for step in range(N_PLAYERS * max((s.hand_size for s in solutions), default=0)):
@@ -129,7 +128,7 @@ def oracle_policy(positions: Sequence[Position]) -> list[int]:
     """The oracle's own choice (the tokenizer's target rule: best Q for the mover, lowest index)."""
     out = []
     for pos in positions:
-        q = _q_row(pos.solution, pos.row).astype(np.int64)
+        q = pos.solution.q_row(pos.row).astype(np.int64)
         sign = 1 if pos.player % 2 == 0 else -1
         scored = [(-sign * q[i], i) for i in pos.legal]
         out.append(min(scored)[1])
@@ -147,8 +146,9 @@ class ModelPolicy:
         parts = []
         for pos in positions:
             sol = pos.solution
-            q = _q_row(sol, pos.row)[None, :]
-            feats = featurize(np.array([pos.state]), sol.V[pos.row : pos.row + 1], q, sol.hands, sol.decl_id)
+            q = sol.q_row(pos.row)[None, :]
+            v = np.array([sol.value(pos.row)], dtype=np.int8)
+            feats = featurize(np.array([pos.state]), v, q, sol.hands, sol.decl_id)
             parts.append(feats)
         batch = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])).to(self.device)
                  for k in ("tokens", "masks", "players")}
@@ -172,10 +172,7 @@ def golden_shards(data_dir: str | Path, split: str) -> list[Path]:
     return [Path(s["path"]) for s in sources]
 
 
-def play_out_shards(policy: Policy, shards: Sequence[str | Path], chunk: int = 4) -> PlayoutResult:
-    """Play-out over shard files, ``chunk`` deals in memory at a time (full-game tables are big)."""
-    deals: list[DealPlayout] = []
-    for start in range(0, len(shards), chunk):
-        sols = [read_solution(p) for p in shards[start : start + chunk]]
-        deals += play_out(policy, sols).deals
-    return PlayoutResult(deals)
+def play_out_shards(policy: Policy, shards: Sequence[str | Path]) -> PlayoutResult:
+    """Play-out over shard files, all deals in lockstep; each shard decodes only the row groups
+    holding the states actually visited (see :mod:`forge.oracle.shard_rows`)."""
+    return play_out(policy, [ShardRows(p) for p in shards])

@@ -16,13 +16,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli, writable_dir
 from forge.oracle import rules
 from forge.oracle.deal import check_hand_size, deal
 from forge.oracle.shard import ShardError, read_shard_info, shard_path, write_shard
+from forge.oracle.shard_rows import ShardRows
 from forge.oracle.solve import solve
 from forge.oracle.state import initial_state
 from forge.oracle.verify import remember_verified, verify_once
@@ -76,11 +76,12 @@ def _existing(seed: int, decl_id: int, out_dir: Path, hand_size: int) -> ShardRe
 
 def root_values(path: Path, hand_size: int) -> tuple[int, tuple[int, ...]]:
     """V and Q of a shard's initial state, decoding only the row group that holds it."""
-    init = initial_state(hand_size)
-    table = pq.read_table(path, filters=[("state", "=", init)])
-    if table.num_rows != 1:
-        raise ShardError(f"{path}: initial state missing")
-    return int(table.column("V")[0].as_py()), tuple(int(table.column(f"q{i}")[0].as_py()) for i in range(7))
+    rows = ShardRows(path)
+    try:
+        row = rows.lookup(initial_state(hand_size))
+    except KeyError:
+        raise ShardError(f"{path}: initial state missing") from None
+    return rows.value(row), tuple(int(x) for x in rows.q_row(row))
 
 
 def _init_worker(threads: int) -> None:

@@ -25,7 +25,7 @@ COLUMNS = ("state", "V", *Q_COLUMNS)
 SCHEMA = pa.schema([("state", pa.int64()), ("V", pa.int8())] + [(c, pa.int8()) for c in Q_COLUMNS])
 # Sorted states compress to a few bits per row as deltas; the int8 columns hold < 128 distinct
 # values, so dictionary pages keep them small and fast to decode for the tokenizer.
-_WRITE_OPTIONS = dict(
+WRITE_OPTIONS = dict(
     compression="none",
     use_dictionary=["V", *Q_COLUMNS],
     column_encoding={"state": "DELTA_BINARY_PACKED"},
@@ -76,7 +76,7 @@ def to_table(sol: Solution) -> pa.Table:
 def write_shard(sol: Solution, out_dir: str | os.PathLike) -> Path:
     """Write ``sol`` to its shard path via a temp file + fsync + rename: never a partial shard."""
     target = shard_path(out_dir, sol.seed, sol.decl_id)
-    return atomic_write(target, lambda fh: pq.write_table(to_table(sol), fh, **_WRITE_OPTIONS))
+    return atomic_write(target, lambda fh: pq.write_table(to_table(sol), fh, **WRITE_OPTIONS))
 
 
 def _open(path: Path) -> pq.ParquetFile:

@@ -37,6 +37,13 @@ class Solution:
             raise KeyError(f"state {state:#x} is not reachable in this deal")
         return row
 
+    def value(self, row: int) -> int:
+        return int(self.V[row])
+
+    def q_row(self, row: int) -> np.ndarray:
+        """The mover's Q per local domino (int8, -128 illegal) at ``row``."""
+        return self.q[:, row]
+
 
 def check_decl(decl_id: int) -> int:
     if isinstance(decl_id, bool) or not isinstance(decl_id, (int, np.integer)) or not 0 <= decl_id < rules.N_DECLS:
