@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from forge.atomic import atomic_write_text
+from forge.flywheel.notebook_libs import skip_iri_format_checker
 from forge.flywheel.paths import STAGE_NOTEBOOKS, Workspace
 from forge.flywheel.state import STAGES, State, load_state
 from forge.flywheel.status import HISTORY_COLUMNS, cell, pick, snapshot
@@ -17,6 +18,7 @@ INDEX = "index.html"
 @functools.cache
 def _exporter():
     """One exporter per process: building it (templates, styles) costs more than an export."""
+    skip_iri_format_checker()
     from nbconvert import HTMLExporter
 
     return HTMLExporter(template_name="lab")
@@ -24,6 +26,7 @@ def _exporter():
 
 def export_html(notebook: Path) -> Path:
     """Write ``<notebook>.html`` beside an executed notebook (outputs as they were, no re-run)."""
+    skip_iri_format_checker()
     import nbformat
 
     body, _ = _exporter().from_notebook_node(nbformat.read(notebook, as_version=4))

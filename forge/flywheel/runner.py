@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from forge.flywheel.notebook_libs import skip_iri_format_checker
 from forge.flywheel.paths import NOTEBOOKS, STAGE_NOTEBOOKS, Workspace
 
 KERNEL_NAME = "forge"
@@ -41,11 +43,64 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def _prompt_client() -> type:
+    """A kernel client whose ``wait_for_ready`` ends as soon as the kernel has answered.
+
+    jupyter_client's version ends by waiting until IOPub has been silent for 0.2 s, so every
+    stage notebook (papermill makes a client per notebook) paid 0.2 s doing nothing. This one
+    sends ``kernel_info`` and returns once its reply is in and IOPub has delivered the kernel's
+    ``idle`` status for that request: proof that IOPub is subscribed, and every message of the
+    exchange consumed. If either doesn't come within a second it asks again, as upstream does.
+    """
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    class PromptKernelClient(AsyncKernelClient):
+        async def wait_for_ready(self, timeout: float | None = None) -> None:
+            deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+            while True:
+                msg_id = self.kernel_info()
+                reply = await self._message_for(self.shell_channel, msg_id, "kernel_info_reply", deadline)
+                if reply is not None and await self._message_for(self.iopub_channel, msg_id, "status", deadline,
+                                                                 state="idle"):
+                    self._handle_kernel_info_reply(reply)
+                    return
+                if not await self.is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+
+        @staticmethod
+        async def _message_for(channel, msg_id: str, msg_type: str, deadline: float,
+                               state: str | None = None) -> dict | None:
+            """The first ``msg_type`` message answering ``msg_id`` within 1 s (others are dropped)."""
+            until = min(deadline, time.monotonic() + 1.0)
+            while (left := until - time.monotonic()) > 0:
+                try:
+                    msg = await channel.get_msg(timeout=left)
+                except Empty:
+                    return None
+                if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == msg_type
+                        and (state is None or msg["content"].get("execution_state") == state)):
+                    return msg
+            return None
+
+    return PromptKernelClient
+
+
 def _logged_kernel_manager(log_path: Path) -> type:
-    """A kernel manager that sends the kernel's own stdout/stderr (warnings, crashes) to a log file."""
+    """A kernel manager that sends the kernel's own stdout/stderr (warnings, crashes) to a log
+    file, and hands out prompt clients (see :func:`_prompt_client`)."""
     from jupyter_client.manager import AsyncKernelManager
 
+    client = _prompt_client()
+
     class LoggedKernelManager(AsyncKernelManager):
+        def client(self, **kwargs):
+            self.client_factory = client
+            return super().client(**kwargs)
+
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
             with open(log_path, "ab") as log:
                 kw["stdout"] = kw["stderr"] = log
@@ -72,8 +127,24 @@ class IterationKernel:
         logs = ws.run_dir(iteration) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.km = _logged_kernel_manager(logs / "kernel.log")(kernel_name=ensure_kernel())
+        self.cwd = ws.archive(iteration)
 
     def __enter__(self) -> IterationKernel:
+        """Launch the kernel now, so it boots on another core while this process imports papermill.
+
+        Launched as papermill would (cwd = the iteration's archive folder, quiet environment, no
+        history file). If it fails, the first stage launches it again and reports why.
+        """
+        from jupyter_core.utils import run_sync
+
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        try:
+            run_sync(self.km.start_kernel)(
+                extra_arguments=["--HistoryManager.hist_file=:memory:"], cwd=str(self.cwd),
+                env={**os.environ, **_quiet_env()},
+            )
+        except Exception:  # noqa: BLE001 - reported by the first stage, which retries the start
+            pass
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -89,6 +160,7 @@ class IterationKernel:
 def execute_stage(ws: Workspace, stage: str, iteration: int, no_wandb: bool = False,
                   kernel: IterationKernel | None = None) -> Executed:
     """Run ``stage``'s notebook for ``iteration``; on error the partial notebook stays archived."""
+    skip_iri_format_checker()
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
