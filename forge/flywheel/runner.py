@@ -50,7 +50,8 @@ def _prompt_client() -> type:
     stage notebook (papermill makes a client per notebook) paid 0.2 s doing nothing. This one
     sends ``kernel_info`` and returns once its reply is in and IOPub has delivered the kernel's
     ``idle`` status for that request: proof that IOPub is subscribed, and every message of the
-    exchange consumed. If either doesn't come within a second it asks again, as upstream does.
+    exchange consumed. As upstream, it asks again when the reply takes over 1 s or IOPub stays
+    quiet for 0.2 s (a kernel still booting, or an IOPub subscription not yet joined).
     """
     from queue import Empty
 
@@ -61,9 +62,9 @@ def _prompt_client() -> type:
             deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
             while True:
                 msg_id = self.kernel_info()
-                reply = await self._message_for(self.shell_channel, msg_id, "kernel_info_reply", deadline)
-                if reply is not None and await self._message_for(self.iopub_channel, msg_id, "status", deadline,
-                                                                 state="idle"):
+                reply = await self._message_for(self.shell_channel, msg_id, "kernel_info_reply", 1.0, deadline)
+                if reply is not None and await self._message_for(self.iopub_channel, msg_id, "status", 0.2,
+                                                                 deadline, state="idle"):
                     self._handle_kernel_info_reply(reply)
                     return
                 if not await self.is_alive():
@@ -72,10 +73,11 @@ def _prompt_client() -> type:
                     raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
 
         @staticmethod
-        async def _message_for(channel, msg_id: str, msg_type: str, deadline: float,
+        async def _message_for(channel, msg_id: str, msg_type: str, wait: float, deadline: float,
                                state: str | None = None) -> dict | None:
-            """The first ``msg_type`` message answering ``msg_id`` within 1 s (others are dropped)."""
-            until = min(deadline, time.monotonic() + 1.0)
+            """The first ``msg_type`` message answering ``msg_id``; None after ``wait`` seconds
+            without one (other messages are dropped)."""
+            until = min(deadline, time.monotonic() + wait)
             while (left := until - time.monotonic()) > 0:
                 try:
                     msg = await channel.get_msg(timeout=left)
