@@ -1,7 +1,7 @@
 """``python -m forge.cli.eval``: a checkpoint's move-quality metrics on a split (and play-outs).
 
 Evaluation runs outside Lightning on purpose: contiguous zero-copy slices of the store, the
-exact fp32 :class:`~forge.ml.inference.InferenceNet` forward on CPU (oneDNN, about 2.5x the
+exact fp32 :class:`~forge.ml.inference.InferenceNet` forward on CPU (oneDNN, about 2.3x the
 module's own), and histogram metrics that need no per-sample storage. From Python,
 call :func:`evaluate` (a checkpoint) or :func:`evaluate_model` (a network and arrays).
 """

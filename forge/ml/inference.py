@@ -1,4 +1,4 @@
-"""Exact fp32 inference for a trained :class:`DominoTransformer` on CPU, about twice as fast.
+"""Exact fp32 inference for a trained :class:`DominoTransformer` on CPU, about 2.3x as fast.
 
 Why a second forward pass: on CPUs with AVX-512, torch's default fp32 matrix product (MKL) runs at
 about half the speed of oneDNN's, and the encoder layer's inference fast path spends a fifth of
@@ -6,11 +6,13 @@ its time in a masked softmax. Here the same weights are prepacked once for oneDN
 fused), attention is ``scaled_dot_product_attention`` (flash kernel), the embeddings plus the input
 projection collapse into one ``embedding_bag`` over pre-projected tables, and the last layer runs
 for the 8 tokens the heads read. (Cutting a batch's trailing absent trick tokens was tried: the
-odd lengths made oneDNN and the attention kernel slower, not faster.) The arithmetic stays fp32: outputs
-match :meth:`DominoTransformer.forward` to float rounding (about 1e-6), which the tests check.
+odd lengths made oneDNN and the attention kernel slower, not faster.) The arithmetic stays fp32:
+outputs match :meth:`DominoTransformer.forward` to float rounding (about 1e-6), which the tests
+check.
 
 Training keeps the standard module (autograd, dropout); this is for evaluation and play-outs.
-Off CPU, or where torch lacks oneDNN, :func:`inference_net` returns the model itself.
+Where torch lacks oneDNN the same forward runs on ``F.linear``; off CPU, :func:`inference_net`
+returns the model itself.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def onednn_linear_available() -> bool:
         return False
 
 
+def _host(t: Tensor) -> Tensor:
+    """A detached fp32 CPU copy (or view) of a parameter, wherever the model lives."""
+    return t.detach().to("cpu", torch.float32)
+
+
 class _Linear(NamedTuple):
     weight: Tensor  # prepacked for oneDNN (or plain, for F.linear)
     bias: Tensor | None
@@ -50,10 +57,10 @@ class _Linear(NamedTuple):
 
     @classmethod
     def of(cls, weight: Tensor, bias: Tensor | None, onednn: bool) -> _Linear:
-        weight = weight.detach().float().contiguous()
+        weight = _host(weight).contiguous()
         if onednn:
             weight = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
-        return cls(weight, None if bias is None else bias.detach().float(), onednn)
+        return cls(weight, None if bias is None else _host(bias), onednn)
 
     @classmethod
     def like(cls, linear: nn.Linear, onednn: bool) -> _Linear:
@@ -74,7 +81,7 @@ class _Norm(NamedTuple):
 
     @classmethod
     def of(cls, norm: nn.LayerNorm) -> _Norm:
-        return cls(norm.weight.detach().float(), norm.bias.detach().float(), norm.eps)
+        return cls(_host(norm.weight), _host(norm.bias), norm.eps)
 
     def __call__(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
@@ -103,21 +110,20 @@ class InferenceNet:
         self.embed_dim, self.n_heads, self.norm_first = cfg.embed_dim, cfg.n_heads, cfg.norm_first
         # input_proj(cat(emb_f(t_f))) == bias + sum_f emb_f.weight @ W[:, cols_f].T, indexed by t_f:
         # one table of every feature's projected rows, summed by embedding_bag.
-        proj = model.input_proj.weight.detach().float()
+        proj = _host(model.input_proj.weight)
         tables, offsets, col, row = [], [], 0, 0
         for emb in model.embeddings:
             width = emb.embedding_dim
-            tables.append(emb.weight.detach().float() @ proj[:, col : col + width].T)
+            tables.append(_host(emb.weight) @ proj[:, col : col + width].T)
             offsets.append(row)
             col, row = col + width, row + emb.num_embeddings
         self.table = torch.cat(tables).contiguous()
         self.offsets = torch.tensor(offsets, dtype=torch.long)
-        self.input_bias = model.input_proj.bias.detach().float()
+        self.input_bias = _host(model.input_proj.bias)
         self.layers = [_layer(lay, onednn) for lay in model.encoder.layers]
         self.final_norm = _Norm.of(model.encoder.norm) if model.encoder.norm is not None else None
-        heads = torch.cat([model.policy_head.weight, model.q_head.weight, model.value_head.weight]).detach()
-        self.heads = _Linear(heads.float().contiguous(), torch.cat(
-            [model.policy_head.bias, model.q_head.bias, model.value_head.bias]).detach().float(), False)
+        heads = (model.policy_head, model.q_head, model.value_head)  # one product, 3 output columns
+        self.heads = _Linear.of(torch.cat([h.weight for h in heads]), torch.cat([h.bias for h in heads]), False)
         self.onednn = onednn
 
     @torch.inference_mode()
