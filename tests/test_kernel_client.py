@@ -4,6 +4,7 @@ kernel is an error, not a hang."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import pytest
@@ -19,42 +20,38 @@ def km(tmp_path):
         asyncio.run(manager.shutdown_kernel(now=True))
 
 
-def _run(coro):
-    return asyncio.new_event_loop().run_until_complete(coro)
+@contextlib.asynccontextmanager
+async def _ready_client(km):
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)  # asked right after launch: the kernel is still booting
+        yield kc
+    finally:
+        kc.stop_channels()
 
 
 def test_ready_client_sees_the_first_cells_output(km):
     async def scenario():
-        await km.start_kernel()
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=60)  # asked right after launch: the kernel is still booting
+        async with _ready_client(km) as kc:
             outputs = []
             reply = await kc.execute_interactive("print('hello from the kernel')", timeout=60,
                                                  output_hook=outputs.append)
             assert reply["content"]["status"] == "ok"
             streams = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"]
             assert streams == ["hello from the kernel\n"]  # IOPub was subscribed before the first cell
-        finally:
-            kc.stop_channels()
 
-    _run(scenario())
+    asyncio.run(scenario())
 
 
 def test_dead_kernel_is_an_error_not_a_hang(km):
     async def scenario():
-        await km.start_kernel()
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=60)
+        async with _ready_client(km) as kc:
             await km.signal_kernel(signal.SIGKILL)
             while await km.is_alive():
                 await asyncio.sleep(0.05)
             with pytest.raises(RuntimeError, match="died|respond"):
                 await kc.wait_for_ready(timeout=30)
-        finally:
-            kc.stop_channels()
 
-    _run(scenario())
+    asyncio.run(scenario())
