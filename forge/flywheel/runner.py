@@ -99,9 +99,9 @@ def _logged_kernel_manager(log_path: Path) -> type:
     client = _prompt_client()
 
     class LoggedKernelManager(AsyncKernelManager):
-        def client(self, **kwargs):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
             self.client_factory = client
-            return super().client(**kwargs)
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
             with open(log_path, "ab") as log:
