@@ -89,8 +89,8 @@ class _Norm(NamedTuple):
 
 class _Layer(NamedTuple):
     qkv: _Linear  # packed Q, K, V projections
-    q: _Linear  # the same rows apart, for a layer computed for a few query tokens only
-    kv: _Linear
+    q: _Linear | None  # the same rows apart: only the last layer (run for a few query tokens) has them
+    kv: _Linear | None
     out: _Linear
     ff1: _Linear
     ff2: _Linear
@@ -120,7 +120,8 @@ class InferenceNet:
         self.table = torch.cat(tables).contiguous()
         self.offsets = torch.tensor(offsets, dtype=torch.long)
         self.input_bias = _host(model.input_proj.bias)
-        self.layers = [_layer(lay, onednn) for lay in model.encoder.layers]
+        n = len(model.encoder.layers)
+        self.layers = [_layer(lay, onednn, split=i == n - 1) for i, lay in enumerate(model.encoder.layers)]
         self.final_norm = _Norm.of(model.encoder.norm) if model.encoder.norm is not None else None
         heads = (model.policy_head, model.q_head, model.value_head)  # one product, 3 output columns
         self.heads = _Linear.of(torch.cat([h.weight for h in heads]), torch.cat([h.bias for h in heads]), False)
@@ -178,11 +179,12 @@ class InferenceNet:
         return layer.ff2(layer.ff1(y.reshape(b * n, e), relu=True)).view(b, n, e)
 
 
-def _layer(layer: nn.TransformerEncoderLayer, onednn: bool) -> _Layer:
+def _layer(layer: nn.TransformerEncoderLayer, onednn: bool, split: bool) -> _Layer:
     attn = layer.self_attn
     w, b, e = attn.in_proj_weight, attn.in_proj_bias, attn.embed_dim
+    q, kv = (_Linear.of(w[:e], b[:e], onednn), _Linear.of(w[e:], b[e:], onednn)) if split else (None, None)
     return _Layer(
-        _Linear.of(w, b, onednn), _Linear.of(w[:e], b[:e], onednn), _Linear.of(w[e:], b[e:], onednn),
+        _Linear.of(w, b, onednn), q, kv,
         _Linear.like(attn.out_proj, onednn), _Linear.like(layer.linear1, onednn),
         _Linear.like(layer.linear2, onednn), _Norm.of(layer.norm1), _Norm.of(layer.norm2),
     )
