@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from forge.errors import InputError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -42,3 +44,17 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and prove we can write there, else InputError naming it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
+    return path

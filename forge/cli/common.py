@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from forge.errors import ForgeError, InputError, Terminated
 
-class UsageError(Exception):
-    """A mistake in what the user asked for; reported without a traceback."""
+
+class UsageError(InputError):
+    """A mistake in what the user asked for on the command line; reported without a traceback."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -22,13 +24,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def number(kind: type = int, minimum: float = 1):
-    """An argparse ``type`` that parses ``kind`` and insists on ``>= minimum``."""
+    """An argparse ``type`` that parses ``kind`` and insists on a finite value ``>= minimum``."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}: {text!r}")
         return value
@@ -36,36 +40,42 @@ def number(kind: type = int, minimum: float = 1):
     return parse
 
 
+def describe_os_error(exc: OSError) -> str:
+    """An OSError as one line that names its file (``[Errno 28]`` alone names nothing)."""
+    what = exc.strerror or str(exc)
+    files = [f for f in (exc.filename, exc.filename2) if f]
+    return f"{what}: {' -> '.join(map(str, files))}" if files else what
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run ``main``; turn user-facing errors and Ctrl+C into a message and an exit status.
+    """Run ``main``; turn user-facing errors and Ctrl+C/SIGTERM into a message and an exit status.
 
-    Set FORGE_DEBUG=1 to get the traceback instead.
+    Any :class:`~forge.errors.ForgeError` and any OSError (a missing file, a full disk) is one
+    line on stderr and exit 2; Ctrl+C exits 130 and SIGTERM 143, after the code under way has
+    recorded where it stopped. Set FORGE_DEBUG=1 to get the traceback instead.
     """
-    from forge.oracle.shard import ShardError
-
     prog = Path(sys.argv[0]).stem if argv is None else "forge"
+    if prog == "__main__":
+        prog = Path(sys.argv[0]).parent.name
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(argv)
-    except (UsageError, ShardError, ValueError, OSError) as exc:
+    except (ForgeError, OSError) as exc:
         if os.environ.get("FORGE_DEBUG"):
             raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-
-
-def writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and prove we can write there, or raise UsageError."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
-    return path
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, Terminated)
+        print(f"{prog}: {'terminated (' + exc.signame + ')' if term else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if term else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_seed_range(text: str) -> range:

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from forge.errors import InputError
 from forge.oracle.rules import MAX_HAND, N_DECLS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -20,7 +21,7 @@ PRESETS = TEMPLATES / "presets"
 MODEL_SIZES = ("tiny", "small", "large")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value is missing or invalid; the message names the field."""
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from forge.errors import ForgeError
 from forge.flywheel.state import State, StateStore, now
 
 LOCK_FILE = ".flywheel.lock"
@@ -22,7 +23,7 @@ HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 120.0
 
 
-class LockHeld(RuntimeError):
+class LockHeld(ForgeError):
     """Another loop holds the workspace."""
 
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from forge.errors import ForgeError
 from forge.flywheel.lock import FlywheelLock, Heartbeat
 from forge.flywheel.paths import Workspace
 from forge.flywheel.runner import IterationKernel, StageFailed, execute_stage
@@ -15,7 +16,7 @@ from forge.flywheel.state import STAGES, State, StateStore, begin_iteration, now
 RUN = "python -m forge.cli.flywheel"
 
 
-class FlywheelError(RuntimeError):
+class FlywheelError(ForgeError):
     """The loop cannot start or go on; the message says what to do."""
 
 

@@ -8,13 +8,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from forge.errors import ForgeError
 from forge.flywheel.notebook_libs import skip_iri_format_checker
 from forge.flywheel.paths import NOTEBOOKS, STAGE_NOTEBOOKS, Workspace
 
 KERNEL_NAME = "forge"
 
 
-class StageFailed(RuntimeError):
+class StageFailed(ForgeError):
     """A stage notebook raised; the message names the cell and the exception."""
 
     def __init__(self, stage: str, summary: str, notebook: Path):

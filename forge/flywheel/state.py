@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from forge.atomic import atomic_write, atomic_write_text, fsync_dir
+from forge.errors import ForgeError
 from forge.flywheel.config import Config, ConfigError, config_from_dict
 from forge.flywheel.paths import STATE_FILE
 
@@ -34,7 +35,7 @@ STAGES = ("generate", "tokenize", "train", "evaluate")
 _write_lock = threading.Lock()
 
 
-class StateError(ValueError):
+class StateError(ForgeError, ValueError):
     """state.yaml is missing, unreadable or invalid; the message names the field."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from forge.errors import ForgeError
 from forge.flywheel.lock import FlywheelLock
 from forge.flywheel.paths import Workspace
 from forge.flywheel.state import StateStore
@@ -24,7 +25,7 @@ SYNC_TIMEOUT_S = 300
 _URL = re.compile(r"https?://\S+/runs/\S+")
 
 
-class SyncError(RuntimeError):
+class SyncError(ForgeError):
     """Syncing cannot start (no key, no runs); the message says what to do."""
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
+from forge.errors import ForgeError
 from forge.ml.model import PRESETS, DominoTransformer, ModelConfig
 from forge.ml.module import DominoModule
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ForgeError, ValueError):
     """A file that is not a usable DominoModule checkpoint, or not one for this model."""
 
 

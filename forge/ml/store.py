@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from forge.atomic import atomic_write
+from forge.errors import ForgeError
 from forge.ml.tokenize import (
     ARRAY_NAMES,
     FORMAT_VERSION,
@@ -61,7 +62,7 @@ _LEFTOVER = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9_-]*\.(tmp|old)-\d+$")
 _HASH_CHUNK = 1 << 22
 
 
-class StoreError(ValueError):
+class StoreError(ForgeError, ValueError):
     """A dataset request or store state that cannot be honoured; the message says which file."""
 
 

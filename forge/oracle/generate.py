@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli, writable_dir
+from forge.atomic import writable_dir
+from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli
 from forge.oracle import rules
 from forge.oracle.deal import check_hand_size, deal
 from forge.oracle.shard import ShardError, read_shard_info, shard_path, write_shard

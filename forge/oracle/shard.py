@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from forge import __version__
 from forge.atomic import atomic_write
+from forge.errors import ForgeError
 from forge.oracle.rules import DECL_NAMES, N_DECLS
 
 if TYPE_CHECKING:  # the solver pulls in numba; readers of shards should not pay for it
@@ -33,7 +34,7 @@ WRITE_OPTIONS = dict(
 )
 
 
-class ShardError(Exception):
+class ShardError(ForgeError):
     """A file that should be a shard is not a readable, complete one."""
 
 
