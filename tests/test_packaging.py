@@ -25,3 +25,36 @@ def test_environment_yml_matches_pyproject() -> None:
     assert set(have) == set(wanted)
     for name, spec in wanted.items():
         assert have[name].lower().replace("_", "-") == spec.replace(" ", "").lower().replace("_", "-"), name
+
+
+def _committed_notebooks() -> dict[str, str]:
+    """Each tracked notebook as it would be committed (git's index), or as on disk outside a checkout."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "notebooks/*.ipynb"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0 or not listed.stdout.strip():
+        return {p.name: p.read_text() for p in sorted((REPO / "notebooks").glob("*.ipynb"))}
+    out = {}
+    for name in listed.stdout.split():
+        shown = subprocess.run(["git", "show", f":{name}"], cwd=REPO, capture_output=True, text=True, check=True)
+        out[name] = shown.stdout
+    return out
+
+
+def test_committed_notebooks_carry_no_outputs() -> None:
+    """CI fails on a committed notebook with outputs or execution counts (the nbstripout filter strips them)."""
+    import json
+
+    books = _committed_notebooks()
+    assert len(books) >= 5
+    for name, text in books.items():
+        nb = json.loads(text)
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert not cell.get("outputs") and cell.get("execution_count") is None, name
+            assert cell.get("id"), f"{name}: every cell needs an id (JupyterLab adds one and marks it modified)"
+
+
+def test_notebooks_are_filtered_by_nbstripout() -> None:
+    attributes = (REPO / ".gitattributes").read_text()
+    assert "notebooks/*.ipynb filter=nbstripout" in attributes

@@ -8,7 +8,8 @@
     python -m forge.cli.flywheel archive                                      iterations and archived notebooks
     python -m forge.cli.flywheel sync                                         upload offline W&B runs
 
-Every command works on the workspace in the current directory (``--root DIR`` for another).
+Every command works on the workspace in the current directory (``--root DIR`` for another),
+and ``--root`` may come before or after the command.
 """
 
 from __future__ import annotations
@@ -19,57 +20,84 @@ import sys
 from pathlib import Path
 
 from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli
-
-PROG = "python -m forge.cli.flywheel"
+from forge.flywheel.state import RUN as PROG
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default=".", help="workspace folder holding state.yaml (default: .)")
-    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], parents=[common])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=".", help="workspace folder holding state.yaml (default: .)")
     parser.add_argument("--once", action="store_true", help="run one iteration, then stop")
     parser.add_argument("--seed-range", metavar="A:B", help="train the next iteration on seeds A..B-1")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B logging for these iterations")
-    sub = parser.add_subparsers(dest="command")
+    # After a command, --root may be given again; SUPPRESS keeps an absent one from resetting the first.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=argparse.SUPPRESS, help="workspace folder holding state.yaml")
+    sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
     st = sub.add_parser("status", parents=[common], help="status, current iteration and history")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     init = sub.add_parser("init", parents=[common], help="write a fresh state.yaml from a preset")
     init.add_argument("--preset", default="quick", help="tiny, quick or standard (templates/presets)")
     init.add_argument("--wandb-group", required=True, help="W&B group of this flywheel's runs")
-    init.add_argument("--wandb-project", default="forge-texas42")
+    init.add_argument("--wandb-project", default=None, help="W&B project (default: forge-texas42)")
     init.add_argument("--wandb-mode", default="offline", choices=("offline", "online", "disabled"))
     init.add_argument("--start-seed", type=int, default=0, help="first training seed (default 0)")
     init.add_argument("--seeds-per-iter", type=int, help="override the preset's seeds per iteration")
+    init.add_argument("--model", default=None, help="override the preset's model size (tiny, small, large)")
     init.add_argument("--baseline", help="checkpoint the first iteration fine-tunes from")
-    init.add_argument("--force", action="store_true", help="replace an existing state.yaml (kept as .bak)")
+    init.add_argument("--force", action="store_true",
+                      help="replace an existing state.yaml (kept as a dated backup, state.yaml.<time>.bak)")
     sub.add_parser("retry", parents=[common], help="mark a failed or crashed iteration ready again")
     sub.add_parser("archive", parents=[common], help="every iteration with its metrics and archived notebooks")
-    sub.add_parser("sync", parents=[common], help="upload offline W&B runs and record their URLs")
+    sync = sub.add_parser("sync", parents=[common], help="upload offline W&B runs and record their URLs")
+    sync.add_argument("--timeout", type=float, default=None, help="seconds to wait for W&B per run")
     sub.add_parser("stop", parents=[common], help="ask a running loop to stop after its current stage")
     return parser
 
 
+def _check_baseline(path: str, model: str) -> str:
+    """The baseline's absolute path, once it is known to be a checkpoint of ``model``'s architecture."""
+    from forge.ml.checkpoints import baseline_architecture, same_shape
+    from forge.ml.model import PRESETS
+
+    arch = baseline_architecture(path)  # CheckpointError: not a readable checkpoint of this project's model
+    want = PRESETS[model]
+    if not same_shape(arch, want):
+        names = [n for n, c in PRESETS.items() if same_shape(c, arch)]
+        hint = f"pass --model {names[0]}" if names else "use a checkpoint of one of the model presets"
+        raise UsageError(f"baseline {path} is a {arch.describe()} model, but this flywheel trains {model!r} "
+                         f"({want.describe()}); {hint}")
+    return str(Path(path).resolve())
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    from forge.flywheel.config import ConfigError, load_preset
-    from forge.flywheel.state import new_state, save_state, state_path
+    from forge.flywheel.config import load_preset
+    from forge.flywheel.lock import FlywheelLock, LockHeld
+    from forge.flywheel.state import new_state, save_state, set_aside, state_path
 
     root = Path(args.root)
-    if state_path(root).exists() and not args.force:
-        raise UsageError(f"{state_path(root)} exists; pass --force to replace it (the old one is kept as .bak)")
+    exists = state_path(root).exists()
+    if exists and not args.force:
+        raise UsageError(f"{state_path(root)} exists; pass --force to replace it (the old one is kept as a "
+                         "dated backup)")
     if args.start_seed < 0:
         raise UsageError(f"--start-seed must be non-negative, got {args.start_seed}")
+    if args.seeds_per_iter is not None and args.seeds_per_iter < 1:
+        raise UsageError(f"--seeds-per-iter must be at least 1, got {args.seeds_per_iter}")
+    config = load_preset(args.preset, seeds_per_iter=args.seeds_per_iter, model=args.model)
     if args.baseline and not Path(args.baseline).is_file():
         raise UsageError(f"baseline checkpoint {args.baseline} not found")
-    try:
-        config = load_preset(args.preset, seeds_per_iter=args.seeds_per_iter)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    baseline = str(Path(args.baseline).resolve()) if args.baseline else None
-    state = new_state(config, args.wandb_group, args.start_seed, baseline, args.wandb_project, args.wandb_mode)
+    baseline = _check_baseline(args.baseline, config.model) if args.baseline else None
+    kwargs = {"wandb_project": args.wandb_project} if args.wandb_project else {}
+    state = new_state(config, args.wandb_group, args.start_seed, baseline, wandb_mode=args.wandb_mode, **kwargs)
     root.mkdir(parents=True, exist_ok=True)
-    save_state(root, state)
+    try:
+        with FlywheelLock(root):
+            kept = set_aside(root) if exists else None
+            save_state(root, state)
+    except LockHeld as exc:
+        raise UsageError(f"cannot re-initialise while a loop runs: {exc}; stop it first") from None
     print(f"initialised {state_path(root)}: preset {config.preset}, group {args.wandb_group}, "
-          f"W&B {args.wandb_mode}, first seed {args.start_seed}")
+          f"W&B {args.wandb_mode}, first seed {args.start_seed}" + (f"; previous state kept as {kept}" if kept else ""))
     print(f"next: {state.next_action}")
     return 0
 
@@ -80,6 +108,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     snap = snapshot(args.root)
     print(json.dumps(snap, indent=2, default=str) if args.json else format_text(snap))
     return 0
+
+
+def _write_index(root: Path) -> None:
+    from forge.ui.archive_page import write_index
+
+    try:
+        write_index(root)
+    except Exception as exc:  # noqa: BLE001 - the index is a view; the record is state.yaml
+        print(f"warning: archive index not written: {exc}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -94,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not seeds:
             raise UsageError(f"seed range {args.seed_range} holds only golden seeds")
     return run_loop(args.root, once=args.once, seeds=seeds, no_wandb=args.no_wandb,
-                    say=lambda msg: print(msg, flush=True))
+                    say=lambda msg: print(msg, flush=True), on_record=_write_index)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -105,7 +142,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    from forge.flywheel.archive import format_archive, write_index
+    from forge.flywheel.archive import format_archive
+    from forge.ui.archive_page import write_index
 
     write_index(args.root)
     print(format_archive(args.root))
@@ -113,14 +151,10 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from forge.flywheel.wandb_sync import SyncError, pending, sync
-
-    try:
-        synced = sync(args.root)
-    except SyncError as exc:
-        raise UsageError(str(exc)) from None
     from forge.flywheel.state import load_state
+    from forge.flywheel.wandb_sync import pending, sync
 
+    synced = sync(args.root, say=lambda msg: print(msg, flush=True), timeout=args.timeout)
     left = len(pending(load_state(args.root).history))
     print(f"{synced} run(s) synced" + (f", {left} still pending" if left else ""))
     return 0 if not left else 1
@@ -139,18 +173,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from forge.flywheel.config import ConfigError
-    from forge.flywheel.lock import LockHeld
-    from forge.flywheel.loop import FlywheelError
-    from forge.flywheel.state import StateError
-
     args = build_parser().parse_args(argv)
     handler = {"status": cmd_status, "init": cmd_init, "retry": cmd_retry, "stop": cmd_stop,
                "archive": cmd_archive, "sync": cmd_sync}.get(args.command, cmd_run)
-    try:
-        return handler(args)
-    except (StateError, ConfigError, FlywheelError, LockHeld) as exc:
-        raise UsageError(str(exc)) from None
+    if args.command is not None and (args.once or args.seed_range or args.no_wandb):
+        raise UsageError(f"--once, --seed-range and --no-wandb run the loop; they do not go with {args.command!r}")
+    return handler(args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ the values it started with even if a preset file changes later.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ class ConfigError(InputError):
 class Config:
     preset: str
     hand_size: int  # dominoes per hand (7 = full deals; fewer = reduced games)
-    seeds_per_iter: int  # new training deals per iteration (one declaration each: seed % 10)
+    seeds_per_iter: int  # new training deals per iteration (one declaration each: train_decl(seed))
     samples_per_shard: int  # training states sampled from each shard
     golden_val_seeds: list[int]
     golden_test_seeds: list[int]
@@ -46,6 +47,8 @@ class Config:
     stop_iterations: int | None = None  # done after this many iterations
     stop_total_seeds: int | None = None  # done once this many training seeds were used
     stop_target_qgap: float | None = None  # done once val Q-gap <= this
+    train_seed: int = 0  # training seed (the run's seed is train_seed + iteration)
+    val_samples: int | None = None  # golden val samples scored after each epoch to pick the kept one (None: all)
 
     @property
     def golden_seeds(self) -> set[int]:
@@ -63,14 +66,17 @@ def _check(name: str, value: Any, kind: str) -> Any:
         return None
     if kind == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
         raise ConfigError(f"{where} must be a non-negative integer, got {value!r}")
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{where} must be a non-negative number, got {value!r}")
+    if kind in ("float", "rate"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{where} must be a finite non-negative number, got {value!r}")
+        if kind == "rate" and value == 0:
+            raise ConfigError(f"{where} must be positive, got {value!r}")
         return float(value)
     if kind == "str" and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, got {value!r}")
     if kind == "ints" and (
-        not isinstance(value, list) or not all(isinstance(v, int) and v >= 0 for v in value)
+        not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                               for v in value)
     ):
         raise ConfigError(f"{where} must be a list of non-negative integers, got {value!r}")
     return value
@@ -80,30 +86,38 @@ _KINDS = {
     "preset": "str", "hand_size": "int", "seeds_per_iter": "int", "samples_per_shard": "int",
     "golden_val_seeds": "ints", "golden_test_seeds": "ints", "golden_decls": "ints",
     "golden_samples_per_shard": "int", "playout_deals": "int", "model": "str", "epochs": "int",
-    "lr": "float", "scratch_lr": "float", "batch_size": "int", "replay_iters": "int", "global_seed": "int",
+    "lr": "rate", "scratch_lr": "rate", "batch_size": "int", "replay_iters": "int", "global_seed": "int",
     "stop_iterations": "int?", "stop_total_seeds": "int?", "stop_target_qgap": "float?",
+    "train_seed": "int", "val_samples": "int?",
 }
 
 
 def config_from_dict(data: Any) -> Config:
-    """Validate a mapping into a Config; ConfigError names the first bad field."""
+    """Validate a mapping into a Config; ConfigError names the first bad field.
+
+    Fields with a default may be left out (files written before they existed keep loading).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
     names = {f.name for f in fields(Config)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"config has unknown field(s): {', '.join(unknown)}")
+        raise ConfigError(f"config has unknown field(s): {', '.join(map(str, unknown))}")
     values = {}
     for f in fields(Config):
-        if f.name not in data and f.default is not None:
-            raise ConfigError(f"config.{f.name} is missing")
-        values[f.name] = _check(f.name, data.get(f.name), _KINDS[f.name])
+        if f.name not in data:
+            if f.default is MISSING:
+                raise ConfigError(f"config.{f.name} is missing")
+            continue
+        values[f.name] = _check(f.name, data[f.name], _KINDS[f.name])
     cfg = Config(**values)
     if not 1 <= cfg.hand_size <= MAX_HAND:
         raise ConfigError(f"config.hand_size must be 1..{MAX_HAND}, got {cfg.hand_size}")
     for name in ("seeds_per_iter", "samples_per_shard", "golden_samples_per_shard", "epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"config.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.val_samples is not None and cfg.val_samples < 1:
+        raise ConfigError(f"config.val_samples must be at least 1 or null (all), got {cfg.val_samples}")
     if cfg.model not in MODEL_SIZES:
         raise ConfigError(f"config.model must be one of {', '.join(MODEL_SIZES)}, got {cfg.model!r}")
     if not cfg.golden_val_seeds or not cfg.golden_test_seeds or not cfg.golden_decls:

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def liveness(root: str | os.PathLike, state: State) -> str:
     if state.status != "running":
         return state.status
     cur = state.current
-    if cur is not None and cur.host == socket.gethostname() and cur.pid and not _pid_alive(cur.pid):
+    if cur is not None and cur.host == socket.gethostname() and cur.pid and not pid_alive(cur.pid):
         return "crashed"
     if not lock_is_held(root):
         return "crashed"
@@ -105,7 +106,8 @@ def liveness(root: str | os.PathLike, state: State) -> str:
     return "running"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,18 +118,36 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Heartbeat:
-    """Refresh ``current.heartbeat`` in state.yaml every few seconds while a stage runs."""
+    """Refresh ``current.heartbeat`` in state.yaml every few seconds while a stage runs.
+
+    A failed write (a full disk for a moment, a file briefly locked by a backup tool) is
+    reported once and retried at the next beat: the thread never dies, so a live loop is never
+    shown as crashed because of a transient error.
+    """
 
     def __init__(self, store: StateStore, interval: float = HEARTBEAT_SECONDS):
         self.store, self.interval = store, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="flywheel-heartbeat", daemon=True)
+        self.failures = 0
+
+    def beat(self) -> None:
+        with self.store.edit() as st:
+            if st.current is not None:
+                st.current.heartbeat = now()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            with self.store.edit() as st:
-                if st.current is not None:
-                    st.current.heartbeat = now()
+            try:
+                self.beat()
+                if self.failures:
+                    print(f"heartbeat: writing state.yaml works again (after {self.failures} failure(s))",
+                          file=sys.stderr)
+                self.failures = 0
+            except Exception as exc:  # noqa: BLE001 - any error: try again at the next beat
+                if not self.failures:
+                    print(f"heartbeat: could not write state.yaml ({exc}); retrying", file=sys.stderr)
+                self.failures += 1
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

@@ -1,19 +1,33 @@
-"""The headless flywheel: run iterations stage by stage until stopped, failed or done."""
+"""The headless flywheel: run iterations stage by stage until stopped, failed or done.
+
+A stage runs only when its recorded result no longer matches its inputs (see
+:mod:`forge.flywheel.fingerprint`); every way a stage can end -- success, a failing cell, a dead
+kernel, a full disk, Ctrl+C or SIGTERM -- leaves state.yaml saying what happened and what to do
+next, and the next run resumes without hand-editing. Presentation is not the loop's business: a
+caller that wants the archive index refreshed passes ``on_record``.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from forge.errors import ForgeError
-from forge.flywheel.lock import FlywheelLock, Heartbeat
-from forge.flywheel.paths import Workspace
-from forge.flywheel.runner import IterationKernel, StageFailed, execute_stage
-from forge.flywheel.stages import read_result
-from forge.flywheel.state import STAGES, State, StateStore, begin_iteration, now, plan_seeds
+from pydantic import ValidationError
 
-RUN = "python -m forge.cli.flywheel"
+from forge.errors import ForgeError, interruption
+from forge.flywheel import provenance
+from forge.flywheel.context import context
+from forge.flywheel.fingerprint import read_result, stage_status
+from forge.flywheel.lock import FlywheelLock, Heartbeat, LockHeld
+from forge.flywheel.paths import Workspace
+from forge.flywheel.records import STAGES, Attempt, HistoryEntry, describe_error
+from forge.flywheel.runner import LoopKernel, StageFailed, execute_stage
+from forge.flywheel.state import RUN, State, StateStore, begin_iteration, now, plan_seeds
+
+Say = Callable[[str], None]
+OnRecord = Callable[[Path], None]
 
 
 class FlywheelError(ForgeError):
@@ -28,36 +42,29 @@ def stop_reason(state: State) -> str | None:
     if cfg.stop_total_seeds is not None and state.total_seeds >= cfg.stop_total_seeds:
         return f"{state.total_seeds} seeds trained (stop_total_seeds = {cfg.stop_total_seeds})"
     if cfg.stop_target_qgap is not None and state.history:
-        gap = (state.history[-1].get("val") or {}).get("q_gap")
+        gap = state.history[-1].metric("val", "q_gap")
         if gap is not None and gap <= cfg.stop_target_qgap:
             return f"val Q-gap {gap:.3f} <= target {cfg.stop_target_qgap}"
     return None
 
 
-def _history_entry(ws: Workspace, state: State, seconds: float) -> dict[str, Any]:
+def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
     cur = state.current
     assert cur is not None
     results = {stage: read_result(ws, cur.iteration, stage) or {} for stage in STAGES}
     train, ev = results["train"], results["evaluate"]
-    return {
-        "iteration": cur.iteration,
-        "seeds": cur.seeds,
-        "seed_range": cur.seed_range,
-        "total_seeds": state.total_seeds + len(cur.seeds),
-        "checkpoint": train.get("checkpoint"),
-        "started_from": train.get("started_from"),
-        "val": ev.get("val"),
-        "test": ev.get("test"),
-        "playout": ev.get("playout"),
-        "delta_prev": ev.get("delta_prev"),
-        "delta_best": ev.get("delta_best"),
-        "is_best": ev.get("is_best", False),
-        "wandb": ev.get("wandb"),
-        "notebooks": dict(cur.notebooks),
-        "timings": {**cur.timings, "total": round(seconds, 2)},
-        "started_at": cur.started_at,
-        "finished_at": now(),
-    }
+    return HistoryEntry(
+        iteration=cur.iteration, seeds=cur.seeds, seed_range=cur.seed_range,
+        total_seeds=state.total_seeds + len(cur.seeds), config=state.config,
+        checkpoint=train.get("checkpoint"), started_from=train.get("started_from"),
+        val=ev.get("val"), test=ev.get("test"), playout=ev.get("playout"),
+        delta_prev=ev.get("delta_prev") or {}, delta_best=ev.get("delta_best") or {},
+        is_best=bool(ev.get("is_best", False)), flags=list(ev.get("flags") or []), wandb=ev.get("wandb"),
+        notebooks=dict(cur.notebooks), timings={**cur.timings, "total": round(seconds, 2)},
+        started_at=cur.started_at, finished_at=now(),
+        fingerprints={s: r["fingerprint"] for s, r in results.items() if "fingerprint" in r},
+        provenance=dict(cur.provenance), attempts=list(cur.attempts),
+    )
 
 
 def _check_startable(state: State) -> None:
@@ -73,13 +80,15 @@ def _check_startable(state: State) -> None:
 
 
 def run_loop(
-    root: str = ".",
+    root: str | Path = ".",
     once: bool = False,
     seeds: list[int] | None = None,
     no_wandb: bool = False,
-    say: Callable[[str], None] = print,
+    say: Say = print,
+    on_record: OnRecord | None = None,
 ) -> int:
-    """Run iterations until the stop condition, an error, a stop request or Ctrl+C (or one with ``once``)."""
+    """Run iterations until the stop condition, an error, a stop request, Ctrl+C or SIGTERM (or one
+    with ``once``). ``on_record(root)`` is called whenever an iteration is recorded or fails."""
     ws = Workspace.at(root)
     with FlywheelLock(ws.root):
         ws.stop_file.unlink(missing_ok=True)  # a stop asked for while no loop ran is stale
@@ -88,24 +97,101 @@ def run_loop(
         if store.state.status == "done":
             say(f"flywheel is done: {stop_reason(store.state) or 'stop condition met'}")
             return 0
-        while True:
-            reason = stop_reason(store.state)
-            if reason:
-                with store.edit() as st:
-                    st.status = "done"
-                    st.next_action = "raise the stop condition in state.yaml (config.stop_*) and set status: ready"
-                say(f"done: {reason}")
-                return 0
-            code = _run_iteration(ws, store, seeds, no_wandb, say)
-            seeds = None
-            if code is not None:
-                return code
-            if once:
-                return 0
+        with LoopKernel(ws) as kernel:
+            while True:
+                reason = stop_reason(store.state)
+                if reason:
+                    with store.edit() as st:
+                        st.status = "done"
+                        st.next_action = "raise the stop condition in state.yaml (config.stop_*) and set status: ready"
+                    say(f"done: {reason}")
+                    return 0
+                code = _run_iteration(ws, store, kernel, seeds, no_wandb, say, on_record)
+                seeds = None
+                if code is not None:
+                    return code
+                if once:
+                    return 0
 
 
-def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no_wandb: bool,
-                   say: Callable[[str], None]) -> int | None:
+def _fail(ws: Workspace, store: StateStore, stage: str, summary: str, on_record: OnRecord | None,
+          notebook: Path | None = None, cell: int | None = None) -> None:
+    """Record a failed stage: status, last_error (stage and cause), the attempt, what to do next."""
+    with store.edit() as st:
+        cur = st.current
+        assert cur is not None
+        st.status = "failed"
+        st.last_error = f"{stage}: {summary}"
+        cur.attempts.append(Attempt(number=len(cur.attempts) + 1, stage=stage, error=summary, at=now(), cell=cell,
+                                    notebook=ws.rel(notebook) if notebook else None))
+        where = f"read {ws.rel(notebook)}" + (f" (cell {cell})" if cell else "") + ", " if notebook else ""
+        st.next_action = f"{where}fix the cause, then `{RUN} retry` (finished stages are kept)"
+    if on_record is not None:
+        on_record(ws.root)
+
+
+def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str, no_wandb: bool, say: Say,
+               on_record: OnRecord | None) -> bool:
+    """Run one stage unless its result still holds; False if it failed (recorded in state.yaml)."""
+    cur = store.state.current
+    assert cur is not None
+    ctx = context(ws.root, cur.iteration, no_wandb=no_wandb, progress=False, state=store.state)
+    status = stage_status(ctx, stage)
+    if status.done:
+        with store.edit() as st:
+            if stage not in st.current.stages_completed:
+                st.current.stages_completed.append(stage)
+            st.current.fingerprints[stage] = status.fingerprint
+        say(f"  {stage:9s} already done")
+        return True
+    if status.stale:
+        say(f"  {stage:9s} runs again: {'; '.join(status.reasons)}")
+    with store.edit() as st:
+        later = STAGES[STAGES.index(stage):]
+        st.current.stages_completed = [s for s in st.current.stages_completed if s not in later]
+        st.current.stage = stage
+    t0 = time.perf_counter()
+    try:
+        done = execute_stage(ws, stage, cur.iteration, kernel, no_wandb, attempt=len(cur.attempts) + 1)
+    except StageFailed as exc:
+        _fail(ws, store, stage, exc.summary, on_record, exc.notebook, exc.cell)
+        say(f"  {stage:9s} FAILED: {exc.summary}" + (f"\n  see {ws.rel(exc.notebook)}" if exc.notebook else ""))
+        return False
+    except KeyboardInterrupt as exc:
+        how = interruption(exc)
+        with store.edit() as st:
+            st.status, st.current.stage = "ready", None
+            st.last_error = f"interrupted ({how}) during {stage} of iteration {cur.iteration}"
+            st.next_action = f"`{RUN}` resumes iteration {cur.iteration} at {stage}"
+        raise
+    except Exception as exc:
+        summary = f"{type(exc).__name__}: {_describe(exc)}"
+        _fail(ws, store, stage, summary, on_record)
+        raise
+    took = round(time.perf_counter() - t0, 2)
+    result = read_result(ws, cur.iteration, stage) or {}
+    with store.edit() as st:
+        st.current.stages_completed.append(stage)
+        st.current.timings[stage] = took
+        st.current.notebooks[stage] = ws.rel(done.notebook)
+        if "fingerprint" in result:
+            st.current.fingerprints[stage] = result["fingerprint"]
+        st.current.provenance[stage] = provenance.record(ws, stage, cur.iteration)
+        st.current.stage = None
+    mark = " (notebook modified: see its diff)" if store.state.current.provenance[stage].modified else ""
+    say(f"  {stage:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}{mark}")
+    return True
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        files = [str(f) for f in (exc.filename, exc.filename2) if f]
+        return f"{exc.strerror or exc}" + (f": {' -> '.join(files)}" if files else "")
+    return str(exc)
+
+
+def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: list[int] | None, no_wandb: bool,
+                   say: Say, on_record: OnRecord | None) -> int | None:
     """One iteration; returns an exit code to stop the loop, None to go on."""
     with store.edit() as st:
         if seeds and st.current is not None and st.current.seeds != seeds:
@@ -115,11 +201,8 @@ def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no
         st.next_action = f"wait: iteration {cur.iteration} is running"
     say(f"iteration {cur.iteration}: seeds {cur.seeds[0]}..{cur.seeds[-1]} ({len(cur.seeds)} deals)")
     start = time.perf_counter()
-    with Heartbeat(store), IterationKernel(ws, cur.iteration) as kernel:
+    with Heartbeat(store):
         for stage in STAGES:
-            if stage in cur.stages_completed:
-                say(f"  {stage:9s} already done")
-                continue
             if ws.stop_file.exists():
                 ws.stop_file.unlink()
                 with store.edit() as st:
@@ -127,66 +210,40 @@ def _run_iteration(ws: Workspace, store: StateStore, seeds: list[int] | None, no
                     st.next_action = f"stopped on request; `{RUN}` resumes iteration {cur.iteration} at {stage}"
                 say(f"stopped on request before {stage}")
                 return 0
-            with store.edit() as st:
-                st.current.stage = stage
-            t0 = time.perf_counter()
-            try:
-                done = execute_stage(ws, stage, cur.iteration, no_wandb, kernel)
-            except StageFailed as exc:
-                with store.edit() as st:
-                    st.status = "failed"
-                    st.last_error = f"{stage}: {exc.summary}"
-                    st.current.notebooks[stage] = ws.rel(exc.notebook)
-                    st.next_action = (f"read {ws.rel(exc.notebook)}, fix the cause, "
-                                      f"then `{RUN} retry` (finished stages are kept)")
-                _index(ws)
-                say(f"  {stage:9s} FAILED: {exc.summary}\n  see {exc.notebook}")
+            if not _run_stage(ws, store, kernel, stage, no_wandb, say, on_record):
                 return 1
-            except KeyboardInterrupt:
-                with store.edit() as st:
-                    st.status, st.current.stage = "ready", None
-                    st.last_error = f"interrupted (Ctrl+C) during {stage} of iteration {cur.iteration}"
-                    st.next_action = f"`{RUN}` resumes iteration {cur.iteration} at {stage}"
-                raise
-            took = round(time.perf_counter() - t0, 2)
-            with store.edit() as st:
-                st.current.stages_completed.append(stage)
-                st.current.timings[stage] = took
-                st.current.notebooks[stage] = ws.rel(done.notebook)
-                st.current.stage = None
-            say(f"  {stage:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}")
+    try:
+        entry = _history_entry(ws, store.state, time.perf_counter() - start)
+    except ValidationError as exc:  # e.g. a non-finite metric: never recorded
+        _fail(ws, store, "evaluate", f"result cannot be recorded: {describe_error(exc)}", on_record)
+        say(f"  evaluate  FAILED: {store.state.last_error}")
+        return 1
     with store.edit() as st:
-        entry = _history_entry(ws, st, time.perf_counter() - start)
         st.history.append(entry)
-        if (entry.get("wandb") or {}).get("report"):
-            st.wandb["report"] = entry["wandb"]["report"]
-        st.next_seed = max(st.next_seed, max(entry["seeds"]) + 1)
+        if (entry.wandb or {}).get("report"):
+            st.wandb["report"] = entry.wandb["report"]
+        st.next_seed = max(st.next_seed, max(entry.seeds) + 1)
         st.current, st.status, st.last_error = None, "ready", None
         upcoming = plan_seeds(st.config, st.next_seed)
-        st.next_action = f"`{RUN}` runs iteration {entry['iteration'] + 1} (seeds {upcoming[0]}..{upcoming[-1]})"
-    _index(ws)
+        st.next_action = f"`{RUN}` runs iteration {entry.iteration + 1} (seeds {upcoming[0]}..{upcoming[-1]})"
+    if on_record is not None:
+        on_record(ws.root)
     _announce(entry, say)
     return None
 
 
-def _index(ws: Workspace) -> None:
-    from forge.flywheel.archive import write_index
-
-    write_index(ws.root)
-
-
-def _announce(entry: dict[str, Any], say: Callable[[str], None]) -> None:
-    val = entry.get("val") or {}
-    parts = [f"{k} {val[k]:.4f}" for k in ("accuracy", "q_gap", "blunder_rate") if isinstance(val.get(k), float)]
-    say(f"iteration {entry['iteration']} done: val {', '.join(parts) or 'n/a'}")
-    if entry.get("is_best"):
-        say(f"  new best: {entry.get('checkpoint')}")
+def _announce(entry: HistoryEntry, say: Say) -> None:
+    val = entry.val or {}
+    parts = [f"{k} {val[k]:.4f}" for k in ("accuracy", "q_gap", "blunder_rate") if k in val]
+    say(f"iteration {entry.iteration} done: val {', '.join(parts) or 'n/a'}")
+    if entry.is_best:
+        say(f"  new best: {entry.checkpoint}")
+    for flag in entry.flags:
+        say(f"  worse than the best: {flag}")
 
 
-def retry(root: str = ".") -> str:
+def retry(root: str | Path = ".") -> str:
     """failed (or crashed) -> ready, keeping the iteration's finished stages."""
-    from forge.flywheel.lock import LockHeld
-
     ws = Workspace.at(root)
     try:
         with FlywheelLock(ws.root):
@@ -203,3 +260,7 @@ def retry(root: str = ".") -> str:
     except LockHeld as exc:
         raise FlywheelError(f"cannot retry while a loop runs: {exc}") from None
 
+
+def history_dicts(state: State) -> list[dict[str, Any]]:
+    """The history as plain data (for JSON, plots and templates)."""
+    return [h.to_dict() for h in state.history]

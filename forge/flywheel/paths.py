@@ -50,6 +50,27 @@ class Workspace:
     def archive(self, iteration: int) -> Path:
         return self.root / "archive" / f"iter-{iteration:04d}"
 
+    def attempt(self, iteration: int, number: int) -> Path:
+        """Where failed attempt ``number`` of an iteration keeps its executed notebook."""
+        return self.archive(iteration) / f"attempt-{number}"
+
+    def progress(self, iteration: int) -> Path:
+        """The running stage's progress (deals done, epoch/step/loss, ...), for the panel."""
+        return self.run_dir(iteration) / "progress.json"
+
+    def stage_log(self, iteration: int, stage: str) -> Path:
+        """What the stage printed, line by line, as it ran (the panel shows its tail)."""
+        return self.run_dir(iteration) / "logs" / f"{stage}.log"
+
+    @property
+    def digests(self) -> Path:
+        """Memo of file digests (shards, checkpoints) by file identity: see forge.digests."""
+        return self.root / "data" / "digests.json"
+
+    @property
+    def loop_logs(self) -> Path:
+        return self.root / "runs" / "logs"
+
     def rel(self, path: str | os.PathLike) -> str:
         """``path`` relative to the workspace (how state.yaml and results name files), else as given."""
         try:

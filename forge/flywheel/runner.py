@@ -1,26 +1,46 @@
-"""Execute one stage notebook with papermill into the iteration's archive folder."""
+"""Execute stage notebooks with papermill, in one kernel kept for the loop's lifetime, into the archive.
+
+Starting a kernel and importing numba, torch and Lightning costs seconds; the loop pays it once
+and every stage notebook of every iteration runs in the same kernel. Before each notebook the
+kernel's namespace and execution counter are reset (IPython's own ``reset``), so a notebook sees
+exactly what it would see when run by hand in a fresh kernel. A kernel that died is started
+again before the next notebook.
+
+The executed notebook is written under a temporary name and renamed into place when papermill
+is done, so the archive never holds a truncated notebook; a failed stage's notebook goes to
+``archive/iter-NNNN/attempt-K/`` (every attempt is kept) with the number of its failing cell as
+the user sees it, papermill's injected-parameters cell not counted.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
+
 from forge.errors import ForgeError
-from forge.flywheel.notebook_libs import skip_iri_format_checker
 from forge.flywheel.paths import NOTEBOOKS, STAGE_NOTEBOOKS, Workspace
+from forge.flywheel.progress import LOOP_ENV
 
 KERNEL_NAME = "forge"
+#: Environment of the loop's kernel: quiet (summaries, not progress bars; no secrets echoed) and,
+#: like the CLIs, OpenMP threads that sleep rather than spin while waiting (spinning threads made
+#: training in a kernel up to 4x slower on a busy machine).
+KERNEL_ENV = {"FORGE_HEADLESS": "1", LOOP_ENV: "1", "WANDB_SILENT": "true", "TQDM_DISABLE": "1",
+              "PYTHONWARNINGS": "ignore", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 class StageFailed(ForgeError):
-    """A stage notebook raised; the message names the cell and the exception."""
+    """A stage notebook raised (or its kernel died); the message names the cell and the exception."""
 
-    def __init__(self, stage: str, summary: str, notebook: Path):
+    def __init__(self, stage: str, summary: str, notebook: Path | None, cell: int | None = None):
         super().__init__(f"stage {stage} failed: {summary}")
-        self.stage, self.summary, self.notebook = stage, summary, notebook
+        self.stage, self.summary, self.notebook, self.cell = stage, summary, notebook, cell
 
 
 @dataclass(frozen=True)
@@ -34,8 +54,7 @@ def ensure_kernel() -> str:
     from jupyter_client.kernelspec import KernelSpecManager
 
     prefix = Path(sys.prefix)
-    spec_dir = prefix / "share" / "jupyter" / "kernels" / KERNEL_NAME
-    spec = spec_dir / "kernel.json"
+    spec = prefix / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"
     if not spec.is_file() or sys.executable not in spec.read_text():
         from ipykernel.kernelspec import install
 
@@ -44,111 +63,56 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
-def _prompt_client() -> type:
-    """A kernel client whose ``wait_for_ready`` ends as soon as the kernel has answered.
+class LoopKernel:
+    """The one kernel of a running loop; its own output (warnings, crashes) goes to a log file."""
 
-    jupyter_client's version ends by waiting until IOPub has been silent for 0.2 s, so every
-    stage notebook (papermill makes a client per notebook) paid 0.2 s doing nothing. This one
-    sends ``kernel_info`` and returns once its reply is in and IOPub has delivered the kernel's
-    ``idle`` status for that request: proof that IOPub is subscribed, and every message of the
-    exchange consumed. As upstream, it asks again when the reply takes over 1 s or IOPub stays
-    quiet for 0.2 s (a kernel still booting, or an IOPub subscription not yet joined).
-    """
-    from queue import Empty
+    def __init__(self, ws: Workspace):
+        from jupyter_client.manager import AsyncKernelManager
 
-    from jupyter_client.asynchronous import AsyncKernelClient
+        self.ws = ws
+        self.km = AsyncKernelManager(kernel_name=ensure_kernel())
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+        self.log = ws.loop_logs / f"kernel-{stamp}-{os.getpid()}.log"
 
-    class PromptKernelClient(AsyncKernelClient):
-        async def wait_for_ready(self, timeout: float | None = None) -> None:
-            deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
-            while True:
-                msg_id = self.kernel_info()
-                reply = await self._message_for(self.shell_channel, msg_id, "kernel_info_reply", 1.0, deadline)
-                if reply is not None and await self._message_for(self.iopub_channel, msg_id, "status", 0.2,
-                                                                 deadline, state="idle"):
-                    self._handle_kernel_info_reply(reply)
-                    return
-                if not await self.is_alive():
-                    raise RuntimeError("Kernel died before replying to kernel_info")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
-
-        @staticmethod
-        async def _message_for(channel, msg_id: str, msg_type: str, wait: float, deadline: float,
-                               state: str | None = None) -> dict | None:
-            """The first ``msg_type`` message answering ``msg_id``; None after ``wait`` seconds
-            without one (other messages are dropped)."""
-            until = min(deadline, time.monotonic() + wait)
-            while (left := until - time.monotonic()) > 0:
-                try:
-                    msg = await channel.get_msg(timeout=left)
-                except Empty:
-                    return None
-                if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == msg_type
-                        and (state is None or msg["content"].get("execution_state") == state)):
-                    return msg
-            return None
-
-    return PromptKernelClient
-
-
-def _logged_kernel_manager(log_path: Path) -> type:
-    """A kernel manager that sends the kernel's own stdout/stderr (warnings, crashes) to a log
-    file, and hands out prompt clients (see :func:`_prompt_client`)."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    client = _prompt_client()
-
-    class LoggedKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs) -> None:
-            super().__init__(**kwargs)
-            self.client_factory = client
-
-        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
-            with open(log_path, "ab") as log:
-                kw["stdout"] = kw["stderr"] = log
-                await super()._async_launch_kernel(kernel_cmd, **kw)
-
-    return LoggedKernelManager
-
-
-def _quiet_env() -> dict[str, str]:
-    """Stage kernels print summaries, not progress bars, and never echo secrets."""
-    return {"FORGE_HEADLESS": "1", "WANDB_SILENT": "true", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
-
-
-class IterationKernel:
-    """One kernel for all stage notebooks of an iteration (started by the first, shut down at the end).
-
-    A kernel start plus importing numba, torch, Lightning and matplotlib costs seconds per stage;
-    sharing the kernel pays that once per iteration. Stages share no state through it: each
-    notebook reads everything it needs from state.yaml and the workspace, exactly as it does
-    when stepped through by hand in its own kernel.
-    """
-
-    def __init__(self, ws: Workspace, iteration: int):
-        logs = ws.run_dir(iteration) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        self.km = _logged_kernel_manager(logs / "kernel.log")(kernel_name=ensure_kernel())
-        self.cwd = ws.archive(iteration)
-
-    def __enter__(self) -> IterationKernel:
-        """Launch the kernel now, so it boots on another core while this process imports papermill.
-
-        Launched as papermill would (cwd = the iteration's archive folder, quiet environment, no
-        history file). If it fails, the first stage launches it again and reports why.
-        """
-        from jupyter_core.utils import run_sync
-
-        self.cwd.mkdir(parents=True, exist_ok=True)
+    def __enter__(self) -> LoopKernel:
+        """Launch the kernel now, so it boots on another core while this process imports papermill."""
         try:
-            run_sync(self.km.start_kernel)(
-                extra_arguments=["--HistoryManager.hist_file=:memory:"], cwd=str(self.cwd),
-                env={**os.environ, **_quiet_env()},
-            )
-        except Exception:  # noqa: BLE001 - reported by the first stage, which retries the start
+            self.start()
+        except Exception:  # noqa: BLE001 - the first stage starts it again and reports why
             pass
         return self
+
+    def start(self) -> None:
+        from jupyter_core.utils import run_sync
+
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        cwd = self.ws.root / "archive"
+        cwd.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            run_sync(self.km.start_kernel)(
+                extra_arguments=["--HistoryManager.hist_file=:memory:"], cwd=str(cwd),
+                env={**os.environ, **KERNEL_ENV}, stdout=log, stderr=log,
+            )
+
+    def ready(self) -> None:
+        """A live kernel with a fresh namespace (restarted if it died)."""
+        from jupyter_core.utils import run_sync
+
+        if not self.km.has_kernel or not run_sync(self.km.is_alive)():
+            if self.km.has_kernel:
+                run_sync(self.km.shutdown_kernel)(now=True)
+            self.start()
+        run_sync(self._reset)()
+
+    async def _reset(self) -> None:
+        kc = self.km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=120)
+            await kc.execute_interactive("get_ipython().reset(new_session=True)", silent=True,
+                                         store_history=False, timeout=60)
+        finally:
+            kc.stop_channels()
 
     def __exit__(self, *exc: object) -> None:
         from jupyter_core.utils import run_sync
@@ -160,44 +124,92 @@ class IterationKernel:
                 print(f"warning: kernel shutdown: {err}", file=sys.stderr)
 
 
-def execute_stage(ws: Workspace, stage: str, iteration: int, no_wandb: bool = False,
-                  kernel: IterationKernel | None = None) -> Executed:
-    """Run ``stage``'s notebook for ``iteration``; on error the partial notebook stays archived."""
-    skip_iri_format_checker()
+def failing_cell(notebook: Path) -> tuple[int | None, str | None]:
+    """(number, cell id) of the first cell with an error, numbered as in the source notebook."""
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception:  # noqa: BLE001 - an unreadable notebook has no cell to point at
+        return None, None
+    number = 0
+    for cell in nb.cells:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        number += 1
+        if cell.cell_type == "code" and (
+            any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+            or cell.get("metadata", {}).get("papermill", {}).get("exception")
+        ):
+            return number, cell.get("id")
+    return None, None
+
+
+def _papermill_log(path: Path) -> logging.Handler:
+    """Send what the notebook prints (papermill's log_output) to the stage's log file, for the panel."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("papermill")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return handler
+
+
+def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel, no_wandb: bool = False,
+                  attempt: int = 1) -> Executed:
+    """Run ``stage``'s notebook for ``iteration``; a failure keeps its notebook as attempt ``attempt``."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    source = NOTEBOOKS / STAGE_NOTEBOOKS[stage]
+    name = STAGE_NOTEBOOKS[stage]
     out_dir = ws.archive(iteration)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / STAGE_NOTEBOOKS[stage]
+    running = out_dir / f".{name}.running"
     params = {"root": str(ws.root), "iteration": iteration, "no_wandb": no_wandb, "progress": False}
-    saved = {k: os.environ.get(k) for k in _quiet_env()}
-    os.environ.update(_quiet_env())
-    own = kernel is None
-    kernel = kernel or IterationKernel(ws, iteration)
+    handler = _papermill_log(ws.stage_log(iteration, stage))
     try:
+        kernel.ready()
         pm.execute_notebook(
-            str(source), str(target), parameters=params, kernel_name=KERNEL_NAME,
-            cwd=str(out_dir), progress_bar=False, log_output=False, km=kernel.km,
+            str(NOTEBOOKS / name), str(running), parameters=params, kernel_name=KERNEL_NAME,
+            progress_bar=False, log_output=True, km=kernel.km,
         )
     except PapermillExecutionError as exc:
-        summary = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()
-        _export(target)
-        raise StageFailed(stage, summary, target) from None
-    except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel died or never started
-        _export(target)
-        raise StageFailed(stage, f"{type(exc).__name__}: {exc}", target) from None
+        kept = _keep_attempt(ws, iteration, attempt, running, name)
+        cell, _ = failing_cell(kept) if kept else (None, None)
+        where = f"cell {cell}" if cell else f"cell {exc.exec_count}"
+        raise StageFailed(stage, f"{where}: {exc.ename}: {exc.evalue}".strip(), kept, cell) from None
+    except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel died or never started; a full disk
+        kept = _keep_attempt(ws, iteration, attempt, running, name)
+        detail = str(exc) if not isinstance(exc, OSError) else _os_error(exc)
+        raise StageFailed(stage, f"{type(exc).__name__}: {detail}", kept) from None
     finally:
-        if own:
-            kernel.__exit__(None, None, None)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        logging.getLogger("papermill").removeHandler(handler)
+        handler.close()
+    target = out_dir / name
+    os.replace(running, target)
     _export(target)
     return Executed(stage, target)
+
+
+def _os_error(exc: OSError) -> str:
+    files = [str(f) for f in (exc.filename, exc.filename2) if f]
+    return f"{exc.strerror or exc}" + (f": {' -> '.join(files)}" if files else "")
+
+
+def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, name: str) -> Path | None:
+    """Move a failed run's notebook to ``attempt-K/`` (with its HTML); None if nothing readable was written."""
+    if not running.is_file():
+        return None
+    try:
+        nbformat.read(running, as_version=4)
+    except Exception:  # noqa: BLE001 - truncated (a full disk): nothing worth keeping
+        running.unlink(missing_ok=True)
+        return None
+    dest = ws.attempt(iteration, attempt) / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(running, dest)
+    _export(dest)
+    return dest
 
 
 def _export(notebook: Path) -> None:

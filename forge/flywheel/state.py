@@ -6,88 +6,125 @@
 
 A loop that died leaves ``running`` behind; :func:`forge.flywheel.lock.liveness` tells it apart
 from a live one ("crashed"). Every write goes to a temp file, is fsynced and renamed over the old
-file, whose previous version is kept as ``state.yaml.bak``. A file that fails validation is never
-silently re-initialised: the error names the bad field.
+file, whose previous version is kept as ``state.yaml.bak`` (only if it was itself valid: a
+corrupt file never replaces the last good backup). A file that fails validation is never
+silently re-initialised: the error names the file and the bad field. Version-1 files (before
+typed history) are migrated on load, keeping every value; the first save keeps the original
+beside it as ``state.yaml.v1.bak``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import socket
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
 from forge.atomic import atomic_write, atomic_write_text, fsync_dir
 from forge.errors import ForgeError
 from forge.flywheel.config import Config, ConfigError, config_from_dict
 from forge.flywheel.paths import STATE_FILE
+from forge.flywheel.records import STAGES, STRICT, Current, HistoryEntry, describe_error, to_plain
+
+__all__ = ["STAGES", "Current", "HistoryEntry", "State", "StateError", "StateStore", "load_state", "save_state"]
 
 BACKUP_FILE = "state.yaml.bak"
-STATE_VERSION = 1
+V1_BACKUP_FILE = "state.yaml.v1.bak"
+STATE_VERSION = 2
 STATUSES = ("ready", "running", "failed", "done")
-STAGES = ("generate", "tokenize", "train", "evaluate")
+WANDB_MODES = ("online", "offline", "disabled")
+RUN = "python -m forge.cli.flywheel"
+HEADER = f"# forge flywheel state: written by `{RUN}`; validated on load.\n"
 
 _write_lock = threading.Lock()
 
 
 class StateError(ForgeError, ValueError):
-    """state.yaml is missing, unreadable or invalid; the message names the field."""
+    """state.yaml is missing, unreadable or invalid; the message names the file and the field."""
 
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-@dataclass
-class Current:
-    """The iteration in progress (or interrupted)."""
-
-    iteration: int
-    seeds: list[int]
-    seed_range: list[int]  # [first, last + 1] of the seeds, golden seeds skipped in between
-    stages_completed: list[str] = field(default_factory=list)
-    stage: str | None = None
-    started_at: str | None = None
-    pid: int | None = None
-    host: str | None = None
-    heartbeat: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    notebooks: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
+@dataclass(config=STRICT)
 class State:
     config: Config
     status: str = "ready"
-    wandb: dict[str, str] = field(default_factory=lambda: {"project": "forge-texas42", "group": "default",
-                                                           "mode": "offline"})
+    wandb: dict[str, str] = Field(default_factory=lambda: {"project": "forge-texas42", "group": "default",
+                                                            "mode": "offline"})
     baseline_checkpoint: str | None = None
-    next_seed: int = 0
+    next_seed: int = Field(default=0, ge=0)
     current: Current | None = None
     last_error: str | None = None
     next_action: str | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
     version: int = STATE_VERSION
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _valid_config(cls, value: Any) -> Config:
+        if isinstance(value, Config):
+            return value
+        try:
+            return config_from_dict(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("config.")) from None
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, status: str) -> str:
+        if status not in STATUSES:
+            raise ValueError(f"must be one of {', '.join(STATUSES)}")
+        return status
+
+    @field_validator("wandb")
+    @classmethod
+    def _valid_wandb(cls, wandb: dict[str, str]) -> dict[str, str]:
+        missing = [k for k in ("project", "group", "mode") if k not in wandb]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} missing")
+        if wandb["mode"] not in WANDB_MODES:
+            raise ValueError(f"mode must be {', '.join(WANDB_MODES)}")
+        return wandb
+
+    @field_validator("history")
+    @classmethod
+    def _increasing(cls, history: list[HistoryEntry]) -> list[HistoryEntry]:
+        for before, after in zip(history, history[1:]):
+            if after.iteration <= before.iteration:
+                raise ValueError(f"iterations must increase; iteration {after.iteration} follows {before.iteration}")
+        return history
 
     @property
     def iteration(self) -> int:
         """Number of the iteration in progress, or of the next one."""
         if self.current is not None:
             return self.current.iteration
-        return (self.history[-1]["iteration"] + 1) if self.history else 1
+        return (self.history[-1].iteration + 1) if self.history else 1
 
     @property
     def total_seeds(self) -> int:
-        return self.history[-1]["total_seeds"] if self.history else 0
+        return self.history[-1].total_seeds if self.history else 0
+
+    def entry(self, iteration: int) -> HistoryEntry | None:
+        return next((h for h in self.history if h.iteration == iteration), None)
+
+    def config_of(self, iteration: int) -> Config:
+        """The configuration iteration ``iteration`` ran (or runs) with: its own snapshot if recorded."""
+        past = self.entry(iteration)
+        return past.config if past is not None and past.config is not None else self.config
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["config"] = self.config.to_dict()
+        data = {f.name: to_plain(getattr(self, f.name)) for f in fields(self)}
         order = ["version", "status", "next_action", "last_error", "wandb", "config", "baseline_checkpoint",
                  "next_seed", "current", "history"]
         return {k: data[k] for k in order}
@@ -104,109 +141,151 @@ def plan_seeds(config: Config, start: int) -> list[int]:
     return seeds
 
 
-def _field(data: dict, name: str, kinds: tuple[type, ...], where: str, optional: bool = False) -> Any:
-    value = data.get(name)
-    if value is None and optional:
-        return None
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        want = " or ".join(k.__name__ for k in kinds)
-        raise StateError(f"{where}{name} must be {want}{' or null' if optional else ''}, got {value!r}")
-    return value
+# ---------------------------------------------------------------------------------------------- reading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses duplicate keys (YAML would silently keep the last one)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: history entries gain typed fields; keys this version does not know go to ``extra``."""
+    known = {f.name for f in fields(HistoryEntry)}
+    history = []
+    for entry in data.get("history") or []:
+        if isinstance(entry, dict):
+            entry = {k: v for k, v in entry.items() if k in known} | {
+                "extra": {k: v for k, v in entry.items() if k not in known}}
+            entry.setdefault("config", None)
+        history.append(entry)
+    return {**data, "history": history, "version": STATE_VERSION}
 
 
 def state_from_dict(data: Any) -> State:
     """Validate parsed YAML into a State; StateError names the first bad field."""
     if not isinstance(data, dict):
         raise StateError(f"top level must be a mapping, got {type(data).__name__}")
-    version = _field(data, "version", (int,), "")
-    if version != STATE_VERSION:
-        raise StateError(f"version must be {STATE_VERSION}, got {version}")
-    status = _field(data, "status", (str,), "")
-    if status not in STATUSES:
-        raise StateError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-    wandb = _field(data, "wandb", (dict,), "")
-    for key in ("project", "group", "mode"):
-        _field(wandb, key, (str,), "wandb.")
-    if wandb["mode"] not in ("online", "offline", "disabled"):
-        raise StateError(f"wandb.mode must be online, offline or disabled, got {wandb['mode']!r}")
+    version = data.get("version")
+    if version == 1:
+        data = _migrate_v1(data)
+    elif version != STATE_VERSION:
+        raise StateError(f"version must be 1 or {STATE_VERSION}, got {version!r}")
     try:
-        config = config_from_dict(data.get("config"))
-    except ConfigError as exc:
-        raise StateError(str(exc)) from None
-    current = None
-    raw = data.get("current")
-    if raw is not None:
-        if not isinstance(raw, dict):
-            raise StateError(f"current must be a mapping or null, got {raw!r}")
-        it = _field(raw, "iteration", (int,), "current.")
-        seeds = _field(raw, "seeds", (list,), "current.")
-        if not all(isinstance(s, int) and s >= 0 for s in seeds):
-            raise StateError(f"current.seeds must be non-negative integers, got {seeds!r}")
-        done = _field(raw, "stages_completed", (list,), "current.")
-        if any(s not in STAGES for s in done):
-            raise StateError(f"current.stages_completed holds an unknown stage: {done!r}")
-        known = {f for f in Current.__dataclass_fields__}
-        extra = sorted(set(raw) - known)
-        if extra:
-            raise StateError(f"current has unknown field(s): {', '.join(extra)}")
-        current = Current(**{**raw, "iteration": it, "seeds": seeds, "stages_completed": done})
-    history = _field(data, "history", (list,), "")
-    for i, entry in enumerate(history):
-        if not isinstance(entry, dict) or not isinstance(entry.get("iteration"), int):
-            raise StateError(f"history[{i}] must be a mapping with an integer iteration")
-        if not isinstance(entry.get("total_seeds"), int):
-            raise StateError(f"history[{i}].total_seeds must be an integer")
-    return State(
-        config=config,
-        status=status,
-        wandb=dict(wandb),
-        baseline_checkpoint=_field(data, "baseline_checkpoint", (str,), "", optional=True),
-        next_seed=_field(data, "next_seed", (int,), ""),
-        current=current,
-        last_error=_field(data, "last_error", (str,), "", optional=True),
-        next_action=_field(data, "next_action", (str,), "", optional=True),
-        history=history,
-        version=version,
-    )
+        state = State(**data)
+    except ValidationError as exc:
+        raise StateError(describe_error(exc)) from None
+    except TypeError as exc:  # an unknown top-level key
+        raise StateError(str(exc).split(".__init__() ")[-1]) from None
+    if state.current is not None and state.history and state.current.iteration <= state.history[-1].iteration:
+        raise StateError(f"current.iteration {state.current.iteration} is already in history "
+                         f"(last recorded iteration: {state.history[-1].iteration})")
+    state.__dict__["migrated_from"] = version if version != STATE_VERSION else None
+    return state
 
 
 def state_path(root: str | os.PathLike) -> Path:
     return Path(root) / STATE_FILE
 
 
-def load_state(root: str | os.PathLike) -> State:
-    path = state_path(root)
-    if not path.is_file():
-        raise StateError(f"{path} not found: run `python -m forge.cli.flywheel init --preset quick` first")
+def _parse(path: Path) -> State:
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise StateError(f"{path} is not UTF-8 text (bad byte at line {line})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise StateError(f"{path} is not valid YAML{where}; fix it or restore {BACKUP_FILE}") from None
+        problem = getattr(exc, "problem", None) or ""
+        raise StateError(f"{path} is not valid YAML{where}{': ' + problem if problem else ''}") from None
     try:
         return state_from_dict(data)
     except StateError as exc:
-        raise StateError(f"{path}: {exc}; fix it or restore {BACKUP_FILE}") from None
+        raise StateError(f"{path}: {exc}") from None
+
+
+def _backup_is_good(root: Path) -> bool:
+    try:
+        _parse(Path(root) / BACKUP_FILE)
+        return True
+    except (StateError, OSError):
+        return False
+
+
+def load_state(root: str | os.PathLike) -> State:
+    path = state_path(root)
+    backup = path.parent / BACKUP_FILE
+    if not path.is_file():
+        if backup.is_file():
+            raise StateError(f"{path} not found, but a backup exists: `cp {backup} {path}` restores it "
+                             f"(or `{RUN} init` starts afresh)")
+        raise StateError(f"{path} not found: run `{RUN} init --preset quick --wandb-group NAME` first")
+    try:
+        return _parse(path)
+    except StateError as exc:
+        advice = (f"fix it or restore the last good version: `cp {backup} {path}`" if _backup_is_good(path.parent)
+                  else "fix it (there is no usable backup)")
+        raise StateError(f"{exc}; {advice}") from None
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def render(state: State) -> str:
+    return HEADER + yaml.safe_dump(state.to_dict(), sort_keys=False, default_flow_style=None, width=100)
 
 
 def save_state(root: str | os.PathLike, state: State) -> None:
-    """Atomically replace state.yaml (temp + fsync + rename), keeping the old one as a backup."""
+    """Atomically replace state.yaml (temp + fsync + rename), keeping the previous good one as a backup."""
     path = state_path(root)
-    text = "# forge flywheel state: written by `python -m forge.cli.flywheel`; validated on load.\n"
-    text += yaml.safe_dump(state.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+    text = render(state)
     with _write_lock:
         if path.exists():
-            atomic_write(path.parent / BACKUP_FILE, lambda fh: fh.write(path.read_bytes()))
+            if state.__dict__.get("migrated_from") and not (path.parent / V1_BACKUP_FILE).exists():
+                atomic_write(path.parent / V1_BACKUP_FILE, lambda fh: fh.write(path.read_bytes()))
+            try:
+                _parse(path)
+                atomic_write(path.parent / BACKUP_FILE, lambda fh: fh.write(path.read_bytes()))
+            except StateError:
+                pass  # never let a corrupt file replace the last good backup
         atomic_write_text(path, text)
         fsync_dir(path.parent)
+    state.__dict__["migrated_from"] = None
+
+
+def set_aside(root: str | os.PathLike) -> Path | None:
+    """Move an existing state.yaml to a dated backup (``state.yaml.<UTC time>.bak``) and return it."""
+    path = state_path(root)
+    if not path.exists():
+        return None
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    dest = path.with_name(f"{STATE_FILE}.{stamp}.bak")
+    shutil.copy2(path, dest)
+    fsync_dir(path.parent)
+    return dest
 
 
 def new_state(config: Config, wandb_group: str, start_seed: int = 0, baseline: str | None = None,
               wandb_project: str = "forge-texas42", wandb_mode: str = "offline") -> State:
     state = State(config=config, next_seed=start_seed, baseline_checkpoint=baseline,
                   wandb={"project": wandb_project, "group": wandb_group, "mode": wandb_mode})
-    state.next_action = "run `python -m forge.cli.flywheel --once` (one iteration) or without --once (continuous)"
+    state.next_action = f"run `{RUN} --once` (one iteration) or without --once (continuous)"
     return state
 
 
@@ -214,8 +293,8 @@ def begin_iteration(state: State, seeds: list[int] | None = None) -> Current:
     """Start (or resume) the current iteration and stamp it with this process."""
     if state.current is None:
         seeds = seeds or plan_seeds(state.config, state.next_seed)
-        state.current = Current(iteration=state.iteration, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1])
-        state.current.started_at = now()
+        state.current = Current(iteration=state.iteration, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1],
+                                started_at=now())
     cur = state.current
     cur.pid, cur.host, cur.heartbeat = os.getpid(), socket.gethostname(), now()
     state.status = "running"

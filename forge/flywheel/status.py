@@ -1,16 +1,27 @@
-"""A snapshot of the workspace for humans: the ``status`` command, the panels and the archive index."""
+"""A snapshot of the workspace for humans: the ``status`` command, the panels and the archive index.
+
+Everything a view shows comes from :func:`snapshot` as plain data (also ``status --json``), so
+the text status, the live panel and the archive page cannot disagree.
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
+from pathlib import Path
 from typing import Any
 
-from forge.flywheel.lock import heartbeat_age, liveness
+from forge.flywheel.context import context
+from forge.flywheel.fingerprint import iteration_status
+from forge.flywheel.lock import heartbeat_age, liveness, pid_alive
 from forge.flywheel.paths import Workspace
-from forge.flywheel.state import STAGES, State, load_state
+from forge.flywheel.progress import read_progress
+from forge.flywheel.state import RUN, STAGES, State, load_state
 
-RUN = "python -m forge.cli.flywheel"
-#: History columns shown everywhere: (label, where in a history entry).
+LOG_TAIL_LINES = 8
+#: History columns shown everywhere: (label, where in a history entry). Durations are seconds in
+#: the record and minutes on screen: :func:`column_text` does that in one place.
 HISTORY_COLUMNS = (
     ("iter", ("iteration",)),
     ("seeds", ("seed_range",)),
@@ -26,12 +37,86 @@ HISTORY_COLUMNS = (
 )
 
 
-def pick(entry: dict[str, Any], path: tuple[str, ...]) -> Any:
+def pick(entry: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         if not isinstance(entry, dict):
             return None
         entry = entry.get(key)
     return entry
+
+
+def ago(seconds: float | None) -> str:
+    """A readable age: 42s ago, 5 min ago, 3.2 h ago, 4 days ago."""
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def cell(value: Any) -> str:
+    """A value as shown in a table: floats to 4 significant places (3e-05, not 0.0000), ranges as a..b."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.3g}"
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]}..{value[1] - 1}"
+    return str(value)
+
+
+def column_text(label: str, entry: dict[str, Any], path: tuple[str, ...]) -> str:
+    """One history cell as every view shows it (the record keeps seconds; tables show minutes)."""
+    value = pick(entry, path)
+    if label == "minutes":
+        return "-" if not isinstance(value, (int, float)) else f"{value / 60:.1f}"
+    return cell(value)
+
+
+def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        with path.open(errors="replace") as fh:
+            return [line.rstrip("\n") for line in deque(fh, maxlen=lines) if line.strip()]
+    except OSError:
+        return []
+
+
+def _running(ws: Workspace, iteration: int) -> dict[str, Any] | None:
+    """The stage running now (or last) for ``iteration``, by the loop or by hand, with its log tail."""
+    progress = read_progress(ws, iteration)
+    if progress is None:
+        return None
+    alive = progress.get("finished_at") is None and isinstance(progress.get("pid"), int) and pid_alive(
+        progress["pid"])
+    progress["active"] = alive
+    if alive and isinstance(progress.get("started"), (int, float)):
+        progress["elapsed_s"] = round(time.time() - progress["started"], 1)
+    progress["log_tail"] = _log_tail(ws.stage_log(iteration, progress.get("stage", ""))) if alive else []
+    return progress
+
+
+def _stages(ws: Workspace, state: State) -> list[dict[str, Any]]:
+    """Each stage of the iteration in progress (or the next one): done, stale (and why) or to do."""
+    try:
+        ctx = context(ws.root, state.iteration, state=state)
+        found = iteration_status(ctx)
+    except Exception as exc:  # noqa: BLE001 - a status view must show even when a result is damaged
+        return [{"stage": s, "state": "unknown", "reasons": [str(exc)]} for s in STAGES]
+    out = []
+    for st in found:
+        label = "done" if st.done else "stale" if st.stale else "to do"
+        out.append({"stage": st.stage, "state": label, "reasons": st.reasons, "fingerprint": st.recorded})
+    return out
 
 
 def snapshot(root: str | os.PathLike = ".", state: State | None = None) -> dict[str, Any]:
@@ -45,6 +130,7 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None) -> dict[
         next_action = f"the loop died; recover with `{RUN} retry`, then `{RUN}`"
     current = None
     if cur is not None:
+        age = heartbeat_age(state)
         current = {
             "iteration": cur.iteration,
             "seeds": cur.seeds,
@@ -56,9 +142,12 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None) -> dict[
             "pid": cur.pid,
             "host": cur.host,
             "heartbeat": cur.heartbeat,
-            "heartbeat_age_s": round(heartbeat_age(state), 1) if heartbeat_age(state) is not None else None,
+            "heartbeat_age_s": round(age, 1) if age is not None else None,
             "notebooks": cur.notebooks,
+            "modified": sorted(s for s, p in cur.provenance.items() if p.modified),
+            "attempts": [_attempt(a) for a in cur.attempts],
         }
+    history = [h.to_dict() for h in state.history]
     return {
         "root": str(ws.root),
         "status": status,
@@ -66,11 +155,19 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None) -> dict[
         "iteration": state.iteration,
         "total_seeds": state.total_seeds,
         "current": current,
+        "stages": _stages(ws, state),
+        "running": _running(ws, state.iteration),
         "last_error": state.last_error,
         "next_action": next_action,
         "wandb": state.wandb,
-        "history": state.history,
+        "primary_metric": "val/q_gap",
+        "history": history,
     }
+
+
+def _attempt(a: Any) -> dict[str, Any]:
+    return {"number": a.number, "stage": a.stage, "error": a.error, "cell": a.cell, "notebook": a.notebook,
+            "at": a.at}
 
 
 def format_text(snap: dict[str, Any]) -> str:
@@ -79,14 +176,25 @@ def format_text(snap: dict[str, Any]) -> str:
              f"seeds trained {snap['total_seeds']}   ({snap['root']})"]
     cur = snap["current"]
     if cur:
-        from forge.ui.render import ago
-
         done = ", ".join(cur["stages_completed"]) or "none"
         line = (f"current: iteration {cur['iteration']} seeds {cell(cur['seed_range'])}, "
                 f"stage {cur['stage'] or '-'} ({cur['progress']}: {done})")
         if snap["status"] in ("running", "crashed"):
             line += f", pid {cur['pid']} on {cur['host']}, heartbeat {ago(cur['heartbeat_age_s'])}"
         lines.append(line)
+        if cur["modified"]:
+            lines.append(f"modified notebooks ran: {', '.join(cur['modified'])} (differs from the committed version)")
+        for a in cur["attempts"]:
+            where = f"{a['notebook']}" + (f" cell {a['cell']}" if a.get("cell") else "") if a["notebook"] else "-"
+            lines.append(f"attempt {a['number']} failed in {a['stage']}: {a['error']}  [{where}]")
+    run = snap.get("running")
+    if run and run.get("active"):
+        lines.append(f"running: {run['stage']} ({'by hand' if run['by'] == 'hand' else 'loop'}, pid {run['pid']}) "
+                     f"for {duration(run.get('elapsed_s'))}: {progress_text(run)}")
+        lines += [f"  | {line}" for line in run.get("log_tail", [])]
+    stale = [s for s in snap.get("stages", []) if s["state"] == "stale"]
+    for s in stale:
+        lines.append(f"stale: {s['stage']} will run again ({'; '.join(s['reasons'])})")
     if snap["last_error"]:
         lines.append(f"last error: {snap['last_error']}")
     if snap["next_action"]:
@@ -94,25 +202,27 @@ def format_text(snap: dict[str, Any]) -> str:
     if snap["history"]:
         lines.append("")
         lines.append(format_history(snap["history"]))
+        flagged = [(h["iteration"], f) for h in snap["history"] for f in h.get("flags") or []]
+        if flagged:
+            lines.append(f"best = lowest {snap['primary_metric']}; flagged regressions:")
+            lines += [f"  iteration {i}: {f}" for i, f in flagged]
     return "\n".join(lines)
 
 
-def cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return f"{value[0]}..{value[1] - 1}"
-    return str(value)
+def progress_text(run: dict[str, Any]) -> str:
+    parts = [str(run.get("phase") or "starting")]
+    if run.get("total"):
+        parts.append(f"{run.get('done') or 0}/{run['total']}")
+    if run.get("detail"):
+        parts.append(str(run["detail"]))
+    return ", ".join(parts)
 
 
 def format_history(history: list[dict[str, Any]]) -> str:
-    rows = [[label for label, _ in HISTORY_COLUMNS]]
+    rows = [[label for label, _ in HISTORY_COLUMNS] + [""]]
     for h in history:
-        row = [cell(pick(h, path)) for _, path in HISTORY_COLUMNS]
-        minutes = pick(h, ("timings", "total"))
-        row[-1] = "-" if minutes is None else f"{minutes / 60:.1f}"
-        rows.append(row)
+        mark = ("*" if h.get("is_best") else "") + ("!" if h.get("flags") else "")
+        rows.append([column_text(label, h, path) for label, path in HISTORY_COLUMNS] + [mark])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
+    text = "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    return text + "\n(* best by val Q-gap; ! a tracked metric is worse than the best's)"

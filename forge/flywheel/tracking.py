@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from forge.flywheel.stages import Context
+    from forge.flywheel.context import Context
 
 
 def _flat(prefix: str, metrics: dict[str, Any] | None) -> dict[str, float]:

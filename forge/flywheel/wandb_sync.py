@@ -8,20 +8,24 @@ optional: without it the sync still works and says so).
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from forge.atomic import atomic_write_text
 from forge.errors import ForgeError
-from forge.flywheel.lock import FlywheelLock
+from forge.flywheel.lock import FlywheelLock, LockHeld
 from forge.flywheel.paths import Workspace
-from forge.flywheel.state import StateStore
+from forge.flywheel.state import StateStore, load_state
 
 SYNC_TIMEOUT_S = 300
+CONNECT_TIMEOUT_S = 5.0
 _URL = re.compile(r"https?://\S+/runs/\S+")
 
 
@@ -42,17 +46,50 @@ def api_key() -> str | None:
     return auth[2] if auth else None
 
 
-def pending(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [h for h in history if (h.get("wandb") or {}).get("dir") and not (h.get("wandb") or {}).get("url")]
+def pending(history: list[Any], synced: dict[str, str] | None = None) -> list[Any]:
+    """History entries with an offline W&B run that has no URL yet (neither recorded nor in ``synced``)."""
+    synced = synced or {}
+    out = []
+    for h in history:
+        wb = (h.wandb if hasattr(h, "wandb") else h.get("wandb")) or {}
+        it = h.iteration if hasattr(h, "iteration") else h.get("iteration")
+        if wb.get("dir") and not wb.get("url") and str(it) not in synced:
+            out.append(h)
+    return out
 
 
-def sync_run(run_dir: Path) -> str:
+def _synced_file(ws: Workspace) -> Path:
+    """URLs of runs uploaded while a loop held state.yaml, recorded there by the next sync."""
+    return ws.root / "runs" / "wandb-synced.json"
+
+
+def _read_synced(ws: Workspace) -> dict[str, str]:
+    try:
+        data = json.loads(_synced_file(ws).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def reachable(timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """None if W&B's server answers a TCP connection, else why not (checked before any upload)."""
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    host = url.split("//")[-1].split("/")[0]
+    name, _, port = host.partition(":")
+    try:
+        with socket.create_connection((name, int(port or (443 if url.startswith("https") else 80))), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"cannot reach {host} ({exc.strerror or exc}); check the network connection and sync again"
+
+
+def sync_run(run_dir: Path, timeout: float = SYNC_TIMEOUT_S) -> str:
     """Upload one offline run directory; returns its URL. Raises RuntimeError with wandb's reason."""
     cmd = [sys.executable, "-m", "wandb", "sync", str(run_dir)]
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=SYNC_TIMEOUT_S)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"no answer from W&B within {SYNC_TIMEOUT_S}s (is there a connection?)") from None
+        raise RuntimeError(f"no answer from W&B within {timeout:.0f}s (is there a connection?)") from None
     found = _URL.search(res.stdout + res.stderr)
     if res.returncode != 0 or not found:
         last = (res.stderr or res.stdout).strip().splitlines()
@@ -79,40 +116,63 @@ def group_report(project: str, group: str) -> str | None:
     return report.url
 
 
-def sync(root: str | os.PathLike = ".", say: Callable[[str], None] = print) -> int:
-    """Upload pending offline runs; returns how many were synced."""
+def sync(root: str | os.PathLike = ".", say: Callable[[str], None] = print, timeout: float | None = None) -> int:
+    """Upload pending offline runs, showing progress; returns how many were synced.
+
+    Uploads run without the workspace lock (a running loop is not held up); URLs go to
+    ``runs/wandb-synced.json`` first and into state.yaml's history as soon as no loop holds it.
+    Without a key, or without a connection to W&B, it says so at once instead of waiting.
+    """
     if not api_key():
         raise SyncError("W&B sync needs an API key: run `wandb login` or set WANDB_API_KEY, then sync again")
     ws = Workspace.at(root)
-    with FlywheelLock(ws.root):
-        store = StateStore(ws.root)
-        todo = pending(store.state.history)
-        if not todo:
-            say("nothing to sync: every logged iteration already has a W&B URL")
-            return 0
-        done = 0
-        for entry in todo:
-            info = entry["wandb"]
-            try:
-                url = sync_run(ws.root / info["dir"])
-            except RuntimeError as exc:
-                say(f"iteration {entry['iteration']}: not synced: {exc}")
-                continue
+    synced = _read_synced(ws)
+    todo = pending(load_state(ws.root).history, synced)
+    done = 0
+    if todo:
+        problem = reachable()
+        if problem:
+            raise SyncError(problem)
+    for i, entry in enumerate(todo, 1):
+        say(f"[{i}/{len(todo)}] iteration {entry.iteration}: uploading {entry.wandb['dir']} ...")
+        try:
+            url = sync_run(ws.root / entry.wandb["dir"], timeout or SYNC_TIMEOUT_S)
+        except RuntimeError as exc:
+            say(f"[{i}/{len(todo)}] iteration {entry.iteration}: not synced: {exc}")
+            continue
+        synced[str(entry.iteration)] = url
+        atomic_write_text(_synced_file(ws), json.dumps(synced, indent=1))
+        say(f"[{i}/{len(todo)}] iteration {entry.iteration}: {url}")
+        done += 1
+    if not todo and not synced:
+        say("nothing to sync: every logged iteration already has a W&B URL")
+        return 0
+    _record(ws, synced, say, refresh_report=done > 0)
+    return done
+
+
+def _record(ws: Workspace, synced: dict[str, str], say: Callable[[str], None], refresh_report: bool) -> None:
+    """Move URLs from the side file into state.yaml, if no loop holds the workspace now."""
+    try:
+        with FlywheelLock(ws.root):
+            store = StateStore(ws.root)
             with store.edit() as st:
                 for h in st.history:
-                    if h["iteration"] == entry["iteration"]:
-                        h["wandb"] = {**h["wandb"], "url": url, "mode": "synced"}
-            say(f"iteration {entry['iteration']}: {url}")
-            done += 1
-        if done:
-            wb = store.state.wandb
-            try:
-                report = group_report(wb["project"], wb["group"])
-            except Exception as exc:  # noqa: BLE001 - the runs are synced; the report is a convenience
-                report = None
-                say(f"group report not refreshed: {exc}")
-            if report:
-                with store.edit() as st:
-                    st.wandb["report"] = report
-                say(f"group report: {report}")
-        return done
+                    url = synced.get(str(h.iteration))
+                    if url and h.wandb is not None:
+                        h.wandb = {**h.wandb, "url": url, "mode": "synced"}
+            _synced_file(ws).unlink(missing_ok=True)
+            if refresh_report:
+                wb = store.state.wandb
+                try:
+                    report = group_report(wb["project"], wb["group"])
+                except Exception as exc:  # noqa: BLE001 - the runs are synced; the report is a convenience
+                    report = None
+                    say(f"group report not refreshed: {exc}")
+                if report:
+                    with store.edit() as st:
+                        st.wandb["report"] = report
+                    say(f"group report: {report}")
+    except LockHeld:
+        say(f"a loop is running here: the URLs are kept in {ws.rel(_synced_file(ws))} and recorded in state.yaml "
+            "by the next `sync` (nothing is uploaded twice)")

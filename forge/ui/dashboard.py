@@ -23,9 +23,8 @@ from typing import Any
 
 from forge.flywheel.lock import LOCK_FILE, describe_holder, liveness, lock_is_held
 from forge.flywheel.paths import Workspace, find_root
-from forge.flywheel.state import StateError, load_state
+from forge.flywheel.state import RUN, StateError, load_state
 
-RUN = "python -m forge.cli.flywheel"
 #: How long start_iteration waits for the new loop to claim the workspace before reporting.
 START_WAIT_SECONDS = 20.0
 
@@ -186,15 +185,25 @@ class Dashboard:
             self.controls = widgets.VBox([widgets.HBox(list(self.buttons.values())), self.message])
 
     def run(self, action: Callable[[str | os.PathLike], Outcome]) -> Outcome:
-        """Run an action and show its outcome; widget callbacks swallow exceptions, so show those too."""
+        """Run an action and show its outcome; widget callbacks swallow exceptions, so show those too.
+
+        The message answers the click; it is cleared as soon as the flywheel's state moves on (a
+        "started" under a later "crashed" badge, or "already running" under "ready", would mislead).
+        """
         try:
             outcome = action(self.root)
         except Exception as exc:  # noqa: BLE001 - a click must always answer in the message line
             outcome = Outcome(False, f"error: {type(exc).__name__}: {exc}")
+        self.panel.on_change = None  # the action's own state change is what the message reports
+        self.panel.refresh()
         if self.message is not None:
             self.message.value = outcome_html(outcome)
-        self.panel.refresh()
+        self.panel.on_change = self._clear_message
         return outcome
+
+    def _clear_message(self, _snap: dict[str, Any]) -> None:
+        if self.message is not None:
+            self.message.value = ""
 
     def display(self) -> None:
         from IPython.display import HTML, display

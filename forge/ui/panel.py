@@ -35,8 +35,17 @@ def _history_plot(history: list[dict[str, Any]]) -> str | None:
 
 def render(root: str | os.PathLike = ".", base: str | os.PathLike | None = None) -> str:
     """The panel's HTML for the workspace at ``root``, links relative to ``base`` (default: cwd)."""
-    snap = snapshot(root)
+    return _render(snapshot(root), base)
+
+
+def _render(snap: dict[str, Any], base: str | os.PathLike | None = None) -> str:
     return panel_html(snap, base=base or Path.cwd(), plot_png=_history_plot(snap["history"]))
+
+
+def state_key(snap: dict[str, Any]) -> tuple:
+    """What a message about the flywheel is about: once this changes, an old message is stale."""
+    cur = snap.get("current") or {}
+    return snap.get("status"), snap.get("iteration"), cur.get("stage"), len(snap.get("history") or [])
 
 
 class Panel:
@@ -45,7 +54,9 @@ class Panel:
     def __init__(self, root: str | os.PathLike = ".", live: bool | None = None, interval: float = REFRESH_SECONDS):
         self.root = Path(root).resolve()
         self.live = os.environ.get("FORGE_HEADLESS") != "1" if live is None else live
-        self.html = render(self.root)
+        self.snap = snapshot(self.root)
+        self.html = _render(self.snap)
+        self.on_change: Any = None  # called with the new snapshot when the flywheel's state changes
         self._widget = None
         self._stop = threading.Event()
         if self.live:
@@ -57,9 +68,14 @@ class Panel:
     def refresh(self) -> None:
         """Re-render now (e.g. a dashboard button just changed state.yaml)."""
         try:
-            self.html = render(self.root)
+            snap = snapshot(self.root)
+            self.html = _render(snap)
         except Exception as exc:  # noqa: BLE001 - a half-written state must not kill the panel
             self.html = f"<div class='forge-panel'>status unavailable: {exc}</div>"
+        else:
+            changed, self.snap = state_key(snap) != state_key(self.snap), snap
+            if changed and self.on_change is not None:
+                self.on_change(snap)
         if self._widget is not None:
             self._widget.value = self.html
 

@@ -11,11 +11,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from forge.flywheel.status import HISTORY_COLUMNS, cell, pick
+from forge.flywheel.status import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
 
 BADGE_COLOURS = {
     "ready": "#2b7de9", "running": "#1a9850", "failed": "#d73027", "done": "#6a3d9a", "crashed": "#e66101",
+    "modified": "#b35806", "stale": "#8c510a", "best": "#1a9850", "worse": "#d73027",
 }
+#: Row colours of the history table, and what they mean (shown as a legend under it).
+ROW_BEST, ROW_FLAGGED = "#eef8ee", "#fdf0e6"
+LEGEND = (f'<div class="forge-legend" style="font:11px/1.4 system-ui,sans-serif;color:#555">'
+          f'<span style="background:{ROW_BEST};padding:0 6px">green row</span> best by val Q-gap (the primary '
+          f'metric) &middot; <span style="background:{ROW_FLAGGED};padding:0 6px">orange row</span> a tracked '
+          f'metric (val accuracy, blunder rate, value MAE, test Q-gap, play-out points lost) is worse than the '
+          f"best iteration's &middot; <b>modified</b>: a stage ran a notebook that differs from the committed one"
+          f"</div>")
 _TABLE = "border-collapse:collapse;font:12px/1.4 system-ui,sans-serif;margin:4px 0"
 _TD = "border:1px solid #ddd;padding:2px 6px;text-align:right"
 _TH = _TD + ";background:#f4f4f4"
@@ -37,22 +46,10 @@ def link(root: Path, target: str | None, base: Path, label: str) -> str:
     return f'<a href="{esc(href)}" target="_blank">{esc(label)}</a>'
 
 
-def ago(seconds: float | None) -> str:
-    """A readable age: 42s ago, 5 min ago, 3.2 h ago, 4 days ago."""
-    if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f}s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
-
-
-def badge(status: str) -> str:
+def badge(status: str, title: str | None = None, css: str = "forge-badge") -> str:
     colour = BADGE_COLOURS.get(status, "#777")
-    return (f'<span class="forge-badge" style="background:{colour};color:#fff;border-radius:4px;'
+    tip = f' title="{esc(title)}"' if title else ""
+    return (f'<span class="{css}"{tip} style="background:{colour};color:#fff;border-radius:4px;'
             f'padding:1px 8px;font-weight:600">{esc(status)}</span>')
 
 
@@ -73,20 +70,50 @@ def history_table(history: list[dict[str, Any]], root: Path, base: Path) -> str:
     head += f'<th style="{_TH}">notebooks</th><th style="{_TH}">W&amp;B</th>'
     rows = []
     for h in history:
-        cells = []
-        for label, path in HISTORY_COLUMNS:
-            value = pick(h, path)
-            if label == "minutes" and isinstance(value, (int, float)):
-                text = f"{value / 60:.1f}"
-            else:
-                text = cell(value)
-            cells.append(f'<td style="{_TD}">{esc(text)}</td>')
-        books = " ".join(link(root, nb, base, stage[:3]) for stage, nb in (h.get("notebooks") or {}).items())
+        cells = [f'<td style="{_TD}">{esc(column_text(label, h, path))}</td>' for label, path in HISTORY_COLUMNS]
+        modified = {s for s, p in (h.get("provenance") or {}).items() if (p or {}).get("modified")}
+        books = " ".join(link(root, nb, base, stage[:3]) + (badge("modified", f"{stage} ran a modified notebook",
+                                                                   "forge-modified") if stage in modified else "")
+                         for stage, nb in (h.get("notebooks") or {}).items())
         cells.append(f'<td style="{_TD}">{books or "-"}</td>')
         cells.append(f'<td style="{_TD};text-align:left">{wandb_cell(h.get("wandb"), root, base)}</td>')
-        best = ' style="background:#eef8ee"' if h.get("is_best") else ""
-        rows.append(f"<tr{best}>{''.join(cells)}</tr>")
-    return f'<table class="forge-history" style="{_TABLE}"><tr>{head}</tr>{"".join(rows)}</table>'
+        flags = h.get("flags") or []
+        colour = ROW_FLAGGED if flags else ROW_BEST if h.get("is_best") else ""
+        attrs = f' style="background:{colour}"' if colour else ""
+        if flags:
+            attrs += f' class="forge-flagged" title="{esc("; ".join(flags))}"'
+        rows.append(f"<tr{attrs}>{''.join(cells)}</tr>")
+    return f'<table class="forge-history" style="{_TABLE}"><tr>{head}</tr>{"".join(rows)}</table>' + LEGEND
+
+
+def _stage_line(snap: dict[str, Any]) -> str:
+    """Each stage of the iteration in progress or next: done, to do, or stale (and why)."""
+    parts = []
+    for st in snap.get("stages") or []:
+        if st["state"] == "stale":
+            parts.append(f'{esc(st["stage"])} {badge("stale", "; ".join(st["reasons"]), "forge-stale")}')
+        else:
+            parts.append(f'{esc(st["stage"])} <span style="color:#555">{esc(st["state"])}</span>')
+    return f'<div class="forge-stages">stages: {" &middot; ".join(parts)}</div>' if parts else ""
+
+
+def _running_block(run: dict[str, Any] | None) -> str:
+    """The stage under way (by the loop or by hand): progress, time in stage, the last lines it printed."""
+    if not run or not run.get("active"):
+        return ""
+    who = "by hand" if run.get("by") == "hand" else "by the loop"
+    bar = ""
+    if run.get("total"):
+        pct = 100 * (run.get("done") or 0) / run["total"]
+        bar = (f'<div style="background:#eee;border-radius:3px;width:320px;height:8px;display:inline-block;'
+               f'vertical-align:middle"><div class="forge-progress-bar" style="background:#1a9850;height:8px;'
+               f'border-radius:3px;width:{pct:.0f}%"></div></div> ')
+    tail = "".join(f"{esc(line)}\n" for line in run.get("log_tail") or [])
+    log = (f'<pre class="forge-log" style="background:#f7f7f7;font-size:11px;margin:2px 0;padding:4px;'
+           f'max-height:9em;overflow:auto">{tail}</pre>') if tail else ""
+    return (f'<div class="forge-running">running <b>{esc(run.get("stage"))}</b> {who} (pid {esc(run.get("pid"))}) '
+            f'for <span class="forge-elapsed">{esc(duration(run.get("elapsed_s")))}</span>: {bar}'
+            f'<span class="forge-progress">{esc(progress_text(run))}</span></div>{log}')
 
 
 def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot_png: str | None = None) -> str:
@@ -112,6 +139,16 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
             f'<b class="forge-stage">{esc(cur.get("stage") or "-")}</b> ({esc(cur["progress"])}; done: {esc(done)})'
             f'{process}</div>'
         )
+    lines.append(_stage_line(snap))
+    lines.append(_running_block(snap.get("running")))
+    if cur and cur.get("modified"):
+        lines.append(f'<div>{badge("modified", css="forge-modified")} this iteration ran notebook(s) that differ '
+                     f'from the committed version: {esc(", ".join(cur["modified"]))}</div>')
+    for a in (cur or {}).get("attempts") or []:
+        where = link(root, a.get("notebook"), base, f"{a['stage']} notebook") if a.get("notebook") else "no notebook"
+        cell_no = f", cell {a['cell']}" if a.get("cell") else ""
+        lines.append(f'<div class="forge-attempt" style="color:#555">attempt {esc(a["number"])} failed in '
+                     f'{esc(a["stage"])}{esc(cell_no)}: {esc(a["error"])} ({where})</div>')
     if snap.get("last_error"):
         lines.append(f'<div style="color:#b2182b">last error: <code class="forge-error">'
                      f'{esc(snap["last_error"])}</code></div>')

@@ -1,0 +1,88 @@
+"""Which iteration a stage works on, with what configuration and data: resolved from state.yaml."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from forge.flywheel.config import Config
+from forge.flywheel.paths import Workspace, find_root
+from forge.flywheel.records import HistoryEntry
+from forge.flywheel.state import State, StateError, load_state, plan_seeds
+from forge.oracle.deal import train_decl
+from forge.oracle.shard import shard_path
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a stage needs to know about the iteration it works on.
+
+    ``config`` is the configuration this iteration runs with: state.yaml's for the iteration in
+    progress (or the next one), the iteration's own recorded snapshot for a past one.
+    """
+
+    ws: Workspace
+    state: State
+    iteration: int
+    seeds: list[int]
+    config: Config
+    no_wandb: bool = False
+    progress: bool = True
+
+    @property
+    def is_past(self) -> bool:
+        return self.state.entry(self.iteration) is not None
+
+    def shard(self, seed: int) -> Path:
+        return shard_path(self.ws.shards(self.config.hand_size), seed, train_decl(seed))
+
+    @property
+    def train_shards(self) -> list[Path]:
+        return [self.shard(s) for s in self.seeds]
+
+    def golden_jobs(self, split: str | None = None) -> list[tuple[int, int]]:
+        cfg = self.config
+        seeds = {"val": cfg.golden_val_seeds, "test": cfg.golden_test_seeds,
+                 None: cfg.golden_val_seeds + cfg.golden_test_seeds}[split]
+        return [(s, d) for s in seeds for d in cfg.golden_decls]
+
+    def golden_shards(self, split: str) -> list[Path]:
+        out = self.ws.golden(self.config.hand_size)
+        return [shard_path(out, s, d) for s, d in self.golden_jobs(split)]
+
+    def earlier(self) -> list[HistoryEntry]:
+        return [h for h in self.state.history if h.iteration < self.iteration]
+
+    def previous(self) -> HistoryEntry | None:
+        """History entry of the iteration before this one, if any."""
+        earlier = self.earlier()
+        return earlier[-1] if earlier else None
+
+    def replay_seeds(self) -> list[int]:
+        """Seeds of the ``replay_iters`` iterations before this one, trained on again."""
+        if self.config.replay_iters <= 0:
+            return []
+        return [s for h in self.earlier()[-self.config.replay_iters:] for s in h.seeds]
+
+
+def context(root: str | os.PathLike | None = None, iteration: int | None = None, no_wandb: bool = False,
+            progress: bool = True, stage: str | None = None, state: State | None = None) -> Context:
+    """Resolve the iteration from state.yaml: the one in progress or the next (default), or a past one.
+
+    With ``stage="evaluate"`` and an idle flywheel, the default is the last finished iteration
+    (there is nothing trained to evaluate in the next one yet). Without ``root``, the workspace
+    is the current folder or, for a notebook opened from ``notebooks/``, its parent.
+    """
+    ws = Workspace.at(find_root(root))
+    state = state or load_state(ws.root)
+    if iteration is None and stage == "evaluate" and state.current is None and state.history:
+        iteration = state.history[-1].iteration
+    if iteration is None or iteration == state.iteration:
+        iteration = state.iteration
+        seeds = state.current.seeds if state.current else plan_seeds(state.config, state.next_seed)
+        return Context(ws, state, iteration, list(seeds), state.config, no_wandb, progress)
+    past = state.entry(iteration)
+    if past is None:
+        raise StateError(f"iteration {iteration} is neither in history nor the current one ({state.iteration})")
+    return Context(ws, state, iteration, list(past.seeds), state.config_of(iteration), no_wandb, progress)

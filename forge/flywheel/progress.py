@@ -1,0 +1,71 @@
+"""Where a running stage is, published for the panel: ``runs/iter-NNNN/progress.json``.
+
+Every stage writes it, whether the loop runs it or a person steps through its notebook, so the
+panel shows both: the stage, who runs it (pid, loop or by hand), since when, its phase and
+done/total (deals solved, shards tokenized, steps trained, ...), and a free-form detail (loss,
+ETA). Writes are atomic and throttled; a stage that ends records whether it succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from forge.atomic import atomic_write_text
+from forge.flywheel.paths import Workspace
+from forge.flywheel.state import now
+
+#: Environment variable the loop sets for its kernels, so a stage knows who runs it.
+LOOP_ENV = "FORGE_LOOP"
+MIN_INTERVAL_S = 0.5
+
+
+class StageProgress:
+    """Context manager a stage reports through; :meth:`update` is cheap to call often."""
+
+    def __init__(self, ws: Workspace, iteration: int, stage: str):
+        self.path = ws.progress(iteration)
+        self.data: dict[str, Any] = {
+            "iteration": iteration, "stage": stage, "by": "loop" if os.environ.get(LOOP_ENV) else "hand",
+            "pid": os.getpid(), "host": socket.gethostname(), "started_at": now(), "started": time.time(),
+            "phase": None, "done": None, "total": None, "detail": None, "finished_at": None, "ok": None,
+        }
+        self._last = 0.0
+
+    def __enter__(self) -> StageProgress:
+        self._write()
+        return self
+
+    def update(self, phase: str | None = None, done: int | None = None, total: int | None = None,
+               detail: str | None = None, force: bool = False) -> None:
+        for key, value in (("phase", phase), ("done", done), ("total", total), ("detail", detail)):
+            if value is not None:
+                self.data[key] = value
+        if force or time.monotonic() - self._last >= MIN_INTERVAL_S:
+            self._write()
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        self.data.update(finished_at=now(), ok=exc_type is None)
+        try:
+            self._write()
+        except OSError:
+            pass  # a full disk must not hide the stage's own error
+
+    def _write(self) -> None:
+        self.data["updated_at"] = now()
+        self.data["elapsed_s"] = round(time.time() - self.data["started"], 1)
+        atomic_write_text(self.path, json.dumps(self.data), fsync=False)
+        self._last = time.monotonic()
+
+
+def read_progress(ws: Workspace, iteration: int) -> dict[str, Any] | None:
+    """The iteration's last published progress, or None (never written, or unreadable mid-rename)."""
+    try:
+        data = json.loads(Path(ws.progress(iteration)).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,179 @@
+"""The typed records inside ``state.yaml``: the iteration in progress and each finished one.
+
+They are pydantic dataclasses in strict mode, so a record is checked field by field whenever it
+is built, loaded or changed: a wrong type, an unknown key or a non-finite metric is an error that
+names the field (``history[2].val.q_gap``), never a value that some later reader trips over.
+Metrics are finite by construction: a diverged model's NaN can never enter the history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
+
+from forge.flywheel.config import Config, ConfigError, config_from_dict
+
+STAGES = ("generate", "tokenize", "train", "evaluate")
+STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+NonNegative = Annotated[int, Field(ge=0)]
+#: Metric values: finite numbers (counts such as ``n`` included).
+Metrics = dict[str, float]
+
+
+@dataclass(config=STRICT)
+class Attempt:
+    """A failed attempt at the current iteration, kept with its executed notebook for review."""
+
+    number: Annotated[int, Field(ge=1)]
+    stage: str
+    error: str
+    at: str
+    cell: int | None = None  # the failing cell as the user numbers it (papermill's parameters cell not counted)
+    notebook: str | None = None  # archive/iter-NNNN/attempt-K/<stage notebook>.ipynb
+
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, stage: str) -> str:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage (stages: {', '.join(STAGES)}), got {stage!r}")
+        return stage
+
+
+@dataclass(config=STRICT)
+class Provenance:
+    """Which source a stage notebook ran from, and whether it differs from the committed version."""
+
+    source: str  # notebooks/03_train.ipynb
+    source_sha256: str  # of the code cells only
+    modified: bool | None = None  # None: no committed version to compare with (not a git checkout)
+    diff: str | None = None  # archive file holding the code-cell diff, when modified
+
+
+def _check_stages(names: list[str]) -> list[str]:
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(map(repr, unknown))} "
+                         f"(stages: {', '.join(STAGES)}), got {names!r}")
+    return names
+
+
+@dataclass(config=STRICT)
+class Current:
+    """The iteration in progress (or interrupted)."""
+
+    iteration: Annotated[int, Field(ge=1)]
+    seeds: list[NonNegative]
+    seed_range: Annotated[list[NonNegative], Field(min_length=2, max_length=2)]  # [first, last + 1]
+    stages_completed: list[str] = Field(default_factory=list)
+    stage: str | None = None
+    started_at: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    heartbeat: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    notebooks: dict[str, str] = Field(default_factory=dict)
+    fingerprints: dict[str, str] = Field(default_factory=dict)
+    provenance: dict[str, Provenance] = Field(default_factory=dict)
+    attempts: list[Attempt] = Field(default_factory=list)
+
+    @field_validator("stages_completed")
+    @classmethod
+    def _known_stages(cls, stages: list[str]) -> list[str]:
+        return _check_stages(stages)
+
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, stage: str | None) -> str | None:
+        return stage if stage is None else _check_stages([stage])[0]
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError("must name at least one seed")
+        return seeds
+
+
+def _config(value: Any) -> Config | None:
+    if value is None or isinstance(value, Config):
+        return value
+    try:
+        return config_from_dict(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("config.")) from None
+
+
+@dataclass(config=STRICT)
+class HistoryEntry:
+    """One finished iteration, with the configuration it ran with (None: not recorded, migrated
+    from a version-1 state.yaml)."""
+
+    iteration: Annotated[int, Field(ge=1)]
+    seeds: list[NonNegative]
+    seed_range: Annotated[list[NonNegative], Field(min_length=2, max_length=2)]
+    total_seeds: NonNegative
+    config: Config | None = None
+    checkpoint: str | None = None
+    started_from: str | None = None
+    val: Metrics | None = None
+    test: Metrics | None = None
+    playout: Metrics | None = None
+    delta_prev: Metrics = Field(default_factory=dict)
+    delta_best: Metrics = Field(default_factory=dict)
+    is_best: bool = False
+    wandb: dict[str, Any] | None = None
+    notebooks: dict[str, str] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    fingerprints: dict[str, str] = Field(default_factory=dict)
+    provenance: dict[str, Provenance] = Field(default_factory=dict)
+    attempts: list[Attempt] = Field(default_factory=list)
+    flags: list[str] = Field(default_factory=list)  # tracked metrics that got worse than the best
+    extra: dict[str, Any] = Field(default_factory=dict)  # keys of a migrated entry this version does not know
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _valid_config(cls, value: Any) -> Config | None:
+        return _config(value)
+
+    def metric(self, split: str, name: str) -> float | None:
+        value = (getattr(self, split) or {}).get(name)
+        return float(value) if value is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+def to_plain(record: Any) -> Any:
+    """A record (or a list/dict of them) as plain YAML/JSON-able data."""
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return dataclasses.asdict(record)
+    if isinstance(record, list):
+        return [to_plain(r) for r in record]
+    if isinstance(record, dict):
+        return {k: to_plain(v) for k, v in record.items()}
+    return record
+
+
+def describe_error(exc: ValidationError, prefix: str = "") -> str:
+    """The first problem of a pydantic error as ``where: what, got X`` (the field named as in state.yaml)."""
+    err = exc.errors(include_url=False)[0]
+    where = prefix
+    for part in err["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    if err["type"] in ("missing", "missing_argument"):
+        return f"{where} is missing"
+    if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        return f"{where} is not a known field"
+    msg = msg[0].lower() + msg[1:]
+    if ", got " in msg:
+        return f"{where}: {msg}"
+    shown = repr(got) if not isinstance(got, (dict, list)) or len(repr(got)) < 80 else type(got).__name__
+    return f"{where}: {msg}, got {shown}"
