@@ -1,4 +1,4 @@
-"""Matplotlib figures for the evaluate notebook and the status panel."""
+"""Matplotlib helpers shared by the UI: the status panel's history plot, and figures as PNG."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from forge.oracle.rules import DECL_NAMES
-
 
 def _history_axes(ax_gap, history: list[dict[str, Any]]) -> None:
     pts = [(h["total_seeds"], h["val"]["q_gap"], h["val"].get("accuracy")) for h in history if h.get("val")]
@@ -20,29 +18,16 @@ def _history_axes(ax_gap, history: list[dict[str, Any]]) -> None:
     seeds, gaps, accs = zip(*pts)
     ax_gap.plot(seeds, gaps, "o-", color="#d73027", label="val Q-gap")
     ax_gap.set_xlabel("seeds trained")
-    ax_gap.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(set(seeds)) == 1:  # one iteration: one tick at its seed count, not a made-up range around it
+        ax_gap.set_xticks([seeds[0]])
+        ax_gap.set_xlim(seeds[0] - 1, seeds[0] + 1)
+    else:
+        ax_gap.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_gap.set_ylabel("Q-gap (points / move)", color="#d73027")
     ax_acc = ax_gap.twinx()
     ax_acc.plot(seeds, accs, "s--", color="#2b7de9", label="val accuracy")
     ax_acc.set_ylabel("accuracy", color="#2b7de9")
     ax_gap.set_title("history")
-
-
-def evaluation_figure(history: list[dict[str, Any]], result: dict[str, Any] | None = None):
-    """Val Q-gap per declaration (this iteration) beside the history of Q-gap and accuracy."""
-    fig, (ax_decl, ax_hist) = plt.subplots(1, 2, figsize=(11, 3.6))
-    val = (result or {}).get("val") or {}
-    names = [n for n in DECL_NAMES if f"q_gap/{n}" in val]
-    ax_decl.bar(range(len(names)), [val[f"q_gap/{n}"] for n in names], color="#fdae61")
-    ax_decl.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax_decl.set_ylabel("val Q-gap")
-    ax_decl.set_title("Q-gap by declaration")
-    rows = list(history)
-    if result and result.get("total_seeds") is not None and val:
-        rows.append({"total_seeds": result["total_seeds"], "val": val})
-    _history_axes(ax_hist, rows)
-    fig.tight_layout()
-    return fig
 
 
 def png_bytes(fig, dpi: int = 80) -> bytes:

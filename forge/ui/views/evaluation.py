@@ -1,0 +1,267 @@
+"""What the evaluate stage found: metrics against earlier iterations, where the model loses points,
+its worst blunders as positions, and how well its value head is calibrated.
+
+The stage scores whole golden splits with histogram metrics and keeps no per-sample output. The
+per-sample views here run the checkpoint again on a fixed, evenly spaced subset of a split (a few
+thousand samples, so the notebook stays quick on the standard preset) through the same exact
+inference net the stage uses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+import torch
+from matplotlib.figure import Figure
+
+from forge.flywheel.stages import HIGHER_IS_BETTER
+from forge.ml.checkpoints import load_module
+from forge.ml.inference import inference_net
+from forge.ml.metrics import BLUNDER_THRESHOLD, move_gaps, predict, team_sign
+from forge.ml.model import VALUE_SCALE
+from forge.ml.store import load_split
+from forge.ml.tokenize import F_DECL
+from forge.oracle.rules import DECL_NAMES
+from forge.ui.views.display import frame_html
+from forge.ui.views.positions import board_html, decode_sample, sample_tricks_played
+
+#: Samples the per-sample views look at, at most.
+SUBSET = 3000
+#: Rows of the comparison table: (result section, metric name).
+COMPARED: tuple[tuple[str, str], ...] = (
+    *((split, name) for split in ("val", "test")
+      for name in ("q_gap", "accuracy", "zero_regret", "blunder_rate", "p99_gap", "value_mae")),
+    ("playout", "playout_points_lost"),
+    ("playout", "playout_outcome_error"),
+)
+BETTER, WORSE = "#1a9850", "#d73027"
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+
+def _metric(source: Any, split: str, name: str) -> float | None:
+    """A metric of a stage result (dict) or a history entry (record with ``metric``)."""
+    if source is None:
+        return None
+    if isinstance(source, dict):
+        value = (source.get(split) or {}).get(name)
+        return float(value) if isinstance(value, (int, float)) else None
+    return source.metric(split, name)
+
+
+def change(name: str, now: float | None, then: float | None) -> str:
+    """The change from ``then`` to ``now`` with its direction: arrow for up/down, word for good/bad."""
+    if now is None or then is None:
+        return ""
+    delta = now - then
+    if delta == 0:
+        return "= same"
+    better = (delta > 0) == (name in HIGHER_IS_BETTER)
+    return f"{'▲' if delta > 0 else '▼'} {delta:+.4g} {'better' if better else 'worse'}"
+
+
+def comparison_frame(result: dict[str, Any], previous: Any = None, best: Any = None) -> pl.DataFrame:
+    """This iteration's metrics beside the previous and the best iteration's, with each change's direction."""
+    rows = []
+    for split, name in COMPARED:
+        now = _metric(result, split, name)
+        if now is None:
+            continue
+        prev, top = _metric(previous, split, name), _metric(best, split, name)
+        rows.append({"metric": f"{split} {name}", "better when": "higher" if name in HIGHER_IS_BETTER else "lower",
+                     "this": now, "previous": prev, "vs previous": change(name, now, prev),
+                     "best": top, "vs best": change(name, now, top)})
+    return pl.DataFrame(rows, schema={"metric": pl.String, "better when": pl.String, "this": pl.Float64,
+                                      "previous": pl.Float64, "vs previous": pl.String, "best": pl.Float64,
+                                      "vs best": pl.String})
+
+
+def comparison_html(result: dict[str, Any], previous: Any = None, best: Any = None) -> str:
+    frame = comparison_frame(result, previous, best)
+
+    def colour(column: str, value: Any) -> str | None:
+        if column.startswith("vs ") and isinstance(value, str):
+            return BETTER if value.endswith("better") else WORSE if value.endswith("worse") else None
+        return None
+
+    names = []
+    for label, entry in (("previous", previous), ("best", best)):
+        names.append(f"{label}: iteration {entry.iteration}" if entry is not None else f"{label}: none yet")
+    note = (f'<div style="font:12px system-ui,sans-serif;color:#555">{"; ".join(names)}. ▲/▼: the metric went '
+            f'up/down; green: better, red: worse (accuracy and zero-regret are better higher, the rest lower).</div>')
+    return f'<div class="forge-comparison">{frame_html(frame, text_colour=colour)}{note}</div>'
+
+
+def best_entry(state: Any, result: dict[str, Any]) -> Any:
+    """The history entry this evaluation was compared with as "best" (None for the first)."""
+    iteration = result.get("best_iteration", result.get("best_before"))
+    return state.entry(iteration) if iteration is not None else None
+
+
+# ---------------------------------------------------------------------------------------------- per sample
+
+@dataclass(frozen=True)
+class Predictions:
+    """The model's outputs on a fixed subset of a split, beside the oracle's answers."""
+
+    split: str
+    index: np.ndarray  # sample numbers in the split
+    arrays: dict[str, np.ndarray]  # the subset's store arrays
+    logits: np.ndarray  # (N, 7)
+    value: np.ndarray  # (N,) predicted V, points, mover's view
+    q: np.ndarray | None  # (N, 7) predicted Q, points, mover's view (None: the Q head was not trained)
+
+    @property
+    def preds(self) -> np.ndarray:
+        return predict(self.logits, self.arrays["legal"]).numpy()
+
+    @property
+    def gaps(self) -> np.ndarray:
+        a = self.arrays
+        return move_gaps(self.preds, a["qvals"], a["legal"], a["teams"]).numpy()
+
+    @property
+    def decls(self) -> np.ndarray:
+        return self.arrays["tokens"][:, 0, F_DECL].astype(np.int64)
+
+    @property
+    def tricks_played(self) -> np.ndarray:
+        return sample_tricks_played(self.arrays["tokens"], self.arrays["masks"])
+
+    @property
+    def oracle_value(self) -> np.ndarray:
+        """Oracle V from the mover's side, points."""
+        return self.arrays["values"].astype(np.int64) * team_sign(self.arrays["teams"]).numpy()
+
+    def probs(self, j: int) -> np.ndarray:
+        """The model's move probabilities for subset row ``j`` (legal moves only)."""
+        logits = torch.as_tensor(self.logits[j]).masked_fill(torch.as_tensor(self.arrays["legal"][j]) == 0,
+                                                              float("-inf"))
+        return torch.softmax(logits, -1).numpy()
+
+
+def subset_index(n: int, limit: int = SUBSET) -> np.ndarray:
+    """``limit`` evenly spaced sample numbers (all when fewer): every shard of the split is represented,
+    and the same samples are chosen every time."""
+    if n <= limit:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
+@torch.inference_mode()
+def predict_subset(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, split: str = "val",
+                   limit: int = SUBSET, batch_size: int = 1024) -> Predictions:
+    """Run the checkpoint on a fixed subset of ``split``."""
+    module = load_module(checkpoint)
+    net = inference_net(module.model)
+    full = load_split(data_dir, split)
+    index = subset_index(len(full["targets"]), limit)
+    arrays = {k: np.asarray(v[index]) for k, v in full.items()}
+    logits, value, q = [], [], []
+    for start in range(0, len(index), batch_size):
+        part = slice(start, start + batch_size)
+        out = net(*(torch.from_numpy(arrays[k][part]) for k in ("tokens", "masks", "players")))
+        logits.append(out.logits.float())
+        value.append(out.value.float() * VALUE_SCALE)
+        q.append(out.q.float() * VALUE_SCALE)
+    cat = (lambda xs: torch.cat(xs).numpy()) if len(index) else (lambda xs: np.zeros((0, 7), np.float32))
+    trained_q = bool(getattr(module.hparams, "q_weight", 0))
+    return Predictions(split, index, arrays, cat(logits), cat(value).reshape(-1) if len(index) else np.zeros(0),
+                       cat(q) if trained_q else None)
+
+
+def gap_frame(pred: Predictions, by: str) -> pl.DataFrame:
+    """Mean Q-gap, blunder rate and sample count per ``"tricks played"`` or ``"declaration"``."""
+    key = pred.tricks_played if by == "tricks played" else pred.decls
+    frame = pl.DataFrame({by: key, "gap": pred.gaps})
+    out = (frame.group_by(by).agg(pl.len().alias("samples"), pl.col("gap").mean().alias("Q-gap"),
+                                  (pl.col("gap") > BLUNDER_THRESHOLD).mean().alias("blunder rate"))
+           .sort(by))
+    if by == "declaration":
+        out = out.with_columns(pl.col(by).replace_strict(dict(enumerate(DECL_NAMES)), return_dtype=pl.String))
+    return out
+
+
+def gap_figure(result: dict[str, Any], pred: Predictions) -> Figure:
+    """Val Q-gap per declaration (the stage's, whole split) beside Q-gap per trick depth (subset)."""
+    val = result.get("val") or {}
+    fig, (ax_decl, ax_depth) = plt.subplots(1, 2, figsize=(11, 3.4))
+    names = [n for n in DECL_NAMES if f"q_gap/{n}" in val]
+    ax_decl.bar(range(len(names)), [val[f"q_gap/{n}"] for n in names], color="#fdae61")
+    ax_decl.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax_decl.set_ylabel("Q-gap (points / move)")
+    ax_decl.set_title(f"val Q-gap by declaration ({int(val.get('n', 0)):,} samples)", fontsize=10)
+    depth = gap_frame(pred, "tricks played")
+    ax_depth.bar(depth["tricks played"], depth["Q-gap"], color="#74add1")
+    for x, y, n in depth.select("tricks played", "Q-gap", "samples").iter_rows():
+        ax_depth.annotate(f"n={n}", (x, y), ha="center", va="bottom", fontsize=7)
+    ax_depth.set_xticks(depth["tricks played"].to_list())
+    ax_depth.set_xlabel("tricks already played")
+    ax_depth.set_title(f"{pred.split} Q-gap by trick depth ({len(pred.index):,} samples)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def blunders(pred: Predictions, k: int = 3) -> list[int]:
+    """Subset rows of the ``k`` costliest mistakes (largest gap first; ties: earliest sample)."""
+    gaps = pred.gaps
+    order = np.lexsort((pred.index, -gaps))
+    return [int(j) for j in order[:k] if gaps[j] > 0]
+
+
+def blunder_html(pred: Predictions, j: int, rank: int) -> str:
+    """One mistake drawn as a position: the model's move, the best move and the Q table."""
+    board = decode_sample(pred.arrays, j)
+    gap = int(pred.gaps[j])
+    return board_html(board, f"blunder {rank}: loses {gap} point{'s' if gap != 1 else ''} "
+                             f"({pred.split} sample {int(pred.index[j])})",
+                      model_move=int(pred.preds[j]), model_probs=pred.probs(j),
+                      model_q=pred.q[j] if pred.q is not None else None, css_class="forge-blunder")
+
+
+def blunders_html(pred: Predictions, k: int = 3) -> str:
+    rows = blunders(pred, k)
+    if not rows:
+        return (f'<div class="forge-blunders">no mistakes on these {len(pred.index):,} {pred.split} samples: '
+                "every move the model chose is optimal</div>")
+    return '<div class="forge-blunders">' + "".join(blunder_html(pred, j, r + 1) for r, j in enumerate(rows)) + "</div>"
+
+
+def calibration_figure(pred: Predictions) -> Figure:
+    """Predicted vs oracle V (mover's side), with the mean prediction per oracle value, and the
+    value error per trick depth."""
+    truth, guess = pred.oracle_value, pred.value
+    fig, (ax, ax_depth) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.3, 1]})
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(truth))  # whole-point values overlap otherwise
+    ax.scatter(truth + jitter, guess, s=4, alpha=0.25, color="#4575b4", label="samples")
+    frame = pl.DataFrame({"oracle": truth, "model": guess})
+    means = frame.group_by("oracle").agg(pl.col("model").mean()).sort("oracle")
+    ax.plot(means["oracle"], means["model"], "o-", ms=3, color="#d73027", label="mean prediction")
+    lim = max(1.0, float(np.abs(truth).max(initial=0)), float(np.abs(guess).max(initial=0)))
+    ax.plot([-lim, lim], [-lim, lim], "--", color="#777", lw=1, label="perfect")
+    mae = float(np.abs(guess - truth).mean()) if len(truth) else float("nan")
+    ax.set_xlabel("oracle V (points, mover's side)")
+    ax.set_ylabel("predicted V")
+    ax.set_title(f"value calibration ({pred.split}, {len(truth):,} samples, MAE {mae:.2f})", fontsize=10)
+    ax.legend(fontsize=7)
+    err = pl.DataFrame({"tricks played": pred.tricks_played, "err": np.abs(guess - truth)})
+    by_depth = err.group_by("tricks played").agg(pl.col("err").mean()).sort("tricks played")
+    ax_depth.bar(by_depth["tricks played"], by_depth["err"], color="#abd9e9")
+    ax_depth.set_xticks(by_depth["tricks played"].to_list())
+    ax_depth.set_xlabel("tricks already played")
+    ax_depth.set_ylabel("value MAE (points)")
+    ax_depth.set_title("value error by trick depth", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def subset_note(pred: Predictions, total: int | None = None) -> str:
+    of = f" of {total:,}" if total else ""
+    return (f"<p><i>Per-sample views: {len(pred.index):,}{of} {pred.split} samples, evenly spaced through the "
+            f"split (fixed, so iterations compare like with like).</i></p>")
+
