@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from forge.errors import InputError
+from forge.oracle.generate import generate
 from forge.oracle.shard import read_shard_info, shard_name
 from forge.oracle.verify import verify_shard
 
@@ -25,8 +27,8 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (["--seed-range", "x", "--decl", "1"], "A:B"),
         (["--seed", "1", "--decl", "spades"], "unknown declaration 'spades'"),
         (["--seed", "1", "--decl", "12"], "unknown declaration '12'"),
-        (["--seed", "1", "--decl", "1", "--hand-size", "0"], "hand-size must be 1..7"),
-        (["--seed", "1", "--decl", "1", "--hand-size", "8"], "hand-size must be 1..7"),
+        (["--seed", "1", "--decl", "1", "--hand-size", "0"], "hand size must be 1..7"),
+        (["--seed", "1", "--decl", "1", "--hand-size", "8"], "hand size must be 1..7"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -99,3 +101,33 @@ def test_verify_command(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "FAIL" in res.stderr and "foreign.parquet" in res.stderr and "missing.parquet: no such shard" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "jobs, kwargs, message",
+    [
+        ([(-1, 0)], {}, "seed must be a non-negative integer"),
+        ([(1, 10)], {}, "declaration must be 0..9"),
+        ([(1, 0)], {"hand_size": 8}, "hand size must be 1..7"),
+        ([(1, 0)], {"workers": 0}, "workers must be a positive integer"),
+    ],
+)
+def test_the_library_raises_input_errors_before_any_work(tmp_path: Path, jobs, kwargs, message) -> None:
+    with pytest.raises(InputError, match=message):
+        list(generate(jobs, tmp_path / "out", progress=False, **kwargs))
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_oracle_layer_never_imports_the_command_line_layer() -> None:
+    code = ("import sys, forge.oracle.generate, forge.oracle.verify; "
+            "print(sorted(m for m in sys.modules if m.startswith('forge.cli')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
+
+
+def test_the_commands_also_run_from_forge_cli(tmp_path: Path) -> None:
+    res = run("forge.cli.generate", "--seed", "3", "--decl", "doubles-suit", "--hand-size", "2", "--out",
+              str(tmp_path), "--quiet")
+    assert res.returncode == 0 and "1 shard(s) written" in res.stdout, res.stderr
+    res = run("forge.cli.verify", str(tmp_path / shard_name(3, 8)))
+    assert res.returncode == 0 and res.stdout.startswith("ok"), res.stderr

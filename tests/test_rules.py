@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from reference_minimax import Rules
 
+from forge.errors import InputError
 from forge.oracle import rules
-from forge.oracle.deal import deal
+from forge.oracle.deal import deal, train_decl
 from forge.oracle.rules import CALLED, COUNT, FOLLOWS, LED_SUIT, POWER, TRUMP_RANK
 
 BLANKS, ONES, TWOS, THREES, FOURS, FIVES, SIXES = range(7)
@@ -135,8 +136,15 @@ def test_parse_decl_accepts_ids_and_names(text: str | int, decl: int) -> None:
 @pytest.mark.parametrize("bad", ["seven", "double", "doubles", "10", "-1", "", 10, -1, "six"])
 def test_parse_decl_rejects_unknown(bad: str | int) -> None:
     """Anything that is not an id 0..9 or one of the ten names is an error, not a guess."""
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="unknown declaration"):
         rules.parse_decl(bad)
+
+
+def test_training_seeds_cycle_through_the_declarations() -> None:
+    assert [train_decl(s) for s in (0, 6, 9, 10, 23, 1_000_007)] == [0, 6, 9, 0, 3, 7]
+    for bad in (-1, 2.0, True):
+        with pytest.raises(InputError, match="seed"):
+            train_decl(bad)
 
 
 # --- led suit and following -------------------------------------------------------------------

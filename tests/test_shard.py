@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from forge.ml.tokenize import tokenize_shard
 from forge.oracle import shard as shard_mod
 from forge.oracle.shard import (
     ShardError,
@@ -16,9 +17,11 @@ from forge.oracle.shard import (
     read_shard_info,
     read_solution,
     shard_name,
+    shard_path,
     to_table,
     write_shard,
 )
+from forge.oracle.shard_rows import ShardRows
 from forge.oracle.solve import solve
 from forge.oracle.state import initial_state
 from forge.oracle.verify import verify_shard
@@ -170,3 +173,49 @@ def test_verify_once_rereads_only_changed_files(tmp_path: Path, small, monkeypat
     damaged = _corrupt(tmp_path, small, "x.parquet", lambda c: c["V"].__setitem__(3, c["V"][3] + 2))
     damaged.replace(path)  # same name, new content
     assert verify_mod.verify_once(path) and len(calls) == 2
+
+
+#: The smallest full deal found (2.3M states, ~0.1 s to solve): doubles-suit keeps trees small.
+SMALL_FULL_DEAL = (31, 8)
+
+
+def _write_like_the_reference_oracle(sol, folder: Path) -> Path:
+    """As the public reference oracle writes a shard: the spec's columns in sorted order,
+    pyarrow's default writer options (snappy), and only ``seed`` and ``decl_id`` as metadata."""
+    columns = {"state": sol.state.astype(np.int64), "V": sol.V.astype(np.int8)}
+    columns |= {f"q{i}": sol.q[i].astype(np.int8) for i in range(7)}
+    table = pa.table(columns).replace_schema_metadata({b"seed": str(sol.seed).encode(),
+                                                       b"decl_id": str(sol.decl_id).encode()})
+    path = shard_path(folder, sol.seed, sol.decl_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="snappy")
+    return path
+
+
+def test_reference_oracle_shards_are_full_games_that_tokenize_like_ours(tmp_path: Path) -> None:
+    sol = solve(*SMALL_FULL_DEAL)
+    ref = _write_like_the_reference_oracle(sol, tmp_path / "reference")
+    ours = write_shard(sol, tmp_path / "forge")
+    assert set(pq.read_schema(ref).metadata) == {b"seed", b"decl_id"}
+
+    info = read_shard_info(ref)
+    assert (info.seed, info.decl_id, info.hand_size, info.rows) == (*SMALL_FULL_DEAL, 7, len(sol))
+    assert verify_shard(ref) == []
+    rows = ShardRows(ref)
+    assert rows.hand_size == 7 and len(rows) == len(sol)
+    root = rows.lookup(initial_state())
+    assert (rows.value(root), tuple(int(x) for x in rows.q_row(root))) == sol.root()
+
+    theirs, mine = tokenize_shard(ref, 3000, global_seed=5), tokenize_shard(ours, 3000, global_seed=5)
+    assert len(mine["targets"]) > 2000
+    for name in mine:
+        assert np.array_equal(theirs[name], mine[name]), name
+
+
+def test_a_stated_hand_size_is_checked(tmp_path: Path, small) -> None:
+    table = to_table(small)
+    for bad in (b"0", b"8", b"seven", b"\xd9\xa3"):  # the last is an Arabic-Indic digit three
+        path = tmp_path / "hand.parquet"
+        pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"hand_size": bad}), path)
+        with pytest.raises(ShardError, match="hand.parquet.*hand_size"):
+            read_shard_info(path)

@@ -6,19 +6,29 @@ import random
 
 import numpy as np
 
-from forge.oracle.rules import MAX_HAND, N_DOMINOES, N_PLAYERS
+from forge.errors import InputError
+from forge.oracle.rules import MAX_HAND, N_DECLS, N_DOMINOES, N_PLAYERS
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def check_hand_size(hand_size: int) -> int:
-    if isinstance(hand_size, bool) or not isinstance(hand_size, (int, np.integer)) or not 1 <= hand_size <= MAX_HAND:
-        raise ValueError(f"hand size must be 1..{MAX_HAND}, got {hand_size!r}")
+    if not _is_int(hand_size) or not 1 <= hand_size <= MAX_HAND:
+        raise InputError(f"hand size must be 1..{MAX_HAND}, got {hand_size!r}")
     return int(hand_size)
 
 
 def check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not _is_int(seed) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+def train_decl(seed: int) -> int:
+    """The declaration a training seed is played under: one per seed, cycling through all ten."""
+    return check_seed(seed) % N_DECLS
 
 
 def deal(seed: int, hand_size: int = MAX_HAND) -> np.ndarray:

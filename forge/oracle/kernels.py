@@ -19,29 +19,52 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-HEADER_BITS = 13
+from forge.oracle.rules import ILLEGAL_Q
+from forge.oracle.state import (
+    HAND_MASK,
+    LEADER_SHIFT,
+    MASK_BITS,
+    NO_PLAY,
+    PLAY_SHIFTS,
+    STATE_BITS,
+    TRICK_LEN_SHIFT,
+)
+
+HEADER_BITS = STATE_BITS - LEADER_SHIFT  # 13: leader, trick length, three plays
 N_HEADERS = 1 << HEADER_BITS
-MASK_VALUES = 128
-ILLEGAL = -128
+# A header is a state shifted down by LEADER_SHIFT; these place its fields.
+_TLEN_AT = TRICK_LEN_SHIFT - LEADER_SHIFT
+_PLAY_AT = tuple(sh - LEADER_SHIFT for sh in PLAY_SHIFTS)
+MASK_VALUES = 1 << MASK_BITS
+ILLEGAL = ILLEGAL_Q
 
 
 @nb.njit(cache=True, inline="always")
 def _node_header(leader, tlen, a, b, c):
-    return leader | (tlen << 2) | (a << 4) | (b << 7) | (c << 10)
+    return leader | (tlen << _TLEN_AT) | (a << _PLAY_AT[0]) | (b << _PLAY_AT[1]) | (c << _PLAY_AT[2])
 
 
 @nb.njit(cache=True, inline="always")
-def _legal(hand, follow):
+def legal_mask(hand, follow):
+    """The rule of play, once for every caller: the mover's held dominoes (``hand``, a local-index
+    mask) that follow the led suit (``follow``: the mover's dominoes that do), or, when none does
+    or nothing was led (``follow = 0``), every held domino. Callable from plain Python too."""
     legal = hand & follow
     return legal if legal != 0 else hand
 
 
 @nb.njit(cache=True, inline="always")
+def _pack_masks(m0, m1, m2, m3):
+    m = np.int64(m0) | (np.int64(m1) << MASK_BITS)
+    return m | (np.int64(m2) << (2 * MASK_BITS)) | (np.int64(m3) << (3 * MASK_BITS))
+
+
+@nb.njit(cache=True, inline="always")
 def _next_index(masks, winner, rank, cnext):
-    r0 = rank[masks & 127]
-    r1 = rank[(masks >> 7) & 127]
-    r2 = rank[(masks >> 14) & 127]
-    r3 = rank[(masks >> 21) & 127]
+    r0 = rank[masks & HAND_MASK]
+    r1 = rank[(masks >> MASK_BITS) & HAND_MASK]
+    r2 = rank[(masks >> (2 * MASK_BITS)) & HAND_MASK]
+    r3 = rank[(masks >> (3 * MASK_BITS)) & HAND_MASK]
     return (((r3 * cnext + r2) * cnext + r1) * cnext + r0) * 4 + winner
 
 
@@ -59,7 +82,7 @@ def forward_level(c, masks_by_pop, comb, rank, reach_k, reach_next, hist, bit, l
                 m1 = masks_by_pop[c, r1]
                 for r0 in range(C):
                     m0 = masks_by_pop[c, r0]
-                    full = np.int64(m0) | (np.int64(m1) << 7) | (np.int64(m2) << 14) | (np.int64(m3) << 21)
+                    full = _pack_masks(m0, m1, m2, m3)
                     hands = (m0, m1, m2, m3)
                     base = (((r3 * C + r2) * C + r1) * C + r0) * 4
                     for ld in range(4):
@@ -68,24 +91,24 @@ def forward_level(c, masks_by_pop, comb, rank, reach_k, reach_next, hist, bit, l
                         p1 = (ld + 1) & 3
                         p2 = (ld + 2) & 3
                         p3 = (ld + 3) & 3
-                        hrow[_node_header(ld, 0, 7, 7, 7)] += 1
+                        hrow[_node_header(ld, 0, NO_PLAY, NO_PLAY, NO_PLAY)] += 1
                         h0 = hands[ld]
                         for i in range(7):
                             if not (h0 >> i) & 1:
                                 continue
                             s = led[ld, i]
-                            hrow[_node_header(ld, 1, i, 7, 7)] += 1
-                            g1 = _legal(hands[p1], follow[p1, s])
+                            hrow[_node_header(ld, 1, i, NO_PLAY, NO_PLAY)] += 1
+                            g1 = legal_mask(hands[p1], follow[p1, s])
                             for j in range(7):
                                 if not (g1 >> j) & 1:
                                     continue
-                                hrow[_node_header(ld, 2, i, j, 7)] += 1
-                                g2 = _legal(hands[p2], follow[p2, s])
+                                hrow[_node_header(ld, 2, i, j, NO_PLAY)] += 1
+                                g2 = legal_mask(hands[p2], follow[p2, s])
                                 for k in range(7):
                                     if not (g2 >> k) & 1:
                                         continue
                                     hrow[_node_header(ld, 3, i, j, k)] += 1
-                                    g3 = _legal(hands[p3], follow[p3, s])
+                                    g3 = legal_mask(hands[p3], follow[p3, s])
                                     before = full - bit[ld, i] - bit[p1, j] - bit[p2, k]
                                     b0 = power[ld, i, s]
                                     b1 = power[p1, j, s]
@@ -130,16 +153,16 @@ def backward_level(
                 m1 = masks_by_pop[c, r1]
                 for r0 in range(C):
                     m0 = masks_by_pop[c, r0]
-                    full = np.int64(m0) | (np.int64(m1) << 7) | (np.int64(m2) << 14) | (np.int64(m3) << 21)
+                    full = _pack_masks(m0, m1, m2, m3)
                     hands = (m0, m1, m2, m3)
                     base = (((r3 * C + r2) * C + r1) * C + r0) * 4
                     for ld in range(4):
                         if reach_k[base + ld] == 0:
                             continue
-                        hb = _node_header(ld, 0, 7, 7, 7)
+                        hb = _node_header(ld, 0, NO_PLAY, NO_PLAY, NO_PLAY)
                         rb = cur[hb]
                         cur[hb] += 1
-                        out_state[rb] = full | (np.int64(hb) << 28)
+                        out_state[rb] = full | (np.int64(hb) << LEADER_SHIFT)
                         out_vq[rb, :] = ILLEGAL
                         if c == 0:
                             out_vq[rb, 0] = 0
@@ -156,25 +179,25 @@ def backward_level(
                             if not (h0 >> i) & 1:
                                 continue
                             s = led[ld, i]
-                            h1 = _node_header(ld, 1, i, 7, 7)
+                            h1 = _node_header(ld, 1, i, NO_PLAY, NO_PLAY)
                             r1row = cur[h1]
                             cur[h1] += 1
                             s1 = full - bit[ld, i]
-                            out_state[r1row] = s1 | (np.int64(h1) << 28)
+                            out_state[r1row] = s1 | (np.int64(h1) << LEADER_SHIFT)
                             out_vq[r1row, :] = ILLEGAL
                             v1 = -1000 if max1 else 1000
-                            g1 = _legal(hands[p1], follow[p1, s])
+                            g1 = legal_mask(hands[p1], follow[p1, s])
                             for j in range(7):
                                 if not (g1 >> j) & 1:
                                     continue
-                                h2 = _node_header(ld, 2, i, j, 7)
+                                h2 = _node_header(ld, 2, i, j, NO_PLAY)
                                 r2row = cur[h2]
                                 cur[h2] += 1
                                 s2 = s1 - bit[p1, j]
-                                out_state[r2row] = s2 | (np.int64(h2) << 28)
+                                out_state[r2row] = s2 | (np.int64(h2) << LEADER_SHIFT)
                                 out_vq[r2row, :] = ILLEGAL
                                 v2 = -1000 if max0 else 1000
-                                g2 = _legal(hands[p2], follow[p2, s])
+                                g2 = legal_mask(hands[p2], follow[p2, s])
                                 for k in range(7):
                                     if not (g2 >> k) & 1:
                                         continue
@@ -182,10 +205,10 @@ def backward_level(
                                     r3row = cur[h3]
                                     cur[h3] += 1
                                     s3 = s2 - bit[p2, k]
-                                    out_state[r3row] = s3 | (np.int64(h3) << 28)
+                                    out_state[r3row] = s3 | (np.int64(h3) << LEADER_SHIFT)
                                     out_vq[r3row, :] = ILLEGAL
                                     v3 = -1000 if max1 else 1000
-                                    g3 = _legal(hands[p3], follow[p3, s])
+                                    g3 = legal_mask(hands[p3], follow[p3, s])
                                     b0 = power[ld, i, s]
                                     b1 = power[p1, j, s]
                                     b2 = power[p2, k, s]

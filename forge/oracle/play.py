@@ -1,7 +1,8 @@
 """Stepping a single game state by the rules, for play-outs and checks outside the solver.
 
 The solver walks millions of states in bulk; this module moves one state at a time with plain
-Python ints and the tables of ``forge.oracle.rules``, so its answers are easy to trust.
+Python ints, the tables of ``forge.oracle.rules`` and the solver's own rule of play
+(:func:`forge.oracle.kernels.legal_mask`), so its answers are easy to trust.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from forge.oracle.kernels import legal_mask
 from forge.oracle.rules import COUNT, FOLLOWS, LED_SUIT, N_PLAYERS, POWER, team_of
-from forge.oracle.state import LEADER_SHIFT, NO_PLAY, pack_state, unpack_state
+from forge.oracle.state import ALL_HANDS, NO_PLAY, pack_state, unpack_state
 
 
 class Step(NamedTuple):
@@ -29,16 +31,16 @@ def _lead_suit(fields, hands: np.ndarray, decl_id: int) -> int:
 
 
 def legal_moves(state: int, hands: np.ndarray, decl_id: int) -> list[int]:
-    """Local indices the player to move may play: all held dominoes, or those that follow suit."""
+    """Local indices the player to move may play (the rule itself: :func:`kernels.legal_mask`)."""
     state = int(state)
     f = unpack_state(state)
     player = (int(f.leader) + int(f.trick_len)) % N_PLAYERS
-    held = _held(int(f.masks[player]), hands.shape[1])
-    if int(f.trick_len) == 0:
-        return held
-    suit = _lead_suit(f, hands, decl_id)
-    following = [i for i in held if FOLLOWS[decl_id, hands[player, i], suit]]
-    return following or held
+    n = hands.shape[1]
+    follow = 0
+    if int(f.trick_len) > 0:
+        suit = _lead_suit(f, hands, decl_id)
+        follow = sum(1 << i for i in range(n) if FOLLOWS[decl_id, hands[player, i], suit])
+    return _held(int(legal_mask(int(f.masks[player]), follow)), n)
 
 
 def play(state: int, local_index: int, hands: np.ndarray, decl_id: int) -> Step:
@@ -70,4 +72,4 @@ def child_state(state: int, local_index: int, hands: np.ndarray, decl_id: int) -
 
 
 def is_terminal(state: int) -> bool:
-    return int(state) & ((1 << LEADER_SHIFT) - 1) == 0  # every hand mask empty
+    return int(state) & ALL_HANDS == 0  # every hand mask empty

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from forge.errors import InputError
+
 N_DOMINOES = 28
 N_PLAYERS = 4
 MAX_HAND = 7
@@ -66,7 +68,7 @@ def parse_decl(text: str | int) -> int:
     if s in DECL_NAMES:
         return DECL_NAMES.index(s)
     choices = ", ".join(f"{i}={n}" for i, n in enumerate(DECL_NAMES))
-    raise ValueError(f"unknown declaration {text!r} (choose 0..9 or a name: {choices})")
+    raise InputError(f"unknown declaration {text!r} (choose 0..9 or a name: {choices})")
 
 
 def in_called_suit(d: int, decl: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 from forge import __version__
 from forge.atomic import atomic_write
 from forge.errors import ForgeError
-from forge.oracle.rules import DECL_NAMES, N_DECLS
+from forge.oracle.rules import DECL_NAMES, MAX_HAND, N_DECLS
 
 if TYPE_CHECKING:  # the solver pulls in numba; readers of shards should not pay for it
     from forge.oracle.solve import Solution
@@ -47,7 +48,12 @@ class ShardInfo:
     rows: int
 
 
+#: Any file named like a shard (whatever its zero-padding): its name must be its metadata's.
+_SHARD_NAME = re.compile(r"seed_\d+_decl_\d+\.parquet")
+
+
 def shard_name(seed: int, decl_id: int) -> str:
+    """The one file name of a deal's shard (spec: "Shard file")."""
     return f"seed_{seed:08d}_decl_{decl_id}.parquet"
 
 
@@ -89,27 +95,50 @@ def _open(path: Path) -> pq.ParquetFile:
         raise ShardError(f"{path}: not a readable parquet shard ({exc})") from None
 
 
+def _text_metadata(path: Path, pf: pq.ParquetFile) -> dict[str, str]:
+    """The footer's key-value metadata as text; a flipped byte there is a damaged shard, named."""
+    try:
+        return {k.decode("utf-8"): v.decode("utf-8") for k, v in (pf.schema_arrow.metadata or {}).items()}
+    except UnicodeDecodeError:
+        raise ShardError(f"{path}: damaged shard: its metadata is not UTF-8 text") from None
+
+
+def _number(path: Path, meta: dict[str, str], key: str, default: int | None = None) -> int:
+    raw = meta.get(key)
+    if raw is None and default is not None:
+        return default
+    if raw is None or not (raw.isascii() and raw.isdigit()):
+        raise ShardError(f"{path}: not a shard: metadata {key!r} is missing or not a number")
+    return int(raw)
+
+
 def read_shard_info(path: str | os.PathLike) -> ShardInfo:
-    """Metadata of a shard, checked; raises ShardError naming the file and the problem."""
+    """Metadata of a shard, checked; raises ShardError naming the file and the problem.
+
+    The metadata says which deal a shard holds (spec: "Shard file"). Only ``seed`` and
+    ``decl_id`` are required, as the public reference oracle writes no more: without
+    ``hand_size`` a shard is a full game. A file named like a shard whose name disagrees with
+    its metadata (a shard copied or renamed from another deal) is foreign.
+    """
     path = Path(path)
     pf = _open(path)
     names = tuple(pf.schema_arrow.names)
     missing = [c for c in COLUMNS if c not in names]
     if missing:
         raise ShardError(f"{path}: not a shard: missing column(s) {', '.join(missing)}")
-    meta = {k.decode(): v.decode() for k, v in (pf.schema_arrow.metadata or {}).items()}
-    values = {}
-    for key in ("seed", "decl_id", "hand_size"):
-        raw = meta.get(key)
-        if raw is None or not raw.isdigit():
-            raise ShardError(f"{path}: not a shard: metadata {key!r} is missing or not a number")
-        values[key] = int(raw)
-    if not 0 <= values["decl_id"] < N_DECLS or not 1 <= values["hand_size"] <= 7:
-        raise ShardError(f"{path}: shard metadata out of range: {values}")
+    meta = _text_metadata(path, pf)
+    seed, decl_id = _number(path, meta, "seed"), _number(path, meta, "decl_id")
+    hand_size = _number(path, meta, "hand_size", default=MAX_HAND)
+    if not 0 <= decl_id < N_DECLS or not 1 <= hand_size <= MAX_HAND:
+        raise ShardError(f"{path}: shard metadata out of range: seed {seed}, decl_id {decl_id}, "
+                         f"hand_size {hand_size}")
+    if _SHARD_NAME.fullmatch(path.name) and path.name != shard_name(seed, decl_id):
+        raise ShardError(f"{path}: foreign shard: its metadata says seed {seed}, declaration {decl_id} "
+                         f"({shard_name(seed, decl_id)}), not the deal its name says")
     rows = pf.metadata.num_rows
     if meta.get("rows", str(rows)) != str(rows):
         raise ShardError(f"{path}: truncated shard: {rows} rows, metadata says {meta['rows']}")
-    return ShardInfo(path, values["seed"], values["decl_id"], values["hand_size"], rows)
+    return ShardInfo(path, seed, decl_id, hand_size, rows)
 
 
 def read_shard(path: str | os.PathLike, columns: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -11,8 +11,10 @@ from math import comb
 
 import numpy as np
 
+from forge.errors import InputError
 from forge.oracle import kernels, rules
 from forge.oracle.deal import check_hand_size, check_seed, deal
+from forge.oracle.state import LEADER_SHIFT, NO_PLAYS, initial_state
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,15 @@ class Solution:
         """The mover's Q per local domino (int8, -128 illegal) at ``row``."""
         return self.q[:, row]
 
+    def root(self) -> tuple[int, tuple[int, ...]]:
+        """V and player 0's Q at the start of the hand."""
+        row = self.lookup(initial_state(self.hand_size))
+        return int(self.V[row]), tuple(int(x) for x in self.q[:, row])
+
 
 def check_decl(decl_id: int) -> int:
     if isinstance(decl_id, bool) or not isinstance(decl_id, (int, np.integer)) or not 0 <= decl_id < rules.N_DECLS:
-        raise ValueError(f"declaration must be 0..{rules.N_DECLS - 1}, got {decl_id!r}")
+        raise InputError(f"declaration must be 0..{rules.N_DECLS - 1}, got {decl_id!r}")
     return int(decl_id)
 
 
@@ -99,7 +106,7 @@ def solve(seed: int, decl_id: int, hand_size: int = rules.MAX_HAND) -> Solution:
             n - k, by_pop, combs, rank, reach[k], reach[k + 1], hist,
             t["bit"], t["led"], t["follow"], t["power"],
         )
-    terminal_header = 0 | (0 << 2) | (7 << 4) | (7 << 7) | (7 << 10)
+    terminal_header = NO_PLAYS >> LEADER_SHIFT  # a fresh trick's header, leader 0
     for leader in range(4):
         hist[0, terminal_header | leader] += int(reach[n][leader])
 

@@ -7,12 +7,18 @@ from typing import NamedTuple
 import numpy as np
 
 MASK_BITS = 7
+HAND_MASK = (1 << MASK_BITS) - 1  # one player's remaining-hand mask
+ALL_HANDS = (1 << (4 * MASK_BITS)) - 1  # the four masks together (bits 0-27)
 LEADER_SHIFT = 28
 TRICK_LEN_SHIFT = 30
+SEAT_MASK = 0x3  # leader and trick length are 2-bit fields
 PLAY_SHIFTS = (32, 35, 38)
+PLAY_MASK = 0x7  # a play field is 3 bits
 NO_PLAY = 7
-#: Bits above the four hand masks: leader, trick length and plays. Rows sharing them sort by mask.
-HEADER_SHIFT = LEADER_SHIFT
+#: The three play fields all NO_PLAY: what a fresh trick carries above leader and trick length.
+NO_PLAYS = sum(NO_PLAY << sh for sh in PLAY_SHIFTS)
+#: Bits a packed state may use (41); any bit above is not a state.
+STATE_BITS = PLAY_SHIFTS[-1] + 3
 
 
 class Unpacked(NamedTuple):
@@ -32,14 +38,14 @@ def pack_state(masks, leader, trick_len=0, plays=(NO_PLAY, NO_PLAY, NO_PLAY)):
 
 
 def unpack_state(state) -> Unpacked:
-    masks = tuple((state >> (MASK_BITS * p)) & 0x7F for p in range(4))
-    plays = tuple((state >> sh) & 0x7 for sh in PLAY_SHIFTS)
-    return Unpacked(masks, (state >> LEADER_SHIFT) & 0x3, (state >> TRICK_LEN_SHIFT) & 0x3, plays)
+    masks = tuple((state >> (MASK_BITS * p)) & HAND_MASK for p in range(4))
+    plays = tuple((state >> sh) & PLAY_MASK for sh in PLAY_SHIFTS)
+    return Unpacked(masks, (state >> LEADER_SHIFT) & SEAT_MASK, (state >> TRICK_LEN_SHIFT) & SEAT_MASK, plays)
 
 
 def mover(state):
     """Player to move: (leader + trick_len) % 4."""
-    return (((state >> LEADER_SHIFT) & 0x3) + ((state >> TRICK_LEN_SHIFT) & 0x3)) & 0x3
+    return (((state >> LEADER_SHIFT) & SEAT_MASK) + ((state >> TRICK_LEN_SHIFT) & SEAT_MASK)) & SEAT_MASK
 
 
 def initial_state(hand_size: int = 7) -> int:

@@ -1,4 +1,4 @@
-"""Check that a shard file honours the contract; ``python -m forge.oracle.verify FILE...``.
+"""Check that a shard file honours the contract (command: ``python -m forge.oracle.verify FILE...``).
 
 The standard checks (schema, metadata, sorted unique states, well-formed states, -128 exactly
 where a move is illegal, V = max/min of the legal Q, terminal rows, the initial state) cost one
@@ -9,7 +9,7 @@ plus the trick's points (Bellman consistency), which re-derives the whole soluti
 from __future__ import annotations
 
 import json
-import sys
+import runpy
 from pathlib import Path
 
 import numba as nb
@@ -17,9 +17,24 @@ import numpy as np
 
 from forge.atomic import atomic_write_text
 from forge.oracle.deal import deal
+from forge.oracle.kernels import legal_mask
+from forge.oracle.rules import ILLEGAL_Q, TOTAL_POINTS
 from forge.oracle.shard import COLUMNS, SCHEMA, ShardError, read_shard, read_shard_info
 from forge.oracle.solve import _deal_tables
-from forge.oracle.state import initial_state
+from forge.oracle.state import (
+    ALL_HANDS,
+    HAND_MASK,
+    LEADER_SHIFT,
+    MASK_BITS,
+    NO_PLAY,
+    NO_PLAYS,
+    PLAY_MASK,
+    PLAY_SHIFTS,
+    SEAT_MASK,
+    STATE_BITS,
+    TRICK_LEN_SHIFT,
+    initial_state,
+)
 
 #: Names of the per-row checks, in the order the kernel counts them.
 ROW_CHECKS = (
@@ -50,10 +65,15 @@ def _check_rows(state, V, q, n, led, follow):
     full = (1 << n) - 1
     for r in range(len(state)):
         s = state[r]
-        leader = (s >> 28) & 3
-        tlen = (s >> 30) & 3
-        masks = (s & 127, (s >> 7) & 127, (s >> 14) & 127, (s >> 21) & 127)
-        ok = (s >> 41) == 0
+        leader = (s >> LEADER_SHIFT) & SEAT_MASK
+        tlen = (s >> TRICK_LEN_SHIFT) & SEAT_MASK
+        masks = (
+            s & HAND_MASK,
+            (s >> MASK_BITS) & HAND_MASK,
+            (s >> (2 * MASK_BITS)) & HAND_MASK,
+            (s >> (3 * MASK_BITS)) & HAND_MASK,
+        )
+        ok = (s >> STATE_BITS) == 0
         base = _popcount(masks[(leader + 3) & 3])  # the trick's last player has not played yet
         for pos in range(4):
             p = (leader + pos) & 3
@@ -62,29 +82,26 @@ def _check_rows(state, V, q, n, led, follow):
             played = pos < tlen
             if _popcount(masks[p]) != base - played:
                 ok = False
-            if played and ((s >> (32 + 3 * pos)) & 7) >= n:
+            if played and ((s >> PLAY_SHIFTS[pos]) & PLAY_MASK) >= n:
                 ok = False
         for pos in range(3):
-            play = (s >> (32 + 3 * pos)) & 7
-            if (pos < tlen) == (play == 7):
+            play = (s >> PLAY_SHIFTS[pos]) & PLAY_MASK
+            if (pos < tlen) == (play == NO_PLAY):
                 ok = False
         codes = 0
         if not ok:
             codes |= 1
         else:
             mover = (leader + tlen) & 3
-            hand = masks[mover]
-            legal = hand
+            follows = 0
             if tlen > 0:
-                suit = led[leader, (s >> 32) & 7]
-                f = hand & follow[mover, suit]
-                if f != 0:
-                    legal = f
+                follows = follow[mover, led[leader, (s >> PLAY_SHIFTS[0]) & PLAY_MASK]]
+            legal = legal_mask(masks[mover], follows)
             maximize = (mover & 1) == 0
             best = -1000 if maximize else 1000
             for i in range(7):
                 is_legal = (legal >> i) & 1
-                if is_legal == (q[i, r] == -128):
+                if is_legal == (q[i, r] == ILLEGAL_Q):
                     codes |= 2
                 if is_legal:
                     v = np.int64(q[i, r])
@@ -96,7 +113,7 @@ def _check_rows(state, V, q, n, led, follow):
                     codes |= 8
             elif best != V[r]:
                 codes |= 4
-        if V[r] < -42 or V[r] > 42:
+        if V[r] < -TOTAL_POINTS or V[r] > TOTAL_POINTS:
             codes |= 16
         for c in range(len(ROW_CHECKS)):
             if (codes >> c) & 1:
@@ -113,23 +130,28 @@ def _check_children(state, V, q, bit, led, power, points):
     first = np.full(2, -1, dtype=np.int64)
     for r in range(len(state)):
         s = state[r]
-        leader = (s >> 28) & 3
-        tlen = (s >> 30) & 3
+        leader = (s >> LEADER_SHIFT) & SEAT_MASK
+        tlen = (s >> TRICK_LEN_SHIFT) & SEAT_MASK
         mover = (leader + tlen) & 3
         for i in range(7):
-            if q[i, r] == -128:
+            if q[i, r] == ILLEGAL_Q:
                 continue
-            masks = (s & ((1 << 28) - 1)) - bit[mover, i]
+            masks = (s & ALL_HANDS) - bit[mover, i]
             gain = 0
             if tlen < 3:
-                child = masks | (leader << 28) | ((tlen + 1) << 30)
+                child = masks | (leader << LEADER_SHIFT) | ((tlen + 1) << TRICK_LEN_SHIFT)
                 for pos in range(3):
-                    play = (s >> (32 + 3 * pos)) & 7
+                    play = (s >> PLAY_SHIFTS[pos]) & PLAY_MASK
                     if pos == tlen:
                         play = i
-                    child |= play << (32 + 3 * pos)
+                    child |= play << PLAY_SHIFTS[pos]
             else:
-                plays = ((s >> 32) & 7, (s >> 35) & 7, (s >> 38) & 7, np.int64(i))
+                plays = (
+                    (s >> PLAY_SHIFTS[0]) & PLAY_MASK,
+                    (s >> PLAY_SHIFTS[1]) & PLAY_MASK,
+                    (s >> PLAY_SHIFTS[2]) & PLAY_MASK,
+                    np.int64(i),
+                )
                 suit = led[leader, plays[0]]
                 best = -1
                 winner = 0
@@ -142,7 +164,7 @@ def _check_children(state, V, q, bit, led, power, points):
                         winner = p
                     pts += points[p, plays[pos]]
                 gain = pts if (winner & 1) == 0 else -pts
-                child = masks | (winner << 28) | (np.int64(0x1FF) << 32)
+                child = masks | (winner << LEADER_SHIFT) | np.int64(NO_PLAYS)
             j = np.searchsorted(state, child)
             code = -1
             if j >= len(state) or state[j] != child:
@@ -242,27 +264,5 @@ def verify_once(path: str | Path) -> list[str]:
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    from forge.cli.common import ArgumentParser
-
-    parser = ArgumentParser(prog="python -m forge.oracle.verify", description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    parser.add_argument("--deep", action="store_true", help="also check every Q against its child's V")
-    args = parser.parse_args(argv)
-    failed = 0
-    for path in args.files:
-        problems = verify_shard(path, deep=args.deep)
-        if problems:
-            failed += 1
-            print(f"FAIL {path}: {'; '.join(problems)}", file=sys.stderr)
-        else:
-            print(f"ok   {path}")
-    if failed:
-        print(f"{failed} of {len(args.files)} shard(s) failed verification", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    from forge.cli.common import run_cli
-
-    sys.exit(run_cli(main))
+if __name__ == "__main__":  # the command lives in forge.cli.verify; kept for the documented module path
+    runpy.run_module("forge.cli.verify", run_name="__main__", alter_sys=True)

@@ -1,0 +1,69 @@
+"""Local worker processes for deal generation, which die with the process that started them.
+
+A ProcessPoolExecutor's workers block on a queue whose write end they hold themselves, so when
+their parent is killed (``kill -9`` of a flywheel loop, an OOM kill) they never see end-of-file:
+a solve in flight runs to its end and the idle workers then wait forever (issue 10, fault 5).
+On Linux each worker asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; a no-op elsewhere).
+
+    The signal follows the parent *thread* that started this process, so start workers from a
+    thread that outlives them (a pool used inside one ``with`` block does). A parent that died
+    before the request took effect is caught by comparing the parent pid afterwards.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # best effort (a sandbox may forbid it): the work itself must still go on
+    if os.getppid() != parent_pid:  # orphaned already: the signal will never come
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _init_worker(parent_pid: int, threads: int) -> None:
+    die_with_parent(parent_pid)
+    import numba
+
+    numba.set_num_threads(threads)
+
+
+def run_local(fn: Callable[..., T], calls: Iterable[tuple], workers: int) -> Iterator[T]:
+    """``fn(*args)`` for every args tuple, in ``workers`` processes; results in completion order.
+
+    Each worker gets an equal share of the CPUs as numba threads. ``spawn``, not ``fork``:
+    numba's thread pools do not survive a fork safely.
+    """
+    calls = list(calls)
+    if workers <= 1:
+        for args in calls:
+            yield fn(*args)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    init_args = (os.getpid(), threads)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init_args) as pool:
+        futures = [pool.submit(fn, *args) for args in calls]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:  # an error or an abandoned generator: drop the queued jobs, not just wait for them
+            for fut in futures:
+                fut.cancel()
