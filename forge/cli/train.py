@@ -19,7 +19,7 @@ from pathlib import Path  # noqa: E402
 
 from forge.cli.common import ArgumentParser, UsageError, number, run_cli  # noqa: E402
 from forge.ml.model import PRESETS  # noqa: E402
-from forge.ml.training import train  # noqa: E402
+from forge.ml.training import PRECISIONS, train  # noqa: E402
 
 PROG = "python -m forge.cli.train"
 
@@ -40,10 +40,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-group", default=None, metavar="G")
     p.add_argument("--shuffle-hands", action="store_true", help="hand-slot shuffling augmentation")
     p.add_argument("--q-weight", type=number(float, 0), default=0.0, help="weight of the Q-regression loss")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--threads", type=number(int), default=None, help="torch CPU threads")
+    p.add_argument("--val-samples", type=number(int), default=None, metavar="N",
+                   help="validate each epoch on N samples spread over the val split (default: all)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16-mixed on a CUDA GPU that has bfloat16, else 32")
+    p.add_argument("--accelerator", default="auto", help="cpu, cuda, ... (default auto)")
+    p.add_argument("--devices", type=_devices, default=1, help="devices (processes) per node, or auto")
+    p.add_argument("--strategy", default="auto", help="e.g. ddp (one process per device)")
+    p.add_argument("--num-nodes", type=number(int), default=1)
+    p.add_argument("--compile", action="store_true", help="run the network through torch.compile")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _devices(text: str) -> int | str:
+    return text if text == "auto" else number(int)(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     result = train(
         args.data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, model=args.model,
         resume=args.resume, run_dir=args.run_dir, wandb=args.wandb, wandb_group=args.wandb_group,
-        seed=args.seed, threads=args.threads, progress=not args.no_progress,
+        seed=args.seed, threads=args.threads, progress=not args.no_progress, val_samples=args.val_samples,
+        precision=args.precision, accelerator=args.accelerator, devices=args.devices,
+        strategy=args.strategy, num_nodes=args.num_nodes, compile=args.compile,
         module_kwargs={"shuffle_hands": args.shuffle_hands, "q_weight": args.q_weight},
     )
+    if result.global_rank != 0:  # a DDP worker: rank 0 reports the run
+        return 0
     print(f"run: {result.run_dir}")
     print(f"last checkpoint: {result.last_checkpoint}")
     if result.best_checkpoint:

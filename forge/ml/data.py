@@ -46,6 +46,11 @@ class ArrayBatches:
 
     ``shuffle``: a fresh permutation per pass (seeded by ``seed`` and the pass number, so runs
     repeat), gathered with ``index_select``; otherwise contiguous zero-copy slices in order.
+
+    Under data-parallel training each of ``world_size`` processes builds the same global
+    permutation and takes its own contiguous ``rank``-th share of it (padded by wrapping, as
+    torch's DistributedSampler pads), so every rank runs the same number of steps and together
+    they cover the split once per pass. ``world_size=1`` is the plain, single-process order.
     """
 
     def __init__(
@@ -55,30 +60,67 @@ class ArrayBatches:
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size}")
         self.tensors = dict(tensors)
         self.n = len(next(iter(self.tensors.values())))
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.per_rank = -(-self.n // world_size)  # samples this rank sees per pass
         self.epoch = 0
 
     def __len__(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
+        full, rest = divmod(self.per_rank, self.batch_size)
         return full if self.drop_last or not rest else full + 1
 
-    def __iter__(self) -> Iterator[Batch]:
-        stop = len(self) * self.batch_size
+    def _indices(self) -> Tensor | None:
+        """This rank's sample indices for the next pass, in order; None: all of them, unshuffled."""
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.n, generator=gen)
             self.epoch += 1
-            for start in range(0, min(stop, self.n), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                yield {k: v.index_select(0, idx) for k, v in self.tensors.items()}
+        elif self.world_size == 1:
+            return None
         else:
+            order = torch.arange(self.n)
+        if self.world_size == 1:
+            return order
+        total = self.per_rank * self.world_size
+        if total > self.n:
+            order = order.repeat(-(-total // self.n))[:total]
+        return order[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
+
+    def __iter__(self) -> Iterator[Batch]:
+        stop = len(self) * self.batch_size
+        idx = self._indices()
+        if idx is None:
             for start in range(0, min(stop, self.n), self.batch_size):
                 yield {k: v[start : start + self.batch_size] for k, v in self.tensors.items()}
+            return
+        for start in range(0, min(stop, len(idx)), self.batch_size):
+            rows = idx[start : start + self.batch_size]
+            yield {k: v.index_select(0, rows) for k, v in self.tensors.items()}
+
+
+def spread_indices(n: int, k: int) -> Tensor:
+    """``k`` indices evenly spaced over ``range(n)`` (all of them if ``k >= n``), ascending.
+
+    Splits are shards concatenated in order (one declaration per shard), so an even spread
+    samples every shard, hence every declaration, in proportion.
+    """
+    if k >= n:
+        return torch.arange(n)
+    return torch.arange(k, dtype=torch.int64) * n // k
+
+
+def subset(tensors: Mapping[str, Tensor], indices: Tensor) -> dict[str, Tensor]:
+    """The rows ``indices`` of every array, copied into RAM (a small gather from a memory map)."""
+    return {k: v.index_select(0, indices) for k, v in tensors.items()}
 
 
 def shuffle_hand_slots(batch: Batch, generator: torch.Generator | None = None) -> Batch:
@@ -107,9 +149,12 @@ def shuffle_hand_slots(batch: Batch, generator: torch.Generator | None = None) -
 class DominoDataModule(L.LightningDataModule):
     """Train / val / test batches of a tokenized dataset directory (``forge.ml.store`` layout).
 
-    The train split is copied into RAM by default (random gathers from RAM are cheapest);
-    ``in_memory=False`` gathers from the memory map instead, for splits larger than RAM.
-    Evaluation splits are read in order, straight from the memory map.
+    The train split is copied into RAM by default when one process trains (random gathers
+    from RAM are cheapest); under data-parallel training (or with ``in_memory=False``) every
+    rank gathers from the memory map instead, so the ranks of one machine share a single copy
+    in the page cache rather than holding one each. Evaluation splits are read in order,
+    straight from the memory map. ``val_samples`` validates on that many samples spread evenly
+    over the val split (:func:`spread_indices`), the same ones every epoch; None: all of it.
     """
 
     def __init__(
@@ -118,10 +163,11 @@ class DominoDataModule(L.LightningDataModule):
         batch_size: int = 512,
         eval_batch_size: int | None = None,
         seed: int = 0,
-        in_memory: bool = True,
+        in_memory: bool | None = None,
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
+        val_samples: int | None = None,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -129,16 +175,25 @@ class DominoDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
         self.in_memory = in_memory
+        self.val_samples = val_samples
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
         self.splits: dict[str, dict[str, Tensor]] = {}
 
     def available(self) -> list[str]:
         return sorted(read_manifest(self.data_dir).get("splits", {}))
 
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def split(self, role: str) -> dict[str, Tensor]:
         name = self.split_names[role]
         if name not in self.splits:
-            self.splits[name] = load_tensors(self.data_dir, name, in_memory=self.in_memory and role == "train")
+            in_memory = self.in_memory if self.in_memory is not None else self._rank_and_world()[1] == 1
+            tensors = load_tensors(self.data_dir, name, in_memory=in_memory and role == "train")
+            if role == "val" and self.val_samples is not None:
+                tensors = subset(tensors, spread_indices(len(tensors["targets"]), self.val_samples))
+            self.splits[name] = tensors
         return self.splits[name]
 
     def has(self, role: str) -> bool:
@@ -146,9 +201,13 @@ class DominoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> ArrayBatches:
         # Lightning iterates the same object every epoch; each pass draws a fresh order.
-        return ArrayBatches(self.split("train"), self.batch_size, shuffle=True, seed=self.seed)
+        rank, world = self._rank_and_world()
+        return ArrayBatches(self.split("train"), self.batch_size, shuffle=True, seed=self.seed,
+                            rank=rank, world_size=world)
 
     def val_dataloader(self) -> ArrayBatches:
+        # Every rank validates the whole (sub)set: MoveMetrics are not reduced across processes,
+        # and the weights are the same on every rank, so each logs the single-device figures.
         return ArrayBatches(self.split("val"), self.eval_batch_size)
 
     def test_dataloader(self) -> ArrayBatches:

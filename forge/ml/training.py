@@ -1,30 +1,59 @@
-"""Training a DominoTransformer with Lightning: CSV logs, last/best checkpoints, optional W&B.
+"""Training a DominoTransformer with Lightning on any hardware: CSV logs, last/best checkpoints, optional W&B.
 
 Each run gets ``<run_dir>/domino/version_N/`` holding ``metrics.csv``, ``checkpoints/``
 (``last.ckpt`` and ``best.ckpt``, best by validation Q-gap) and, unless disabled, an offline
 W&B run under ``wandb/``. ``resume`` starts from a checkpoint's weights (fine-tuning: fresh
 optimiser and schedule). The CLI is :mod:`forge.cli.train`; the flywheel calls :func:`train`.
+
+Hardware is Lightning's business: ``precision``, ``accelerator``, ``devices``, ``strategy``
+(``ddp``: one process per device, each reading its own share of the memory-mapped train split)
+and ``num_nodes`` go to the Trainer; ``compile`` runs the network through ``torch.compile``.
+Whatever the hardware, only global rank 0 writes the run folder and its checkpoints.
+
+A run that diverges fails: :class:`FiniteGuard` stops at the first non-finite training loss
+and refuses to checkpoint non-finite weights or validation metrics, and the run's checkpoints
+are then deleted, so a caller can never mistake a diverged model for a result.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
+import shutil
+import signal
+import threading
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
+from forge.errors import ForgeError, InputError
 from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
 from forge.ml.data import DominoDataModule
-from forge.ml.model import ModelConfig, preset
+from forge.ml.model import PRESETS, ModelConfig, preset
 from forge.ml.module import DominoModule
-from forge.ml.store import read_manifest
+from forge.ml.store import StoreError, load_split, read_manifest
 
 BEST_METRIC = "val/q_gap"
+#: Precisions ``train`` accepts: "auto" (see :func:`resolve_precision`) or Lightning's names.
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+#: What "auto" means on a CPU: fp32, chosen by measurement (benchmarks/train.py --sections
+#: precision, AMD EPYC with AVX-512 BF16): bf16-mixed trained slower there; see the README.
+CPU_PRECISION = "32"
+#: Data-parallel strategies that get find_unused_parameters: the Q head takes no gradient
+#: while its loss weight is 0, which plain DDP refuses.
+_FIND_UNUSED = {"ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"}
+#: How rank 0 tells the processes it launches (which re-run the command) its run folder.
+_VERSION_ENV = "FORGE_TRAIN_VERSION"
 
 
 @dataclass
@@ -36,6 +65,58 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)  # last logged values (val/..., train/...)
     best_q_gap: float | None = None
     wandb_dir: Path | None = None
+    global_rank: int = 0  # under DDP every process returns; only rank 0's paths were written
+
+
+class TrainingDiverged(ForgeError):
+    """Training produced a non-finite loss, weights or metric; the run's checkpoints are deleted."""
+
+
+class FiniteGuard(L.Callback):
+    """Fails the run as soon as training stops being finite.
+
+    Lightning's own means do not fit: ``Trainer(detect_anomaly=True)`` checks every backward
+    op (many times slower), and ``EarlyStopping(check_finite=True)`` looks only at validation
+    time and then stops quietly, leaving its checkpoints behind. This costs one ``isfinite``
+    on the loss per step (plus, with several processes, a one-element all-reduce so that all
+    ranks stop at the same step), and one scan of the weights per checkpoint.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if loss is None:
+            return
+        bad = not bool(torch.isfinite(loss).all())
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+            raise TrainingDiverged(
+                f"training diverged: loss {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx} "
+                f"(step {trainer.global_step}, lr {lr:.3g}); no checkpoint kept; try a lower learning rate")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        bad = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if k.startswith("val/") and not math.isfinite(float(v))}
+        if bad:
+            raise TrainingDiverged(f"training diverged: validation at epoch {trainer.current_epoch} gave "
+                                   + ", ".join(f"{k} = {v}" for k, v in sorted(bad.items())) + "; no checkpoint kept")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        bad = nonfinite_tensors(checkpoint["state_dict"])
+        if bad:
+            raise TrainingDiverged(f"training diverged: {len(bad)} weight tensor(s) non-finite at epoch "
+                                   f"{trainer.current_epoch} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
+                                   "no checkpoint kept")
+
+
+def nonfinite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding a NaN or an infinity."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 class SafeWandbLogger(WandbLogger):
@@ -92,11 +173,118 @@ def _finish_wandb() -> None:
         warnings.warn(f"W&B did not finish cleanly: {e}", stacklevel=2)
 
 
+# ---------------------------------------------------------------------------------------- checks
+
+
+def _integer(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+    if not ok or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise InputError(f"{name} must be an integer {bound}, got {value!r}")
+    return int(value)
+
+
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_arguments(epochs: Any, lr: Any, batch_size: Any, seed: Any, threads: Any, val_samples: Any,
+                     precision: Any, devices: Any, num_nodes: Any, compile: Any,
+                     module_kwargs: Mapping[str, Any]) -> None:
+    """Every numeric argument is checked before anything is read or written: a NaN or infinite
+    learning rate would otherwise "train" a model of NaNs."""
+    _integer("epochs", epochs)
+    if _finite("lr", lr) <= 0:
+        raise InputError(f"lr must be positive, got {lr!r}")
+    _integer("batch_size", batch_size)
+    _integer("seed", seed, 0, 2**32 - 1)  # Lightning would replace an out-of-range seed by a random one
+    if threads is not None:
+        _integer("threads", threads)
+    if val_samples is not None:
+        _integer("val_samples", val_samples)
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not isinstance(devices, str):
+        _integer("devices", devices)
+    _integer("num_nodes", num_nodes)
+    if not isinstance(compile, bool):
+        raise InputError(f"compile must be True or False, got {compile!r}")
+    for key, value in module_kwargs.items():
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            _finite(key, value)
+
+
 def _check_data(data_dir: Path) -> list[str]:
-    splits = sorted(read_manifest(data_dir).get("splits", {}))
+    """The dataset's splits, after checking the manifest and the train and val arrays' shapes
+    (memory maps: cheap), so that a bad dataset fails before any run folder exists."""
+    splits = read_manifest(data_dir).get("splits")
+    if not isinstance(splits, dict):
+        raise StoreError(f"{data_dir}: manifest.json has no splits table; rebuild the dataset")
     if "train" not in splits:
-        raise ValueError(f"{data_dir}: dataset has no 'train' split (has: {', '.join(splits) or 'none'})")
-    return splits
+        raise StoreError(f"{data_dir}: dataset has no 'train' split (has: {', '.join(sorted(splits)) or 'none'})")
+    for name in ("train", "val"):
+        if name not in splits:
+            continue
+        count = splits[name].get("count") if isinstance(splits[name], dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count < (1 if name == "train" else 0):
+            raise StoreError(f"{data_dir}: manifest.json gives split {name!r} no usable sample count "
+                             f"({count!r}); rebuild the dataset")
+        load_split(data_dir, name)
+    return sorted(splits)
+
+
+def _model_config(model: str | ModelConfig | dict | None, ckpt: dict | None, resume: Any) -> ModelConfig:
+    if model is None:
+        return config_of(ckpt, resume) if ckpt is not None else preset("large")
+    if isinstance(model, ModelConfig):
+        return model
+    if isinstance(model, dict):
+        try:
+            return ModelConfig(**model)
+        except TypeError as e:
+            raise InputError(f"model: not a model configuration ({e})") from None
+    if model not in PRESETS:
+        raise InputError(f"model: unknown preset {model!r} (choose {', '.join(PRESETS)})")
+    return preset(model)
+
+
+# ---------------------------------------------------------------------------------------- hardware
+
+
+def _on_cuda(accelerator: str) -> bool:
+    return accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """"auto": bf16-mixed on a CUDA device that supports bfloat16, 16-mixed on an older one,
+    else :data:`CPU_PRECISION`; any other value as given."""
+    if precision != "auto":
+        return precision
+    if _on_cuda(accelerator):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return CPU_PRECISION
+
+
+def _strategy(strategy: str) -> str:
+    return f"{strategy}_find_unused_parameters_true" if strategy in _FIND_UNUSED else strategy
+
+
+def _launched_as_rank_zero() -> bool:
+    """Whether this process is global rank 0 as far as its launcher says (before Lightning has
+    started): a process that Lightning's DDP launcher re-ran, or a torchrun/other-node worker,
+    is not, and must not create the run folder."""
+    if "RANK" in os.environ:
+        return os.environ["RANK"] == "0"
+    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def _discard_checkpoints(ckpt_dir: Path) -> None:
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------- train
 
 
 def train(
@@ -114,6 +302,13 @@ def train(
     seed: int = 0,
     threads: int | None = None,
     progress: bool = True,
+    val_samples: int | None = None,
+    precision: str = "auto",
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    compile: bool = False,
     module_kwargs: dict[str, Any] | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
 ) -> TrainResult:
@@ -121,56 +316,56 @@ def train(
 
     ``model`` is a preset name or a :class:`ModelConfig` (or its dict); None means the
     checkpoint's architecture when resuming, else "large". A resume checkpoint of another
-    architecture raises CheckpointError.
+    architecture raises CheckpointError. ``val_samples`` validates each epoch on that many
+    samples spread over the val split (enough to choose the epoch; the full golden sets are
+    scored once, afterwards); None: the whole split.
+    ``precision`` is "auto" (:func:`resolve_precision`), "32", "bf16-mixed" or "16-mixed";
+    ``accelerator``, ``devices``, ``strategy`` and ``num_nodes`` are Lightning's; ``compile``
+    compiles the network with ``torch.compile`` (the checkpoint is unchanged by it).
     ``module_kwargs`` go to :class:`DominoModule` (loss weights, shuffle_hands, ...), and
     ``trainer_kwargs`` to ``lightning.Trainer``.
+
+    Bad arguments raise InputError and a bad dataset StoreError before any run folder is made;
+    a run that diverges raises :class:`TrainingDiverged` and leaves no checkpoint.
     """
+    module_kwargs = dict(module_kwargs or {})
+    _check_arguments(epochs, lr, batch_size, seed, threads, val_samples, precision, devices, num_nodes,
+                     compile, module_kwargs)
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     splits = _check_data(data_dir)
+    ckpt = read_checkpoint(resume) if resume is not None else None
+    config = _model_config(model, ckpt, resume)
     if threads:
         torch.set_num_threads(threads)
-    ckpt = read_checkpoint(resume) if resume is not None else None
-    if model is None:
-        config = config_of(ckpt, resume) if ckpt is not None else preset("large")
-    elif isinstance(model, ModelConfig):
-        config = model
-    elif isinstance(model, dict):
-        config = ModelConfig(**model)
-    else:
-        config = preset(model)
+    precision = resolve_precision(precision, accelerator)
     L.seed_everything(seed, verbose=False)
-    module = DominoModule(model_config=config.to_dict(), lr=lr, **(module_kwargs or {}))
+    module = DominoModule(model_config=config.to_dict(), lr=lr, **module_kwargs)
     if resume is not None:
         load_weights(module, resume)
+    if compile:
+        module.model.compile()  # in place: the state dict (hence the checkpoint) keeps its keys
 
-    csv = CSVLogger(save_dir=str(run_dir), name="domino")
-    _ = csv.experiment  # claims version_N (and creates it) before W&B writes there
-    version_dir = Path(csv.log_dir)
-    loggers: list[Logger] = [csv]
-    wb = _wandb_logger(version_dir, wandb_group, wandb_mode, f"domino-v{csv.version}") if wandb else None
-    if wb is not None:
-        loggers.append(wb)
-    for lg in loggers:
-        lg.log_hyperparams({"data_dir": str(data_dir), "epochs": epochs, "batch_size": batch_size,
-                            "resume": str(resume) if resume else None, "seed": seed})
-
+    rank_zero = _launched_as_rank_zero()
+    version = None if rank_zero else os.environ.get(_VERSION_ENV)
+    csv = CSVLogger(save_dir=str(run_dir), name="domino", version=int(version) if version else None)
+    version_dir = Path(csv.log_dir)  # version_N, chosen (not yet made) by listing the existing ones
     has_val = "val" in splits
     ckpt_dir = version_dir / "checkpoints"
     # Two callbacks: Lightning writes "last" only when some checkpoint is written that step,
     # so "last" gets its own every-epoch callback rather than save_last on the "best" one.
     last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks: list[L.Callback] = [last_cb, LearningRateMonitor(logging_interval="step")]
+    callbacks: list[L.Callback] = [FiniteGuard(), last_cb, LearningRateMonitor(logging_interval="step")]
     best_cb = None
     if has_val:
         best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=BEST_METRIC, mode="min",
                                   save_top_k=1, enable_version_counter=False)
         callbacks.append(best_cb)
-    data = DominoDataModule(data_dir, batch_size=batch_size, seed=seed)
+    data = DominoDataModule(data_dir, batch_size=batch_size, seed=seed, val_samples=val_samples)
     n_train = read_manifest(data_dir)["splits"]["train"]["count"]
     steps = max(1, -(-n_train // batch_size))
     kwargs: dict[str, Any] = dict(
-        max_epochs=epochs, accelerator="auto", devices=1, logger=loggers,
-        callbacks=callbacks,
+        max_epochs=epochs, accelerator=accelerator, devices=devices, strategy=_strategy(strategy),
+        num_nodes=num_nodes, precision=precision, logger=[csv], callbacks=callbacks,
         gradient_clip_val=1.0, log_every_n_steps=max(1, min(50, steps)),
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=str(run_dir),
@@ -179,10 +374,43 @@ def train(
     extra = dict(trainer_kwargs or {})
     kwargs["callbacks"] += list(extra.pop("callbacks", []))
     kwargs.update(extra)
-    trainer = L.Trainer(**kwargs)
     try:
-        trainer.fit(module, datamodule=data)
+        trainer = L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError) as e:
+        raise InputError(f"cannot train on this hardware setting: {str(e).splitlines()[0]}") from None
+    if precision == "16-mixed" and isinstance(trainer.accelerator, CPUAccelerator):
+        # Lightning would quietly train in bf16-mixed instead: say so rather than do something else
+        raise InputError("precision 16-mixed needs a GPU (fp16 autocast does not run on CPU); use bf16-mixed or 32")
+
+    # Everything is checked: only now does the run folder (version_N) come to exist.
+    loggers: list[Logger] = [csv]
+    wb = None
+    if rank_zero:
+        _ = csv.experiment  # claims version_N (and creates it) before W&B writes there
+        wb = _wandb_logger(version_dir, wandb_group, wandb_mode, f"domino-v{csv.version}") if wandb else None
+        if wb is not None:
+            loggers.append(wb)
+        trainer.loggers = loggers
+        for lg in loggers:
+            lg.log_hyperparams({"data_dir": str(data_dir), "epochs": epochs, "batch_size": batch_size,
+                                "resume": str(resume) if resume else None, "seed": seed, "lr": lr,
+                                "precision": precision, "accelerator": accelerator, "devices": devices,
+                                "strategy": strategy, "num_nodes": num_nodes, "compile": compile,
+                                "val_samples": val_samples})
+        os.environ[_VERSION_ENV] = str(csv.version)  # for the processes a DDP launch starts
+    try:
+        _fit(trainer, module, data)
+        bad = nonfinite_tensors(module.state_dict())
+        if bad:
+            raise TrainingDiverged(f"training diverged: {len(bad)} weight tensor(s) non-finite after the last "
+                                   f"epoch ({', '.join(bad[:3])}); no checkpoint kept")
+    except TrainingDiverged:
+        if trainer.is_global_zero:
+            _discard_checkpoints(ckpt_dir)
+        raise
     finally:
+        if rank_zero:
+            os.environ.pop(_VERSION_ENV, None)
         if wb is not None:
             _finish_wandb()
 
@@ -197,4 +425,29 @@ def train(
         metrics=metrics,
         best_q_gap=float(best_score) if best_score is not None else None,
         wandb_dir=version_dir / "wandb" if wb is not None else None,
+        global_rank=trainer.global_rank,
     )
+
+
+def _fit(trainer: L.Trainer, module: DominoModule, data: DominoDataModule) -> None:
+    """``trainer.fit``, with Ctrl+C and SIGTERM given back to the caller as they came.
+
+    Lightning answers a KeyboardInterrupt with a graceful shutdown, then ``sys.exit(1)`` with
+    SIGINT left ignored for the rest of the process (a notebook kernel could then never be
+    interrupted again); the caller gets the interruption itself, and its SIGINT handler back.
+    """
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        with warnings.catch_warnings():
+            # Under DDP every rank validates the same samples with the same weights, so the
+            # epoch-level validation figures need no all-reduce (Lightning suggests one for each).
+            warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('val/")
+            trainer.fit(module, datamodule=data)
+    except SystemExit as stop:
+        if isinstance(stop.__context__, KeyboardInterrupt):
+            raise stop.__context__ from None
+        raise
+    finally:
+        if main_thread and sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
