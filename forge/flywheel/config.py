@@ -67,10 +67,10 @@ def _check(name: str, value: Any, kind: str) -> Any:
     if kind == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
         raise ConfigError(f"{where} must be a non-negative integer, got {value!r}")
     if kind in ("float", "rate"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{where} must be a finite non-negative number, got {value!r}")
-        if kind == "rate" and value == 0:
-            raise ConfigError(f"{where} must be positive, got {value!r}")
+        sign = "positive" if kind == "rate" else "non-negative"
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+                or (kind == "rate" and value == 0)):
+            raise ConfigError(f"{where} must be a finite {sign} number, got {value!r}")
         return float(value)
     if kind == "str" and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, got {value!r}")

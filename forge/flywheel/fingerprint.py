@@ -15,9 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-
-import nbformat
 
 from forge import __version__
 from forge.digests import DigestMemo
@@ -42,16 +41,26 @@ def digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def code_cells(notebook: Any) -> list[str]:
-    """A notebook's code cells as the user wrote them (papermill's injected parameters left out)."""
-    return [c.source.rstrip() for c in notebook.cells
-            if c.cell_type == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+def code_cells(notebook: dict[str, Any]) -> list[str]:
+    """A notebook's code cells (its JSON, read as is: nbformat's schema validation costs seconds to
+    import) as the user wrote them, papermill's injected parameters left out."""
+    out = []
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code" or "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        src = cell.get("source", "")
+        out.append(("".join(src) if isinstance(src, list) else src).rstrip())
+    return out
+
+
+def read_notebook(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def notebook_sha256(stage: str) -> str:
     """sha256 of the stage notebook's code cells (outputs, metadata and markdown do not count)."""
-    nb = nbformat.read(NOTEBOOKS / STAGE_NOTEBOOKS[stage], as_version=4)
-    return hashlib.sha256(json.dumps(code_cells(nb)).encode()).hexdigest()
+    cells = code_cells(read_notebook(NOTEBOOKS / STAGE_NOTEBOOKS[stage]))
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
 
 def read_result(ws: Workspace, iteration: int, stage: str) -> dict[str, Any] | None:

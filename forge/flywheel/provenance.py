@@ -13,10 +13,8 @@ import json
 import subprocess
 from pathlib import Path
 
-import nbformat
-
 from forge.atomic import atomic_write_text
-from forge.flywheel.fingerprint import code_cells, notebook_sha256
+from forge.flywheel.fingerprint import code_cells, notebook_sha256, read_notebook
 from forge.flywheel.paths import NOTEBOOKS, STAGE_NOTEBOOKS, Workspace
 from forge.flywheel.records import Provenance
 
@@ -31,8 +29,8 @@ def committed_code(name: str) -> list[str] | None:
     if res.returncode != 0:
         return None
     try:
-        return code_cells(nbformat.reads(res.stdout.decode("utf-8"), as_version=4))
-    except (ValueError, UnicodeDecodeError, json.JSONDecodeError):
+        return code_cells(json.loads(res.stdout.decode("utf-8")))
+    except (ValueError, UnicodeDecodeError):
         return None
 
 
@@ -52,7 +50,7 @@ def record(ws: Workspace, stage: str, iteration: int) -> Provenance:
     """The provenance of ``stage``'s notebook as it is now; a modification's diff goes to the archive."""
     name = STAGE_NOTEBOOKS[stage]
     source = NOTEBOOKS / name
-    current = code_cells(nbformat.read(source, as_version=4))
+    current = code_cells(read_notebook(source))
     committed = committed_code(name)
     modified = None if committed is None else committed != current
     diff = None

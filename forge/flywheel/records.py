@@ -104,7 +104,7 @@ def _config(value: Any) -> Config | None:
     try:
         return config_from_dict(value)
     except ConfigError as exc:
-        raise ValueError(str(exc).removeprefix("config.")) from None
+        raise ValueError(str(exc)) from None
 
 
 @dataclass(config=STRICT)
@@ -172,6 +172,8 @@ def describe_error(exc: ValidationError, prefix: str = "") -> str:
         return f"{where} is missing"
     if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         return f"{where} is not a known field"
+    if where and msg.split(" ")[0].startswith(where.split("[")[0].split(".")[0]):
+        return msg  # our own validators name the field themselves (config.epochs, wandb.mode, ...)
     msg = msg[0].lower() + msg[1:]
     if ", got " in msg:
         return f"{where}: {msg}"

@@ -21,8 +21,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-
 from forge.errors import ForgeError
 from forge.flywheel.paths import NOTEBOOKS, STAGE_NOTEBOOKS, Workspace
 from forge.flywheel.progress import LOOP_ENV
@@ -67,10 +65,8 @@ class LoopKernel:
     """The one kernel of a running loop; its own output (warnings, crashes) goes to a log file."""
 
     def __init__(self, ws: Workspace):
-        from jupyter_client.manager import AsyncKernelManager
-
         self.ws = ws
-        self.km = AsyncKernelManager(kernel_name=ensure_kernel())
+        self.km = self._manager()
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         self.log = ws.loop_logs / f"kernel-{stamp}-{os.getpid()}.log"
 
@@ -81,6 +77,12 @@ class LoopKernel:
         except Exception:  # noqa: BLE001 - the first stage starts it again and reports why
             pass
         return self
+
+    @staticmethod
+    def _manager():
+        from jupyter_client.manager import AsyncKernelManager
+
+        return AsyncKernelManager(kernel_name=ensure_kernel())
 
     def start(self) -> None:
         from jupyter_core.utils import run_sync
@@ -95,14 +97,30 @@ class LoopKernel:
             )
 
     def ready(self) -> None:
-        """A live kernel with a fresh namespace (restarted if it died)."""
+        """A live kernel with a fresh namespace (started again if it died, even while being asked)."""
         from jupyter_core.utils import run_sync
 
-        if not self.km.has_kernel or not run_sync(self.km.is_alive)():
-            if self.km.has_kernel:
+        for attempt in range(2):
+            if not self.km.has_kernel or not run_sync(self.km.is_alive)():
+                self.restart()
+            try:
+                run_sync(self._reset)()
+                return
+            except RuntimeError:  # "Kernel died before replying": start a new one, once
+                if attempt:
+                    raise
+                self.restart()
+
+    def restart(self) -> None:
+        from jupyter_core.utils import run_sync
+
+        if self.km.has_kernel:
+            try:
                 run_sync(self.km.shutdown_kernel)(now=True)
-            self.start()
-        run_sync(self._reset)()
+            except Exception:  # noqa: BLE001 - it is gone already
+                pass
+        self.km = self._manager()  # a manager does not start twice cleanly: take a new one
+        self.start()
 
     async def _reset(self) -> None:
         kc = self.km.client()
@@ -126,6 +144,8 @@ class LoopKernel:
 
 def failing_cell(notebook: Path) -> tuple[int | None, str | None]:
     """(number, cell id) of the first cell with an error, numbered as in the source notebook."""
+    import nbformat
+
     try:
         nb = nbformat.read(notebook, as_version=4)
     except Exception:  # noqa: BLE001 - an unreadable notebook has no cell to point at
@@ -198,6 +218,8 @@ def _os_error(exc: OSError) -> str:
 
 def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, name: str) -> Path | None:
     """Move a failed run's notebook to ``attempt-K/`` (with its HTML); None if nothing readable was written."""
+    import nbformat
+
     if not running.is_file():
         return None
     try:

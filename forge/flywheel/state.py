@@ -16,6 +16,7 @@ beside it as ``state.yaml.v1.bak``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import socket
@@ -25,16 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from forge.atomic import atomic_write, atomic_write_text, fsync_dir
 from forge.errors import ForgeError
 from forge.flywheel.config import Config, ConfigError, config_from_dict
 from forge.flywheel.paths import STATE_FILE
-from forge.flywheel.records import STAGES, STRICT, Current, HistoryEntry, describe_error, to_plain
-
-__all__ = ["STAGES", "Current", "HistoryEntry", "State", "StateError", "StateStore", "load_state", "save_state"]
+from forge.flywheel.records import STAGES, STRICT, Current, HistoryEntry, describe_error, to_plain  # noqa: F401 - re-exported
 
 BACKUP_FILE = "state.yaml.bak"
 V1_BACKUP_FILE = "state.yaml.v1.bak"
@@ -77,13 +76,13 @@ class State:
         try:
             return config_from_dict(value)
         except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("config.")) from None
+            raise ValueError(str(exc)) from None
 
     @field_validator("status")
     @classmethod
     def _known_status(cls, status: str) -> str:
         if status not in STATUSES:
-            raise ValueError(f"must be one of {', '.join(STATUSES)}")
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         return status
 
     @field_validator("wandb")
@@ -91,9 +90,9 @@ class State:
     def _valid_wandb(cls, wandb: dict[str, str]) -> dict[str, str]:
         missing = [k for k in ("project", "group", "mode") if k not in wandb]
         if missing:
-            raise ValueError(f"{', '.join(missing)} missing")
+            raise ValueError(f"wandb.{missing[0]} is missing, got {sorted(wandb)}")
         if wandb["mode"] not in WANDB_MODES:
-            raise ValueError(f"mode must be {', '.join(WANDB_MODES)}")
+            raise ValueError(f"wandb.mode must be {', '.join(WANDB_MODES)}, got {wandb['mode']!r}")
         return wandb
 
     @field_validator("history")
@@ -101,7 +100,8 @@ class State:
     def _increasing(cls, history: list[HistoryEntry]) -> list[HistoryEntry]:
         for before, after in zip(history, history[1:]):
             if after.iteration <= before.iteration:
-                raise ValueError(f"iterations must increase; iteration {after.iteration} follows {before.iteration}")
+                raise ValueError(f"history iterations must increase, got iteration {after.iteration} after "
+                                 f"{before.iteration}")
         return history
 
     @property
@@ -174,6 +174,9 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "history": history, "version": STATE_VERSION}
 
 
+_STATE = TypeAdapter(State)
+
+
 def state_from_dict(data: Any) -> State:
     """Validate parsed YAML into a State; StateError names the first bad field."""
     if not isinstance(data, dict):
@@ -184,11 +187,10 @@ def state_from_dict(data: Any) -> State:
     elif version != STATE_VERSION:
         raise StateError(f"version must be 1 or {STATE_VERSION}, got {version!r}")
     try:
-        state = State(**data)
+        # Through JSON, so strict mode takes mappings for the nested records (and YAML dates as text).
+        state = _STATE.validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
         raise StateError(describe_error(exc)) from None
-    except TypeError as exc:  # an unknown top-level key
-        raise StateError(str(exc).split(".__init__() ")[-1]) from None
     if state.current is not None and state.history and state.current.iteration <= state.history[-1].iteration:
         raise StateError(f"current.iteration {state.current.iteration} is already in history "
                          f"(last recorded iteration: {state.history[-1].iteration})")

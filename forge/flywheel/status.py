@@ -17,7 +17,8 @@ from forge.flywheel.fingerprint import iteration_status
 from forge.flywheel.lock import heartbeat_age, liveness, pid_alive
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import read_progress
-from forge.flywheel.state import RUN, STAGES, State, load_state
+from forge.flywheel.records import STAGES
+from forge.flywheel.state import RUN, State, load_state
 
 LOG_TAIL_LINES = 8
 #: History columns shown everywhere: (label, where in a history entry). Durations are seconds in
