@@ -20,6 +20,8 @@ from forge.oracle.rules import MAX_HAND, N_DECLS
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 PRESETS = TEMPLATES / "presets"
 MODEL_SIZES = ("tiny", "small", "large")
+#: As forge.ml.training.PRECISIONS (not imported: the config is read by light tools that skip torch).
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 
 
 class ConfigError(InputError):
@@ -49,6 +51,13 @@ class Config:
     stop_target_qgap: float | None = None  # done once val Q-gap <= this
     train_seed: int = 0  # training seed (the run's seed is train_seed + iteration)
     val_samples: int | None = None  # golden val samples scored after each epoch to pick the kept one (None: all)
+    # Hardware, through Lightning (forge.ml.training.train): "auto" picks bf16-mixed on a CUDA GPU, fp32 on CPU.
+    precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed
+    accelerator: str = "auto"  # auto | cpu | gpu | cuda
+    devices: int = 1  # processes/GPUs per node (>1 with strategy ddp)
+    strategy: str = "auto"  # auto | ddp | ...
+    num_nodes: int = 1
+    compile: bool = False  # torch.compile the model for training
 
     @property
     def golden_seeds(self) -> set[int]:
@@ -72,6 +81,8 @@ def _check(name: str, value: Any, kind: str) -> Any:
                 or (kind == "rate" and value == 0)):
             raise ConfigError(f"{where} must be a finite {sign} number, got {value!r}")
         return float(value)
+    if kind == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
     if kind == "str" and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, got {value!r}")
     if kind == "ints" and (
@@ -88,7 +99,8 @@ _KINDS = {
     "golden_samples_per_shard": "int", "playout_deals": "int", "model": "str", "epochs": "int",
     "lr": "rate", "scratch_lr": "rate", "batch_size": "int", "replay_iters": "int", "global_seed": "int",
     "stop_iterations": "int?", "stop_total_seeds": "int?", "stop_target_qgap": "float?",
-    "train_seed": "int", "val_samples": "int?",
+    "train_seed": "int", "val_samples": "int?", "precision": "str", "accelerator": "str", "devices": "int",
+    "strategy": "str", "num_nodes": "int", "compile": "bool",
 }
 
 
@@ -118,6 +130,11 @@ def config_from_dict(data: Any) -> Config:
             raise ConfigError(f"config.{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.val_samples is not None and cfg.val_samples < 1:
         raise ConfigError(f"config.val_samples must be at least 1 or null (all), got {cfg.val_samples}")
+    for name in ("devices", "num_nodes"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"config.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"config.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.model not in MODEL_SIZES:
         raise ConfigError(f"config.model must be one of {', '.join(MODEL_SIZES)}, got {cfg.model!r}")
     if not cfg.golden_val_seeds or not cfg.golden_test_seeds or not cfg.golden_decls:

@@ -28,7 +28,8 @@ from forge.flywheel.records import STAGES
 READS: dict[str, tuple[str, ...]] = {
     "generate": ("hand_size", "golden_val_seeds", "golden_test_seeds", "golden_decls", "replay_iters"),
     "tokenize": ("hand_size", "samples_per_shard", "golden_samples_per_shard", "global_seed", "replay_iters"),
-    "train": ("model", "epochs", "lr", "scratch_lr", "batch_size", "train_seed", "val_samples"),
+    "train": ("model", "epochs", "lr", "scratch_lr", "batch_size", "train_seed", "val_samples", "precision",
+              "accelerator", "devices", "strategy", "num_nodes", "compile"),
     "evaluate": ("playout_deals",),
 }
 UPSTREAM: dict[str, str | None] = {"generate": None, "tokenize": "generate", "train": "tokenize",

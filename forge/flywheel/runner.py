@@ -33,6 +33,17 @@ KERNEL_ENV = {"FORGE_HEADLESS": "1", LOOP_ENV: "1", "WANDB_SILENT": "true", "TQD
               "PYTHONWARNINGS": "ignore", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+#: A fresh namespace and execution count, as in a new kernel. IPython's reset also drops the module
+#: dunders (``__spec__``, ...) that multiprocessing's spawn reads from ``__main__``: keep those.
+_RESET = """
+def _forge_reset(ip=get_ipython()):
+    keep = {k: v for k, v in ip.user_ns.items() if len(k) > 4 and k[:2] == k[-2:] == "__"}
+    ip.reset(new_session=True)
+    ip.user_ns.update(keep)
+_forge_reset()
+"""
+
+
 class StageFailed(ForgeError):
     """A stage notebook raised (or its kernel died); the message names the cell and the exception."""
 
@@ -127,8 +138,10 @@ class LoopKernel:
         kc.start_channels()
         try:
             await kc.wait_for_ready(timeout=120)
-            await kc.execute_interactive("get_ipython().reset(new_session=True)", silent=True,
-                                         store_history=False, timeout=60)
+            reply = await kc.execute_interactive(_RESET, silent=True, store_history=False, timeout=60,
+                                                 output_hook=lambda msg: None)
+            if reply["content"]["status"] != "ok":
+                raise ForgeError(f"could not reset the kernel: {reply['content'].get('evalue')}")
         finally:
             kc.stop_channels()
 
@@ -184,7 +197,7 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
     name = STAGE_NOTEBOOKS[stage]
     out_dir = ws.archive(iteration)
     out_dir.mkdir(parents=True, exist_ok=True)
-    running = out_dir / f".{name}.running"
+    running = out_dir / f".{Path(name).stem}.running.ipynb"
     params = {"root": str(ws.root), "iteration": iteration, "no_wandb": no_wandb, "progress": False}
     handler = _papermill_log(ws.stage_log(iteration, stage))
     try:

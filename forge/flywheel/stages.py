@@ -202,7 +202,9 @@ def train(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> d
         res = fit(
             ctx.ws.dataset, epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size,
             model=None if resume else cfg.model, resume=resume, run_dir=run_dir / "train",
-            wandb=False, seed=cfg.train_seed + ctx.iteration, progress=ctx.progress, **_val_subset(cfg.val_samples),
+            wandb=False, seed=cfg.train_seed + ctx.iteration, progress=ctx.progress, val_samples=cfg.val_samples,
+            precision=cfg.precision, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+            num_nodes=cfg.num_nodes, compile=cfg.compile,
             trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]},
         )
         chosen = res.best_checkpoint or res.last_checkpoint
@@ -229,15 +231,6 @@ def train(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> d
         }
 
     return _run(ctx, "train", work, force)
-
-
-def _val_subset(val_samples: int | None) -> dict[str, Any]:
-    """``val_samples`` for train() once it takes it (validation on a fixed subset of golden val)."""
-    import inspect
-
-    from forge.ml.training import train as fit
-
-    return {"val_samples": val_samples} if "val_samples" in inspect.signature(fit).parameters else {}
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
