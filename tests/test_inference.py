@@ -1,4 +1,4 @@
-"""The fast inference forward must give the module's own outputs: every path, every layout."""
+"""The fast inference forward must give the module's own outputs to fp32 rounding: every path, every layout."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from forge.ml.inference import InferenceNet, inference_net, onednn_linear_available
-from forge.ml.model import FEATURE_VOCAB, DominoTransformer, preset
-from forge.ml.tokenize import featurize
+from forge.ml.inference import InferenceNet, fp32_tolerance, inference_net, onednn_linear_available
+from forge.ml.metrics import predict
+from forge.ml.model import DominoTransformer, preset
+from forge.ml.tokenize import FEATURE_VOCAB, featurize
 from forge.oracle.solve import solve
 
 BACKENDS = [pytest.param(True, id="onednn"), pytest.param(False, id="plain")]
@@ -26,13 +27,16 @@ def _trained_like(config) -> DominoTransformer:
 
 
 def _full_game_batch(b: int = 96) -> dict[str, torch.Tensor]:
-    """Random full-game tokens: every hand token present, 0-3 trick plays (so masks vary)."""
+    """Random full-game tokens: every hand token present, 0-3 trick plays (so masks vary), and a
+    random non-empty set of legal moves."""
     gen = torch.Generator().manual_seed(0)
     tokens = torch.cat([torch.randint(0, v, (b, 32, 1), generator=gen) for v in FEATURE_VOCAB], -1)
     plays = torch.randint(0, 4, (b, 1), generator=gen)
     masks = torch.ones(b, 32, dtype=torch.int8)
     masks[:, 29:] = (torch.arange(3) < plays).to(torch.int8)
-    return {"tokens": tokens.to(torch.int8), "masks": masks,
+    legal = torch.rand(b, 7, generator=gen) < 0.5
+    legal[torch.arange(b), torch.randint(0, 7, (b,), generator=gen)] = True
+    return {"tokens": tokens.to(torch.int8), "masks": masks, "legal": legal.to(torch.int8),
             "players": torch.randint(0, 4, (b,), generator=gen, dtype=torch.int8)}
 
 
@@ -40,17 +44,25 @@ def _reduced_game_batch() -> dict[str, torch.Tensor]:
     """Real samples of a 3-domino game: absent hand slots in the middle of the sequence."""
     sol = solve(5, 2, 3)
     arrays = featurize(sol.state, sol.V, sol.q.T, sol.hands, sol.decl_id)
-    return {k: torch.from_numpy(arrays[k][:80].copy()) for k in ("tokens", "masks", "players")}
+    return {k: torch.from_numpy(arrays[k][:80].copy()) for k in ("tokens", "masks", "players", "legal")}
 
 
 def _assert_same(model: DominoTransformer, net, batch) -> None:
+    """Outputs within the fp32 bound; the same legal move chosen wherever the module's choice is
+    clear of that bound (closer top-two legal logits may swap on rounding alone)."""
     with torch.inference_mode():
         ref = model(batch["tokens"], batch["masks"], batch["players"])
         out = net(batch["tokens"], batch["masks"], batch["players"])
     for name in ("logits", "value", "q"):
-        torch.testing.assert_close(getattr(out, name), getattr(ref, name), atol=2e-5, rtol=1e-5, msg=name)
-    # The same moves are chosen: the metrics can't tell the two forwards apart.
-    assert torch.equal(out.logits.argmax(-1), ref.logits.argmax(-1))
+        want = getattr(ref, name)
+        tol = fp32_tolerance(model.config, float(want.abs().max()))
+        torch.testing.assert_close(getattr(out, name), want, atol=tol, rtol=0, msg=name)
+    legal = batch["legal"] != 0
+    tol = fp32_tolerance(model.config, float(ref.logits.abs().max()))
+    top2 = ref.logits.masked_fill(~legal, float("-inf")).topk(2, -1).values
+    clear = top2[:, 0] - top2[:, 1] > 2 * tol  # each forward is within tol of the other
+    assert clear.float().mean() > 0.5, "too few rows with a clear choice to compare"
+    assert torch.equal(predict(out.logits, legal)[clear], predict(ref.logits, legal)[clear])
 
 
 @pytest.mark.parametrize("onednn", BACKENDS)

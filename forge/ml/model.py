@@ -12,13 +12,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from forge.ml.tokenize import N_FEATURES
-from forge.oracle.rules import MAX_HAND, N_DECLS, N_PLAYERS, TOTAL_POINTS
+from forge.errors import InputError
+from forge.ml.tokenize import FEATURE_VOCAB, N_FEATURES
+from forge.oracle.rules import MAX_HAND, TOTAL_POINTS
 
-#: Vocabulary of each token feature (spec "Tokenized sample (format v1)"), in feature order:
-#: high, low, double, count class, trump rank, owner rel, is mover, is partner, held,
-#: token type, decl, leader rel.
-FEATURE_VOCAB: tuple[int, ...] = (7, 7, 2, 3, 8, N_PLAYERS, 2, 2, 2, 8, N_DECLS, N_PLAYERS)
 #: Features that carry most identity get the wider embedding (embed_dim // 6), the flags and
 #: small relations the narrower one (embed_dim // 12).
 WIDE_FEATURES = frozenset({0, 1, 4, 9, 10})
@@ -55,7 +52,7 @@ def preset(name: str) -> ModelConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown model preset {name!r} (choose {', '.join(PRESETS)})") from None
+        raise InputError(f"unknown model preset {name!r} (choose {', '.join(PRESETS)})") from None
 
 
 class ModelOutput(NamedTuple):

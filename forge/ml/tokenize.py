@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from forge.errors import InputError
 from forge.oracle.deal import deal
 from forge.oracle.rules import (
     COUNT,
@@ -21,12 +22,13 @@ from forge.oracle.rules import (
     ILLEGAL_Q,
     LOW,
     MAX_HAND,
+    N_DECLS,
     N_PLAYERS,
     TRUMP_RANK,
 )
 
-# The shard module owns the file format: its footer checks and its error type are used here.
-from forge.oracle.shard import ShardError, read_shard_info
+# The shard module owns the file format: its columns, footer checks and error type are used here.
+from forge.oracle.shard import COLUMNS, Q_COLUMNS, ShardError, read_shard_info
 from forge.oracle.state import LEADER_SHIFT, MASK_BITS, NO_PLAY, PLAY_SHIFTS, TRICK_LEN_SHIFT
 
 #: Bumped whenever any tokenized array changes meaning; cache entries carry it.
@@ -36,14 +38,16 @@ N_FEATURES = 12
 #: Token index of the first trick play (leader's); hand tokens are 1..28.
 TRICK_TOKEN = 1 + N_PLAYERS * MAX_HAND
 ARRAY_NAMES: tuple[str, ...] = ("tokens", "masks", "players", "teams", "values", "qvals", "legal", "targets")
-Q_COLUMNS: tuple[str, ...] = tuple(f"q{i}" for i in range(MAX_HAND))
-COLUMNS: tuple[str, ...] = ("state", "V", *Q_COLUMNS)
 #: Bits a packed state may use (41); anything above means the column is not packed states.
 STATE_BITS = PLAY_SHIFTS[-1] + 3
 
 # Feature indices (spec order).
 F_HIGH, F_LOW, F_DOUBLE, F_COUNT, F_TRUMP, F_REL_OWNER, F_IS_MOVER, F_IS_PARTNER = range(8)
 F_HELD, F_TYPE, F_DECL, F_REL_LEADER = range(8, 12)
+#: Values each token feature takes (0 .. vocab-1), in feature order: high, low, double, count
+#: class, trump rank, owner rel, is mover, is partner, held, token type, decl, leader rel. The
+#: model sizes its embeddings from it and the store checks datasets against it.
+FEATURE_VOCAB: tuple[int, ...] = (7, 7, 2, 3, 8, N_PLAYERS, 2, 2, 2, 8, N_DECLS, N_PLAYERS)
 
 
 def _open(path: Path) -> pq.ParquetFile:
@@ -209,7 +213,7 @@ def tokenize_shard(path: str | Path, max_samples: int, global_seed: int) -> dict
     file, for anything that is not a well-formed shard.
     """
     if max_samples < 1:
-        raise ValueError(f"max_samples must be positive, got {max_samples}")
+        raise InputError(f"max_samples must be positive, got {max_samples}")
     path = Path(path)
     info = read_shard_info(path)
     pf = _open(path)
