@@ -109,14 +109,14 @@ def test_samples_do_not_depend_on_company_or_order(shards, tmp_path):
 def test_changed_shard_is_tokenized_again(shards, tmp_path, caplog):
     out = tmp_path / "ds"
     _build({"train": [shards["a"], shards["b"]]}, out)
-    other = write_shard(solve(11, 6, hand_size=4), tmp_path / "other")
-    shards["a"].write_bytes(other.read_bytes())  # same name, new content
+    other = write_shard(solve(1, 6, hand_size=3), tmp_path / "other")
+    shards["a"].write_bytes(other.read_bytes())  # same name and deal, new content
     with caplog.at_level(logging.WARNING):
         stats = _build({"train": [shards["a"], shards["b"]]}, out)
     assert stats.tokenized == [shards["a"]]
     assert any(str(shards["a"]) in r.message and "changed" in r.message for r in caplog.records)
     _assert_split(out, "train", [shards["a"], shards["b"]])
-    assert read_manifest(out)["splits"]["train"]["sources"][0]["seed"] == 11
+    assert read_manifest(out)["splits"]["train"]["sources"][0]["hand_size"] == 3
 
 
 def _entries(cache: Path) -> list[Path]:
@@ -170,7 +170,7 @@ def test_crash_mid_write_leaves_no_partial_entry_or_split(shards, tmp_path, monk
     with pytest.raises(OSError, match="disk full"):
         _build({"train": [shards["a"], shards["b"]]}, out)
     monkeypatch.undo()
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "train"]  # no temp split left
+    assert sorted(p.name for p in out.iterdir()) == [store.VERIFIED, "manifest.json", "train"]  # no temp split
     for n, a in load_split(out, "train").items():
         np.testing.assert_array_equal(a, before[n])
 
@@ -262,11 +262,11 @@ def test_cli_user_mistakes_are_one_line(shards, tmp_path, capsys, extra, message
 def test_cli_bad_shard_as_a_subprocess(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    bad = _fake_shard(src / "seed_00000009_decl_1.parquet", drop_meta="hand_size")
+    bad = _fake_shard(src / "seed_00000009_decl_1.parquet", drop_meta="decl_id")
     res = subprocess.run([sys.executable, "-m", "forge.cli.tokenize", "--input", str(src), "--output",
                           str(tmp_path / "ds")], capture_output=True, text=True, cwd=REPO)
     assert res.returncode != 0
-    assert res.stderr.count("\n") == 1 and str(bad) in res.stderr and "hand_size" in res.stderr
+    assert res.stderr.count("\n") == 1 and str(bad) in res.stderr and "decl_id" in res.stderr
     res = subprocess.run([sys.executable, "-m", "forge.cli.tokenize", "--input", str(tmp_path / "nope"),
                           "--output", str(tmp_path / "ds")], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no such folder" in res.stderr
@@ -288,3 +288,31 @@ def test_per_split_sample_counts(shards, tmp_path):
     assert (out / "train" / "tokens.npy").stat().st_ino == train_inode
     with pytest.raises(StoreError, match="no samples-per-shard count for split"):
         build_dataset(split_map, out, {"train": K}, G, cache_dir=cache, progress=False)
+
+
+def test_each_array_file_is_verified_once_per_change(shards, tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    _build({"train": [shards["a"]], "val": [shards["b"]]}, out)
+    hashed: list[str] = []
+    real = store.file_sha256
+    monkeypatch.setattr(store, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    load_split(out, "train")
+    assert sorted(hashed) == sorted(f"{n}.npy" for n in ARRAY_NAMES)
+    hashed.clear()
+    load_split(out, "train")
+    assert hashed == []  # remembered in .verified.json
+    targets = out / "train" / "targets.npy"
+    targets.write_bytes(targets.read_bytes())  # same bytes, but the file changed: checked again
+    load_split(out, "train")
+    assert hashed == ["targets.npy"]
+    assert set(json.loads((out / store.VERIFIED).read_text())) == {f"train/{n}" for n in ARRAY_NAMES}
+
+
+def test_a_dataset_where_the_memo_cannot_be_written_still_loads_verified(shards, tmp_path, caplog):
+    out = tmp_path / "ds"
+    _build({"train": [shards["a"]]}, out)
+    (out / store.VERIFIED).mkdir()  # in the way of the memo (as a read-only folder would be)
+    with caplog.at_level(logging.WARNING):
+        arrays = load_split(out, "train")
+    assert len(arrays["targets"]) == read_manifest(out)["splits"]["train"]["count"]
+    assert any("cannot record verified files" in r.message for r in caplog.records)

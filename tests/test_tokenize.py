@@ -251,7 +251,7 @@ def test_row_groups_and_reruns_give_identical_arrays(tmp_path):
         (lambda p: p.write_text("state,V\n1,2\n"), "not a readable parquet shard"),
         (lambda p: _truncated(p), "not a readable parquet shard"),
         (lambda p: write_shard(p, 1, 2, 7, [0], [0], [[0] * 7], drop_column="q3"), "missing column(s) q3"),
-        (lambda p: write_shard(p, 1, 2, 7, [0], [0], [[0] * 7], drop_meta="hand_size"), "hand_size"),
+        (lambda p: write_shard(p, 1, 2, 7, [0], [0], [[0] * 7], drop_meta="decl_id"), "decl_id"),
         (lambda p: write_shard(p, 1, 12, 7, [0], [0], [[0] * 7]), "out of range"),
         (lambda p: _float_q(p), "q2 are not integers"),
         (lambda p: write_shard(p, 1, 2, 3, [(1 << 28) - 1], [0], [[0] * 7]), "not a valid state"),

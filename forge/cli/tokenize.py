@@ -42,6 +42,8 @@ def resolve_splits(input_dir: Path, output_dir: Path, specs: list[str]) -> dict[
         raise UsageError(f"--input {input_dir}: no such folder")
     if output_dir.resolve() == input_dir.resolve():
         raise UsageError("--output must not be the --input folder")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output {output_dir}: is a file, not a dataset folder")
     specs = specs or ["train=*.parquet"]
     splits: dict[str, list[Path]] = {}
     seen: dict[Path, str] = {}

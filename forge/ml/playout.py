@@ -19,6 +19,7 @@ import torch
 
 from forge.ml.inference import inference_net
 from forge.ml.model import DominoTransformer
+from forge.ml.store import MissingDataError, read_manifest
 from forge.ml.tokenize import featurize
 from forge.oracle.play import legal_moves, play
 from forge.oracle.rules import DECL_NAMES, ILLEGAL_Q, N_PLAYERS
@@ -162,14 +163,10 @@ class ModelPolicy:
 
 def golden_shards(data_dir: str | Path, split: str) -> list[Path]:
     """Shard paths behind a split of a tokenized dataset, in manifest order."""
-    from forge.ml.store import read_manifest
-
     manifest = read_manifest(data_dir)
-    try:
-        sources = manifest["splits"][split]["sources"]
-    except KeyError:
-        raise FileNotFoundError(f"{data_dir}: no split {split!r} in the manifest") from None
-    return [Path(s["path"]) for s in sources]
+    if split not in manifest["splits"]:
+        raise MissingDataError(f"{data_dir}: no split {split!r} in the manifest")
+    return [Path(s["path"]) for s in manifest["splits"][split]["sources"]]
 
 
 def play_out_shards(policy: Policy, shards: Sequence[str | Path]) -> PlayoutResult:

@@ -8,10 +8,16 @@ a dataset touches only shards missing from the cache. Layout::
     <cache_dir>/v<FORMAT>/<sha[:2]>/<sha>-k<K>-g<G>.npz  one tokenized shard: 8 arrays + "meta"
     <out_dir>/manifest.json                             sources, counts and checksums per split
     <out_dir>/<split>/<name>.npy                        the split's shards concatenated, int8
+    <out_dir>/.verified.json                            path + stat of array files that passed (a memo)
 
 ``cache_dir`` defaults to ``<out_dir>/../cache`` so that datasets built side by side share it.
 Every file is written to a temp file and renamed into place, so a crash never leaves a
 half-written entry or split behind. One build per ``out_dir`` at a time.
+
+Loading trusts nothing it has not checked: the manifest must be well-formed, and each array
+file must match the manifest's sha256 and hold only values the model has embeddings for (a
+corrupt file is a StoreError naming it, not wrong metrics or a crash deep in the model). A
+file is checked once per change of its size, times or inode, remembered in ``.verified.json``.
 """
 
 from __future__ import annotations
@@ -30,22 +36,24 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from forge.atomic import atomic_write
+from forge.atomic import atomic_write, writable_dir
 from forge.errors import ForgeError
 from forge.ml.tokenize import (
     ARRAY_NAMES,
+    FEATURE_VOCAB,
     FORMAT_VERSION,
     N_FEATURES,
     N_TOKENS,
     tokenize_shard,
 )
-from forge.oracle.rules import MAX_HAND
+from forge.oracle.rules import ILLEGAL_Q, MAX_HAND, N_PLAYERS, TOTAL_POINTS
 from forge.oracle.shard import ShardError, read_shard_info
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 IDENTITIES = "identities.json"
+VERIFIED = ".verified.json"
 #: Trailing shape of each array; the leading axis is the sample.
 SHAPES: dict[str, tuple[int, ...]] = {
     "tokens": (N_TOKENS, N_FEATURES),
@@ -57,6 +65,19 @@ SHAPES: dict[str, tuple[int, ...]] = {
     "legal": (MAX_HAND,),
     "targets": (),
 }
+#: Inclusive (low, high) of each array's values; tokens per feature (the model's vocabulary),
+#: qvals apart from ILLEGAL_Q (an illegal move).
+VALUE_RANGES: dict[str, tuple[object, object]] = {
+    "tokens": (0, np.array(FEATURE_VOCAB) - 1),
+    "masks": (0, 1),
+    "players": (0, N_PLAYERS - 1),
+    "teams": (0, 1),
+    "values": (-TOTAL_POINTS, TOTAL_POINTS),
+    "qvals": (-TOTAL_POINTS, TOTAL_POINTS),
+    "legal": (0, 1),
+    "targets": (0, MAX_HAND - 1),
+}
+_CHECK_ROWS = 1 << 16  # samples per chunk when range-checking a memory-mapped array
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _LEFTOVER = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9_-]*\.(tmp|old)-\d+$")
 _HASH_CHUNK = 1 << 22
@@ -64,6 +85,10 @@ _HASH_CHUNK = 1 << 22
 
 class StoreError(ForgeError, ValueError):
     """A dataset request or store state that cannot be honoured; the message says which file."""
+
+
+class MissingDataError(StoreError, FileNotFoundError):
+    """A dataset, split or array file that is not there (also a FileNotFoundError)."""
 
 
 @dataclass
@@ -126,7 +151,9 @@ def _identity(path: Path, memo: dict[str, dict], stats: BuildStats) -> str:
     """Content sha256 of a shard; re-hashed only when its size, times or inode changed."""
     key, stat = str(path.resolve()), _stat_key(path)
     known = memo.get(key)
-    if known and known.get("stat") == stat:
+    if not isinstance(known, dict):
+        known = None
+    elif known.get("stat") == stat:
         return known["sha256"]
     sha = file_sha256(path)
     stats.hashed.append(path)
@@ -285,20 +312,54 @@ def _swap_in(tmp: Path, final: Path) -> None:
 
 
 def read_manifest(data_dir: str | Path) -> dict:
+    """The dataset's manifest, checked for every field readers use; StoreError naming it if not."""
     data_dir = Path(data_dir)
     path = data_dir / MANIFEST
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: no such dataset directory")
+        raise MissingDataError(f"{data_dir}: no such dataset directory")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {data_dir} is not a tokenized dataset")
+        raise MissingDataError(f"{path}: missing; {data_dir} is not a tokenized dataset")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{path}: unreadable manifest: not UTF-8 text (byte {e.start}); rebuild the dataset") from None
     except ValueError as e:
-        raise StoreError(f"{path}: unreadable manifest: {e}") from e
-    if manifest.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{path}: unreadable manifest: {e}; rebuild the dataset") from None
+    if isinstance(manifest, dict) and manifest.get("format_version") != FORMAT_VERSION:
         raise StoreError(f"{path}: format version {manifest.get('format_version')!r}, this code reads "
                          f"{FORMAT_VERSION}; rebuild the dataset")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise StoreError(f"{path}: malformed manifest: {problem}; rebuild the dataset")
     return manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    if not _is_int(manifest.get("global_seed")) or manifest["global_seed"] < 0:
+        return f"global_seed {manifest.get('global_seed')!r} is not a non-negative integer"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        return "'splits' is not an object"
+    for name, entry in splits.items():
+        if not _SPLIT_NAME.match(name):
+            return f"bad split name {name!r}"
+        if not isinstance(entry, dict):
+            return f"split {name!r} is not an object"
+        if not _is_int(entry.get("count")) or entry["count"] < 0:
+            return f"split {name!r} has no valid 'count' (got {entry.get('count')!r})"
+        sums = entry.get("checksums")
+        if not isinstance(sums, dict) or not all(
+            isinstance(sums.get(n), str) and sums[n].startswith("sha256:") for n in ARRAY_NAMES
+        ):
+            return f"split {name!r} lacks a sha256 checksum for each of {', '.join(ARRAY_NAMES)}"
+        sources = entry.get("sources")
+        if not isinstance(sources, list) or not all(
+            isinstance(src, dict) and isinstance(src.get("path"), str) for src in sources
+        ):
+            return f"split {name!r} has no list of sources with paths"
+    return None
 
 
 def build_dataset(
@@ -327,6 +388,8 @@ def build_dataset(
         _check_request(shards_by_split, k, global_seed)
     out_dir = Path(out_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir.resolve().parent / "cache"
+    for folder in (out_dir, cache_dir):  # a file in the way fails now, not after the tokenizing
+        writable_dir(folder)
     stats = BuildStats(out_dir=out_dir, cache_dir=cache_dir)
     g = int(global_seed)
 
@@ -406,23 +469,77 @@ def build_dataset(
 
 
 def load_split(data_dir: str | Path, split: str) -> dict[str, np.ndarray]:
-    """The split's arrays, memory-mapped read-only (np.load mmap_mode='r')."""
+    """The split's arrays, memory-mapped read-only (np.load mmap_mode='r'), each file checked
+    against the manifest's checksum and the value ranges (once per change of the file)."""
+    data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
-    entry = manifest.get("splits", {}).get(split)
+    entry = manifest["splits"].get(split)
     if entry is None:
-        have = ", ".join(sorted(manifest.get("splits", {}))) or "none"
-        raise FileNotFoundError(f"{data_dir}: no split {split!r} (have: {have})")
+        have = ", ".join(sorted(manifest["splits"])) or "none"
+        raise MissingDataError(f"{data_dir}: no split {split!r} (have: {have})")
     out = {}
     for name in ARRAY_NAMES:
-        path = Path(data_dir) / split / f"{name}.npy"
+        path = data_dir / split / f"{name}.npy"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; rebuild the dataset")
-        arr = np.load(path, mmap_mode="r")
+            raise MissingDataError(f"{path}: missing; rebuild the dataset")
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (ValueError, EOFError) as e:
+            raise StoreError(f"{path}: not a readable .npy array ({e}); rebuild the dataset") from None
         if arr.dtype != np.int8 or arr.shape != (entry["count"], *SHAPES[name]):
             raise StoreError(f"{path}: shape {arr.shape} {arr.dtype} disagrees with the manifest "
                              f"({entry['count']} samples); rebuild the dataset")
         out[name] = arr
+    _verify_arrays(data_dir, split, entry, out)
     return out
+
+
+def _verify_arrays(data_dir: Path, split: str, entry: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+    """Checksum and value ranges of each array file not verified since it last changed."""
+    memo_path = data_dir / VERIFIED
+    memo = _read_memo(memo_path)
+    changed = False
+    for name in ARRAY_NAMES:
+        path = data_dir / split / f"{name}.npy"
+        key, stamp = f"{split}/{name}", [*_stat_key(path), entry["checksums"][name]]
+        if memo.get(key) == stamp:
+            continue
+        if "sha256:" + file_sha256(path) != entry["checksums"][name]:
+            raise StoreError(f"{path}: contents do not match the checksum in {data_dir / MANIFEST} "
+                             "(corrupt or changed since the build); rebuild the dataset")
+        problem = _value_problem(name, arrays[name])
+        if problem:
+            raise StoreError(f"{path}: {problem}; rebuild the dataset")
+        memo[key], changed = stamp, True
+    if changed:
+        try:
+            _write_json(memo_path, memo)
+        except OSError as e:  # a read-only dataset is still usable: it is verified on every load
+            log.warning("%s: cannot record verified files (%s)", memo_path, e)
+
+
+def _read_memo(path: Path) -> dict:
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _value_problem(name: str, arr: np.ndarray) -> str | None:
+    """The first value of an array outside :data:`VALUE_RANGES`, described; None if none."""
+    lo, hi = VALUE_RANGES[name]
+    for start in range(0, len(arr), _CHECK_ROWS):
+        chunk = np.asarray(arr[start : start + _CHECK_ROWS])
+        if name == "qvals":
+            chunk = np.where(chunk == ILLEGAL_Q, 0, chunk)
+        bad = (chunk < lo) | (chunk > hi)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            where = f"sample {start + at[0]}" + (f", token {at[1]}, feature {at[2]}" if name == "tokens" else "")
+            top = np.broadcast_to(hi, chunk.shape)[at]
+            return f"value {int(chunk[at])} at {where} is outside {lo}..{int(top)}"
+    return None
 
 
 def verify_split(data_dir: str | Path, split: str) -> list[str]:
