@@ -1,9 +1,9 @@
 """``python -m forge.cli.eval``: a checkpoint's move-quality metrics on a split (and play-outs).
 
-Evaluation runs outside Lightning on purpose: contiguous zero-copy slices of the store, the
-exact fp32 :class:`~forge.ml.inference.InferenceNet` forward on CPU (oneDNN, about 2.3x the
-module's own), and histogram metrics that need no per-sample storage. From Python,
-call :func:`evaluate` (a checkpoint) or :func:`evaluate_model` (a network and arrays).
+The work is :func:`forge.ml.evaluate.evaluate`; this module is only its command line. The
+checkpoint may be this project's or one written by the public reference trainer. The JSON
+printed holds the metrics of the checkpoint's trained heads and, under ``trained_heads``,
+which heads those are.
 """
 
 from __future__ import annotations
@@ -17,67 +17,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
+from forge.atomic import atomic_write_text  # noqa: E402
 from forge.cli.common import ArgumentParser, UsageError, number, run_cli  # noqa: E402
-from forge.ml.checkpoints import load_module  # noqa: E402
-from forge.ml.data import ArrayBatches, decl_of, load_tensors  # noqa: E402
-from forge.ml.inference import inference_net  # noqa: E402
-from forge.ml.metrics import MoveMetrics  # noqa: E402
-from forge.ml.model import DominoTransformer  # noqa: E402
-from forge.ml.playout import ModelPolicy, golden_shards, play_out_shards  # noqa: E402
+from forge.ml.checkpoints import checkpoint_info  # noqa: E402
+from forge.ml.evaluate import evaluate, evaluate_model  # noqa: E402, F401 - evaluate_model: old path, for now
 
 PROG = "python -m forge.cli.eval"
-
-
-@torch.inference_mode()
-def evaluate_model(
-    model: DominoTransformer,
-    tensors: Mapping[str, Tensor],
-    batch_size: int = 256,
-    with_q: bool = False,
-    device: str | torch.device = "cpu",
-    fast: bool = True,
-) -> dict[str, float]:
-    """Metrics of ``model`` on a split's tensors (see :mod:`forge.ml.metrics`); ``fast=False``
-    runs the module's own forward instead of the (equal to rounding) inference net."""
-    net = inference_net(model, device) if fast else model.eval().to(device)
-    metrics = MoveMetrics()
-    for batch in ArrayBatches(tensors, batch_size):
-        b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        out = net(b["tokens"], b["masks"], b["players"])
-        metrics.update(
-            out.logits, batch["qvals"], batch["legal"], batch["teams"], batch["targets"], decl_of(batch),
-            value=out.value, values=batch["values"], q=out.q if with_q else None,
-        )
-    return metrics.compute()
-
-
-def evaluate(
-    checkpoint: str | Path,
-    data_dir: str | Path,
-    split: str = "val",
-    batch_size: int = 256,
-    playout_deals: int = 0,
-    threads: int | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, float]:
-    """Per-state metrics of a checkpoint on a split, plus play-out metrics on the first
-    ``playout_deals`` deals behind that split (0: none)."""
-    if threads:
-        torch.set_num_threads(threads)
-    module = load_module(checkpoint)
-    tensors = load_tensors(data_dir, split, in_memory=False)
-    metrics = evaluate_model(module.model, tensors, batch_size, with_q=bool(module.hparams.q_weight),
-                             device=device)
-    if playout_deals:
-        shards = golden_shards(data_dir, split)[:playout_deals]
-        metrics.update(play_out_shards(ModelPolicy(module.model, device), shards).summary())
-    return metrics
 
 
 def parser() -> argparse.ArgumentParser:
@@ -99,12 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
     if not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
+    if args.out is not None and args.out.is_dir():
+        raise UsageError(f"--out {args.out}: is a folder, not a file")
+    heads = checkpoint_info(args.checkpoint).trained_heads  # a bad checkpoint fails before the data loads
     metrics = evaluate(args.checkpoint, args.data, args.split, args.batch_size, args.playout, args.threads)
-    text = json.dumps(metrics, indent=1)
+    text = json.dumps({**metrics, "trained_heads": list(heads)}, indent=1) + "\n"
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+        atomic_write_text(args.out, text)
+    sys.stdout.write(text)
     return 0
 
 

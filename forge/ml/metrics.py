@@ -7,7 +7,9 @@ Definitions (per sample; Q turned into the mover's perspective first, team 1 min
 - ``q_gap``: best legal Q minus the predicted move's Q, in points (>= 0); ``blunder_rate`` is
   the share of gaps > 10 and ``p99_gap`` their 99th percentile (nearest rank).
 - ``value_mae`` / ``q_mae``: absolute error of the value head / of the Q head on legal moves,
-  in points (present only when those predictions are passed in).
+  in points, present only when those predictions are passed in: callers pass a head's outputs
+  only if it was trained (:func:`forge.ml.module.trained_heads`), since an untrained head's
+  error means nothing.
 - ``q_gap/<decl>``: mean gap per declaration.
 - ``tie_rate``: share of samples with more than one optimal move; ``tiebreak/slot<i>``:
   among predictions of slot i, the share that are optimal but not the target (a tie broken
@@ -138,7 +140,7 @@ class MoveMetrics:
             "p99_gap": float(torch.searchsorted(cum, 0.99 * n)),
             "tie_rate": self.ties / n,
         }
-        if self.value_n:  # only for heads that were given (and, for Q, trained)
+        if self.value_n:  # only for heads whose outputs were given: the trained ones
             out["value_mae"] = self.value_abs / self.value_n
         if self.q_n:
             out["q_mae"] = self.q_abs / self.q_n

@@ -4,11 +4,16 @@ Loss = policy loss + value_weight * value loss (+ q_weight * Q loss). The policy
 cross-entropy to the oracle's target with a soft target softmax(Q_mover / temperature) over
 the legal moves: the soft part tells the model how bad each alternative is, which the single
 target cannot. Validation accumulates :class:`forge.ml.metrics.MoveMetrics` over the split.
+
+Every checkpoint it writes carries ``weights_sha256``, a digest of its weights that
+:mod:`forge.ml.checkpoints` checks on load: a flipped bit is refused, not silently evaluated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -19,6 +24,28 @@ from torch import Tensor
 from forge.ml.data import Batch, decl_of, shuffle_hand_slots
 from forge.ml.metrics import MoveMetrics, mover_q, team_sign
 from forge.ml.model import VALUE_SCALE, DominoTransformer, ModelConfig, ModelOutput, preset
+
+#: Checkpoint key of :func:`weights_sha256` over the checkpoint's ``state_dict``.
+WEIGHTS_SHA256 = "weights_sha256"
+#: The network's heads, in the order metrics report them.
+HEADS: tuple[str, ...] = ("policy", "value", "q")
+
+
+def weights_sha256(state_dict: Mapping[str, Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def trained_heads(hparams: Mapping[str, Any]) -> tuple[str, ...]:
+    """Heads whose loss was on in the run that wrote these hyper-parameters. A head trained only
+    in an earlier run has gone stale as the trunk moved on, so it counts as untrained too."""
+    weights = {"policy": 1.0, "value": hparams.get("value_weight", 0.0), "q": hparams.get("q_weight", 0.0)}
+    return tuple(h for h in HEADS if weights[h])
 
 
 def policy_loss(
@@ -81,6 +108,13 @@ class DominoModule(L.LightningModule):
     def config(self) -> ModelConfig:
         return self.model.config
 
+    @property
+    def trained_heads(self) -> tuple[str, ...]:
+        return trained_heads(self.hparams)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[WEIGHTS_SHA256] = weights_sha256(checkpoint["state_dict"])
+
     def forward(self, batch: Batch) -> ModelOutput:
         return self.model(batch["tokens"], batch["masks"], batch["players"])
 
@@ -115,10 +149,11 @@ class DominoModule(L.LightningModule):
         n = len(batch["targets"])
         for k, v in self.losses(out, batch).items():
             self.log(f"{prefix}/{k}", v, on_epoch=True, batch_size=n)
+        heads = self.trained_heads  # an untrained head's error means nothing: not reported
         metrics.update(
             out.logits, batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
-            decl_of(batch), value=out.value, values=batch["values"],
-            q=out.q if self.hparams.q_weight else None,
+            decl_of(batch), value=out.value if "value" in heads else None, values=batch["values"],
+            q=out.q if "q" in heads else None,
         )
 
     def _log_metrics(self, metrics: MoveMetrics, prefix: str) -> None:
