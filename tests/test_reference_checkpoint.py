@@ -16,12 +16,15 @@ from forge.cli.common import run_cli
 from forge.ml.checkpoints import (
     SAFE_GLOBALS,
     CheckpointError,
+    baseline_architecture,
     checkpoint_info,
     load_module,
     load_weights,
     read_checkpoint,
+    same_shape,
 )
 from forge.ml.inference import InferenceNet, fp32_tolerance
+from forge.ml.model import preset
 from forge.ml.module import DominoModule
 from forge.ml.reference import REFERENCE
 from forge.ml.store import build_dataset
@@ -69,6 +72,7 @@ def test_the_missing_q_head_is_reported_untrained_not_random(module):
     assert info.imported_from == REFERENCE and not info.checksum
     assert info.trained_heads == ("policy", "value") == module.trained_heads
     assert module.hparams.q_weight == 0
+    assert same_shape(baseline_architecture(CKPT), preset("large"))  # what `flywheel init --baseline` asks
     assert not module.model.q_head.weight.any() and not module.model.q_head.bias.any()
 
 

@@ -100,11 +100,11 @@ def config_of(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> ModelCon
 
 
 def describe(config: ModelConfig) -> str:
-    names = [n for n, c in PRESETS.items() if same_architecture(c, config)]
+    names = [n for n, c in PRESETS.items() if same_shape(c, config)]
     return f"{names[0]!r} ({config.describe()})" if names else f"custom ({config.describe()})"
 
 
-def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
+def same_shape(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether weights of one fit the other (dropout does not matter)."""
     def shape(c: ModelConfig) -> tuple:
         return c.embed_dim, c.n_heads, c.n_layers, c.ff_dim, c.norm_first
@@ -129,7 +129,7 @@ class CheckpointInfo:
 
 def require_fit(theirs: ModelConfig, ours: ModelConfig, path: str | Path) -> None:
     """CheckpointError unless weights of architecture ``theirs`` (read from ``path``) fit ``ours``."""
-    if not same_architecture(theirs, ours):
+    if not same_shape(theirs, ours):
         raise CheckpointError(
             f"{path}: checkpoint is a {describe(theirs)} model, but this run builds a "
             f"{describe(ours)} model; pick the matching --model or another checkpoint"
@@ -143,6 +143,11 @@ def checkpoint_info(path: str | Path) -> CheckpointInfo:
     config = config_of(ckpt, path)
     return CheckpointInfo(Path(path), config, trained_heads(ckpt["hyper_parameters"]),
                           ckpt.get("imported_from"), WEIGHTS_SHA256 in ckpt)
+
+
+def baseline_architecture(path: str | Path) -> ModelConfig:
+    """The architecture of a usable checkpoint (CheckpointError, naming it, for anything else)."""
+    return checkpoint_info(path).config
 
 
 def load_module(path: str | Path, **overrides: Any) -> DominoModule:

@@ -19,7 +19,14 @@ import torch
 from forge.cli import eval as eval_cli
 from forge.cli import tokenize as tokenize_cli
 from forge.cli.common import run_cli
-from forge.ml.checkpoints import SAFE_GLOBALS, CheckpointError, checkpoint_info, load_module, read_checkpoint
+from forge.ml.checkpoints import (
+    SAFE_GLOBALS,
+    CheckpointError,
+    baseline_architecture,
+    checkpoint_info,
+    load_module,
+    read_checkpoint,
+)
 from forge.ml.data import DominoDataModule, load_tensors
 from forge.ml.evaluate import NonFiniteError, evaluate_model
 from forge.ml.module import WEIGHTS_SHA256, DominoModule, weights_sha256
@@ -146,8 +153,9 @@ def test_an_empty_checkpoint_is_one_line(data, tmp_path):
 def test_a_text_file_is_not_a_baseline(tmp_path):
     text = tmp_path / "notes.ckpt"
     text.write_text("my best model\n")
-    with pytest.raises(CheckpointError, match=f"{text}: not a readable checkpoint"):
-        checkpoint_info(text)
+    for vet in (checkpoint_info, baseline_architecture):
+        with pytest.raises(CheckpointError, match=f"{text}: not a readable checkpoint"):
+            vet(text)
 
 
 # ------------------------------------------------------------------ datasets (faults 9, 11)
