@@ -1,17 +1,23 @@
-"""The dashboard in a real JupyterLab, driven by headless Chromium through Selenium.
+"""The notebooks in a real JupyterLab, driven by headless Chromium through Selenium.
 
 A copy of the prepared failed workspace (state.yaml + notebooks/00_status.ipynb) is served by
 JupyterLab on a free localhost port; the browser opens the notebook, runs all cells from the Run
 menu, and reads the live panel: badge, iteration, stage, last error and history values. It then
 clicks Start (refused: the iteration failed) and Retry, and waits for the live panel to turn
-"ready" on its own refresh. Screenshots go to ``test-artifacts/`` (printed; gitignored).
-Skipped only where Chromium and its driver are not installed (``.ci/run`` installs them).
+"ready" on its own refresh.
+
+On a fresh tiny workspace the browser then steps through one iteration by hand as a researcher
+would: it runs each stage notebook (01..04) and ``05_explore`` in turn and checks that each shows
+its work live (figures, the drawn positions, the play-out, the widgets that choose what to show).
+Screenshots go to ``test-artifacts/`` (printed; gitignored). Skipped only where Chromium and its
+driver are not installed (``.ci/run`` installs them).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +26,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,16 +55,22 @@ def free_port() -> int:
 
 def jupyter_env(home: Path) -> dict[str, str]:
     """Jupyter's config, data and runtime folders kept in the test's tmp dir; this venv's kernels only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER") and k != "FORGE_HEADLESS"}
-    for name in ("config", "data", "runtime"):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JUPYTER", "TQDM")) and k != "FORGE_HEADLESS"}
+    for name in ("config", "data", "runtime", "settings"):
         (home / name).mkdir(parents=True, exist_ok=True)
     env.update(JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTER_PLATFORM_DIRS="1")
+               JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTER_PLATFORM_DIRS="1",
+               JUPYTERLAB_SETTINGS_DIR=str(home / "settings"))
     # no "news" toast over the notebook
     labconfig = home / "config" / "labconfig"
     labconfig.mkdir()
     (labconfig / "page_config.json").write_text(
         json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    # every cell stays in the page (no windowing), so a section far down can be found and scrolled to
+    tracker = home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     return env
 
 
@@ -67,6 +80,26 @@ def lab(tmp_path: Path) -> Iterator[dict[str, object]]:
     ws = failed_workspace(tmp_path / "ws")
     (ws / "notebooks").mkdir()
     shutil.copy(REPO / "notebooks" / "00_status.ipynb", ws / "notebooks")
+    with serve(ws, tmp_path) as served:
+        yield served
+
+
+@pytest.fixture
+def fresh_lab(tmp_path: Path) -> Iterator[dict[str, object]]:
+    """JupyterLab serving a fresh tiny workspace (``init`` only) with every notebook beside it."""
+    ws = tmp_path / "ws"
+    made = subprocess.run([sys.executable, "-m", "forge.cli.flywheel", "--root", str(ws), "init", "--preset", "tiny",
+                           "--wandb-group", "browser", "--wandb-mode", "disabled"],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stdout + made.stderr
+    shutil.copytree(REPO / "notebooks", ws / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    with serve(ws, tmp_path) as served:
+        yield served
+
+
+@contextmanager
+def serve(ws: Path, tmp_path: Path) -> Iterator[dict[str, object]]:
+    """JupyterLab on a free localhost port with ``ws`` as its root; shut down (kernels included) afterwards."""
     env = jupyter_env(tmp_path / "jupyter")
 
     # The notebook asks for kernel "python3": it must be this venv's interpreter (ipykernel's spec,
@@ -129,13 +162,44 @@ def browser(tmp_path: Path):
         driver.quit()
 
 
+def waiter(browser, seconds: float = 60):
+    """A wait that retries while JupyterLab re-renders an element it was reading (a stale element)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, seconds, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException])
+
+
+def open_and_run_all(browser, lab: dict[str, object], notebook: str) -> None:
+    """Open ``notebook`` (relative to the served root) and start Run All once its kernel is idle."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    browser.get(f"{lab['base']}/lab/tree/{notebook}?reset&token={lab['token']}")
+    waiter(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Notebook")))
+    # Run All before the kernel is up would ask for a kernel instead: wait for "Python 3 (ipykernel) | Idle"
+    waiter(browser).until(lambda d: "Python 3 (ipykernel) | Idle" in d.find_element(By.ID, "jp-main-statusbar").text)
+    browser.find_element(By.XPATH, "//li[contains(@class, 'lm-MenuBar-item') and .='Run']").click()
+    waiter(browser, 10).until(ec.element_to_be_clickable(
+        (By.CSS_SELECTOR, ".lm-Menu-item[data-command='runmenu:run-all']"))).click()
+
+
+def shutdown_kernels(lab: dict[str, object]) -> None:
+    """End every notebook session (and its kernel), so the next notebook runs on a calm machine."""
+    auth = {"Authorization": f"token {lab['token']}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{lab['base']}/api/sessions", headers=auth), timeout=10) as r:
+        sessions = json.load(r)
+    for session in sessions:
+        req = urllib.request.Request(f"{lab['base']}/api/sessions/{session['id']}", method="DELETE", headers=auth)
+        urllib.request.urlopen(req, timeout=30).close()
+
+
 def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab, browser) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    def wait(seconds: float = 60) -> WebDriverWait:
-        return WebDriverWait(browser, seconds, poll_frequency=0.2)
+    def wait(seconds: float = 60):
+        return waiter(browser, seconds)
 
     def text_of(css: str) -> str:
         return browser.find_element(By.CSS_SELECTOR, css).text.strip()
@@ -144,13 +208,7 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
         xpath = f"//button[contains(@class, 'widget-button') and contains(., '{label}')]"
         wait(10).until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
 
-    browser.get(f"{lab['base']}/lab/tree/notebooks/00_status.ipynb?token={lab['token']}")
-    wait().until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Notebook")))
-    # Run All before the kernel is up would ask for a kernel instead: wait for "Python 3 (ipykernel) | Idle"
-    wait().until(lambda d: "Python 3 (ipykernel) | Idle" in d.find_element(By.ID, "jp-main-statusbar").text)
-    browser.find_element(By.XPATH, "//li[contains(@class, 'lm-MenuBar-item') and .='Run']").click()
-    wait(10).until(ec.element_to_be_clickable(
-        (By.CSS_SELECTOR, ".lm-Menu-item[data-command='runmenu:run-all']"))).click()
+    open_and_run_all(browser, lab, "notebooks/00_status.ipynb")
 
     try:
         # the live panel is the widget view (it refreshes itself), not the static fallback
@@ -188,3 +246,65 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
     after = ARTIFACTS / "status-panel-after-retry.png"
     browser.save_screenshot(str(after))
     print(f"screenshot: {after}")
+
+
+#: Each notebook of one iteration stepped through by hand, in order, and what it must show live:
+#: CSS selectors of its views, and how many dropdowns its widgets offer at least.
+STEPS = (
+    ("01_generate", (".forge-deal", ".forge-qtable"), 2),
+    ("02_tokenize", (".forge-decoded-sample", ".forge-qtable"), 1),
+    ("03_train", (), 0),
+    ("04_evaluate", (".forge-comparison", ".forge-blunders", ".forge-playout .forge-trick"), 1),
+    ("05_explore", (".forge-playout .forge-trick", ".forge-query"), 4),
+)
+
+
+def test_stage_notebooks_and_explore_run_in_jupyterlab(fresh_lab, browser) -> None:
+    """One iteration by hand in JupyterLab, then exploring it: every notebook runs to its last cell
+    without an error and shows its figures, drawn positions and widgets."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+
+    def code_prompts() -> list[str]:
+        return [e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
+
+    def finished(_) -> bool:
+        prompts = code_prompts()
+        return bool(prompts) and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts) or failed()
+
+    def failed() -> bool:
+        return any("Traceback" in e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"))
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, selectors, dropdowns in STEPS:
+        open_and_run_all(browser, fresh_lab, f"notebooks/{name}.ipynb")
+        try:
+            waiter(browser, 300).until(finished)
+        except TimeoutException:
+            browser.save_screenshot(str(ARTIFACTS / f"{name}-timeout.png"))
+            raise AssertionError(f"{name} did not finish; see {ARTIFACTS / f'{name}-timeout.png'}: {code_prompts()}"
+                                 ) from None
+        shot = ARTIFACTS / f"{name}.png"
+        browser.save_screenshot(str(shot))
+        print(f"\nscreenshot: {shot}")
+        assert not failed(), f"{name} raised; see {shot}"
+        assert browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img"), f"{name} shows no figure"
+        for css in selectors:
+            found = browser.find_elements(By.CSS_SELECTOR, css)
+            assert found, f"{name} does not show {css}"
+            browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", found[0])
+            section = ARTIFACTS / f"{name}-{css.split()[0].strip('.')}.png"
+            browser.save_screenshot(str(section))
+            print(f"screenshot: {section}")
+        assert len(browser.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")) >= dropdowns, name
+        if name == "03_train":  # the live curve was drawn under the stage call while it trained
+            train_cell = next(c for c in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell")
+                              if "stages.train(" in c.text)
+            live = train_cell.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
+            assert live, "no live training curve"
+            images = browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
+            for label, image in (("live-curve", live[0]), ("curves", images[-1])):
+                browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)
+                browser.save_screenshot(str(ARTIFACTS / f"{name}-{label}.png"))
+                print(f"screenshot: {ARTIFACTS / f'{name}-{label}.png'}")
+        shutdown_kernels(fresh_lab)

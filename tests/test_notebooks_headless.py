@@ -1,12 +1,17 @@
-"""Every notebook in notebooks/ executed headless (FORGE_HEADLESS=1), its static panel checked.
+"""Every notebook in notebooks/ executed headless (FORGE_HEADLESS=1), its static panel and sections checked.
 
 The status notebook runs against the prepared failed workspace from its notebooks/ folder, so its
 default root is found one level up; the stage notebooks run in order on one fresh tiny workspace
-(one real iteration by hand), each showing the panel first.
+(one real iteration by hand), each showing the panel first and then the work it did. On another
+fresh tiny workspace the loop runs one iteration (``--once``): its archived notebooks must show the
+same sections, and ``05_explore`` (never run by the loop) then runs there, its widgets falling back
+to their defaults.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,16 @@ from forge.flywheel.state import new_state, save_state
 REPO = Path(__file__).resolve().parents[1]
 BOOKS = REPO / "notebooks"
 STAGE_BOOKS = ("01_generate", "02_tokenize", "03_train", "04_evaluate")
+EXPLORE = "05_explore"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+#: What each notebook must show after its stage: markers of its views (CSS classes in its HTML outputs).
+SECTIONS = {
+    "01_generate": ("forge-deal", "forge-qtable"),
+    "02_tokenize": ("forge-decoded-sample", "forge-qtable"),
+    "03_train": (),
+    "04_evaluate": ("forge-comparison", "forge-blunders", "forge-playout", "forge-trick"),
+    EXPLORE: ("forge-playout", "forge-trick", "forge-query"),
+}
 
 
 class _ByClass(HTMLParser):
@@ -62,6 +76,20 @@ def html_outputs(nb: Any) -> list[dict[str, Any]]:
     return [o["data"] for c in nb.cells if c.cell_type == "code" for o in c.outputs if "data" in o]
 
 
+def check_shows_the_work(name: str, nb: Any) -> None:
+    """At least one figure, every section marker of ``name``, no error and no widget (headless)."""
+    outputs = html_outputs(nb)
+    assert any("image/png" in d for d in outputs), f"{name} shows no figure"
+    shown = " ".join(d.get("text/html", "") for d in outputs)
+    for marker in SECTIONS[name]:
+        assert f'class="{marker}"' in shown, f"{name} does not show {marker}"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
+    assert not any(WIDGET_MIME in d for d in outputs)
+    headings = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## ")]
+    assert len(headings) >= 3, f"{name} is not in sections (markdown headings)"
+
+
 def panel_of(nb: Any) -> dict[str, str]:
     """The fields of the (first) panel the notebook displayed, from its static text/html."""
     panels = [d["text/html"] for d in html_outputs(nb) if 'class="forge-panel"' in d.get("text/html", "")]
@@ -100,18 +128,33 @@ def stage_runs(headless, tmp_path_factory) -> dict[str, Any]:
             for name in STAGE_BOOKS}
 
 
+@pytest.fixture(scope="module")
+def looped(tmp_path_factory) -> Path:
+    """One tiny iteration run by the loop from scratch, as a user would start it."""
+    ws = tmp_path_factory.mktemp("looped") / "ws"
+    for args in (["init", "--preset", "tiny", "--wandb-group", "headless-loop"], ["--once", "--no-wandb"]):
+        done = subprocess.run([sys.executable, "-m", "forge.cli.flywheel", "--root", str(ws), *args],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return ws
+
+
 def test_every_notebook_is_covered_and_committed_clean() -> None:
     names = sorted(p.stem for p in BOOKS.glob("*.ipynb"))
-    assert names == ["00_status", *STAGE_BOOKS]  # a new notebook needs a headless check here
+    assert names == ["00_status", *STAGE_BOOKS, EXPLORE]  # a new notebook needs a headless check here
     for name in names:
         nb = nbformat.read(BOOKS / f"{name}.ipynb", as_version=4)
         nbformat.validate(nb)
         assert nb.metadata.kernelspec.name == "python3"
+        ids = [c.get("id") for c in nb.cells]
+        assert all(ids) and len(set(ids)) == len(ids), f"{name}: every cell needs its own id"
         for c in nb.cells:
             if c.cell_type == "code":
                 assert c.outputs == [] and c.execution_count is None, f"{name} is committed with outputs"
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1 and "root =" in params[0].source
+        if name in STAGE_BOOKS:
+            assert "force = False" in params[0].source
 
 
 def test_status_notebook_shows_the_prepared_state(headless, tmp_path: Path) -> None:
@@ -155,3 +198,33 @@ def test_stage_notebook_shows_the_panel_first(stage_runs: dict[str, Any], name: 
     assert "--once" in fields["forge-next"]
     assert "forge-error" not in fields and "forge-history" not in fields
     assert not any(WIDGET_MIME in d for d in html_outputs(nb))
+
+
+@pytest.mark.parametrize("name", STAGE_BOOKS)
+def test_stage_notebook_shows_its_work(stage_runs: dict[str, Any], name: str) -> None:
+    check_shows_the_work(name, stage_runs[name])
+
+
+def test_train_notebook_drew_its_live_curve_while_training(stage_runs: dict[str, Any]) -> None:
+    nb = stage_runs["03_train"]
+    train_cell = next(c for c in nb.cells if c.cell_type == "code" and "stages.train(" in c.source)
+    assert any("image/png" in o.get("data", {}) for o in train_cell.outputs), "no live curve under the stage call"
+    kept = next(c for c in nb.cells if c.cell_type == "code" and "kept_frame" in c.source)
+    assert "lowest val Q-gap" in " ".join(o["data"].get("text/html", "") for o in kept.outputs if "data" in o)
+
+
+@pytest.mark.parametrize("name", STAGE_BOOKS)
+def test_archived_notebooks_show_the_work(looped: Path, name: str) -> None:
+    archived = looped / "archive" / "iter-0001" / f"{name}.ipynb"
+    assert archived.is_file(), f"the loop archived no {archived.name}"
+    check_shows_the_work(name, nbformat.read(archived, as_version=4))
+
+
+def test_explore_notebook_runs_headless_with_its_parameters(looped: Path, tmp_path: Path) -> None:
+    deal = "seed_00000950_decl_3.parquet"  # a golden test deal of the tiny preset, not the default first one
+    nb = execute(BOOKS / f"{EXPLORE}.ipynb", tmp_path / f"{EXPLORE}.ipynb", looped,
+                 {"root": str(looped), "deal": deal, "moves": "1"})
+    check_shows_the_work(EXPLORE, nb)
+    shown = " ".join(d.get("text/html", "") for d in html_outputs(nb))
+    assert "play-out: seed 950 · threes" in shown and "model (team 0) vs oracle (team 1)" in shown
+    assert "after moves 1" in shown

@@ -28,16 +28,18 @@ SEATS: dict[str, tuple[str, str]] = {
 
 
 def checkpoint_choices(ctx: Any) -> list[tuple[str, Path]]:
-    """Every iteration's kept checkpoint that is still on disk, the newest first."""
+    """Every iteration's kept checkpoint still on disk, the newest first: the iteration in progress
+    (or one trained by hand and not yet recorded by the loop), then the history."""
     out = []
+    pending = read_result(ctx.ws, ctx.state.iteration, "train")
+    if pending and (ctx.ws.root / pending["checkpoint"]).is_file():
+        label = f"iteration {ctx.state.iteration} (trained, not yet recorded)"
+        out.append((label, ctx.ws.root / pending["checkpoint"]))
     for h in reversed(ctx.state.history):
         path = ctx.ws.root / h.checkpoint if h.checkpoint else None
         if path is not None and path.is_file():
             gap = h.metric("val", "q_gap")
             out.append((f"iteration {h.iteration}" + (f" (val Q-gap {gap:.3f})" if gap is not None else ""), path))
-    current = read_result(ctx.ws, ctx.state.iteration, "train") if ctx.state.current else None
-    if current and (ctx.ws.root / current["checkpoint"]).is_file():
-        out.insert(0, (f"iteration {ctx.state.iteration} (in progress)", ctx.ws.root / current["checkpoint"]))
     return out
 
 

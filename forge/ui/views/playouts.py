@@ -139,13 +139,12 @@ def playout_html(deal: DealPlayout, deal_plays: Sequence[Play], seats: str = "mo
         score += end.points
         taken = (f"→ P{end.winner} takes {abs(end.points)} (team {team_of(end.winner)}); team 0 net {score:+d}"
                  if end.winner is not None else "")
-        best_alts = "".join(
-            f'<span style="color:{BAD}">P{p.player} should play '
-            f'{" or ".join(domino_name(int(p.board.hands[p.player, i])) for i in p.board.best)}</span> '
+        best_alts = "; ".join(
+            f"P{p.player} should play {' or '.join(domino_name(int(p.board.hands[p.player, i])) for i in p.board.best)}"
             for p in row if p.regret)
         tricks.append(f'<div class="forge-trick" style="display:flex;align-items:center;gap:8px">'
                       f'<span style="width:60px">trick {t}</span>{"".join(tiles)}<span>{escape(taken)}</span>'
-                      f'<span style="font-size:12px">{best_alts}</span></div>')
+                      f'<span style="font-size:12px;color:{BAD}">{escape(best_alts)}</span></div>')
     return (f'<div class="forge-playout" style="font:13px/1.5 system-ui,sans-serif;border:1px solid #ddd;'
             f'border-radius:6px;padding:6px 10px;margin:6px 0"><div>{header}</div>'
             f"<div>starting hands:</div>{hands_html(first.hands, first.decl_id)}{''.join(tricks)}"

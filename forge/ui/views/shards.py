@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import polars as pl
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from forge.oracle.rules import DECL_NAMES, ILLEGAL_Q
 from forge.oracle.shard import Q_COLUMNS, read_shard_info
@@ -88,6 +89,7 @@ def depth_decl_figure(frame: pl.DataFrame) -> Figure:
         if len(part):
             ax.plot(part["tricks played"], part["states"], "o-", ms=3, label=name)
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("tricks already played")
     ax.set_ylabel("states")
     ax.set_title("states per trick depth across the store", fontsize=10)
