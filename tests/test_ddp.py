@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from forge.cli.eval import evaluate
 from forge.ml.checkpoints import load_module, read_checkpoint
 from forge.ml.data import load_tensors
+from forge.ml.evaluate import evaluate
 from forge.ml.metrics import MAX_GAP
 from forge.ml.store import build_dataset
 from forge.oracle.shard import write_shard

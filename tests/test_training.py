@@ -17,9 +17,9 @@ import torch
 from forge.cli import eval as eval_cli
 from forge.cli import train as train_cli
 from forge.cli.common import run_cli
-from forge.cli.eval import evaluate, evaluate_model
 from forge.ml.checkpoints import CheckpointError, load_module, read_checkpoint
 from forge.ml.data import ArrayBatches, load_tensors, spread_indices, subset
+from forge.ml.evaluate import evaluate, evaluate_model
 from forge.ml.metrics import mover_q
 from forge.ml.model import preset
 from forge.ml.store import build_dataset
