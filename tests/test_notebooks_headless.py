@@ -205,12 +205,16 @@ def test_stage_notebook_shows_its_work(stage_runs: dict[str, Any], name: str) ->
     check_shows_the_work(name, stage_runs[name])
 
 
-def test_train_notebook_drew_its_live_curve_while_training(stage_runs: dict[str, Any]) -> None:
+def test_train_notebook_says_which_epoch_it_kept_and_how_fast_it_trained(stage_runs: dict[str, Any]) -> None:
     nb = stage_runs["03_train"]
-    train_cell = next(c for c in nb.cells if c.cell_type == "code" and "stages.train(" in c.source)
-    assert any("image/png" in o.get("data", {}) for o in train_cell.outputs), "no live curve under the stage call"
-    kept = next(c for c in nb.cells if c.cell_type == "code" and "kept_frame" in c.source)
-    assert "lowest val Q-gap" in " ".join(o["data"].get("text/html", "") for o in kept.outputs if "data" in o)
+
+    def shown(marker: str) -> str:
+        cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
+        return " ".join(o["data"].get("text/html", "") for o in cell.outputs if "data" in o)
+
+    assert "lowest val Q-gap" in shown("kept_frame")
+    # the live curve watched the steps (headless it measures, it does not draw)
+    assert "samples / s (training steps)" in shown("throughput_frame")
 
 
 @pytest.mark.parametrize("name", STAGE_BOOKS)

@@ -24,10 +24,10 @@ from forge.ui.views.display import displayable, live
 class LiveCurve(L.Callback):
     """Training loss per step and validation Q-gap per epoch, redrawn in place in the notebook.
 
-    Live (a person's notebook) it redraws at most every ``every`` seconds and after each
-    validation; headless it draws once, when training ends, so the archive keeps the final curve
-    at no cost per step. It also measures training throughput (samples per second of training
-    steps, validation excluded).
+    Live (a person's notebook) it redraws at most every ``every`` seconds, after each validation
+    and when training ends. Headless (the loop) nobody watches, so it draws nothing: the notebook's
+    curves from metrics.csv follow anyway. Either way it measures training throughput (samples per
+    second of training steps, validation excluded).
     """
 
     def __init__(self, every: float = 2.0, redraw: bool | None = None):
@@ -75,7 +75,8 @@ class LiveCurve(L.Callback):
         self._tick = None  # validation time is not training time
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.draw()
+        if self.redraw:
+            self.draw()
 
     def figure(self) -> Figure:
         fig, ax = plt.subplots(figsize=(8, 3))
