@@ -27,6 +27,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], fsy
             if fsync:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:  # a failed write names no file: name the target
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

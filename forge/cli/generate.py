@@ -15,7 +15,7 @@ from pathlib import Path
 from forge.cli.common import ArgumentParser, number, parse_seed_range, run_cli
 from forge.oracle import rules
 from forge.oracle.deal import deal
-from forge.oracle.generate import ShardResult, generate, parse_decls, root_values
+from forge.oracle.generate import EXECUTORS, ShardResult, generate, parse_decls, root_values
 
 PROG = "python -m forge.oracle.generate"
 
@@ -37,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="regenerate shards that already verify")
     parser.add_argument("--hand-size", type=int, default=rules.MAX_HAND, help="dominoes per hand, 1..7 (default 7)")
     parser.add_argument("--workers", type=number(int, 1), default=None,
-                        help="worker processes (default: CPU count)")
+                        help="worker processes of the local executor (default: CPU count)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="where deals are solved: local processes (default) or a Ray cluster, one task "
+                             "per deal; shards are written here either way")
+    parser.add_argument("--ray-address", metavar="HOST:PORT", default=None,
+                        help="the Ray cluster's head (default: RAY_ADDRESS, or the cluster started on this machine)")
     parser.add_argument("--show-qvals", action="store_true", help="print each deal's root V and player 0's Q")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -50,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     written = kept = 0
     start = time.perf_counter()
     results = sorted(
-        generate(jobs, args.out, args.hand_size, args.overwrite, args.workers, progress=not args.quiet),
+        generate(jobs, args.out, args.hand_size, args.overwrite, args.workers, progress=not args.quiet,
+                 executor=args.executor, ray_address=args.ray_address),
         key=lambda r: (r.seed, r.decl_id),
     )
     for res in results:

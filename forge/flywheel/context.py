@@ -70,14 +70,16 @@ def context(root: str | os.PathLike | None = None, iteration: int | None = None,
             progress: bool = True, stage: str | None = None, state: State | None = None) -> Context:
     """Resolve the iteration from state.yaml: the one in progress or the next (default), or a past one.
 
-    With ``stage="evaluate"`` and an idle flywheel, the default is the last finished iteration
-    (there is nothing trained to evaluate in the next one yet). Without ``root``, the workspace
-    is the current folder or, for a notebook opened from ``notebooks/``, its parent.
+    With ``stage="evaluate"`` and an idle flywheel, the default is the next iteration if it has
+    been trained by hand, else the last finished one (not an iteration with nothing to evaluate).
+    Without ``root``, the workspace is the current folder or, for a notebook opened from
+    ``notebooks/``, its parent.
     """
     ws = Workspace.at(find_root(root))
     state = state or load_state(ws.root)
-    if iteration is None and stage == "evaluate" and state.current is None and state.history:
-        iteration = state.history[-1].iteration
+    if iteration is None and stage == "evaluate" and state.current is None and state.history \
+            and not (ws.results(state.iteration) / "train.json").is_file():
+        iteration = state.history[-1].iteration  # nothing trained for the next one yet: the last finished
     if iteration is None or iteration == state.iteration:
         iteration = state.iteration
         seeds = state.current.seeds if state.current else plan_seeds(state.config, state.next_seed)

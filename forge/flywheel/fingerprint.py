@@ -110,7 +110,6 @@ def stage_inputs(ctx: Context, stage: str, memo: DigestMemo | None = None) -> di
         label, ckpt = _starting_checkpoint(ctx)
         path = (ctx.ws.root / ckpt) if ckpt else None
         inputs["start"] = {"from": label, "sha256": memo.sha256(path) if path and path.is_file() else None}
-        inputs["seed"] = ctx.config.train_seed + ctx.iteration
     elif stage == "evaluate":
         inputs["checkpoint"] = up["outputs"]["sha256"]
         tok = read_result(ctx.ws, ctx.iteration, "tokenize") or {}

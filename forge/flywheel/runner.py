@@ -44,6 +44,12 @@ _forge_reset()
 """
 
 
+#: Cells papermill adds to an executed notebook, which the user never sees in the source.
+PAPERMILL_CELLS = {"injected-parameters", "papermill-error-cell-tag"}
+#: The anchor papermill puts on the failing cell (kept by the HTML export).
+ERROR_ANCHOR = "papermill-error-cell"
+
+
 class StageFailed(ForgeError):
     """A stage notebook raised (or its kernel died); the message names the cell and the exception."""
 
@@ -165,7 +171,7 @@ def failing_cell(notebook: Path) -> tuple[int | None, str | None]:
         return None, None
     number = 0
     for cell in nb.cells:
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+        if set(cell.get("metadata", {}).get("tags", [])) & PAPERMILL_CELLS:
             continue
         number += 1
         if cell.cell_type == "code" and (
@@ -215,6 +221,9 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
         kept = _keep_attempt(ws, iteration, attempt, running, name)
         detail = str(exc) if not isinstance(exc, OSError) else _os_error(exc)
         raise StageFailed(stage, f"{type(exc).__name__}: {detail}", kept) from None
+    except BaseException:  # Ctrl+C, SIGTERM: no attempt to keep, and no half-run notebook left behind
+        running.unlink(missing_ok=True)
+        raise
     finally:
         logging.getLogger("papermill").removeHandler(handler)
         handler.close()

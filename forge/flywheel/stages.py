@@ -47,23 +47,32 @@ def _run(ctx: Context, stage: str, work: Callable[[StageProgress, DigestMemo], d
     memo = DigestMemo(ctx.ws.digests)
     try:
         status = stage_status(ctx, stage, memo)
+        recorded = read_result(ctx.ws, ctx.iteration, stage)
+        if ctx.is_past and recorded is not None and not force:
+            if not status.done:
+                print(f"iteration {ctx.iteration} {stage} is stale ({'; '.join(status.reasons)}); showing its "
+                      "recorded result (history keeps it). Pass force=True to recompute.")
+            return recorded
         if status.fingerprint is None:
             why = "; ".join(status.reasons) or f"{UPSTREAM[stage]} has no result yet"
             raise StageOrderError(f"iteration {ctx.iteration}: {why}: run the {UPSTREAM[stage]} stage first")
         if status.done and not force:
             print(f"iteration {ctx.iteration} {stage}: already done (inputs unchanged, fingerprint "
                   f"{status.fingerprint})")
-            return read_result(ctx.ws, ctx.iteration, stage) or {}
-        if status.stale and ctx.is_past and not force:
-            print(f"iteration {ctx.iteration} {stage} is stale ({'; '.join(status.reasons)}); showing its recorded "
-                  "result (history keeps it). Pass force=True to recompute.")
-            return read_result(ctx.ws, ctx.iteration, stage) or {}
+            return recorded or {}
         if status.stale:
             print(f"iteration {ctx.iteration} {stage}: running again ({'; '.join(status.reasons)})")
         inputs = stage_inputs(ctx, stage, memo)
         start = time.perf_counter()  # the stage's work includes loading its libraries
-        with StageProgress(ctx.ws, ctx.iteration, stage) as progress:
-            result = work(progress, memo)
+        try:
+            with StageProgress(ctx.ws, ctx.iteration, stage) as progress:
+                result = work(progress, memo)
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # e.g. a full disk inside a library's write
+                where = ctx.ws.rel(ctx.ws.run_dir(ctx.iteration) if stage in ("train", "evaluate") else ctx.ws.root
+                                   / "data")
+                raise type(exc)(exc.errno, f"{exc.strerror} (while writing under {where})", where) from exc
+            raise
         result.update(fingerprint=digest(inputs), inputs=inputs, seconds=round(time.perf_counter() - start, 2))
         write_result(ctx, stage, result)
         return result

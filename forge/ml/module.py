@@ -181,15 +181,22 @@ class DominoModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics, "test")
 
-    def configure_optimizers(self) -> dict:
+    def make_optimizer(self) -> torch.optim.AdamW:
+        """AdamW at the peak LR; biases, norms and embeddings take no weight decay. Apart from
+        :meth:`configure_optimizers` so that a caller with another schedule (a time budget) can
+        reuse it."""
         hp = self.hparams
         decay, no_decay = [], []
-        for name, p in self.named_parameters():  # no weight decay on biases, norms, embeddings
+        for name, p in self.named_parameters():
             (decay if p.ndim >= 2 and "embeddings" not in name else no_decay).append(p)
-        opt = torch.optim.AdamW(
+        return torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.lr,
         )
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        opt = self.make_optimizer()
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, hp.warmup_frac, hp.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

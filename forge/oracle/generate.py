@@ -21,7 +21,7 @@ from forge.errors import InputError
 from forge.oracle import rules
 from forge.oracle.deal import check_hand_size, check_seed
 from forge.oracle.local_pool import run_local
-from forge.oracle.shard import ShardError, read_shard_info, shard_path, write_shard
+from forge.oracle.shard import ShardError, read_shard_info, shard_path, write_shard, write_shard_bytes
 from forge.oracle.shard_rows import ShardRows
 from forge.oracle.solve import check_decl, solve
 from forge.oracle.state import initial_state
@@ -94,6 +94,9 @@ def _check_jobs(jobs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return list(dict.fromkeys(checked))  # each deal once, in the order asked
 
 
+EXECUTORS = ("local", "ray")
+
+
 def generate(
     jobs: Iterable[tuple[int, int]],
     out_dir: str | os.PathLike,
@@ -101,16 +104,30 @@ def generate(
     overwrite: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> Iterator[ShardResult]:
     """Make every (seed, decl) shard in ``out_dir``; yields results as shards finish.
 
-    Bad requests (a negative seed, an unknown declaration, a bad hand size or worker count, an
-    output folder that cannot be written) raise :class:`~forge.errors.InputError` before any work.
+    ``executor="local"`` (the default) solves in ``workers`` processes on this machine;
+    ``"ray"`` runs one task per deal on the Ray cluster at ``ray_address`` (default:
+    ``RAY_ADDRESS`` or the cluster started on this machine) and writes the shards here, byte
+    for byte as a local run would (:mod:`forge.oracle.ray_pool`).
+
+    Bad requests (a negative seed, an unknown declaration, a bad hand size, worker count or
+    executor, an output folder that cannot be written) raise
+    :class:`~forge.errors.InputError` before any work.
     """
     jobs = _check_jobs(jobs)
     hand_size = check_hand_size(hand_size)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InputError(f"workers must be a positive integer, got {workers!r}")
+    if executor not in EXECUTORS:
+        raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "local" and ray_address is not None:
+        raise InputError("a Ray address needs the ray executor")
+    if executor == "ray" and workers is not None:
+        raise InputError("workers applies to the local executor (Ray runs as many deals as its nodes hold)")
     out_dir = writable_dir(out_dir)
     todo: list[tuple[int, int]] = []
     kept: list[ShardResult] = []
@@ -125,14 +142,31 @@ def generate(
         todo.append((seed, decl))
     yield from kept
 
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    if executor == "ray":
+        results = _on_ray(todo, out_dir, hand_size, ray_address)
+    else:
+        workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+        results = run_local(generate_one, [(s, d, out_dir, hand_size) for s, d in todo], workers)
     bar = tqdm(total=len(todo), unit="shard", disable=not progress or not todo, file=sys.stderr)
     with bar:
-        for res in run_local(generate_one, [(s, d, out_dir, hand_size) for s, d in todo], workers):
+        for res in results:
             remember_verified([res.path])  # straight from the solver: no need to re-read it
             bar.update()
             note = notes.get((res.seed, res.decl_id), "")
             yield replace(res, note=note) if note else res
+
+
+def _on_ray(todo: list[tuple[int, int]], out_dir: Path, hand_size: int, address: str | None) -> Iterator[ShardResult]:
+    """Solve on the cluster, write here: see :mod:`forge.oracle.ray_pool` for why."""
+    if not todo:
+        return
+    try:
+        from forge.oracle.ray_pool import run_ray
+    except ImportError as exc:
+        raise InputError(f"the ray executor needs Ray: pip install 'ray>=2.40' ({exc})") from None
+    for done in run_ray(todo, hand_size, address):
+        path = write_shard_bytes(done.data, out_dir, done.seed, done.decl_id)
+        yield ShardResult(done.seed, done.decl_id, path, done.rows, done.root_v, done.root_q, done.seconds)
 
 
 if __name__ == "__main__":  # the command lives in forge.cli.generate; kept for the documented module path

@@ -86,11 +86,26 @@ def write_shard(sol: Solution, out_dir: str | os.PathLike) -> Path:
     return atomic_write(target, lambda fh: pq.write_table(to_table(sol), fh, **WRITE_OPTIONS))
 
 
-def _open(path: Path) -> pq.ParquetFile:
-    if not path.is_file():
-        raise ShardError(f"{path}: no such shard file")
+def shard_bytes(sol: Solution) -> np.ndarray:
+    """The bytes :func:`write_shard` would write, in memory (uint8, no copy of the parquet buffer):
+    a solution solved elsewhere (a Ray worker) travels as these and lands byte-identical."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(to_table(sol), sink, **WRITE_OPTIONS)
+    return np.frombuffer(sink.getvalue(), dtype=np.uint8)
+
+
+def write_shard_bytes(data: np.ndarray | bytes, out_dir: str | os.PathLike, seed: int, decl_id: int) -> Path:
+    """Write :func:`shard_bytes` to the deal's shard path atomically, after checking that their
+    footer is that deal's shard: bytes that are not never become a visible file."""
+    target = shard_path(out_dir, seed, decl_id)
+    _check_footer(_parquet(pa.BufferReader(pa.py_buffer(data)), target), target)
+    return atomic_write(target, lambda fh: fh.write(memoryview(data)))
+
+
+def _parquet(source: Path | pa.BufferReader, path: Path) -> pq.ParquetFile:
+    """``source`` opened as parquet; ``path`` names it in errors."""
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(source)
     except (pa.ArrowException, OSError) as exc:
         raise ShardError(f"{path}: not a readable parquet shard ({exc})") from None
 
@@ -121,7 +136,12 @@ def read_shard_info(path: str | os.PathLike) -> ShardInfo:
     its metadata (a shard copied or renamed from another deal) is foreign.
     """
     path = Path(path)
-    pf = _open(path)
+    if not path.is_file():
+        raise ShardError(f"{path}: no such shard file")
+    return _check_footer(_parquet(path, path), path)
+
+
+def _check_footer(pf: pq.ParquetFile, path: Path) -> ShardInfo:
     names = tuple(pf.schema_arrow.names)
     missing = [c for c in COLUMNS if c not in names]
     if missing:

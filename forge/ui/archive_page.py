@@ -12,7 +12,9 @@ from pathlib import Path
 from forge.atomic import atomic_write_text
 from forge.flywheel.archive import iteration_rows
 from forge.flywheel.paths import STAGE_NOTEBOOKS, Workspace
-from forge.flywheel.state import STAGES, load_state
+from forge.flywheel.records import STAGES
+from forge.flywheel.runner import ERROR_ANCHOR
+from forge.flywheel.state import load_state
 from forge.flywheel.status import HISTORY_COLUMNS, column_text, snapshot
 from forge.ui.render import LEGEND, ROW_BEST, ROW_FLAGGED, badge, esc, link, wandb_cell
 
@@ -41,7 +43,8 @@ def write_index(root: str | os.PathLike = ".") -> Path:
             cells.append(f"<td>{link(ws.root, books.get(s), base, label)} {mark}</td>")
         attempts = " ".join(
             link(ws.root, a.get("notebook"), base, f"{a['number']}: {a['stage']}" +
-                 (f" cell {a['cell']}" if a.get("cell") else "")) if a.get("notebook") else esc(a["stage"])
+                 (f" cell {a['cell']}" if a.get("cell") else ""), ERROR_ANCHOR) if a.get("notebook")
+            else esc(a["stage"])
             for a in row.get("attempts") or [])
         cells.append(f"<td>{attempts or '-'}</td>")
         cells.append(f"<td>{wandb_cell(row.get('wandb'), ws.root, base)}</td>")

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from forge.flywheel.runner import ERROR_ANCHOR
 from forge.flywheel.status import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
 
 BADGE_COLOURS = {
@@ -34,15 +35,16 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def link(root: Path, target: str | None, base: Path, label: str) -> str:
-    """An <a> to a workspace file, relative to ``base`` (the folder of the page showing it)."""
+def link(root: Path, target: str | None, base: Path, label: str, anchor: str | None = None) -> str:
+    """An <a> to a workspace file (its HTML export if there is one, at ``anchor``), relative to ``base``
+    (the folder of the page showing it)."""
     if not target:
         return "-"
     path = root / target
     html_version = path.with_suffix(".html")
     if html_version.is_file():
         path = html_version
-    href = os.path.relpath(path, base)
+    href = os.path.relpath(path, base) + (f"#{anchor}" if anchor and path.suffix == ".html" else "")
     return f'<a href="{esc(href)}" target="_blank">{esc(label)}</a>'
 
 
@@ -145,7 +147,8 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
         lines.append(f'<div>{badge("modified", css="forge-modified")} this iteration ran notebook(s) that differ '
                      f'from the committed version: {esc(", ".join(cur["modified"]))}</div>')
     for a in (cur or {}).get("attempts") or []:
-        where = link(root, a.get("notebook"), base, f"{a['stage']} notebook") if a.get("notebook") else "no notebook"
+        where = (link(root, a.get("notebook"), base, f"{a['stage']} notebook", ERROR_ANCHOR) if a.get("notebook")
+                 else "no notebook")
         cell_no = f", cell {a['cell']}" if a.get("cell") else ""
         lines.append(f'<div class="forge-attempt" style="color:#555">attempt {esc(a["number"])} failed in '
                      f'{esc(a["stage"])}{esc(cell_no)}: {esc(a["error"])} ({where})</div>')
