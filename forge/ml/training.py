@@ -22,6 +22,7 @@ import numbers
 import os
 import shutil
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Mapping
@@ -268,6 +269,14 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
 
 
 def _strategy(strategy: str) -> str:
+    """Lightning's name for ``strategy``; InputError for one that cannot start from here."""
+    if strategy in ("ddp", "ddp_spawn") and (hasattr(sys, "ps1") or sys.flags.interactive):
+        # Lightning refuses too, naming its own strategy; say what to do instead
+        raise InputError(
+            f"strategy {strategy!r} starts one process per device by re-running the command, which a notebook "
+            "kernel (or any interactive Python) cannot do: run python -m forge.cli.train with --strategy ddp, "
+            "or use strategy 'ddp_notebook', which forks this process (on CPU only safe with one thread per "
+            "process: GNU OpenMP hangs in a forked child that starts threads after its parent used them)")
     return f"{strategy}_find_unused_parameters_true" if strategy in _FIND_UNUSED else strategy
 
 

@@ -155,3 +155,12 @@ def test_an_interruption_reaches_the_caller_with_sigint_restored(mini, tmp_path,
         train(mini, run_dir=tmp_path / "runs", epochs=1, trainer_kwargs={"callbacks": [Interrupt()]}, **FAST)
     assert signal.getsignal(signal.SIGINT) is before
 
+
+
+def test_ddp_from_an_interactive_process_says_what_to_do_instead(mini, tmp_path, monkeypatch):
+    """A notebook kernel cannot re-run itself per device: a clear error, not Lightning's own
+    naming a strategy the user never asked for (nor a second kernel started from its argv)."""
+    monkeypatch.setattr(sys, "ps1", ">>> ", raising=False)
+    with pytest.raises(InputError, match=r"strategy 'ddp' .* python -m forge\.cli\.train .* 'ddp_notebook'"):
+        train(mini, run_dir=tmp_path / "runs", epochs=1, accelerator="cpu", devices=2, strategy="ddp", **FAST)
+    assert not (tmp_path / "runs").exists()
