@@ -53,9 +53,9 @@ def trick_plays_expr(state: str = "state") -> pl.Expr:
 def sample_tricks_played(tokens: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """The same count for tokenized samples: (N, 32, 12) tokens and (N, 32) masks."""
     hand = slice(1, TRICK_TOKEN)
-    held = tokens[:, hand, F_HELD].astype(np.int64).sum(1)
-    plays = masks[:, TRICK_TOKEN:].astype(np.int64).sum(1)
-    hand_size = masks[:, hand].astype(np.int64).sum(1) // N_PLAYERS
+    held = tokens[:, hand, F_HELD].sum(1, dtype=np.int64)  # summed as int64 without an int64 copy
+    plays = masks[:, TRICK_TOKEN:].sum(1, dtype=np.int64)
+    hand_size = masks[:, hand].sum(1, dtype=np.int64) // N_PLAYERS
     return hand_size - (held + plays) // N_PLAYERS
 
 
