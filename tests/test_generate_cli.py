@@ -110,6 +110,9 @@ def test_verify_command(tmp_path: Path) -> None:
         ([(1, 10)], {}, "declaration must be 0..9"),
         ([(1, 0)], {"hand_size": 8}, "hand size must be 1..7"),
         ([(1, 0)], {"workers": 0}, "workers must be a positive integer"),
+        ([(1, 0)], {"executor": "dask"}, "executor must be one of local, ray"),
+        ([(1, 0)], {"ray_address": "127.0.0.2:6379"}, "needs the ray executor"),
+        ([(1, 0)], {"executor": "ray", "workers": 2}, "workers applies to the local executor"),
     ],
 )
 def test_the_library_raises_input_errors_before_any_work(tmp_path: Path, jobs, kwargs, message) -> None:

@@ -16,10 +16,12 @@ from forge.oracle.shard import (
     read_shard,
     read_shard_info,
     read_solution,
+    shard_bytes,
     shard_name,
     shard_path,
     to_table,
     write_shard,
+    write_shard_bytes,
 )
 from forge.oracle.shard_rows import ShardRows
 from forge.oracle.solve import solve
@@ -52,6 +54,18 @@ def test_same_shard_twice_gives_identical_column_bytes(tmp_path: Path) -> None:
     b = read_shard(write_shard(solve(11, 2, 5), tmp_path / "b"))
     for name in a:
         assert a[name].tobytes() == b[name].tobytes(), name
+
+
+def test_shard_bytes_land_as_the_file_write_shard_writes(tmp_path: Path, small) -> None:
+    """Shards solved elsewhere (Ray) travel as bytes: written here they must be the same file."""
+    data = shard_bytes(small)
+    landed = write_shard_bytes(data, tmp_path / "remote", small.seed, small.decl_id)
+    assert landed.read_bytes() == write_shard(small, tmp_path / "local").read_bytes()
+    with pytest.raises(ShardError, match="foreign shard"):  # another deal's bytes never land
+        write_shard_bytes(data, tmp_path / "wrong", small.seed + 1, small.decl_id)
+    with pytest.raises(ShardError, match="not a readable parquet"):
+        write_shard_bytes(data[: len(data) // 2], tmp_path / "wrong", small.seed, small.decl_id)
+    assert not (tmp_path / "wrong").exists() or not any((tmp_path / "wrong").iterdir())
 
 
 def test_crash_mid_write_leaves_nothing(tmp_path: Path, small, monkeypatch) -> None:

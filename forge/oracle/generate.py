@@ -157,16 +157,19 @@ def generate(
 
 
 def _on_ray(todo: list[tuple[int, int]], out_dir: Path, hand_size: int, address: str | None) -> Iterator[ShardResult]:
-    """Solve on the cluster, write here: see :mod:`forge.oracle.ray_pool` for why."""
+    """Solve on the cluster, write here (see :mod:`forge.oracle.ray_pool` for why); joins the
+    cluster now, so that a wrong address is reported before any progress is."""
     if not todo:
-        return
+        return iter(())
     try:
         from forge.oracle.ray_pool import run_ray
     except ImportError as exc:
         raise InputError(f"the ray executor needs Ray: pip install 'ray>=2.40' ({exc})") from None
-    for done in run_ray(todo, hand_size, address):
-        path = write_shard_bytes(done.data, out_dir, done.seed, done.decl_id)
-        yield ShardResult(done.seed, done.decl_id, path, done.rows, done.root_v, done.root_q, done.seconds)
+    return (
+        ShardResult(done.seed, done.decl_id, write_shard_bytes(done.data, out_dir, done.seed, done.decl_id),
+                    done.rows, done.root_v, done.root_q, done.seconds)
+        for done in run_ray(todo, hand_size, address)
+    )
 
 
 if __name__ == "__main__":  # the command lives in forge.cli.generate; kept for the documented module path
