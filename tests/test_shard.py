@@ -233,3 +233,13 @@ def test_a_stated_hand_size_is_checked(tmp_path: Path, small) -> None:
         pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"hand_size": bad}), path)
         with pytest.raises(ShardError, match="hand.parquet.*hand_size"):
             read_shard_info(path)
+
+
+@pytest.mark.parametrize("memo", ["[]", "{not json", "\xff"])
+def test_a_damaged_verified_memo_only_costs_a_reread(tmp_path: Path, small, memo: str) -> None:
+    from forge.oracle import verify as verify_mod
+
+    path = write_shard(small, tmp_path)
+    (tmp_path / verify_mod.MEMO).write_text(memo, encoding="latin-1")
+    assert verify_mod.verify_once(path) == []
+    assert verify_mod.verify_once(path) == []  # and the memo is whole again

@@ -19,7 +19,7 @@ from forge.atomic import atomic_write_text
 from forge.oracle.deal import deal
 from forge.oracle.kernels import legal_mask
 from forge.oracle.rules import ILLEGAL_Q, TOTAL_POINTS
-from forge.oracle.shard import COLUMNS, SCHEMA, ShardError, read_shard, read_shard_info
+from forge.oracle.shard import COLUMNS, Q_COLUMNS, SCHEMA, ShardError, read_shard, read_shard_info
 from forge.oracle.solve import _deal_tables
 from forge.oracle.state import (
     ALL_HANDS,
@@ -194,7 +194,7 @@ def verify_shard(path: str | Path, deep: bool = False) -> list[str]:
     if problems:
         return problems
     state, V = cols["state"], cols["V"]
-    q = np.stack([cols[f"q{i}"] for i in range(7)])
+    q = np.stack([cols[c] for c in Q_COLUMNS])
     if len(state) == 0:
         return ["shard has no rows"]
     steps = np.diff(state)
@@ -229,9 +229,10 @@ def _stamp(path: Path) -> list[int]:
 
 def _memo(folder: Path) -> dict[str, list[int]]:
     try:
-        return json.loads((folder / MEMO).read_text())
+        memo = json.loads((folder / MEMO).read_text())
     except (OSError, ValueError):
         return {}
+    return memo if isinstance(memo, dict) else {}  # a damaged memo only costs a re-read
 
 
 def remember_verified(paths: list[Path]) -> None:
@@ -249,12 +250,13 @@ def verify_once(path: str | Path) -> list[str]:
     """:func:`verify_shard`, skipped for a file unchanged (size, mtime, inode) since it last verified.
 
     Golden shards are checked before every iteration; re-reading gigabytes each time would cost
-    more than the iteration's own work.
+    more than the iteration's own work. The footer is read every time, so a file whose name is
+    not its deal's is foreign even where a memo (an older version's) says it verified.
     """
     path = Path(path)
     if path.is_file() and _memo(path.parent).get(path.name) == _stamp(path):
         try:
-            read_shard_info(path)  # the footer still parses
+            read_shard_info(path)  # the footer still parses and names this deal
             return []
         except ShardError as exc:
             return [str(exc)]
