@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from forge.oracle.solve import Solution, solve
+
+#: A fake W&B key in the loop's environment: no file may ever hold it (tests/test_flywheel_loop.py).
+FAKE_KEY = "forge-test-secret-0123456789abcdef0123456789abcdef01234567"
+
+
+def flywheel(ws: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m forge.cli.flywheel ARGS`` in ``ws``, as a user would run it."""
+    env = {**os.environ, "WANDB_API_KEY": FAKE_KEY, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "forge.cli.flywheel", *args], cwd=ws, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
 def benchmark_deal() -> Solution:
     """Seed 0, sixes: the spec's known answer (about 15M states, ~1 s once compiled)."""
     return solve(0, 6)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict[str, Path | str]:
+    """A tiny workspace after one iteration (``after_one``, a snapshot) and after two (``ws``, the
+    reference run that scenarios starting from the snapshot compare with)."""
+    ws = tmp_path_factory.mktemp("flywheel") / "ws"
+    ws.mkdir()
+    init = flywheel(ws, "init", "--preset", "tiny", "--wandb-group", "ci")
+    assert init.returncode == 0, init.stderr
+    first = flywheel(ws, "--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    after_one = ws.parent / "after-one"
+    shutil.copytree(ws, after_one, symlinks=True)
+    second = flywheel(ws, "--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    return {"ws": ws, "after_one": after_one, "log": first.stdout + second.stdout}

@@ -17,16 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FAKE_KEY, flywheel
 
-FAKE_KEY = "forge-test-secret-0123456789abcdef0123456789abcdef01234567"
 STAGE_FILES = ("01_generate", "02_tokenize", "03_train", "04_evaluate")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def flywheel(ws: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_API_KEY": FAKE_KEY, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "forge.cli.flywheel", *args], cwd=ws, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def state(ws: Path) -> dict:
@@ -87,20 +81,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """A tiny workspace after one iteration (snapshot) and after two (the reference run)."""
-    ws = tmp_path_factory.mktemp("flywheel") / "ws"
-    ws.mkdir()
-    init = flywheel(ws, "init", "--preset", "tiny", "--wandb-group", "ci")
-    assert init.returncode == 0, init.stderr
-    first = flywheel(ws, "--once")
-    assert first.returncode == 0, first.stdout + first.stderr
-    after_one = ws.parent / "after-one"
-    shutil.copytree(ws, after_one, symlinks=True)
-    second = flywheel(ws, "--once")
-    assert second.returncode == 0, second.stdout + second.stderr
-    return {"ws": ws, "after_one": after_one, "log": first.stdout + second.stdout}
+@pytest.fixture
+def runs(tiny_runs) -> dict:
+    return tiny_runs
 
 
 def start_loop_until(ws: Path, ready, what: str, **popen) -> subprocess.Popen:

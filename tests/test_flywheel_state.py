@@ -163,3 +163,91 @@ def test_init_refuses_to_clobber(ws: Path) -> None:
     assert yaml.safe_load((ws / BACKUP_FILE).read_text())["config"]["preset"] == "tiny"
     res = cli("init", "--preset", "nope", "--wandb-group", "g", "--force", cwd=ws)
     assert res.returncode == 2 and "unknown preset" in res.stderr
+
+
+V1_STATE = """\
+# forge flywheel state: written by `python -m forge.cli.flywheel`; validated on load.
+version: 1
+status: ready
+next_action: run `python -m forge.cli.flywheel` runs iteration 3 (seeds 8..11)
+last_error: null
+wandb: {project: forge-texas42, group: old-run, mode: offline}
+config:
+  preset: tiny
+  hand_size: 3
+  seeds_per_iter: 4
+  samples_per_shard: 64
+  golden_val_seeds: [900, 901, 902]
+  golden_test_seeds: [950]
+  golden_decls: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+  golden_samples_per_shard: 64
+  playout_deals: 10
+  model: tiny
+  epochs: 2
+  lr: 0.0003
+  scratch_lr: 0.003
+  batch_size: 64
+  replay_iters: 1
+  global_seed: 0
+  stop_iterations: null
+  stop_total_seeds: null
+  stop_target_qgap: null
+baseline_checkpoint: null
+next_seed: 8
+current: null
+history:
+- iteration: 1
+  seeds: [0, 1, 2, 3]
+  seed_range: [0, 4]
+  total_seeds: 4
+  checkpoint: runs/iter-0001/model.ckpt
+  started_from: scratch
+  val: {n: 636, accuracy: 0.8407, zero_regret: 0.9, q_gap: 0.5881, blunder_rate: 0.0273, q_gap/notrump: 0.41}
+  test: {n: 212, accuracy: 0.83, q_gap: 0.61}
+  playout: {playout_deals: 10, playout_points_lost: 12.5}
+  delta_prev: {}
+  delta_best: {}
+  is_best: true
+  wandb: {mode: offline, id: abc123, name: iter-0001, dir: runs/iter-0001/wandb/offline-run-x, sync: wandb sync x}
+  notebooks: {generate: archive/iter-0001/01_generate.ipynb, train: archive/iter-0001/03_train.ipynb}
+  timings: {generate: 9.1, tokenize: 1.2, train: 6.3, evaluate: 4.4, total: 22.5}
+  started_at: '2026-11-01T10:00:00+00:00'
+  finished_at: '2026-11-01T10:00:23+00:00'
+  best_before: null
+- iteration: 2
+  seeds: [4, 5, 6, 7]
+  seed_range: [4, 8]
+  total_seeds: 8
+  checkpoint: runs/iter-0002/model.ckpt
+  started_from: iteration 1
+  val: {n: 636, accuracy: 0.85, q_gap: 0.55, blunder_rate: 0.02}
+  test: {n: 212, accuracy: 0.84, q_gap: 0.6}
+  playout: {playout_deals: 10, playout_points_lost: 11.0}
+  delta_prev: {accuracy: 0.0093, q_gap: -0.0381}
+  delta_best: {accuracy: 0.0093, q_gap: -0.0381}
+  is_best: true
+  wandb: null
+  notebooks: {}
+  timings: {total: 20.0}
+  started_at: '2026-11-01T10:01:00+00:00'
+  finished_at: '2026-11-01T10:01:20+00:00'
+"""
+
+
+def test_a_version_1_state_with_history_migrates_and_keeps_every_value(tmp_path: Path) -> None:
+    (tmp_path / "state.yaml").write_text(V1_STATE)
+    original = yaml.safe_load(V1_STATE)
+    state = load_state(tmp_path)
+    assert state.version == 2 and [h.iteration for h in state.history] == [1, 2]
+    for entry, old in zip(state.history, original["history"]):
+        for key, value in old.items():
+            kept = entry.extra[key] if key in entry.extra else getattr(entry, key)
+            assert kept == value, key  # every value, metrics included, as it was
+        assert entry.config is None  # version 1 did not record it: unknown, not today's config
+    assert state.history[0].extra == {"best_before": None}
+    save_state(tmp_path, state)  # the first save writes version 2 and keeps the original
+    assert (tmp_path / "state.yaml.v1.bak").read_text() == V1_STATE
+    again = yaml.safe_load((tmp_path / "state.yaml").read_text())
+    assert again["version"] == 2 and again["history"][0]["val"] == original["history"][0]["val"]
+    res = cli("status", cwd=tmp_path)
+    assert res.returncode == 0 and "0.5881" in res.stdout and "0.5500" in res.stdout

@@ -219,7 +219,8 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
         raise StageFailed(stage, f"{where}: {exc.ename}: {exc.evalue}".strip(), kept, cell) from None
     except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel died or never started; a full disk
         kept = _keep_attempt(ws, iteration, attempt, running, name)
-        detail = str(exc) if not isinstance(exc, OSError) else _os_error(exc)
+        # papermill writing the executed notebook is the loop's own write: a failure there names no file
+        detail = str(exc) if not isinstance(exc, OSError) else _os_error(exc, ws.rel(running))
         raise StageFailed(stage, f"{type(exc).__name__}: {detail}", kept) from None
     except BaseException:  # Ctrl+C, SIGTERM: no attempt to keep, and no half-run notebook left behind
         running.unlink(missing_ok=True)
@@ -233,8 +234,8 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
     return Executed(stage, target)
 
 
-def _os_error(exc: OSError) -> str:
-    files = [str(f) for f in (exc.filename, exc.filename2) if f]
+def _os_error(exc: OSError, default: str | None = None) -> str:
+    files = [str(f) for f in (exc.filename, exc.filename2) if f] or ([default] if default else [])
     return f"{exc.strerror or exc}" + (f": {' -> '.join(files)}" if files else "")
 
 

@@ -1,0 +1,97 @@
+"""Faults of a running loop (issue 10): a full disk mid-iteration, and a loop killed while its process
+pool solves deals. Both must end in a record that says what happened and resumes without hand-editing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import FAKE_KEY, flywheel
+from test_flywheel_loop import alive, descendants, edit_state, state
+
+
+def _can_mount_tmpfs() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+                         capture_output=True, timeout=30)
+    return res.returncode == 0
+
+
+def _size_kb(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) // 1024
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -rm` (user and mount namespaces) to mount a "
+                                                   "small tmpfs as a full disk")
+def test_a_full_disk_mid_iteration_is_recorded_and_resumes(tiny_runs, tmp_path) -> None:
+    """The workspace runs on a tmpfs with room for a few hundred KB more: iteration 2 fills it."""
+    src, out = tiny_runs["after_one"], tmp_path / "out"
+    (out / "ws").mkdir(parents=True)
+    size = _size_kb(src) + 600
+    script = f"""
+set -e
+mount -t tmpfs -o size={size}k tmpfs /mnt
+cp -a "{src}/." /mnt/
+cd /mnt
+set +e
+"{sys.executable}" -m forge.cli.flywheel --once > "{out}/stdout" 2> "{out}/stderr"
+echo $? > "{out}/rc"
+cp -a /mnt/. "{out}/ws/"
+"""
+    env = {**os.environ, "WANDB_API_KEY": FAKE_KEY}
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], check=True, timeout=900, env=env)
+    ws = out / "ws"
+    rc, err = int((out / "rc").read_text()), (out / "stderr").read_text()
+    assert rc in (1, 2), (out / "stdout").read_text() + err
+    assert "Traceback" not in err and "No space left on device" in err + (out / "stdout").read_text()
+    st = state(ws)
+    assert st["status"] == "failed" and st["current"]["stage"] is not None
+    stage = st["current"]["stage"]
+    assert st["last_error"].startswith(f"{stage}: ") and "No space left on device" in st["last_error"]
+    assert "/" in st["last_error"].split("No space left on device", 1)[1]  # it names where
+    for nb in ws.rglob("*.ipynb"):  # nothing archived half-written
+        json.loads(nb.read_text())
+    leftovers = [p for p in ws.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name or
+                 p.name.endswith(".running.ipynb")]
+    assert leftovers == []
+    # With room again (the same workspace on the real disk), retry and run: the iteration completes.
+    assert flywheel(ws, "retry").returncode == 0
+    res = flywheel(ws, "--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
+
+
+def test_killing_the_loop_during_generate_kills_its_pool(tmp_path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    assert flywheel(ws, "init", "--preset", "tiny", "--wandb-group", "kill").returncode == 0
+    edit_state(ws, lambda d: d["config"].update(golden_val_seeds=list(range(900, 940))))  # 410 deals to solve
+    env = {**os.environ, "WANDB_API_KEY": FAKE_KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "forge.cli.flywheel", "--once"], cwd=ws, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while True:  # marker: generate under way, with the kernel's worker processes started
+        below = descendants(proc.pid)
+        cur = (yaml.safe_load((ws / "state.yaml").read_text()) or {}).get("current") or {}
+        if cur.get("stage") == "generate" and len(below) >= 3:
+            break
+        assert proc.poll() is None and time.time() < deadline, "the loop never started its generate pool"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 60
+    while any(alive(p) for p in below):
+        assert time.time() < deadline, f"outlived the loop: {[p for p in below if alive(p)]}"
+        time.sleep(0.1)
+    snap = json.loads(flywheel(ws, "status", "--json").stdout)
+    assert snap["status"] == "crashed" and snap["current"]["stage"] == "generate"
