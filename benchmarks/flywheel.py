@@ -18,19 +18,13 @@ a second run of the quick part reuses its golden sets.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path, and benchmarks/tokenize.py would shadow
-# the standard library's tokenize (which linecache, hence tracebacks, import).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import json
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import yaml
 

@@ -10,20 +10,14 @@ outside; peak RSS comes from that child's own rusage. One untimed run first warm
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path, and benchmarks/tokenize.py would shadow
-# the standard library's tokenize (which linecache, hence tracebacks, import).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from forge.oracle.shard import read_shard_info, shard_name
 

@@ -345,3 +345,18 @@ def test_offline_wandb_runs_are_recorded_and_sync_needs_a_key(runs, tmp_path) ->
     res = subprocess.run([sys.executable, "-m", "forge.cli.flywheel", "sync"], cwd=ws, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "needs an API key" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_training_shards_are_released_and_replay_regenerates_them_identically(runs) -> None:
+    ws = runs["ws"]
+    assert state(ws)["config"]["keep_shards"] == "golden"
+    assert not list((ws / "data" / "shards-h3").glob("*.parquet"))  # tokenized, recorded, deleted
+    assert len(list((ws / "data" / "golden-h3").glob("*.parquet"))) == 40  # golden shards stay
+    first = result(ws, 1, "generate")["outputs"]["shards"]
+    second = result(ws, 2, "generate")["outputs"]["shards"]
+    replayed = {name: sha for name, sha in second.items() if name in first and "shards-h3" in name}
+    assert len(replayed) == 4 and all(first[name] == sha for name, sha in replayed.items())
+    assert result(ws, 2, "tokenize")["tokenized_shards"] == 4  # the replayed shards came from the cache
+    snap = json.loads(flywheel(ws, "status", "--json").stdout)
+    assert snap["disk"]["training shards"] == 0 and snap["disk"]["golden shards"] > 0
+    assert "deleted 4 training shard(s)" in runs["log"]

@@ -8,21 +8,15 @@ which heads those are.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import sys
+from pathlib import Path
 
-# On a machine shared with other busy processes, OpenMP threads that spin while waiting make torch
-# up to 10x slower; sleeping waits cost little. Only takes effect if torch is not imported yet.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from forge.atomic import atomic_write_text  # noqa: E402
-from forge.cli.common import ArgumentParser, UsageError, number, run_cli  # noqa: E402
-from forge.ml.checkpoints import checkpoint_info  # noqa: E402
-from forge.ml.evaluate import evaluate, evaluate_model  # noqa: E402, F401 - evaluate_model: old path, for now
+from forge.atomic import atomic_write_text
+from forge.cli.common import ArgumentParser, UsageError, number, run_cli
+from forge.ml.checkpoints import checkpoint_info
+from forge.ml.evaluate import evaluate, evaluate_model  # noqa: F401 - evaluate_model: old path, for now
 
 PROG = "python -m forge.cli.eval"
 

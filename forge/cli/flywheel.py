@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true", help="run one iteration, then stop")
     parser.add_argument("--seed-range", metavar="A:B", help="train the next iteration on seeds A..B-1")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B logging for these iterations")
+    parser.add_argument("--executor", choices=("local", "ray"), default=None,
+                        help="where deals are solved (sets config.executor in state.yaml)")
+    parser.add_argument("--ray-address", metavar="HOST:PORT", default=None,
+                        help="Ray cluster to solve deals on (sets config.ray_address; implies --executor ray)")
     # After a command, --root may be given again; SUPPRESS keeps an absent one from resetting the first.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=argparse.SUPPRESS, help="workspace folder holding state.yaml")
@@ -44,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--seeds-per-iter", type=int, help="override the preset's seeds per iteration")
     init.add_argument("--model", default=None, help="override the preset's model size (tiny, small, large)")
     init.add_argument("--baseline", help="checkpoint the first iteration fine-tunes from")
+    init.add_argument("--pretrain-seeds", metavar="A:B", default=None,
+                      help="first train a baseline from scratch on seeds A..B-1 (iteration 0), streamed in chunks")
+    init.add_argument("--pretrain-chunk", type=int, default=None,
+                      help="deals per pretraining chunk (default: the preset's seeds per iteration)")
     init.add_argument("--force", action="store_true",
                       help="replace an existing state.yaml (kept as a dated backup, state.yaml.<time>.bak)")
     sub.add_parser("retry", parents=[common], help="mark a failed or crashed iteration ready again")
@@ -87,8 +95,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.baseline and not Path(args.baseline).is_file():
         raise UsageError(f"baseline checkpoint {args.baseline} not found")
     baseline = _check_baseline(args.baseline, config.model) if args.baseline else None
+    pretrain = None
+    if args.pretrain_seeds:
+        from forge.flywheel.records import Pretrain
+
+        if baseline:
+            raise UsageError("--pretrain-seeds trains the baseline; it does not go with --baseline")
+        rng = parse_seed_range(args.pretrain_seeds)
+        chunk = args.pretrain_chunk or config.seeds_per_iter
+        if chunk < 1:
+            raise UsageError(f"--pretrain-chunk must be at least 1, got {chunk}")
+        pretrain = Pretrain(seed_range=[rng.start, rng.stop], chunk=chunk)
+    elif args.pretrain_chunk:
+        raise UsageError("--pretrain-chunk needs --pretrain-seeds")
     kwargs = {"wandb_project": args.wandb_project} if args.wandb_project else {}
-    state = new_state(config, args.wandb_group, args.start_seed, baseline, wandb_mode=args.wandb_mode, **kwargs)
+    state = new_state(config, args.wandb_group, args.start_seed, baseline, wandb_mode=args.wandb_mode,
+                      pretrain=pretrain, **kwargs)
     root.mkdir(parents=True, exist_ok=True)
     try:
         with FlywheelLock(root):
@@ -96,8 +118,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             save_state(root, state)
     except LockHeld as exc:
         raise UsageError(f"cannot re-initialise while a loop runs: {exc}; stop it first") from None
+    extra = f", pretraining on seeds {args.pretrain_seeds} first" if pretrain else ""
+    extra += f"; previous state kept as {kept}" if kept else ""
     print(f"initialised {state_path(root)}: preset {config.preset}, group {args.wandb_group}, "
-          f"W&B {args.wandb_mode}, first seed {args.start_seed}" + (f"; previous state kept as {kept}" if kept else ""))
+          f"W&B {args.wandb_mode}, first seed {state.next_seed}{extra}")
     print(f"next: {state.next_action}")
     return 0
 
@@ -105,7 +129,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from forge.flywheel.status import format_text, snapshot
 
-    snap = snapshot(args.root)
+    snap = snapshot(args.root, disk=True)
     print(json.dumps(snap, indent=2, default=str) if args.json else format_text(snap))
     return 0
 
@@ -121,17 +145,20 @@ def _write_index(root: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from forge.flywheel.loop import run_loop
-    from forge.flywheel.state import load_state
+    from forge.flywheel.state import load_state, training_seeds
 
     seeds = None
     if args.seed_range:
-        rng = parse_seed_range(args.seed_range)
-        golden = load_state(args.root).config.golden_seeds
-        seeds = [s for s in rng if s not in golden]
+        seeds = training_seeds(load_state(args.root).config, parse_seed_range(args.seed_range))
         if not seeds:
             raise UsageError(f"seed range {args.seed_range} holds only golden seeds")
+    updates = {}
+    if args.executor or args.ray_address:
+        updates["executor"] = args.executor or "ray"
+    if args.ray_address:
+        updates["ray_address"] = args.ray_address
     return run_loop(args.root, once=args.once, seeds=seeds, no_wandb=args.no_wandb,
-                    say=lambda msg: print(msg, flush=True), on_record=_write_index)
+                    say=lambda msg: print(msg, flush=True), on_record=_write_index, config_updates=updates)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -176,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"status": cmd_status, "init": cmd_init, "retry": cmd_retry, "stop": cmd_stop,
                "archive": cmd_archive, "sync": cmd_sync}.get(args.command, cmd_run)
-    if args.command is not None and (args.once or args.seed_range or args.no_wandb):
-        raise UsageError(f"--once, --seed-range and --no-wandb run the loop; they do not go with {args.command!r}")
+    if args.command is not None and (args.once or args.seed_range or args.no_wandb or args.executor
+                                     or args.ray_address):
+        raise UsageError(f"--once, --seed-range, --no-wandb, --executor and --ray-address run the loop; they do "
+                         f"not go with {args.command!r}")
     return handler(args)
 
 

@@ -8,18 +8,12 @@ fresh optimiser and schedule). From Python, call :func:`forge.ml.training.train`
 
 from __future__ import annotations
 
-import os
+import argparse
+from pathlib import Path
 
-# On a machine shared with other busy processes, OpenMP threads that spin while waiting make torch
-# up to 10x slower; sleeping waits cost little. Only takes effect if torch is not imported yet.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from forge.cli.common import ArgumentParser, UsageError, number, run_cli  # noqa: E402
-from forge.ml.model import PRESETS  # noqa: E402
-from forge.ml.training import PRECISIONS, train  # noqa: E402
+from forge.cli.common import ArgumentParser, UsageError, number, run_cli
+from forge.ml.model import PRESETS
+from forge.ml.training import PRECISIONS, train
 
 PROG = "python -m forge.cli.train"
 

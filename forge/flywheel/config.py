@@ -22,6 +22,8 @@ PRESETS = TEMPLATES / "presets"
 MODEL_SIZES = ("tiny", "small", "large")
 #: As forge.ml.training.PRECISIONS (not imported: the config is read by light tools that skip torch).
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+KEEP_SHARDS = ("golden", "all")
+EXECUTORS = ("local", "ray")
 
 
 class ConfigError(InputError):
@@ -58,6 +60,15 @@ class Config:
     strategy: str = "auto"  # auto | ddp | ...
     num_nodes: int = 1
     compile: bool = False  # torch.compile the model for training
+    # Disk: "golden" deletes an iteration's training shards once it is recorded (tokens are kept, and any
+    # shard is regenerated from its seed when needed again, e.g. for replay); "all" keeps every shard.
+    keep_shards: str = "golden"
+    # Where deals are solved: "local" worker processes (default, nothing to start) or a Ray cluster at
+    # ray_address (HOST:PORT; null: RAY_ADDRESS or a cluster started on this machine).
+    executor: str = "local"
+    ray_address: str | None = None
+    # Solve the next iteration's deals while this one trains (on cluster workers, or spare local cores).
+    prefetch_next: bool = False
 
     @property
     def golden_seeds(self) -> set[int]:
@@ -100,7 +111,8 @@ _KINDS = {
     "lr": "rate", "scratch_lr": "rate", "batch_size": "int", "replay_iters": "int", "global_seed": "int",
     "stop_iterations": "int?", "stop_total_seeds": "int?", "stop_target_qgap": "float?",
     "train_seed": "int", "val_samples": "int?", "precision": "str", "accelerator": "str", "devices": "int",
-    "strategy": "str", "num_nodes": "int", "compile": "bool",
+    "strategy": "str", "num_nodes": "int", "compile": "bool", "keep_shards": "str", "executor": "str",
+    "ray_address": "str?", "prefetch_next": "bool",
 }
 
 
@@ -133,6 +145,10 @@ def config_from_dict(data: Any) -> Config:
     for name in ("devices", "num_nodes"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"config.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.executor not in EXECUTORS:
+        raise ConfigError(f"config.executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
+    if cfg.keep_shards not in KEEP_SHARDS:
+        raise ConfigError(f"config.keep_shards must be one of {', '.join(KEEP_SHARDS)}, got {cfg.keep_shards!r}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"config.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.model not in MODEL_SIZES:

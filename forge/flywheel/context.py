@@ -31,6 +31,11 @@ class Context:
     progress: bool = True
 
     @property
+    def is_pretrain(self) -> bool:
+        """Iteration 0 of a workspace that pretrains a baseline: training deals stream in chunks."""
+        return self.iteration == 0 and self.state.pretrain is not None
+
+    @property
     def is_past(self) -> bool:
         return self.state.entry(self.iteration) is not None
 
@@ -39,7 +44,8 @@ class Context:
 
     @property
     def train_shards(self) -> list[Path]:
-        return [self.shard(s) for s in self.seeds]
+        """This iteration's training shards (none for pretraining: its deals stream through training)."""
+        return [] if self.is_pretrain else [self.shard(s) for s in self.seeds]
 
     def golden_jobs(self, split: str | None = None) -> list[tuple[int, int]]:
         cfg = self.config

@@ -110,6 +110,9 @@ def stage_inputs(ctx: Context, stage: str, memo: DigestMemo | None = None) -> di
         label, ckpt = _starting_checkpoint(ctx)
         path = (ctx.ws.root / ckpt) if ckpt else None
         inputs["start"] = {"from": label, "sha256": memo.sha256(path) if path and path.is_file() else None}
+        if ctx.is_pretrain:
+            inputs["pretrain"] = {"seeds": ctx.seeds, "chunk": ctx.state.pretrain.chunk,
+                                  "samples_per_shard": ctx.config.samples_per_shard}
     elif stage == "evaluate":
         inputs["checkpoint"] = up["outputs"]["sha256"]
         tok = read_result(ctx.ws, ctx.iteration, "tokenize") or {}

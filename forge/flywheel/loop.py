@@ -17,12 +17,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from forge.errors import ForgeError, interruption
-from forge.flywheel import provenance
+from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
 from forge.flywheel.fingerprint import read_result, stage_status
 from forge.flywheel.lock import FlywheelLock, Heartbeat, LockHeld
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import STAGES, Attempt, HistoryEntry, describe_error
+from forge.flywheel.records import STAGES, Attempt, HistoryEntry, Provenance, describe_error
 from forge.flywheel.runner import LoopKernel, StageFailed, execute_stage
 from forge.flywheel.state import RUN, State, StateStore, begin_iteration, now, plan_seeds
 
@@ -86,14 +86,19 @@ def run_loop(
     no_wandb: bool = False,
     say: Say = print,
     on_record: OnRecord | None = None,
+    config_updates: dict[str, Any] | None = None,
 ) -> int:
     """Run iterations until the stop condition, an error, a stop request, Ctrl+C or SIGTERM (or one
-    with ``once``). ``on_record(root)`` is called whenever an iteration is recorded or fails."""
+    with ``once``). ``on_record(root)`` is called whenever an iteration is recorded or fails;
+    ``config_updates`` are written into state.yaml's config first (validated like any edit)."""
     ws = Workspace.at(root)
     with FlywheelLock(ws.root):
         ws.stop_file.unlink(missing_ok=True)  # a stop asked for while no loop ran is stale
         store = StateStore(ws.root)
         _check_startable(store.state)
+        if config_updates:
+            with store.edit() as st:
+                st.config = config_from_dict({**st.config.to_dict(), **config_updates})
         if store.state.status == "done":
             say(f"flywheel is done: {stop_reason(store.state) or 'stop condition met'}")
             return 0
@@ -138,10 +143,13 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str,
     ctx = context(ws.root, cur.iteration, no_wandb=no_wandb, progress=False, state=store.state)
     status = stage_status(ctx, stage)
     if status.done:
+        result = read_result(ws, cur.iteration, stage) or {}
         with store.edit() as st:
             if stage not in st.current.stages_completed:
                 st.current.stages_completed.append(stage)
             st.current.fingerprints[stage] = status.fingerprint
+            if result.get("provenance"):
+                st.current.provenance[stage] = Provenance(**result["provenance"])
         say(f"  {stage:9s} already done")
         return True
     if status.stale:
@@ -176,9 +184,11 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str,
         st.current.notebooks[stage] = ws.rel(done.notebook)
         if "fingerprint" in result:
             st.current.fingerprints[stage] = result["fingerprint"]
-        st.current.provenance[stage] = provenance.record(ws, stage, cur.iteration)
+        if result.get("provenance"):
+            st.current.provenance[stage] = Provenance(**result["provenance"])
         st.current.stage = None
-    mark = " (notebook modified: see its diff)" if store.state.current.provenance[stage].modified else ""
+    ran = store.state.current.provenance.get(stage)
+    mark = " (notebook modified: see its diff)" if ran is not None and ran.modified else ""
     say(f"  {stage:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}{mark}")
     return True
 
@@ -226,10 +236,30 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
         st.current, st.status, st.last_error = None, "ready", None
         upcoming = plan_seeds(st.config, st.next_seed)
         st.next_action = f"`{RUN}` runs iteration {entry.iteration + 1} (seeds {upcoming[0]}..{upcoming[-1]})"
+    if store.state.config.keep_shards == "golden":
+        freed = release_shards(ws, store.state, entry.iteration)
+        if freed:
+            say(f"  deleted {freed} training shard(s) (tokenized; keep_shards: golden)")
     if on_record is not None:
         on_record(ws.root)
     _announce(entry, say)
     return None
+
+
+def release_shards(ws: Workspace, state: State, iteration: int) -> int:
+    """Delete the training shards an iteration used (its own and its replay), once it is recorded.
+
+    Their tokens stay in the cache, keyed by content; a later iteration that replays them
+    regenerates the same bytes from the seed (same digests, so the cache answers).
+    """
+    ctx = context(ws.root, iteration, state=state)
+    freed = 0
+    for seed in ctx.seeds + ctx.replay_seeds():
+        path = ctx.shard(seed)
+        if path.is_file():
+            path.unlink()
+            freed += 1
+    return freed
 
 
 def _announce(entry: HistoryEntry, say: Say) -> None:

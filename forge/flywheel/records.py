@@ -44,6 +44,22 @@ class Attempt:
 
 
 @dataclass(config=STRICT)
+class Pretrain:
+    """The pretraining phase (iteration 0): a baseline trained at the scratch LR over many deals,
+    streamed ``chunk`` deals at a time so that disk use stays bounded."""
+
+    seed_range: Annotated[list[NonNegative], Field(min_length=2, max_length=2)]  # [first, last + 1]
+    chunk: Annotated[int, Field(ge=1)]
+
+    @field_validator("seed_range")
+    @classmethod
+    def _not_empty(cls, rng: list[int]) -> list[int]:
+        if rng[1] <= rng[0]:
+            raise ValueError(f"pretrain.seed_range must be [first, last + 1] with last >= first, got {rng}")
+        return rng
+
+
+@dataclass(config=STRICT)
 class Provenance:
     """Which source a stage notebook ran from, and whether it differs from the committed version."""
 
@@ -65,7 +81,7 @@ def _check_stages(names: list[str]) -> list[str]:
 class Current:
     """The iteration in progress (or interrupted)."""
 
-    iteration: Annotated[int, Field(ge=1)]
+    iteration: Annotated[int, Field(ge=0)]  # 0: the pretraining phase
     seeds: list[NonNegative]
     seed_range: Annotated[list[NonNegative], Field(min_length=2, max_length=2)]  # [first, last + 1]
     stages_completed: list[str] = Field(default_factory=list)
@@ -112,7 +128,7 @@ class HistoryEntry:
     """One finished iteration, with the configuration it ran with (None: not recorded, migrated
     from a version-1 state.yaml)."""
 
-    iteration: Annotated[int, Field(ge=1)]
+    iteration: Annotated[int, Field(ge=0)]  # 0: the pretraining phase
     seeds: list[NonNegative]
     seed_range: Annotated[list[NonNegative], Field(min_length=2, max_length=2)]
     total_seeds: NonNegative

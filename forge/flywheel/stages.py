@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -24,9 +25,11 @@ from typing import Any
 from forge.atomic import atomic_write, atomic_write_text
 from forge.digests import DigestMemo
 from forge.errors import ForgeError
+from forge.flywheel import provenance
 from forge.flywheel.context import Context, context
 from forge.flywheel.fingerprint import UPSTREAM, digest, read_result, stage_inputs, stage_status
 from forge.flywheel.progress import StageProgress
+from forge.flywheel.records import to_plain
 
 __all__ = ["Context", "context", "evaluate", "generate", "read_result", "tokenize", "train"]
 
@@ -73,7 +76,8 @@ def _run(ctx: Context, stage: str, work: Callable[[StageProgress, DigestMemo], d
                                    / "data")
                 raise type(exc)(exc.errno, f"{exc.strerror} (while writing under {where})", where) from exc
             raise
-        result.update(fingerprint=digest(inputs), inputs=inputs, seconds=round(time.perf_counter() - start, 2))
+        result.update(fingerprint=digest(inputs), inputs=inputs, seconds=round(time.perf_counter() - start, 2),
+                      provenance=to_plain(provenance.record(ctx.ws, stage, ctx.iteration)))
         write_result(ctx, stage, result)
         return result
     finally:
@@ -87,23 +91,31 @@ def generate(ctx: Context, force: bool = False, workers: int | None = None) -> d
     """Golden val/test shards (first time only), this iteration's training shards and its replay shards."""
 
     def work(progress: StageProgress, memo: DigestMemo) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
         from forge.oracle.deal import train_decl
         from forge.oracle.generate import generate as solve_all
 
         cfg = ctx.config
         groups = (
             ("golden", ctx.golden_jobs(), ctx.ws.golden(cfg.hand_size)),
-            ("train", [(s, train_decl(s)) for s in ctx.seeds + ctx.replay_seeds()], ctx.ws.shards(cfg.hand_size)),
+            # pretraining streams its deals through the train stage, a chunk at a time
+            ("train", [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds + ctx.replay_seeds()],
+             ctx.ws.shards(cfg.hand_size)),
         )
         total = sum(len(jobs) for _, jobs, _ in groups)
         summary: dict[str, Any] = {"written": 0, "kept": 0, "shards": []}
         shards: dict[str, str] = {}
         done = 0
+        # tqdm.auto: a widget in a notebook (not text on a red stderr background), text in a terminal
+        bar = tqdm(total=total, unit="deal", desc="generate", disable=not ctx.progress)
         for name, jobs, out in groups:
             progress.update(phase=f"{name} deals", done=done, total=total, force=True)
             written = kept = states = 0
-            for r in solve_all(jobs, out, cfg.hand_size, workers=workers, progress=ctx.progress):
+            for r in solve_all(jobs, out, cfg.hand_size, workers=None if cfg.executor == "ray" else workers,
+                               progress=False, executor=cfg.executor, ray_address=cfg.ray_address):
                 done += 1
+                bar.update()
                 written += not r.skipped
                 kept += r.skipped
                 states += r.rows
@@ -117,6 +129,7 @@ def generate(ctx: Context, force: bool = False, workers: int | None = None) -> d
             summary[f"{name}_written"], summary[f"{name}_kept"], summary[f"{name}_states"] = written, kept, states
             summary["written"] += written
             summary["kept"] += kept
+        bar.close()
         summary["train_shards"] = [ctx.ws.rel(p) for p in ctx.train_shards]
         summary["replay_seeds"] = ctx.replay_seeds()
         summary["outputs"] = {"shards": dict(sorted(shards.items()))}
@@ -135,23 +148,24 @@ def tokenize(ctx: Context, force: bool = False) -> dict[str, Any]:
         from forge.ml.store import build_dataset
 
         cfg = ctx.config
-        replay = [ctx.shard(s) for s in ctx.replay_seeds()]
-        missing = [p for p in ctx.train_shards + replay if not p.is_file()]
+        train = [] if ctx.is_pretrain else ctx.train_shards + [ctx.shard(s) for s in ctx.replay_seeds()]
+        missing = [p for p in train if not p.is_file()]
         if missing:
             raise StageOrderError(f"shard {missing[0]} is missing: run the generate stage again")
         progress.update(phase="tokenizing", detail="new shards are tokenized, the rest come from the cache",
                         force=True)
         # One dataset for train and eval: golden splits keep their own sampling rate and, unchanged
-        # from one iteration to the next, are left untouched on disk.
-        stats = build_dataset(
-            {"train": ctx.train_shards + replay, "val": ctx.golden_shards("val"), "test": ctx.golden_shards("test")},
-            ctx.ws.dataset, {"train": cfg.samples_per_shard, "val": cfg.golden_samples_per_shard,
-                             "test": cfg.golden_samples_per_shard},
-            cfg.global_seed, cache_dir=ctx.ws.token_cache, progress=ctx.progress,
-        )
+        # from one iteration to the next, are left untouched on disk. Pretraining tokenizes its deals
+        # chunk by chunk in the train stage.
+        splits = {"val": ctx.golden_shards("val"), "test": ctx.golden_shards("test")}
+        counts = {"val": cfg.golden_samples_per_shard, "test": cfg.golden_samples_per_shard}
+        if train:
+            splits, counts = {"train": train, **splits}, {"train": cfg.samples_per_shard, **counts}
+        stats = build_dataset(splits, ctx.ws.dataset, counts, cfg.global_seed, cache_dir=ctx.ws.token_cache,
+                              progress=ctx.progress)
         manifest = json.loads((ctx.ws.dataset / "manifest.json").read_text())
         return {
-            "train_samples": stats.counts["train"],
+            "train_samples": stats.counts.get("train", 0),
             "val_samples": stats.counts["val"],
             "test_samples": stats.counts["test"],
             "replay_seeds": ctx.replay_seeds(),
@@ -201,6 +215,8 @@ def train(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> d
         from forge.flywheel.train_progress import TrainProgress
         from forge.ml.training import train as fit
 
+        if ctx.is_pretrain:
+            return _pretrain(ctx, progress, memo, callbacks)
         cfg = ctx.config
         resume, lr, origin = starting_point(ctx)
         print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "") + f" at lr {lr:g}")
@@ -208,14 +224,9 @@ def train(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> d
         if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
             for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
                 logging.getLogger(name).setLevel(logging.WARNING)
-        res = fit(
-            ctx.ws.dataset, epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size,
-            model=None if resume else cfg.model, resume=resume, run_dir=run_dir / "train",
-            wandb=False, seed=cfg.train_seed + ctx.iteration, progress=ctx.progress, val_samples=cfg.val_samples,
-            precision=cfg.precision, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-            num_nodes=cfg.num_nodes, compile=cfg.compile,
-            trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]},
-        )
+        res = fit(ctx.ws.dataset, epochs=cfg.epochs, lr=lr, model=None if resume else cfg.model, resume=resume,
+                  run_dir=run_dir / "train", val_samples=cfg.val_samples, **_fit_kwargs(ctx),
+                  trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]})
         chosen = res.best_checkpoint or res.last_checkpoint
         stable = run_dir / "model.ckpt"
         with open(chosen, "rb") as src:
@@ -240,6 +251,79 @@ def train(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> d
         }
 
     return _run(ctx, "train", work, force)
+
+
+def _fit_kwargs(ctx: Context) -> dict[str, Any]:
+    """What every training run of the flywheel passes to forge.ml.training.train from the config."""
+    cfg = ctx.config
+    return {"batch_size": cfg.batch_size, "wandb": False, "seed": cfg.train_seed + ctx.iteration,
+            "progress": ctx.progress, "precision": cfg.precision, "accelerator": cfg.accelerator,
+            "devices": cfg.devices, "strategy": cfg.strategy, "num_nodes": cfg.num_nodes, "compile": cfg.compile}
+
+
+def _tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def _pretrain(ctx: Context, progress: StageProgress, memo: DigestMemo, callbacks: Sequence[Any]) -> dict[str, Any]:
+    """Iteration 0: train a baseline from scratch over many deals, ``chunk`` deals at a time.
+
+    Each chunk is solved, tokenized (into its own cache), trained on from the previous chunk's
+    weights at the scratch LR (its own warm-up and cosine: a warm restart per chunk), and then its
+    shards, tokens and older checkpoints are deleted, so disk use is bounded by one chunk whatever
+    the number of deals. Every shard can be regenerated from its seed.
+    """
+    from forge.flywheel.train_progress import TrainProgress
+    from forge.ml.store import build_dataset
+    from forge.ml.training import train as fit
+    from forge.oracle.deal import train_decl
+    from forge.oracle.generate import generate as solve_all
+
+    cfg, pre = ctx.config, ctx.state.pretrain
+    assert pre is not None
+    chunks = [ctx.seeds[i:i + pre.chunk] for i in range(0, len(ctx.seeds), pre.chunk)]
+    work_dir = ctx.ws.run_dir(ctx.iteration) / "pretrain"
+    shard_dir = ctx.ws.shards(cfg.hand_size)
+    checkpoint: Path | None = None
+    peak, samples, csvs = 0, 0, []
+    for k, part in enumerate(chunks, 1):
+        label = f"chunk {k}/{len(chunks)} (seeds {part[0]}..{part[-1]})"
+        progress.update(phase=f"{label}: solving", done=k - 1, total=len(chunks), force=True)
+        shards = [r.path for r in solve_all([(s, train_decl(s)) for s in part], shard_dir, cfg.hand_size,
+                                            progress=False, executor=cfg.executor, ray_address=cfg.ray_address)]
+        progress.update(phase=f"{label}: tokenizing", force=True)
+        data, cache = work_dir / "data", work_dir / "cache"
+        stats = build_dataset({"train": shards}, data, cfg.samples_per_shard, cfg.global_seed, cache_dir=cache,
+                              progress=False)
+        samples += stats.counts["train"]
+        peak = max(peak, _tree_size(work_dir) + sum(p.stat().st_size for p in shards))
+        for p in shards:
+            p.unlink()
+        shutil.rmtree(cache)
+        progress.update(phase=f"{label}: training", force=True)
+        res = fit(data, epochs=cfg.epochs, lr=cfg.scratch_lr, model=None if checkpoint else cfg.model,
+                  resume=checkpoint, run_dir=work_dir / f"chunk-{k:03d}", **_fit_kwargs(ctx),
+                  trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]})
+        peak = max(peak, _tree_size(work_dir))
+        latest = work_dir / "latest.ckpt"
+        with open(res.last_checkpoint, "rb") as src:
+            atomic_write(latest, lambda dst: shutil.copyfileobj(src, dst))
+        checkpoint = latest
+        shutil.rmtree(data)
+        shutil.rmtree(res.last_checkpoint.parent)  # the chunk's checkpoints; its metrics.csv stays
+        csvs.append(ctx.ws.rel(res.metrics_csv))
+        print(f"{label}: {stats.counts['train']:,} samples, train loss {res.metrics.get('train/loss_epoch', 0):.4f}")
+    stable = ctx.ws.run_dir(ctx.iteration) / "model.ckpt"
+    assert checkpoint is not None
+    os.replace(checkpoint, stable)
+    return {
+        "checkpoint": ctx.ws.rel(stable), "started_from": "scratch", "resume": None, "lr": cfg.scratch_lr,
+        "pretrain": {"seeds": len(ctx.seeds), "chunks": len(chunks), "chunk": pre.chunk, "samples": samples,
+                     "peak_bytes": peak},
+        "metrics_csv": csvs[-1], "metrics_csvs": csvs, "kept_epoch": None,
+        "kept_reason": "the last chunk's last epoch (pretraining keeps every chunk's learning)",
+        "outputs": {"checkpoint": ctx.ws.rel(stable), "sha256": memo.sha256(stable)},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- evaluate

@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import threading
+from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from forge.atomic import atomic_write, atomic_write_text, fsync_dir
 from forge.errors import ForgeError
 from forge.flywheel.config import Config, ConfigError, config_from_dict
 from forge.flywheel.paths import STATE_FILE
-from forge.flywheel.records import STAGES, STRICT, Current, HistoryEntry, describe_error, to_plain  # noqa: F401 - re-exported
+from forge.flywheel.records import STAGES, STRICT, Current, HistoryEntry, Pretrain, describe_error, to_plain  # noqa: F401
 
 BACKUP_FILE = "state.yaml.bak"
 V1_BACKUP_FILE = "state.yaml.v1.bak"
@@ -67,6 +68,7 @@ class State:
     next_action: str | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     version: int = STATE_VERSION
+    pretrain: Pretrain | None = None
 
     @field_validator("config", mode="before")
     @classmethod
@@ -109,7 +111,9 @@ class State:
         """Number of the iteration in progress, or of the next one."""
         if self.current is not None:
             return self.current.iteration
-        return (self.history[-1].iteration + 1) if self.history else 1
+        if self.history:
+            return self.history[-1].iteration + 1
+        return 0 if self.pretrain is not None else 1
 
     @property
     def total_seeds(self) -> int:
@@ -126,19 +130,23 @@ class State:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: to_plain(getattr(self, f.name)) for f in fields(self)}
         order = ["version", "status", "next_action", "last_error", "wandb", "config", "baseline_checkpoint",
-                 "next_seed", "current", "history"]
+                 "pretrain", "next_seed", "current", "history"]
         return {k: data[k] for k in order}
+
+
+def training_seeds(config: Config, seeds: Iterable[int]) -> list[int]:
+    """``seeds`` without the golden ones (a golden deal is never trained on)."""
+    golden = config.golden_seeds
+    return [s for s in seeds if s not in golden]
 
 
 def plan_seeds(config: Config, start: int) -> list[int]:
     """The next ``seeds_per_iter`` training seeds from ``start``, skipping golden seeds."""
-    seeds, s = [], start
-    golden = config.golden_seeds
+    seeds: list[int] = []
     while len(seeds) < config.seeds_per_iter:
-        if s not in golden:
-            seeds.append(s)
-        s += 1
-    return seeds
+        seeds += training_seeds(config, range(start, start + config.seeds_per_iter - len(seeds)))
+        start += config.seeds_per_iter
+    return seeds[: config.seeds_per_iter]
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -284,8 +292,11 @@ def set_aside(root: str | os.PathLike) -> Path | None:
 
 
 def new_state(config: Config, wandb_group: str, start_seed: int = 0, baseline: str | None = None,
-              wandb_project: str = "forge-texas42", wandb_mode: str = "offline") -> State:
-    state = State(config=config, next_seed=start_seed, baseline_checkpoint=baseline,
+              wandb_project: str = "forge-texas42", wandb_mode: str = "offline",
+              pretrain: Pretrain | None = None) -> State:
+    if pretrain is not None:  # the flywheel's own seeds start after the pretraining deals
+        start_seed = max(start_seed, pretrain.seed_range[1])
+    state = State(config=config, next_seed=start_seed, baseline_checkpoint=baseline, pretrain=pretrain,
                   wandb={"project": wandb_project, "group": wandb_group, "mode": wandb_mode})
     state.next_action = f"run `{RUN} --once` (one iteration) or without --once (continuous)"
     return state
@@ -294,6 +305,8 @@ def new_state(config: Config, wandb_group: str, start_seed: int = 0, baseline: s
 def begin_iteration(state: State, seeds: list[int] | None = None) -> Current:
     """Start (or resume) the current iteration and stamp it with this process."""
     if state.current is None:
+        if state.iteration == 0 and state.pretrain is not None:
+            seeds = training_seeds(state.config, range(*state.pretrain.seed_range))
         seeds = seeds or plan_seeds(state.config, state.next_seed)
         state.current = Current(iteration=state.iteration, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1],
                                 started_at=now())

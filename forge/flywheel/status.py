@@ -120,7 +120,28 @@ def _stages(ws: Workspace, state: State) -> list[dict[str, Any]]:
     return out
 
 
-def snapshot(root: str | os.PathLike = ".", state: State | None = None) -> dict[str, Any]:
+def _size(path: Path) -> int:
+    total = 0
+    try:
+        with os.scandir(path) as entries:
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    total += _size(Path(e.path))
+                elif e.is_file(follow_symlinks=False):
+                    total += e.stat(follow_symlinks=False).st_size
+    except OSError:
+        pass
+    return total
+
+
+def disk_use(ws: Workspace, hand_size: int) -> dict[str, int]:
+    """Bytes per kind of data, for ``status`` (training shards are deleted once tokenized unless keep_shards: all)."""
+    return {"golden shards": _size(ws.golden(hand_size)), "training shards": _size(ws.shards(hand_size)),
+            "tokens": _size(ws.root / "data" / "tokens"), "runs": _size(ws.root / "runs"),
+            "archive": _size(ws.root / "archive")}
+
+
+def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bool = False) -> dict[str, Any]:
     """Everything a status view shows, as plain data (also the ``status --json`` output)."""
     ws = Workspace.at(root)
     state = state or load_state(ws.root)
@@ -163,6 +184,7 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None) -> dict[
         "wandb": state.wandb,
         "primary_metric": "val/q_gap",
         "history": history,
+        "disk": disk_use(ws, state.config.hand_size) if disk else None,
     }
 
 
@@ -200,6 +222,8 @@ def format_text(snap: dict[str, Any]) -> str:
         lines.append(f"last error: {snap['last_error']}")
     if snap["next_action"]:
         lines.append(f"next: {snap['next_action']}")
+    if snap.get("disk"):
+        lines.append("disk: " + ", ".join(f"{kind} {size / 2**20:,.1f} MB" for kind, size in snap["disk"].items()))
     if snap["history"]:
         lines.append("")
         lines.append(format_history(snap["history"]))

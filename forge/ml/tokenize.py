@@ -29,7 +29,7 @@ from forge.oracle.rules import (
 
 # The shard module owns the file format: its columns, footer checks and error type are used here.
 from forge.oracle.shard import COLUMNS, Q_COLUMNS, ShardError, read_shard_info
-from forge.oracle.state import LEADER_SHIFT, MASK_BITS, NO_PLAY, PLAY_SHIFTS, TRICK_LEN_SHIFT
+from forge.oracle.state import LEADER_SHIFT, MASK_BITS, NO_PLAY, PLAY_SHIFTS, STATE_BITS, TRICK_LEN_SHIFT
 
 #: Bumped whenever any tokenized array changes meaning; cache entries carry it.
 FORMAT_VERSION = 1
@@ -38,8 +38,6 @@ N_FEATURES = 12
 #: Token index of the first trick play (leader's); hand tokens are 1..28.
 TRICK_TOKEN = 1 + N_PLAYERS * MAX_HAND
 ARRAY_NAMES: tuple[str, ...] = ("tokens", "masks", "players", "teams", "values", "qvals", "legal", "targets")
-#: Bits a packed state may use (41); anything above means the column is not packed states.
-STATE_BITS = PLAY_SHIFTS[-1] + 3
 
 # Feature indices (spec order).
 F_HIGH, F_LOW, F_DOUBLE, F_COUNT, F_TRUMP, F_REL_OWNER, F_IS_MOVER, F_IS_PARTNER = range(8)

@@ -184,7 +184,7 @@ def result_table(result: dict[str, Any]) -> str:
     rows = []
     for key, value in flat.items():
         if isinstance(value, float):
-            text = f"{value:.4f}"
+            text = cell(value)
         elif isinstance(value, list) and len(value) > 8:
             text = f"{len(value)} items: {', '.join(map(str, value[:4]))}, ..."
         else:

@@ -6,8 +6,8 @@ page cache accounting left over from an earlier run). The child times ``tokenize
 CPU seconds (all threads) are shown too: wall time on a shared machine depends on its load.
 The reference shard (seed 0, sixes: 14,675,274 rows) is solved into data/bench/ if missing.
 
-    python benchmarks/tokenize.py                      # reference shard, 50,000 samples, 5 runs
-    python benchmarks/tokenize.py --shard data/x.parquet --runs 7 --samples 20000
+    python benchmarks/tokenizer.py                      # reference shard, 50,000 samples, 5 runs
+    python benchmarks/tokenizer.py --shard data/x.parquet --runs 7 --samples 20000
 """
 
 from __future__ import annotations
