@@ -360,3 +360,17 @@ def test_training_shards_are_released_and_replay_regenerates_them_identically(ru
     snap = json.loads(flywheel(ws, "status", "--json").stdout)
     assert snap["disk"]["training shards"] == 0 and snap["disk"]["golden shards"] > 0
     assert "deleted 4 training shard(s)" in runs["log"]
+
+
+def test_prefetch_solves_the_next_iterations_deals_while_training(runs, tmp_path) -> None:
+    from forge.oracle.verify import verify_shard
+
+    ws = copy_after_one(runs, tmp_path / "ws")
+    edit_state(ws, lambda d: d["config"].update(prefetch_next=True))
+    res = flywheel(ws, "--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "prefetch  solving the next iteration's deals 8..11" in res.stdout
+    assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]  # same iteration 2
+    for seed in range(8, 12):  # iteration 3's deals are ready, verified, where its generate stage looks
+        shard = ws / "data" / "shards-h3" / f"seed_{seed:08d}_decl_{seed % 10}.parquet"
+        assert shard.is_file() and verify_shard(shard) == []

@@ -9,6 +9,8 @@ caller that wants the archive index refreshed passes ``on_record``.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -211,7 +213,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
         st.next_action = f"wait: iteration {cur.iteration} is running"
     say(f"iteration {cur.iteration}: seeds {cur.seeds[0]}..{cur.seeds[-1]} ({len(cur.seeds)} deals)")
     start = time.perf_counter()
-    with Heartbeat(store):
+    with Heartbeat(store), contextlib.ExitStack() as background:
         for stage in STAGES:
             if ws.stop_file.exists():
                 ws.stop_file.unlink()
@@ -220,6 +222,8 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
                     st.next_action = f"stopped on request; `{RUN}` resumes iteration {cur.iteration} at {stage}"
                 say(f"stopped on request before {stage}")
                 return 0
+            if stage == "train" and store.state.config.prefetch_next:
+                background.enter_context(Prefetch(ws, store.state, say))
             if not _run_stage(ws, store, kernel, stage, no_wandb, say, on_record):
                 return 1
     try:
@@ -244,6 +248,49 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
         on_record(ws.root)
     _announce(entry, say)
     return None
+
+
+class Prefetch:
+    """Solve the next iteration's new deals in the background while this one trains (prefetch_next).
+
+    The shards land where the next generate stage looks and verify there, so it keeps them instead
+    of solving again. Deals go to the configured executor: a Ray cluster's workers, or one local
+    process on whatever cores training leaves. A failure here only costs the head start.
+    """
+
+    def __init__(self, ws: Workspace, state: State, say: Say):
+        cfg, cur = state.config, state.current
+        assert cur is not None
+        self.seeds = plan_seeds(cfg, max(state.next_seed, max(cur.seeds) + 1))
+        self.out, self.cfg, self.say = ws.shards(cfg.hand_size), cfg, say
+        self.thread = threading.Thread(target=self._run, name="flywheel-prefetch", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        from forge.oracle.deal import train_decl
+        from forge.oracle.generate import generate
+
+        try:
+            jobs = [(s, train_decl(s)) for s in self.seeds]
+            local = self.cfg.executor == "local"
+            for _ in generate(jobs, self.out, self.cfg.hand_size, workers=1 if local else None, progress=False,
+                              executor=self.cfg.executor, ray_address=self.cfg.ray_address):
+                pass
+        except Exception as exc:  # noqa: BLE001 - the next generate stage solves them itself
+            self.error = exc
+
+    def __enter__(self) -> Prefetch:
+        self.thread.start()
+        self.say(f"  prefetch  solving the next iteration's deals {self.seeds[0]}..{self.seeds[-1]} in the background")
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is not None:
+            return  # Ctrl+C, SIGTERM, a failure: do not wait; the daemon thread ends with the process
+        self.thread.join()
+        if self.error is not None:
+            self.say(f"  prefetch  did not finish ({type(self.error).__name__}: {self.error}); the next iteration "
+                     "solves those deals itself")
 
 
 def release_shards(ws: Workspace, state: State, iteration: int) -> int:
