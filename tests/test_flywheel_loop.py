@@ -374,3 +374,30 @@ def test_prefetch_solves_the_next_iterations_deals_while_training(runs, tmp_path
     for seed in range(8, 12):  # iteration 3's deals are ready, verified, where its generate stage looks
         shard = ws / "data" / "shards-h3" / f"seed_{seed:08d}_decl_{seed % 10}.parquet"
         assert shard.is_file() and verify_shard(shard) == []
+
+
+def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp_path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    res = flywheel(ws, "init", "--preset", "tiny", "--wandb-group", "pre", "--pretrain-seeds", "100:112",
+                   "--pretrain-chunk", "4")
+    assert res.returncode == 0 and "first seed 112" in res.stdout, res.stderr
+    assert flywheel(ws, "status").stdout.startswith("status: ready   preset tiny   iteration 0")
+    res = flywheel(ws, "--once", "--no-wandb")
+    assert res.returncode == 0, res.stdout + res.stderr
+    base = state(ws)["history"][0]
+    assert base["iteration"] == 0 and base["started_from"] == "scratch" and base["seed_range"] == [100, 112]
+    trained = result(ws, 0, "train")
+    assert trained["lr"] == state(ws)["config"]["scratch_lr"]
+    assert (trained["pretrain"]["chunks"], trained["pretrain"]["seeds"]) == (3, 12)
+    # bounded disk: each chunk's shards, tokens and checkpoints were deleted before the next one
+    assert not list((ws / "data" / "shards-h3").glob("*.parquet"))
+    leftovers = {p.name for p in (ws / "runs" / "iter-0000" / "pretrain").iterdir()}
+    assert leftovers == {"chunk-001", "chunk-002", "chunk-003"}
+    assert not list((ws / "runs" / "iter-0000" / "pretrain").rglob("*.ckpt"))
+    assert not list((ws / "runs" / "iter-0000" / "pretrain").rglob("*.npy"))
+    res = flywheel(ws, "--once", "--no-wandb")
+    assert res.returncode == 0, res.stdout + res.stderr
+    first = state(ws)["history"][1]
+    assert first["iteration"] == 1 and first["started_from"] == "iteration 0" and first["seeds"][0] == 112
+    assert result(ws, 1, "train")["lr"] == state(ws)["config"]["lr"]  # fine-tuning, as the runbook intends
