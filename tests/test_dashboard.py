@@ -17,6 +17,7 @@ import yaml
 from forge.flywheel.config import load_preset
 from forge.flywheel.lock import FlywheelLock, lock_is_held
 from forge.flywheel.paths import Workspace
+from forge.flywheel.records import HistoryEntry
 from forge.flywheel.state import Current, load_state, new_state, save_state
 from forge.ui.dashboard import Dashboard, find_root, request_stop, retry_iteration, start_iteration
 
@@ -32,11 +33,11 @@ FAILED = {
 }
 
 
-def _entry(iteration: int, accuracy: float, q_gap: float) -> dict[str, Any]:
+def _entry(iteration: int, accuracy: float, q_gap: float) -> HistoryEntry:
     seeds = list(range(4 * (iteration - 1), 4 * iteration))
-    return {"iteration": iteration, "seeds": seeds, "seed_range": [seeds[0], seeds[-1] + 1],
-            "total_seeds": 4 * iteration, "val": {"accuracy": accuracy, "q_gap": q_gap, "blunder_rate": 0.05},
-            "timings": {"total": 90.0 * iteration}, "is_best": iteration == 2}
+    return HistoryEntry(iteration=iteration, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1],
+                        total_seeds=4 * iteration, val={"accuracy": accuracy, "q_gap": q_gap, "blunder_rate": 0.05},
+                        timings={"total": 90.0 * iteration}, is_best=iteration == 2)
 
 
 def failed_workspace(root: Path) -> Path:
@@ -198,5 +199,23 @@ def test_a_failing_action_is_reported_in_the_message_line(tmp_path: Path) -> Non
 
         out = board.run(broken)
         assert not out.ok and "OSError: disk full" in board.message.value
+    finally:
+        board.stop()
+
+
+def test_a_message_clears_once_the_flywheel_moves_on(tmp_path: Path) -> None:
+    """"already running" under a later "ready", or "started" under "crashed", would mislead."""
+    ws = failed_workspace(tmp_path / "ws")
+    board = Dashboard(ws, live=True, interval=3600)  # refreshed by hand below, not by the thread
+    try:
+        board.buttons["stop"].click()
+        assert "nothing to stop" in board.message.value
+        board.panel.refresh()  # nothing changed: the answer stays
+        assert "nothing to stop" in board.message.value
+        retry_iteration(ws)  # someone else (a terminal, another notebook) moves the flywheel on
+        board.panel.refresh()
+        assert board.message.value == ""
+        board.buttons["retry"].click()  # an action's own change does not clear its answer
+        assert "nothing to retry" in board.message.value
     finally:
         board.stop()

@@ -19,6 +19,9 @@ import pytest
 import yaml
 from conftest import FAKE_KEY, flywheel
 
+from forge.flywheel.status import snapshot
+from forge.ui.panel import render
+
 STAGE_FILES = ("01_generate", "02_tokenize", "03_train", "04_evaluate")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -260,6 +263,10 @@ def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, tmp_path, 
     edit_state(ws, lambda d: d["config"].update(epochs=500))  # the stage cannot end before the signal lands
     proc = start_loop_until(ws, training_steps(ws), "a training step", stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    run = snapshot(ws)["running"]  # what the panel shows meanwhile: the stage's own progress
+    assert run["active"] and (run["stage"], run["by"]) == ("train", "loop")
+    assert run["phase"] in ("training", "validating") and run["total"] > run["done"] >= 1 and run["detail"]
+    assert "forge-progress" in render(ws) and "by the loop" in render(ws)
     proc.send_signal(sig)  # what Ctrl+C in a terminal, or systemd/Kubernetes, sends the loop
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code and "Traceback" not in err, err
@@ -401,3 +408,25 @@ def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp
     first = state(ws)["history"][1]
     assert first["iteration"] == 1 and first["started_from"] == "iteration 0" and first["seeds"][0] == 112
     assert result(ws, 1, "train")["lr"] == state(ws)["config"]["lr"]  # fine-tuning, as the runbook intends
+
+
+def test_a_stage_run_by_hand_shows_in_the_panel(runs, tmp_path) -> None:
+    ws = copy_after_one(runs, tmp_path / "ws")
+    by_hand(ws, "generate", "tokenize")
+    edit_state(ws, lambda d: d["config"].update(epochs=500))
+    (ws / "train.py").write_text("from forge.flywheel import stages\nif __name__ == '__main__':\n"
+                                 "    stages.train(stages.context('.', progress=False))\n")
+    proc = subprocess.Popen([sys.executable, "train.py"], cwd=ws, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not training_steps(ws)():
+            assert proc.poll() is None and time.time() < deadline, "training by hand never started"
+            time.sleep(0.05)
+        run = snapshot(ws)["running"]
+        assert run["active"] and run["by"] == "hand" and run["pid"] == proc.pid and run["stage"] == "train"
+        assert "by hand" in render(ws)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert snapshot(ws)["running"]["active"] is False  # a dead process is not shown as running

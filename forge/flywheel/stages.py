@@ -328,14 +328,12 @@ def _pretrain(ctx: Context, progress: StageProgress, memo: DigestMemo, callbacks
 
 # ---------------------------------------------------------------------------------------------- evaluate
 
-#: The metric that decides "best", and every tracked metric with its direction (True: higher is better).
+#: The metric that decides "best", the metrics whose regressions are flagged, and which are better higher
+#: (every other metric is better lower).
 PRIMARY_METRIC = ("val", "q_gap")
-TRACKED: dict[tuple[str, str], bool] = {
-    ("val", "q_gap"): False, ("val", "accuracy"): True, ("val", "blunder_rate"): False,
-    ("val", "value_mae"): False, ("test", "q_gap"): False, ("playout", "playout_points_lost"): False,
-}
-#: Metrics compared across iterations where higher is better (all others: lower is better).
-HIGHER_IS_BETTER = {"accuracy", "zero_regret"}
+TRACKED = (("val", "q_gap"), ("val", "accuracy"), ("val", "blunder_rate"), ("val", "value_mae"), ("test", "q_gap"),
+           ("playout", "playout_points_lost"))
+HIGHER_IS_BETTER = {"accuracy", "zero_regret", "playout_perfect_hands"}
 
 
 def _deltas(now_: dict[str, float], then: dict[str, float] | None) -> dict[str, float]:
@@ -350,7 +348,8 @@ def regressions(summary: dict[str, Any], best: Any) -> list[str]:
     if best is None:
         return []
     flags = []
-    for (split, name), higher in TRACKED.items():
+    for split, name in TRACKED:
+        higher = name in HIGHER_IS_BETTER
         mine, theirs = (summary.get(split) or {}).get(name), best.metric(split, name)
         if mine is None or theirs is None or mine == theirs:
             continue
@@ -399,9 +398,3 @@ def evaluate(ctx: Context, force: bool = False) -> dict[str, Any]:
         return summary
 
     return _run(ctx, "evaluate", work, force)
-
-
-def describe(ctx: Context) -> None:
-    cfg = ctx.config
-    print(f"workspace {ctx.ws.root}\niteration {ctx.iteration} ({cfg.preset} preset, hand size {cfg.hand_size}): "
-          f"{len(ctx.seeds)} seeds {ctx.seeds[0]}..{ctx.seeds[-1]}")

@@ -164,11 +164,12 @@ def commands_html(root: Path) -> str:
 class Dashboard:
     """The panel plus, when live, one button per action and a message line for their outcomes."""
 
-    def __init__(self, root: str | os.PathLike | None = None, live: bool | None = None):
-        from forge.ui.panel import Panel
+    def __init__(self, root: str | os.PathLike | None = None, live: bool | None = None,
+                 interval: float | None = None):
+        from forge.ui.panel import REFRESH_SECONDS, Panel
 
         self.root = find_root(root)
-        self.panel = Panel(self.root, live=live)
+        self.panel = Panel(self.root, live=live, interval=interval or REFRESH_SECONDS)
         self.live = self.panel.live
         self.buttons: dict[str, Any] = {}
         self.message: Any = None

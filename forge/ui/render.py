@@ -167,28 +167,3 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
         lines.append(f'<img alt="Q-gap and accuracy against seeds trained" src="data:image/png;base64,{plot_png}"/>')
     lines.append("</div>")
     return "\n".join(lines)
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = value
-
-
-def result_table(result: dict[str, Any]) -> str:
-    """A stage's result as a two-column table (nested keys flattened as ``a.b``)."""
-    flat: dict[str, Any] = {}
-    _flatten("", result, flat)
-    rows = []
-    for key, value in flat.items():
-        if isinstance(value, float):
-            text = cell(value)
-        elif isinstance(value, list) and len(value) > 8:
-            text = f"{len(value)} items: {', '.join(map(str, value[:4]))}, ..."
-        else:
-            text = str(value)
-        rows.append(f'<tr><th style="{_TH};text-align:left">{esc(key)}</th>'
-                    f'<td style="{_TD};text-align:left">{esc(text)}</td></tr>')
-    return f'<table style="{_TABLE}">{"".join(rows)}</table>'

@@ -25,6 +25,18 @@ from forge.oracle.state import initial_state
 from forge.ui.views.positions import Board, board_html, trick_plays_expr, tricks_played_expr
 
 
+def shown_shards(ctx: Any) -> list[Path]:
+    """The iteration's training shards still on disk; else (pretraining streams its deals, and
+    keep_shards: golden deletes them once recorded) the golden val shards, saying so."""
+    here = [p for p in ctx.train_shards if p.is_file()]
+    if here:
+        return here
+    why = ("pretraining streams its deals through the train stage" if ctx.is_pretrain
+           else "its training shards are deleted once tokenized (keep_shards: golden)")
+    print(f"iteration {ctx.iteration}: {why}; showing the golden val deals instead")
+    return [p for p in ctx.golden_shards("val") if p.is_file()]
+
+
 def opening(path: str | os.PathLike) -> Board:
     """The deal of a shard at its first lead, with the oracle's root V and the Q of each opening move."""
     info = read_shard_info(path)
