@@ -10,6 +10,8 @@ caller that wants the archive index refreshed passes ``on_record``.
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -22,11 +24,11 @@ from forge.errors import ForgeError, interruption
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
 from forge.flywheel.fingerprint import read_result, stage_status
-from forge.flywheel.lock import FlywheelLock, Heartbeat, LockHeld
+from forge.flywheel.lock import FlywheelLock, Heartbeat, LockHeld, pid_alive
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import STAGES, Attempt, HistoryEntry, Provenance, describe_error
 from forge.flywheel.runner import LoopKernel, StageFailed, execute_stage
-from forge.flywheel.state import RUN, State, StateStore, begin_iteration, now, plan_seeds
+from forge.flywheel.state import RUN, State, StateStore, begin_iteration, ensure_reserve, now, plan_seeds
 
 Say = Callable[[str], None]
 OnRecord = Callable[[Path], None]
@@ -98,6 +100,7 @@ def run_loop(
         ws.stop_file.unlink(missing_ok=True)  # a stop asked for while no loop ran is stale
         store = StateStore(ws.root)
         _check_startable(store.state)
+        ensure_reserve(ws.root)
         if config_updates:
             with store.edit() as st:
                 st.config = config_from_dict({**st.config.to_dict(), **config_updates})
@@ -119,6 +122,28 @@ def run_loop(
                     return code
                 if once:
                     return 0
+
+
+_PID_TEMP = re.compile(r"^\..+\.(tmp|old)-(\d+)$")  # the token store's split folders being written
+_ATOMIC_TEMP = re.compile(r"^\..+\.tmp$")  # forge.atomic's temp files
+
+
+def sweep_leftovers(ws: Workspace, since: float) -> list[Path]:
+    """Remove temp files a stage that died mid-write left behind (its kernel killed, a full disk).
+
+    Only what cannot belong to a live writer: a store folder whose writer's pid is gone, or an
+    atomic-write temp file made since the stage started (the loop holds the workspace).
+    """
+    removed = []
+    for path in ws.root.rglob(".*"):
+        name = path.name
+        m = _PID_TEMP.match(name)
+        stale = (m is not None and not pid_alive(int(m.group(2)))) or (
+            _ATOMIC_TEMP.match(name) is not None and path.is_file() and path.stat().st_mtime >= since)
+        if stale:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _fail(ws: Workspace, store: StateStore, stage: str, summary: str, on_record: OnRecord | None,
@@ -160,9 +185,13 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str,
         later = STAGES[STAGES.index(stage):]
         st.current.stages_completed = [s for s in st.current.stages_completed if s not in later]
         st.current.stage = stage
-    t0 = time.perf_counter()
+    t0, since = time.perf_counter(), time.time()
     try:
-        done = execute_stage(ws, stage, cur.iteration, kernel, no_wandb, attempt=len(cur.attempts) + 1)
+        try:
+            done = execute_stage(ws, stage, cur.iteration, kernel, no_wandb, attempt=len(cur.attempts) + 1)
+        except BaseException:
+            sweep_leftovers(ws, since)  # a stage that died mid-write leaves no temp files behind
+            raise
     except StageFailed as exc:
         _fail(ws, store, stage, exc.summary, on_record, exc.notebook, exc.cell)
         say(f"  {stage:9s} FAILED: {exc.summary}" + (f"\n  see {ws.rel(exc.notebook)}" if exc.notebook else ""))

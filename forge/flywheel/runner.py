@@ -221,7 +221,7 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
         kept = _keep_attempt(ws, iteration, attempt, running, name)
         # papermill writing the executed notebook is the loop's own write: a failure there names no file
         detail = str(exc) if not isinstance(exc, OSError) else _os_error(exc, ws.rel(running))
-        raise StageFailed(stage, f"{type(exc).__name__}: {detail}", kept) from None
+        raise StageFailed(stage, f"{type(exc).__name__}: {detail}{_disk_note(ws)}", kept) from None
     except BaseException:  # Ctrl+C, SIGTERM: no attempt to keep, and no half-run notebook left behind
         running.unlink(missing_ok=True)
         raise
@@ -232,6 +232,17 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
     os.replace(running, target)
     _export(target)
     return Executed(stage, target)
+
+
+def _disk_note(ws: Workspace, low: int = 4 << 20) -> str:
+    """Why a kernel may have died or a write failed: the workspace's disk is (nearly) full."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(ws.root).free
+    except OSError:
+        return ""
+    return f" (No space left on device: {free // 1024} KB free under {ws.root})" if free < low else ""
 
 
 def _os_error(exc: OSError, default: str | None = None) -> str:

@@ -16,6 +16,7 @@ beside it as ``state.yaml.v1.bak``.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -37,6 +38,10 @@ from forge.flywheel.paths import STATE_FILE
 from forge.flywheel.records import STAGES, STRICT, Current, HistoryEntry, Pretrain, describe_error, to_plain  # noqa: F401
 
 BACKUP_FILE = "state.yaml.bak"
+#: Disk space held back for the record: freed when state.yaml cannot be written for lack of space,
+#: so that a full disk still ends in a state that says what happened.
+RESERVE_FILE = ".flywheel.reserve"
+RESERVE_BYTES = 1 << 20
 V1_BACKUP_FILE = "state.yaml.v1.bak"
 STATE_VERSION = 2
 STATUSES = ("ready", "running", "failed", "done")
@@ -274,6 +279,8 @@ def save_state(root: str | os.PathLike, state: State) -> None:
                 atomic_write(path.parent / BACKUP_FILE, lambda fh: fh.write(path.read_bytes()))
             except StateError:
                 pass  # never let a corrupt file replace the last good backup
+            except OSError:
+                pass  # a full disk: the backup is a convenience, the state itself must still be written
         atomic_write_text(path, text)
         fsync_dir(path.parent)
     state.__dict__["migrated_from"] = None
@@ -317,6 +324,28 @@ def begin_iteration(state: State, seeds: list[int] | None = None) -> Current:
     return cur
 
 
+def ensure_reserve(root: str | os.PathLike) -> None:
+    """Hold :data:`RESERVE_BYTES` of real (not sparse) disk space for the record, if there is room."""
+    path = Path(root) / RESERVE_FILE
+    try:
+        if path.is_file() and path.stat().st_size == RESERVE_BYTES:
+            return
+        with open(path, "wb") as fh:
+            fh.write(bytes(RESERVE_BYTES))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)  # no room even for that: the record may still fit
+
+
+def _release_reserve(root: Path) -> bool:
+    path = root / RESERVE_FILE
+    if not path.is_file():
+        return False
+    path.unlink()
+    return True
+
+
 class StateStore:
     """The loop's one in-memory State, shared with its heartbeat thread; every edit is saved.
 
@@ -343,6 +372,11 @@ class _Edit:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            save_state(self.store.root, self.store.state)
+            try:
+                save_state(self.store.root, self.store.state)
+            except OSError as err:
+                if err.errno != errno.ENOSPC or not _release_reserve(self.store.root):
+                    raise
+                save_state(self.store.root, self.store.state)  # the disk is full: use the space held back
         finally:
             self.store._lock.release()
