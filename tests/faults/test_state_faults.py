@@ -201,3 +201,19 @@ def test_sync_without_a_network_gives_up_at_once_outside_the_lock(ws: Path) -> N
         t.join()
     one_line_error(res, "cannot reach 127.0.0.1")
     assert took < 30  # gave up, rather than waiting 300 s per run
+
+
+def test_init_refuses_a_baseline_of_another_architecture(ws: Path, tmp_path: Path) -> None:
+    import torch
+
+    from forge.ml.module import DominoModule
+
+    module = DominoModule.from_preset("tiny")
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    one_line_error(cli("init", "--force", "--preset", "quick", "--wandb-group", "g", "--baseline", str(ckpt),
+                       cwd=ws), "tiny.ckpt", "trains 'small'", "pass --model tiny")
+    res = cli("init", "--force", "--preset", "quick", "--model", "tiny", "--wandb-group", "g", "--baseline",
+              str(ckpt), cwd=ws)
+    assert res.returncode == 0, res.stderr
+    assert load_state(ws).baseline_checkpoint == str(ckpt.resolve())
