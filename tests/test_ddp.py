@@ -64,7 +64,8 @@ def test_ddp_on_two_cpu_processes_writes_one_run_that_evaluates_as_logged(data, 
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     cmd = [sys.executable, "-m", "forge.cli.train", "--data", str(data), "--accelerator", "cpu",
            "--devices", "2", "--strategy", "ddp", "--model", "tiny", "--epochs", str(EPOCHS),
-           "--batch-size", str(BATCH), "--lr", "3e-3", "--no-wandb", "--no-progress", "--run-dir", str(runs)]
+           "--batch-size", str(BATCH), "--lr", "3e-3", "--precision", "32", "--no-wandb", "--no-progress",
+           "--run-dir", str(runs)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr and "Starting with 2 processes" in proc.stderr

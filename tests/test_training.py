@@ -29,7 +29,7 @@ from forge.oracle.solve import solve
 
 HAND = 4  # reduced game: ~5K states per deal, solved in milliseconds
 DECL = 6  # one declaration, so a few hundred deals teach a tiny model something real
-FAST = dict(wandb=False, progress=False)
+FAST = dict(wandb=False, progress=False, precision="32")  # fp32: logged and evaluated metrics agree
 SOFT = {"temperature": 1.0, "soft_weight": 0.8}
 
 
@@ -321,8 +321,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_fp32_training_is_bit_reproducible(mini, tmp_path):
-    runs = [train(mini, epochs=2, model="small", batch_size=64, run_dir=tmp_path, seed=seed, precision="32",
-                  module_kwargs={"shuffle_hands": True}, **FAST) for seed in (7, 7, 8)]
+    runs = [train(mini, epochs=2, model="small", batch_size=64, run_dir=tmp_path, seed=seed,
+                  module_kwargs={"shuffle_hands": True}, **FAST) for seed in (7, 7, 8)]  # FAST: precision 32
     first, again, other = (_weights(r.last_checkpoint) for r in runs)
     assert first.keys() == again.keys()
     assert all(torch.equal(first[k], again[k]) for k in first)
@@ -330,8 +330,8 @@ def test_fp32_training_is_bit_reproducible(mini, tmp_path):
 
 
 def test_bf16_mixed_trains_and_evaluates_on_cpu(mini, tmp_path):
-    result = train(mini, epochs=4, model="tiny", batch_size=32, lr=3e-3, run_dir=tmp_path, precision="bf16-mixed",
-                   module_kwargs=SOFT, trainer_kwargs={"log_every_n_steps": 1}, **FAST)
+    result = train(mini, epochs=4, model="tiny", batch_size=32, lr=3e-3, run_dir=tmp_path,
+                   module_kwargs=SOFT, trainer_kwargs={"log_every_n_steps": 1}, **{**FAST, "precision": "bf16-mixed"})
     saved = _weights(result.last_checkpoint)
     assert all(v.dtype == torch.float32 for v in saved.values() if v.is_floating_point())  # fp32 master weights
     value_loss = _epoch_rows(result.metrics_csv, "train/value_loss")
