@@ -308,3 +308,48 @@ def test_stage_notebooks_and_explore_run_in_jupyterlab(fresh_lab, browser) -> No
                 browser.save_screenshot(str(ARTIFACTS / f"{name}-{label}.png"))
                 print(f"screenshot: {ARTIFACTS / f'{name}-{label}.png'}")
         shutdown_kernels(fresh_lab)
+
+
+@pytest.fixture
+def running_lab(tiny_runs, tmp_path: Path) -> Iterator[dict[str, object]]:
+    """JupyterLab on a copy of the tiny workspace after one iteration, with 00_status beside it."""
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_runs["after_one"], ws, symlinks=True)
+    data = yaml.safe_load((ws / "state.yaml").read_text())
+    data["config"]["epochs"] = 500  # the train stage lasts until the test stops the loop
+    (ws / "state.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (ws / "notebooks").mkdir()
+    shutil.copy(REPO / "notebooks" / "00_status.ipynb", ws / "notebooks")
+    with serve(ws, tmp_path) as served:
+        yield served
+
+
+def test_the_live_panel_shows_progress_inside_a_running_stage(running_lab, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    ws = Path(running_lab["ws"])
+    loop = subprocess.Popen([sys.executable, "-m", "forge.cli.flywheel", "--once", "--no-wandb"], cwd=ws,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        open_and_run_all(browser, running_lab, "notebooks/00_status.ipynb")
+        waiter(browser, 90).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".widget-html .forge-panel")))
+
+        def progress(d) -> str:
+            found = d.find_elements(By.CSS_SELECTOR, ".widget-html .forge-running .forge-progress")
+            return found[0].text if found else ""
+
+        # the panel refreshes on its own: the train stage's phase and step counter appear, then advance
+        waiter(browser, 240).until(lambda d: re.search(r"(training|validating), \d+/\d+", progress(d)))
+        first = progress(browser)
+        waiter(browser, 120).until(lambda d: progress(d) != first and progress(d) != "")
+        running = browser.find_element(By.CSS_SELECTOR, ".widget-html .forge-running").text
+        assert "train" in running and "by the loop" in running
+        assert browser.find_element(By.CSS_SELECTOR, ".widget-html .forge-badge").text == "running"
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "status-panel-in-stage-progress.png"
+        browser.save_screenshot(str(shot))
+        print(f"\nscreenshot: {shot}")
+    finally:
+        loop.send_signal(signal.SIGINT)
+        loop.wait(timeout=120)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,11 +183,17 @@ def failing_cell(notebook: Path) -> tuple[int | None, str | None]:
     return None, None
 
 
+#: papermill's own bookkeeping lines, and the plain-text stand-ins of rich outputs: not worth a log line.
+_LOG_NOISE = re.compile(r"^(Executing Cell \d+|Ending Cell \d+|Executing notebook|Input Notebook|Output Notebook"
+                        r"|Working directory|<IPython\.core\.display\.\w+ object>|forge status panel$)")
+
+
 def _papermill_log(path: Path) -> logging.Handler:
     """Send what the notebook prints (papermill's log_output) to the stage's log file, for the panel."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: not _LOG_NOISE.match(record.getMessage().strip()))
     logger = logging.getLogger("papermill")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
