@@ -33,7 +33,7 @@ the next batch. The dataset is data/bench-train (full-game shards solved and tok
 use) unless ``--data`` names one.
 
     python benchmarks/train.py [--sections data,precision,ddp,kernel] [--repeats 3] [--steps 20]
-        [--batch-size 256] [--threads 2] [--quality-steps 150] [--devices 2] [--busy 0]
+        [--batch-size 256] [--threads 2] [--quality-steps 150] [--devices 2] [--precision 32] [--busy 0]
 """
 
 from __future__ import annotations
@@ -304,8 +304,9 @@ def section_ddp(args: argparse.Namespace, data: Path) -> None:
     n = args.devices
     per_rank = max(1, args.batch_size // n)
     print(f"== ddp: 1 process (all cores) vs {n} CPU processes (gloo), global batch {args.batch_size} "
-          f"({per_rank} per rank)")
-    base = {"data": str(data), "steps": args.steps, "warmup": args.warmup, "val_samples": 512}
+          f"({per_rank} per rank), precision {args.precision}")
+    base = {"data": str(data), "steps": args.steps, "warmup": args.warmup, "val_samples": 512,
+            "precision": args.precision}
     rates: dict[str, list[float]] = {"1 process": [], f"{n} processes": []}
     for r in range(args.repeats):
         one = _run_worker({**base, "batch_size": args.batch_size, "accelerator": "cpu"})
@@ -373,9 +374,10 @@ def _in_kernel(spec: dict, env: dict[str, str], before: str = "") -> dict:
 def section_kernel(args: argparse.Namespace, data: Path) -> None:
     from forge.flywheel.runner import KERNEL_ENV
 
-    print(f"== kernel vs CLI: train() of the large model, batch {args.batch_size}, {args.busy} busy process(es)")
+    print(f"== kernel vs CLI: train() of the large model, batch {args.batch_size}, precision {args.precision}, "
+          f"{args.busy} busy process(es)")
     spec = {"data": str(data), "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-            "val_samples": 64, "accelerator": "cpu"}
+            "val_samples": 64, "accelerator": "cpu", "precision": args.precision}
     plain = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     passive = {**plain, "OMP_WAIT_POLICY": "PASSIVE"}
     loop_env = {**plain, **KERNEL_ENV}
@@ -424,6 +426,7 @@ def main() -> None:
     p.add_argument("--quality-steps", type=int, default=150, help="precision: steps before comparing val metrics")
     p.add_argument("--quality-val", type=int, default=8192, help="precision: val samples compared")
     p.add_argument("--devices", type=int, default=2, help="ddp: processes")
+    p.add_argument("--precision", default="32", help="ddp and kernel: training precision (default 32)")
     p.add_argument("--busy", type=int, default=0, help="kernel: spinning processes run meanwhile")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # JSON: timed_train's arguments
     args = p.parse_args()
