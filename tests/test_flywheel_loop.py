@@ -430,3 +430,38 @@ def test_a_stage_run_by_hand_shows_in_the_panel(runs, tmp_path) -> None:
         proc.kill()
         proc.wait()
     assert snapshot(ws)["running"]["active"] is False  # a dead process is not shown as running
+
+
+REFERENCE = REPO.parent / "shared" / "fixtures" / "reference-checkpoint" / "reference-large.ckpt"
+
+
+@pytest.mark.skipif(not REFERENCE.is_file(), reason=f"fixture {REFERENCE} not present")
+def test_a_reference_trainer_checkpoint_is_a_baseline_the_flywheel_fine_tunes(tmp_path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    res = flywheel(ws, "init", "--preset", "tiny", "--model", "large", "--wandb-group", "ref", "--baseline",
+                   str(REFERENCE))
+    assert res.returncode == 0, res.stderr
+    edit_state(ws, lambda d: d["config"].update(epochs=1, golden_val_seeds=[900], playout_deals=1))
+    res = flywheel(ws, "--once", "--no-wandb")
+    assert res.returncode == 0, res.stdout + res.stderr
+    entry = state(ws)["history"][-1]
+    assert entry["started_from"] == "baseline"
+    trained = result(ws, 1, "train")
+    assert trained["resume"] == str(REFERENCE) and trained["lr"] == state(ws)["config"]["lr"]
+    assert 0 <= entry["val"]["accuracy"] <= 1 and "q_mae" not in entry["val"]  # its Q head was never trained
+
+
+def test_a_flywheel_iteration_trains_with_ddp_on_two_processes(runs, tmp_path) -> None:
+    ws = copy_after_one(runs, tmp_path / "ws")
+    edit_state(ws, lambda d: d["config"].update(devices=2, strategy="ddp", accelerator="cpu"))
+    res = flywheel(ws, "--once", "--no-wandb")
+    assert res.returncode == 0, res.stdout + res.stderr
+    trained = result(ws, 2, "train")
+    assert trained["kept_epoch"] in (1, 2) and (ws / trained["checkpoint"]).is_file()
+    versions = list((ws / "runs" / "iter-0002" / "train" / "domino").glob("version_*"))
+    assert len(versions) == 1  # rank 0 alone wrote the run
+    executed = (ws / "archive" / "iter-0002" / "03_train.ipynb").read_text()
+    assert "GLOBAL_RANK: 1" in executed or "world_size=2" in executed or "Initializing distributed" in executed
+    entry = state(ws)["history"][-1]
+    assert entry["iteration"] == 2 and 0 <= entry["val"]["accuracy"] <= 1

@@ -9,11 +9,13 @@ fresh optimiser and schedule). From Python, call :func:`forge.ml.training.train`
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from forge.atomic import atomic_write_text
 from forge.cli.common import ArgumentParser, UsageError, number, run_cli
 from forge.ml.model import PRESETS
-from forge.ml.training import PRECISIONS, train
+from forge.ml.training import PRECISIONS, result_dict, train
 
 PROG = "python -m forge.cli.train"
 
@@ -47,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-nodes", type=number(int), default=1)
     p.add_argument("--compile", action="store_true", help="run the network through torch.compile")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--result", type=Path, default=None, metavar="FILE",
+                   help="also write the run's checkpoints and final metrics to this JSON file (rank 0)")
     return p
 
 
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if result.global_rank != 0:  # a DDP worker: rank 0 reports the run
         return 0
+    if args.result:
+        atomic_write_text(args.result, json.dumps(result_dict(result), indent=1))
     print(f"run: {result.run_dir}")
     print(f"last checkpoint: {result.last_checkpoint}")
     if result.best_checkpoint:

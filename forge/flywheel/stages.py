@@ -38,6 +38,10 @@ class StageOrderError(ForgeError):
     """A stage was asked for before the stage it depends on has a result."""
 
 
+class StageError(ForgeError):
+    """A stage could not do its work (the message says what failed)."""
+
+
 def write_result(ctx: Context, stage: str, result: dict[str, Any]) -> Path:
     """Atomically record a stage's result for the loop."""
     return atomic_write_text(ctx.ws.results(ctx.iteration) / f"{stage}.json",
@@ -224,9 +228,13 @@ def train(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> d
         if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
             for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
                 logging.getLogger(name).setLevel(logging.WARNING)
-        res = fit(ctx.ws.dataset, epochs=cfg.epochs, lr=lr, model=None if resume else cfg.model, resume=resume,
-                  run_dir=run_dir / "train", val_samples=cfg.val_samples, **_fit_kwargs(ctx),
-                  trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]})
+        kwargs = dict(epochs=cfg.epochs, lr=lr, model=None if resume else cfg.model, resume=resume,
+                      run_dir=run_dir / "train", val_samples=cfg.val_samples, **_fit_kwargs(ctx))
+        if _multi_process(cfg):
+            progress.update(phase=f"training in {cfg.devices * cfg.num_nodes} processes", force=True)
+            res = _fit_in_subprocess(ctx.ws.dataset, run_dir / "train-result.json", **kwargs)
+        else:
+            res = fit(ctx.ws.dataset, **kwargs, trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]})
         chosen = res.best_checkpoint or res.last_checkpoint
         stable = run_dir / "model.ckpt"
         with open(chosen, "rb") as src:
@@ -259,6 +267,43 @@ def _fit_kwargs(ctx: Context) -> dict[str, Any]:
     return {"batch_size": cfg.batch_size, "wandb": False, "seed": cfg.train_seed + ctx.iteration,
             "progress": ctx.progress, "precision": cfg.precision, "accelerator": cfg.accelerator,
             "devices": cfg.devices, "strategy": cfg.strategy, "num_nodes": cfg.num_nodes, "compile": cfg.compile}
+
+
+def _multi_process(cfg: Any) -> bool:
+    """Whether training needs processes of its own (DDP), which a notebook kernel cannot become."""
+    return cfg.devices > 1 or cfg.num_nodes > 1 or cfg.strategy.startswith("ddp")
+
+
+def _fit_in_subprocess(data: Path, result_file: Path, **kw: Any) -> Any:
+    """``forge.cli.train`` in a child process (Lightning's launcher starts one process per device),
+    its output shown here as it runs; the child dies with this process."""
+    import subprocess
+    import sys
+
+    from forge.ml.training import result_from_dict
+    from forge.oracle.local_pool import die_with_parent
+
+    args = {"--data": data, "--epochs": kw["epochs"], "--lr": repr(kw["lr"]), "--batch-size": kw["batch_size"],
+            "--run-dir": kw["run_dir"], "--seed": kw["seed"], "--precision": kw["precision"],
+            "--accelerator": kw["accelerator"], "--devices": kw["devices"], "--strategy": kw["strategy"],
+            "--num-nodes": kw["num_nodes"], "--result": result_file, "--model": kw["model"],
+            "--resume": kw["resume"], "--val-samples": kw["val_samples"]}
+    cmd = [sys.executable, "-m", "forge.cli.train", "--no-wandb", "--no-progress"]
+    cmd += [str(x) for k, v in args.items() if v is not None for x in (k, v)]
+    cmd += ["--compile"] if kw["compile"] else []
+    result_file.unlink(missing_ok=True)
+    parent = os.getpid()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: die_with_parent(parent))
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="")
+        tail = (tail + [line.strip()])[-5:]
+    if proc.wait() != 0:
+        raise StageError(f"training in {kw['devices']} processes failed (exit {proc.returncode}): "
+                              + " | ".join(tail))
+    return result_from_dict(json.loads(result_file.read_text()))
 
 
 def _tree_size(path: Path) -> int:

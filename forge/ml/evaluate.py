@@ -12,6 +12,7 @@ error means nothing. A model that outputs NaN or infinity, or any metric that is
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,11 +58,18 @@ def evaluate_model(
     and Q heads' errors where asked; ``fast=False`` runs the module's own forward instead of
     the inference net (equal up to fp32 rounding)."""
     net = inference_net(model, device) if fast else model.eval().to(device)
+    # On a GPU, batched inference under bf16 autocast (outputs back in fp32 for the metrics); the CPU
+    # keeps the exact fp32 InferenceNet.
+    cuda = torch.device(device).type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     metrics = MoveMetrics()
     start = 0
     for batch in ArrayBatches(tensors, batch_size):
         b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        out = net(b["tokens"], b["masks"], b["players"])
+        with autocast:
+            out = net(b["tokens"], b["masks"], b["players"])
+        if cuda:
+            out = type(out)(*(t.float() for t in out))
         row = _first_non_finite(out, b["legal"], with_value, with_q)
         if row is not None:
             raise NonFiniteError(f"the model outputs NaN or infinity (first at sample {start + row}): "

@@ -26,7 +26,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,16 @@ class TrainResult:
     best_q_gap: float | None = None
     wandb_dir: Path | None = None
     global_rank: int = 0  # under DDP every process returns; only rank 0's paths were written
+
+
+def result_dict(result: TrainResult) -> dict[str, Any]:
+    """A TrainResult as JSON-able data (paths as text), e.g. for a caller in another process."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
+
+
+def result_from_dict(data: dict[str, Any]) -> TrainResult:
+    paths = ("run_dir", "last_checkpoint", "best_checkpoint", "metrics_csv", "wandb_dir")
+    return TrainResult(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()})
 
 
 class TrainingDiverged(ForgeError):
