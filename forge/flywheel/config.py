@@ -15,13 +15,12 @@ from typing import Any
 import yaml
 
 from forge.errors import InputError
+from forge.ml.hardware import PRECISIONS
 from forge.oracle.rules import MAX_HAND, N_DECLS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 PRESETS = TEMPLATES / "presets"
 MODEL_SIZES = ("tiny", "small", "large")
-#: As forge.ml.training.PRECISIONS (not imported: the config is read by light tools that skip torch).
-PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 KEEP_SHARDS = ("golden", "all")
 EXECUTORS = ("local", "ray")
 

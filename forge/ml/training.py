@@ -40,13 +40,12 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from forge.errors import ForgeError, InputError
 from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
 from forge.ml.data import DominoDataModule
+from forge.ml.hardware import PRECISIONS
 from forge.ml.model import PRESETS, ModelConfig, preset
 from forge.ml.module import DominoModule
 from forge.ml.store import StoreError, load_split, read_manifest
 
 BEST_METRIC = "val/q_gap"
-#: Precisions ``train`` accepts: "auto" (see :func:`resolve_precision`) or Lightning's names.
-PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 #: What "auto" means on a CPU with native bfloat16 arithmetic (AVX-512 BF16 or AMX), chosen by
 #: measurement (benchmarks/train.py --sections precision, 2-core AMD EPYC with AVX-512 BF16, large
 #: model, batch 256): 1.5x the samples/s of fp32, and after the same 82 steps the same val Q-gap
