@@ -365,7 +365,7 @@ def test_training_shards_are_released_and_replay_regenerates_them_identically(ru
     assert len(replayed) == 4 and all(first[name] == sha for name, sha in replayed.items())
     assert result(ws, 2, "tokenize")["tokenized_shards"] == 4  # the replayed shards came from the cache
     snap = json.loads(flywheel(ws, "status", "--json").stdout)
-    assert snap["disk"]["training shards"] == 0 and snap["disk"]["golden shards"] > 0
+    assert snap["disk"]["training shards"] < 10_000 < snap["disk"]["golden shards"]  # a verified-shard memo at most
     assert "deleted 4 training shard(s)" in runs["log"]
 
 
