@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from forge.errors import InputError
-from forge.ml.hardware import PRECISIONS
+from forge.ml.settings import PRECISIONS
 from forge.oracle.rules import MAX_HAND, N_DECLS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"

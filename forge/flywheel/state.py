@@ -36,6 +36,7 @@ from forge.errors import ForgeError
 from forge.flywheel.config import Config, ConfigError, config_from_dict
 from forge.flywheel.paths import STATE_FILE
 from forge.flywheel.records import STAGES, STRICT, Current, HistoryEntry, Pretrain, describe_error, to_plain  # noqa: F401
+from forge.ml.settings import WANDB_PROJECT
 
 BACKUP_FILE = "state.yaml.bak"
 #: Disk space held back for the record: freed when state.yaml cannot be written for lack of space,
@@ -64,7 +65,7 @@ def now() -> str:
 class State:
     config: Config
     status: str = "ready"
-    wandb: dict[str, str] = Field(default_factory=lambda: {"project": "forge-texas42", "group": "default",
+    wandb: dict[str, str] = Field(default_factory=lambda: {"project": WANDB_PROJECT, "group": "default",
                                                             "mode": "offline"})
     baseline_checkpoint: str | None = None
     next_seed: int = Field(default=0, ge=0)
@@ -299,7 +300,7 @@ def set_aside(root: str | os.PathLike) -> Path | None:
 
 
 def new_state(config: Config, wandb_group: str, start_seed: int = 0, baseline: str | None = None,
-              wandb_project: str = "forge-texas42", wandb_mode: str = "offline",
+              wandb_project: str = WANDB_PROJECT, wandb_mode: str = "offline",
               pretrain: Pretrain | None = None) -> State:
     if pretrain is not None:  # the flywheel's own seeds start after the pretraining deals
         start_seed = max(start_seed, pretrain.seed_range[1])

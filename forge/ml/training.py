@@ -40,9 +40,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from forge.errors import ForgeError, InputError
 from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
 from forge.ml.data import DominoDataModule
-from forge.ml.hardware import PRECISIONS
 from forge.ml.model import PRESETS, ModelConfig, preset
 from forge.ml.module import DominoModule
+from forge.ml.settings import PRECISIONS, WANDB_PROJECT
 from forge.ml.store import StoreError, load_split, read_manifest
 
 BEST_METRIC = "val/q_gap"
@@ -165,7 +165,7 @@ def _wandb_logger(save_dir: Path, group: str | None, mode: str, name: str) -> Sa
         import wandb
 
         logger = SafeWandbLogger(
-            project="forge", group=group, name=name, save_dir=str(save_dir), mode=mode,
+            project=WANDB_PROJECT, group=group, name=name, save_dir=str(save_dir), mode=mode,
             settings=wandb.Settings(silent=True, init_timeout=60, x_disable_stats=True),
         )
         _ = logger.experiment
