@@ -21,6 +21,7 @@ from pathlib import Path
 
 from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli
 from forge.flywheel.state import RUN as PROG
+from forge.ml.settings import WANDB_PROJECT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", parents=[common], help="write a fresh state.yaml from a preset")
     init.add_argument("--preset", default="quick", help="tiny, quick or standard (templates/presets)")
     init.add_argument("--wandb-group", required=True, help="W&B group of this flywheel's runs")
-    init.add_argument("--wandb-project", default=None, help="W&B project (default: forge-texas42)")
+    init.add_argument("--wandb-project", default=None, help=f"W&B project (default: {WANDB_PROJECT})")
     init.add_argument("--wandb-mode", default="offline", choices=("offline", "online", "disabled"))
     init.add_argument("--start-seed", type=int, default=0, help="first training seed (default 0)")
     init.add_argument("--seeds-per-iter", type=int, help="override the preset's seeds per iteration")
