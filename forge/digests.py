@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 from forge.atomic import atomic_write_text
 
+log = logging.getLogger(__name__)
 _CHUNK = 1 << 22
+#: The memo's file name, in whatever folder keeps it (the token cache's, in a workspace).
+MEMO_NAME = "digests.json"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -26,38 +30,53 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _stamp(path: Path) -> list[int]:
+def file_stamp(path: Path) -> list[int]:
+    """A file's identity as far as a memo cares: size, mtime, ctime, inode (any write changes it)."""
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def _read(path: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class DigestMemo:
-    """sha256 of files, remembered in ``memo_path`` by file identity; call :meth:`save` when done."""
+    """sha256 of files, remembered in ``memo_path`` by file identity; call :meth:`save` when done.
+
+    Several users may share one memo file (the flywheel's stages and the token store do): a save
+    merges with what is on disk, so nobody's entries are lost. ``hashed`` lists the files this
+    instance had to read (new, or changed since last seen).
+    """
 
     def __init__(self, memo_path: str | os.PathLike):
         self.path = Path(memo_path)
-        try:
-            data = json.loads(self.path.read_text())
-            self._memo: dict[str, dict] = data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            self._memo = {}
-        self._dirty = False
+        self._memo = _read(self.path)
+        self._new: dict[str, dict] = {}
+        self.hashed: list[Path] = []
 
     def sha256(self, path: str | os.PathLike) -> str:
-        path = Path(path).resolve()
-        stamp = _stamp(path)
-        known = self._memo.get(str(path))
+        given = Path(path)
+        key = str(given.resolve())
+        stamp = file_stamp(given)
+        known = self._memo.get(key)
         if isinstance(known, dict) and known.get("stamp") == stamp and isinstance(known.get("sha256"), str):
             return known["sha256"]
-        digest = sha256_file(path)
-        self._memo[str(path)] = {"stamp": stamp, "sha256": digest}
-        self._dirty = True
+        digest = sha256_file(given)
+        self.hashed.append(given)
+        if isinstance(known, dict) and known.get("sha256") not in (None, digest):
+            log.warning("%s: content changed since it was last seen", given)
+        self._memo[key] = self._new[key] = {"stamp": stamp, "sha256": digest}
         return digest
 
     def save(self) -> None:
-        """Write the memo back (only if something new was hashed); entries of deleted files are dropped."""
-        if not self._dirty:
+        """Write new digests back (merged with the file as it is now); entries of deleted files are dropped."""
+        if not self._new:
             return
-        alive = {k: v for k, v in self._memo.items() if Path(k).exists()}
+        merged = {**_read(self.path), **self._new}
+        alive = {k: v for k, v in merged.items() if Path(k).exists()}
         atomic_write_text(self.path, json.dumps(alive, sort_keys=True), fsync=False)
-        self._dirty = False
+        self._new = {}

@@ -64,8 +64,11 @@ class Workspace:
 
     @property
     def digests(self) -> Path:
-        """Memo of file digests (shards, checkpoints) by file identity: see forge.digests."""
-        return self.root / "data" / "digests.json"
+        """Memo of file digests (shards, checkpoints) by file identity, shared with the token store
+        (which names shards by content): see forge.digests."""
+        from forge.digests import MEMO_NAME
+
+        return self.token_cache / MEMO_NAME
 
     @property
     def loop_logs(self) -> Path:

@@ -4,7 +4,7 @@ The flywheel adds shards every iteration, so a shard is tokenized once and cache
 made of its content hash, the sample count, the global seed and the format version; building
 a dataset touches only shards missing from the cache. Layout::
 
-    <cache_dir>/identities.json                         path + stat -> content sha256 (a memo)
+    <cache_dir>/digests.json                            path + stat -> content sha256 (forge.digests' memo)
     <cache_dir>/v<FORMAT>/<sha[:2]>/<sha>-k<K>-g<G>.npz  one tokenized shard: 8 arrays + "meta"
     <out_dir>/manifest.json                             sources, counts and checksums per split
     <out_dir>/<split>/<name>.npy                        the split's shards concatenated, int8
@@ -37,6 +37,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from forge.atomic import atomic_write, writable_dir
+from forge.digests import MEMO_NAME, DigestMemo, file_stamp
+from forge.digests import sha256_file as file_sha256
 from forge.errors import ForgeError
 from forge.ml.tokenize import (
     ARRAY_NAMES,
@@ -52,7 +54,6 @@ from forge.oracle.shard import ShardError, read_shard_info
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-IDENTITIES = "identities.json"
 VERIFIED = ".verified.json"
 #: Trailing shape of each array; the leading axis is the sample.
 SHAPES: dict[str, tuple[int, ...]] = {
@@ -80,7 +81,6 @@ VALUE_RANGES: dict[str, tuple[object, object]] = {
 _CHECK_ROWS = 1 << 16  # samples per chunk when range-checking a memory-mapped array
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _LEFTOVER = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9_-]*\.(tmp|old)-\d+$")
-_HASH_CHUNK = 1 << 22
 
 
 class StoreError(ForgeError, ValueError):
@@ -112,55 +112,11 @@ def _write_json(path: Path, obj: object) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in ARRAY_NAMES:
         h.update(np.ascontiguousarray(arrays[name]).data)
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------- shard identity
-
-
-def _stat_key(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
-def _load_identities(cache_dir: Path) -> dict[str, dict]:
-    path = cache_dir / IDENTITIES
-    if not path.exists():
-        return {}
-    try:
-        memo = json.loads(path.read_text())
-        return memo if isinstance(memo, dict) else {}
-    except (OSError, ValueError):
-        log.warning("%s: unreadable identity memo; shards will be re-hashed", path)
-        return {}
-
-
-def _identity(path: Path, memo: dict[str, dict], stats: BuildStats) -> str:
-    """Content sha256 of a shard; re-hashed only when its size, times or inode changed."""
-    key, stat = str(path.resolve()), _stat_key(path)
-    known = memo.get(key)
-    if not isinstance(known, dict):
-        known = None
-    elif known.get("stat") == stat:
-        return known["sha256"]
-    sha = file_sha256(path)
-    stats.hashed.append(path)
-    if known and known.get("sha256") != sha:
-        log.warning("%s: shard changed since it was last tokenized; tokenizing it again", path)
-    memo[key] = {"stat": stat, "sha256": sha}
-    return sha
 
 
 # ---------------------------------------------------------------- cache entries
@@ -393,12 +349,12 @@ def build_dataset(
     stats = BuildStats(out_dir=out_dir, cache_dir=cache_dir)
     g = int(global_seed)
 
-    memo = _load_identities(cache_dir)
+    memo = DigestMemo(cache_dir / MEMO_NAME)  # content sha256 of each shard, re-read only when it changes
     shards: dict[Path, _Shard] = {}
     by_sha: dict[str, Path] = {}
     for split, paths in shards_by_split.items():
         for p in map(Path, paths):
-            sha = _identity(p, memo, stats)
+            sha = memo.sha256(p)
             if sha in by_sha:
                 raise StoreError(f"{p}: same content as {by_sha[sha]}; a shard may be used once")
             by_sha[sha] = p
@@ -420,7 +376,8 @@ def build_dataset(
     for s in tqdm(missing, desc="tokenizing shards", unit="shard", disable=not progress or not missing):
         s.meta = _tokenize_into_cache(s.path, s.entry, expect(s))[0]
         stats.tokenized.append(s.path)
-    _write_json(cache_dir / IDENTITIES, {key: v for key, v in memo.items() if Path(key).exists()})
+    stats.hashed = memo.hashed
+    memo.save()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.iterdir():  # split folders of a crashed build
@@ -501,7 +458,7 @@ def _verify_arrays(data_dir: Path, split: str, entry: Mapping, arrays: Mapping[s
     changed = False
     for name in ARRAY_NAMES:
         path = data_dir / split / f"{name}.npy"
-        key, stamp = f"{split}/{name}", [*_stat_key(path), entry["checksums"][name]]
+        key, stamp = f"{split}/{name}", [*file_stamp(path), entry["checksums"][name]]
         if memo.get(key) == stamp:
             continue
         if "sha256:" + file_sha256(path) != entry["checksums"][name]:
