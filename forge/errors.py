@@ -28,3 +28,11 @@ class Terminated(KeyboardInterrupt):
 def interruption(exc: BaseException) -> str:
     """How a KeyboardInterrupt came about, for records: ``Ctrl+C`` or the signal's name."""
     return exc.signame if isinstance(exc, Terminated) else "Ctrl+C"
+
+
+def describe_os_error(exc: OSError, default_file: str | None = None) -> str:
+    """An OSError as one line that names its file (``[Errno 28]`` alone names nothing); ``default_file``
+    names the file being written when the error itself does not."""
+    files = [str(f) for f in (exc.filename, exc.filename2) if f] or ([default_file] if default_file else [])
+    what = exc.strerror or str(exc)
+    return f"{what}: {' -> '.join(files)}" if files else what

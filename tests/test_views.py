@@ -225,13 +225,6 @@ def test_kept_epoch_is_the_one_the_checkpoint_callback_saved(data) -> None:
 
 # ---------------------------------------------------------------------------------------------- 04 evaluate
 
-def test_subset_is_fixed_and_spread_over_the_split() -> None:
-    idx = evaluation.subset_index(10_000, 3000)
-    assert len(idx) == 3000 and idx[0] == 0 and idx[-1] == 9999 and (np.diff(idx) > 0).all()
-    assert (evaluation.subset_index(10_000, 3000) == idx).all()
-    assert evaluation.subset_index(50, 3000).tolist() == list(range(50))
-
-
 def test_per_sample_gaps_agree_with_the_metrics_module(data) -> None:
     pred = evaluation.predict_subset(data["checkpoint"], data["dataset"], "val", limit=10_000)
     arrays = load_split(data["dataset"], "val")

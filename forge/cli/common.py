@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from forge.errors import ForgeError, InputError, Terminated
+from forge.errors import ForgeError, InputError, Terminated, describe_os_error
 
 
 class UsageError(InputError):
@@ -38,13 +38,6 @@ def number(kind: type = int, minimum: float = 1):
         return value
 
     return parse
-
-
-def describe_os_error(exc: OSError) -> str:
-    """An OSError as one line that names its file (``[Errno 28]`` alone names nothing)."""
-    what = exc.strerror or str(exc)
-    files = [f for f in (exc.filename, exc.filename2) if f]
-    return f"{what}: {' -> '.join(map(str, files))}" if files else what
 
 
 def _terminate(signum: int, _frame: object) -> None:

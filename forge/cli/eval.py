@@ -16,7 +16,7 @@ from pathlib import Path
 from forge.atomic import atomic_write_text
 from forge.cli.common import ArgumentParser, UsageError, number, run_cli
 from forge.ml.checkpoints import checkpoint_info
-from forge.ml.evaluate import evaluate, evaluate_model  # noqa: F401 - evaluate_model: old path, for now
+from forge.ml.evaluate import eval_device, evaluate
 
 PROG = "python -m forge.cli.eval"
 
@@ -31,6 +31,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--playout", type=number(int, 0), default=0, metavar="N",
                    help="also play out the first N golden deals of the split (default 0)")
     p.add_argument("--threads", type=number(int), default=None, help="torch CPU threads")
+    p.add_argument("--accelerator", default="auto",
+                   help="auto (default: a CUDA GPU if there is one, under bf16 autocast), cpu, or cuda")
     return p
 
 
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None and args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a folder, not a file")
     heads = checkpoint_info(args.checkpoint).trained_heads  # a bad checkpoint fails before the data loads
-    metrics = evaluate(args.checkpoint, args.data, args.split, args.batch_size, args.playout, args.threads)
+    metrics = evaluate(args.checkpoint, args.data, args.split, args.batch_size, args.playout, args.threads,
+                       device=eval_device(args.accelerator))
     text = json.dumps({**metrics, "trained_heads": list(heads)}, indent=1) + "\n"
     if args.out:
         atomic_write_text(args.out, text)

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli
 from forge.flywheel.state import RUN as PROG
+from forge.flywheel.state import WANDB_MODES
 from forge.ml.settings import WANDB_PROJECT
+from forge.oracle.executors import EXECUTORS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true", help="run one iteration, then stop")
     parser.add_argument("--seed-range", metavar="A:B", help="train the next iteration on seeds A..B-1")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B logging for these iterations")
-    parser.add_argument("--executor", choices=("local", "ray"), default=None,
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
                         help="where deals are solved (sets config.executor in state.yaml)")
     parser.add_argument("--ray-address", metavar="HOST:PORT", default=None,
                         help="Ray cluster to solve deals on (sets config.ray_address; implies --executor ray)")
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--preset", default="quick", help="tiny, quick or standard (templates/presets)")
     init.add_argument("--wandb-group", required=True, help="W&B group of this flywheel's runs")
     init.add_argument("--wandb-project", default=None, help=f"W&B project (default: {WANDB_PROJECT})")
-    init.add_argument("--wandb-mode", default="offline", choices=("offline", "online", "disabled"))
+    init.add_argument("--wandb-mode", default="offline", choices=WANDB_MODES)
     init.add_argument("--start-seed", type=int, default=0, help="first training seed (default 0)")
     init.add_argument("--seeds-per-iter", type=int, help="override the preset's seeds per iteration")
     init.add_argument("--model", default=None, help="override the preset's model size (tiny, small, large)")
@@ -179,24 +181,18 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from forge.flywheel.state import load_state
-    from forge.flywheel.wandb_sync import pending, sync
+    from forge.flywheel.wandb_sync import still_pending, sync
 
     synced = sync(args.root, say=lambda msg: print(msg, flush=True), timeout=args.timeout)
-    left = len(pending(load_state(args.root).history))
+    left = still_pending(args.root)
     print(f"{synced} run(s) synced" + (f", {left} still pending" if left else ""))
     return 0 if not left else 1
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from forge.flywheel.lock import lock_is_held
-    from forge.flywheel.paths import Workspace
+    from forge.flywheel.loop import request_stop
 
-    ws = Workspace.at(args.root)
-    if not lock_is_held(ws.root):
-        raise UsageError("no flywheel loop is running here; nothing to stop")
-    ws.stop_file.touch()
-    print(f"asked the loop to stop after its current stage ({ws.stop_file})")
+    print(request_stop(args.root))
     return 0
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from forge.cli.common import ArgumentParser, number, parse_seed_range, run_cli
 from forge.oracle import rules
 from forge.oracle.deal import deal
-from forge.oracle.generate import EXECUTORS, ShardResult, generate, parse_decls, root_values
+from forge.oracle.executors import EXECUTORS
+from forge.oracle.generate import ShardResult, generate, parse_decls, root_values
 
 PROG = "python -m forge.oracle.generate"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from forge.atomic import atomic_write_text
@@ -17,6 +18,7 @@ from forge.cli.common import ArgumentParser, UsageError, number, run_cli
 from forge.ml.model import PRESETS
 from forge.ml.settings import PRECISIONS
 from forge.ml.training import result_dict, train
+from forge.oracle.local_pool import DIE_WITH_PARENT_ENV, die_with_parent
 
 PROG = "python -m forge.cli.train"
 
@@ -60,6 +62,8 @@ def _devices(text: str) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get(DIE_WITH_PARENT_ENV):  # started by the flywheel: never outlive it (DDP ranks included)
+        die_with_parent(os.getppid())
     args = parser().parse_args(argv)
     if not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")

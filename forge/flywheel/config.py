@@ -16,13 +16,13 @@ import yaml
 
 from forge.errors import InputError
 from forge.ml.settings import PRECISIONS
+from forge.oracle.executors import EXECUTORS
 from forge.oracle.rules import MAX_HAND, N_DECLS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 PRESETS = TEMPLATES / "presets"
 MODEL_SIZES = ("tiny", "small", "large")
 KEEP_SHARDS = ("golden", "all")
-EXECUTORS = ("local", "ray")
 
 
 class ConfigError(InputError):

@@ -9,7 +9,7 @@ from pathlib import Path
 from forge.flywheel.config import Config
 from forge.flywheel.paths import Workspace, find_root
 from forge.flywheel.records import HistoryEntry
-from forge.flywheel.state import State, StateError, load_state, plan_seeds
+from forge.flywheel.state import State, StateError, load_state, planned_seeds
 from forge.oracle.deal import train_decl
 from forge.oracle.shard import shard_path
 
@@ -66,10 +66,22 @@ class Context:
         return earlier[-1] if earlier else None
 
     def replay_seeds(self) -> list[int]:
-        """Seeds of the ``replay_iters`` iterations before this one, trained on again."""
+        """Seeds of the ``replay_iters`` iterations before this one, trained on again (never the
+        pretraining deals: the baseline holds them, and they are many)."""
         if self.config.replay_iters <= 0:
             return []
-        return [s for h in self.earlier()[-self.config.replay_iters:] for s in h.seeds]
+        earlier = [h for h in self.earlier() if h.iteration > 0]
+        return [s for h in earlier[-self.config.replay_iters:] for s in h.seeds]
+
+    def starting_point(self) -> tuple[Path | None, float, str]:
+        """Checkpoint training starts from, its learning rate, and a label: the previous iteration's >
+        the baseline > scratch (at the scratch LR)."""
+        prev = self.previous()
+        if prev is not None and prev.checkpoint:
+            return self.ws.root / prev.checkpoint, self.config.lr, f"iteration {prev.iteration}"
+        if self.state.baseline_checkpoint:
+            return self.ws.root / self.state.baseline_checkpoint, self.config.lr, "baseline"
+        return None, self.config.scratch_lr, "scratch"
 
 
 def context(root: str | os.PathLike | None = None, iteration: int | None = None, no_wandb: bool = False,
@@ -88,7 +100,7 @@ def context(root: str | os.PathLike | None = None, iteration: int | None = None,
         iteration = state.history[-1].iteration  # nothing trained for the next one yet: the last finished
     if iteration is None or iteration == state.iteration:
         iteration = state.iteration
-        seeds = state.current.seeds if state.current else plan_seeds(state.config, state.next_seed)
+        seeds = planned_seeds(state)
         return Context(ws, state, iteration, list(seeds), state.config, no_wandb, progress)
     past = state.entry(iteration)
     if past is None:

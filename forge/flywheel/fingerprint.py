@@ -30,7 +30,7 @@ READS: dict[str, tuple[str, ...]] = {
     "tokenize": ("hand_size", "samples_per_shard", "golden_samples_per_shard", "global_seed", "replay_iters"),
     "train": ("model", "epochs", "lr", "scratch_lr", "batch_size", "train_seed", "val_samples", "precision",
               "accelerator", "devices", "strategy", "num_nodes", "compile"),
-    "evaluate": ("playout_deals",),
+    "evaluate": ("playout_deals", "accelerator"),
 }
 UPSTREAM: dict[str, str | None] = {"generate": None, "tokenize": "generate", "train": "tokenize",
                                    "evaluate": "train"}
@@ -75,16 +75,6 @@ def read_result(ws: Workspace, iteration: int, stage: str) -> dict[str, Any] | N
     return data if isinstance(data, dict) else None
 
 
-def _starting_checkpoint(ctx: Context) -> tuple[str, str | None]:
-    """Label and workspace path (or absolute path) of the checkpoint training starts from."""
-    prev = ctx.previous()
-    if prev is not None and prev.checkpoint:
-        return f"iteration {prev.iteration}", prev.checkpoint
-    if ctx.state.baseline_checkpoint:
-        return "baseline", ctx.state.baseline_checkpoint
-    return "scratch", None
-
-
 def stage_inputs(ctx: Context, stage: str, memo: DigestMemo | None = None) -> dict[str, Any] | None:
     """What ``stage`` would read now; None while its upstream stage has no result."""
     own_memo = memo is None
@@ -107,8 +97,7 @@ def stage_inputs(ctx: Context, stage: str, memo: DigestMemo | None = None) -> di
         inputs["shards"] = up["outputs"]["shards"]
     elif stage == "train":
         inputs["data"] = up["outputs"]["splits"].get("train")
-        label, ckpt = _starting_checkpoint(ctx)
-        path = (ctx.ws.root / ckpt) if ckpt else None
+        path, _, label = ctx.starting_point()
         inputs["start"] = {"from": label, "sha256": memo.sha256(path) if path and path.is_file() else None}
         if ctx.is_pretrain:
             inputs["pretrain"] = {"seeds": ctx.seeds, "chunk": ctx.state.pretrain.chunk,
@@ -179,6 +168,7 @@ class StageStatus:
     fingerprint: str | None  # of the current inputs (None: upstream not done yet)
     recorded: str | None  # fingerprint of the recorded result, if any
     reasons: list[str] = field(default_factory=list)
+    inputs: dict[str, Any] | None = None  # what the fingerprint was made of
 
     @property
     def stale(self) -> bool:
@@ -205,12 +195,12 @@ def stage_status(ctx: Context, stage: str, memo: DigestMemo | None = None) -> St
             return StageStatus(stage, False, None, recorded, [f"{up} has not run"] if result else [])
         fp = digest(inputs)
         if result is None:
-            return StageStatus(stage, False, fp, None)
+            return StageStatus(stage, False, fp, None, inputs=inputs)
         if recorded != fp:
             reasons = _changes(result.get("inputs") or {}, inputs) or ["recorded before fingerprints existed"]
-            return StageStatus(stage, False, fp, recorded, reasons)
+            return StageStatus(stage, False, fp, recorded, reasons, inputs)
         broken = outputs_intact(ctx, stage, result, memo)
-        return StageStatus(stage, broken is None, fp, recorded, [broken] if broken else [])
+        return StageStatus(stage, broken is None, fp, recorded, [broken] if broken else [], inputs)
     finally:
         if own_memo:
             memo.save()

@@ -20,11 +20,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from forge.errors import ForgeError, interruption
+from forge.errors import ForgeError, describe_os_error, interruption
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
 from forge.flywheel.fingerprint import read_result, stage_status
-from forge.flywheel.lock import FlywheelLock, Heartbeat, LockHeld, pid_alive
+from forge.flywheel.lock import FlywheelLock, Heartbeat, LockHeld, lock_is_held, pid_alive
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import STAGES, Attempt, HistoryEntry, Provenance, describe_error
 from forge.flywheel.runner import LoopKernel, StageFailed, execute_stage
@@ -101,6 +101,7 @@ def run_loop(
         store = StateStore(ws.root)
         _check_startable(store.state)
         ensure_reserve(ws.root)
+        sweep_leftovers(ws, older_than=600)  # what earlier loops' dead writers left behind
         if config_updates:
             with store.edit() as st:
                 st.config = config_from_dict({**st.config.to_dict(), **config_updates})
@@ -128,21 +129,27 @@ _PID_TEMP = re.compile(r"^\..+\.(tmp|old)-(\d+)$")  # the token store's split fo
 _ATOMIC_TEMP = re.compile(r"^\..+\.tmp$")  # forge.atomic's temp files
 
 
-def sweep_leftovers(ws: Workspace, since: float) -> list[Path]:
-    """Remove temp files a stage that died mid-write left behind (its kernel killed, a full disk).
+def sweep_leftovers(ws: Workspace, since: float | None = None, older_than: float | None = None) -> list[Path]:
+    """Remove temp files a writer that died mid-write left behind (a killed kernel, a full disk).
 
-    Only what cannot belong to a live writer: a store folder whose writer's pid is gone, or an
-    atomic-write temp file made since the stage started (the loop holds the workspace).
+    Only under the workspace's data/, runs/ and archive/, and only what cannot belong to a live
+    writer: a token-store folder whose writer's pid is gone, or an atomic-write temp file made
+    ``since`` a stage started (the loop holds the workspace and its kernel has stopped) or last
+    touched more than ``older_than`` seconds ago (at a loop's start).
     """
+    now = time.time()
     removed = []
-    for path in ws.root.rglob(".*"):
-        name = path.name
-        m = _PID_TEMP.match(name)
-        stale = (m is not None and not pid_alive(int(m.group(2)))) or (
-            _ATOMIC_TEMP.match(name) is not None and path.is_file() and path.stat().st_mtime >= since)
-        if stale:
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-            removed.append(path)
+    for top in ("data", "runs", "archive"):
+        for path in (ws.root / top).rglob(".*"):
+            name = path.name
+            m = _PID_TEMP.match(name)
+            atomic = _ATOMIC_TEMP.match(name) is not None and path.is_file()
+            mtime = path.stat().st_mtime if atomic else 0.0
+            stale = (m is not None and not pid_alive(int(m.group(2)))) or (atomic and (
+                (since is not None and mtime >= since) or (older_than is not None and now - mtime > older_than)))
+            if stale:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path)
     return removed
 
 
@@ -190,6 +197,7 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str,
         try:
             done = execute_stage(ws, stage, cur.iteration, kernel, no_wandb, attempt=len(cur.attempts) + 1)
         except BaseException:
+            kernel.stop()  # nothing may still be writing when the leftovers are swept
             sweep_leftovers(ws, since)  # a stage that died mid-write leaves no temp files behind
             raise
     except StageFailed as exc:
@@ -204,7 +212,7 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str,
             st.next_action = f"`{RUN}` resumes iteration {cur.iteration} at {stage}"
         raise
     except Exception as exc:
-        summary = f"{type(exc).__name__}: {_describe(exc)}"
+        summary = f"{type(exc).__name__}: {describe_os_error(exc) if isinstance(exc, OSError) else exc}"
         _fail(ws, store, stage, summary, on_record)
         raise
     took = round(time.perf_counter() - t0, 2)
@@ -222,13 +230,6 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str,
     mark = " (notebook modified: see its diff)" if ran is not None and ran.modified else ""
     say(f"  {stage:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}{mark}")
     return True
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
-        files = [str(f) for f in (exc.filename, exc.filename2) if f]
-        return f"{exc.strerror or exc}" + (f": {' -> '.join(files)}" if files else "")
-    return str(exc)
 
 
 def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: list[int] | None, no_wandb: bool,
@@ -283,8 +284,10 @@ class Prefetch:
     """Solve the next iteration's new deals in the background while this one trains (prefetch_next).
 
     The shards land where the next generate stage looks and verify there, so it keeps them instead
-    of solving again. Deals go to the configured executor: a Ray cluster's workers, or one local
-    process on whatever cores training leaves. A failure here only costs the head start.
+    of solving again. Deals go to the configured executor: a Ray cluster's workers, or, locally, a
+    thread of the loop process solving one deal at a time on one numba thread (training keeps the
+    other cores). A failure here only costs the head start; an interrupted prefetch leaves at most
+    a hidden temp file, swept at the loop's next start.
     """
 
     def __init__(self, ws: Workspace, state: State, say: Say):
@@ -302,6 +305,10 @@ class Prefetch:
         try:
             jobs = [(s, train_decl(s)) for s in self.seeds]
             local = self.cfg.executor == "local"
+            if local:
+                import numba
+
+                numba.set_num_threads(1)  # per thread: the loop's other numba users keep theirs
             for _ in generate(jobs, self.out, self.cfg.hand_size, workers=1 if local else None, progress=False,
                               executor=self.cfg.executor, ray_address=self.cfg.ray_address):
                 pass
@@ -365,6 +372,18 @@ def retry(root: str | Path = ".") -> str:
                 return st.next_action
     except LockHeld as exc:
         raise FlywheelError(f"cannot retry while a loop runs: {exc}") from None
+
+
+def request_stop(root: str | Path = ".") -> str:
+    """Ask the running loop to stop before its next stage (the stage under way finishes first).
+
+    Refused when no loop runs: a stop file left behind would otherwise stop the next loop at once.
+    """
+    ws = Workspace.at(root)
+    if not lock_is_held(ws.root):
+        raise FlywheelError("no flywheel loop is running here; nothing to stop")
+    ws.stop_file.touch()
+    return f"asked the loop to stop after its current stage ({ws.stop_file})"
 
 
 def history_dicts(state: State) -> list[dict[str, Any]]:

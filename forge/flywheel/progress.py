@@ -46,7 +46,10 @@ class StageProgress:
             if value is not None:
                 self.data[key] = value
         if force or time.monotonic() - self._last >= MIN_INTERVAL_S:
-            self._write()
+            try:
+                self._write()
+            except OSError:
+                self._last = time.monotonic()  # a display file: its failure must never fail the stage
 
     def __exit__(self, exc_type: type | None, *exc: object) -> None:
         self.data.update(finished_at=now(), ok=exc_type is None)

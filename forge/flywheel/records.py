@@ -17,6 +17,16 @@ from pydantic.dataclasses import dataclass
 from forge.flywheel.config import Config, ConfigError, config_from_dict
 
 STAGES = ("generate", "tokenize", "train", "evaluate")
+#: The metric that decides "best" (lower is better), the metrics whose regressions against the best
+#: iteration are flagged, and the metrics that are better higher (every other one is better lower).
+PRIMARY_METRIC = ("val", "q_gap")
+TRACKED = (("val", "q_gap"), ("val", "accuracy"), ("val", "blunder_rate"), ("val", "value_mae"), ("test", "q_gap"),
+           ("playout", "playout_points_lost"))
+HIGHER_IS_BETTER = frozenset({"accuracy", "zero_regret", "playout_perfect_hands"})
+
+
+def metric_label(split: str, name: str) -> str:
+    return f"{split}/{name}"
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
 NonNegative = Annotated[int, Field(ge=0)]
@@ -114,7 +124,8 @@ class Current:
         return seeds
 
 
-def _config(value: Any) -> Config | None:
+def valid_config(value: Any) -> Config | None:
+    """A Config from a mapping (validated: ValueError naming the field), for the records' validators."""
     if value is None or isinstance(value, Config):
         return value
     try:
@@ -155,7 +166,7 @@ class HistoryEntry:
     @field_validator("config", mode="before")
     @classmethod
     def _valid_config(cls, value: Any) -> Config | None:
-        return _config(value)
+        return valid_config(value)
 
     def metric(self, split: str, name: str) -> float | None:
         value = (getattr(self, split) or {}).get(name)

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from forge.errors import ForgeError
+from forge.errors import ForgeError, describe_os_error
 from forge.flywheel.paths import NOTEBOOKS, STAGE_NOTEBOOKS, Workspace
 from forge.flywheel.progress import LOOP_ENV
 
@@ -31,7 +31,7 @@ KERNEL_NAME = "forge"
 #: like the CLIs, OpenMP threads that sleep rather than spin while waiting (spinning threads made
 #: training in a kernel up to 4x slower on a busy machine).
 KERNEL_ENV = {"FORGE_HEADLESS": "1", LOOP_ENV: "1", "WANDB_SILENT": "true", "TQDM_DISABLE": "1",
-              "PYTHONWARNINGS": "ignore", "OMP_WAIT_POLICY": "PASSIVE"}
+              "PYTHONWARNINGS": "ignore"}
 
 
 #: A fresh namespace and execution count, as in a new kernel. IPython's reset also drops the module
@@ -111,7 +111,7 @@ class LoopKernel:
         with open(self.log, "ab") as log:
             run_sync(self.km.start_kernel)(
                 extra_arguments=["--HistoryManager.hist_file=:memory:"], cwd=str(cwd),
-                env={**os.environ, **KERNEL_ENV}, stdout=log, stderr=log,
+                env={**os.environ, **KERNEL_ENV}, stdout=log, stderr=log,  # OMP_WAIT_POLICY: see forge/__init__
             )
 
     def ready(self) -> None:
@@ -130,13 +130,7 @@ class LoopKernel:
                 self.restart()
 
     def restart(self) -> None:
-        from jupyter_core.utils import run_sync
-
-        if self.km.has_kernel:
-            try:
-                run_sync(self.km.shutdown_kernel)(now=True)
-            except Exception:  # noqa: BLE001 - it is gone already
-                pass
+        self.stop()
         self.km = self._manager()  # a manager does not start twice cleanly: take a new one
         self.start()
 
@@ -152,7 +146,8 @@ class LoopKernel:
         finally:
             kc.stop_channels()
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Shut the kernel down now (the next notebook starts a new one)."""
         from jupyter_core.utils import run_sync
 
         if self.km.has_kernel:
@@ -160,6 +155,9 @@ class LoopKernel:
                 run_sync(self.km.shutdown_kernel)(now=True)
             except Exception as err:  # noqa: BLE001 - a kernel that is already gone is fine
                 print(f"warning: kernel shutdown: {err}", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def failing_cell(notebook: Path) -> tuple[int | None, str | None]:
@@ -227,7 +225,7 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
     except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel died or never started; a full disk
         kept = _keep_attempt(ws, iteration, attempt, running, name)
         # papermill writing the executed notebook is the loop's own write: a failure there names no file
-        detail = str(exc) if not isinstance(exc, OSError) else _os_error(exc, ws.rel(running))
+        detail = str(exc) if not isinstance(exc, OSError) else describe_os_error(exc, ws.rel(running))
         raise StageFailed(stage, f"{type(exc).__name__}: {detail}{_disk_note(ws)}", kept) from None
     except BaseException:  # Ctrl+C, SIGTERM: no attempt to keep, and no half-run notebook left behind
         running.unlink(missing_ok=True)
@@ -250,11 +248,6 @@ def _disk_note(ws: Workspace, low: int = 4 << 20) -> str:
     except OSError:
         return ""
     return f" (No space left on device: {free // 1024} KB free under {ws.root})" if free < low else ""
-
-
-def _os_error(exc: OSError, default: str | None = None) -> str:
-    files = [str(f) for f in (exc.filename, exc.filename2) if f] or ([default] if default else [])
-    return f"{exc.strerror or exc}" + (f": {' -> '.join(files)}" if files else "")
 
 
 def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, name: str) -> Path | None:

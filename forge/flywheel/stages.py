@@ -27,11 +27,13 @@ from forge.digests import DigestMemo
 from forge.errors import ForgeError
 from forge.flywheel import provenance
 from forge.flywheel.context import Context, context
-from forge.flywheel.fingerprint import UPSTREAM, digest, read_result, stage_inputs, stage_status
-from forge.flywheel.progress import StageProgress
-from forge.flywheel.records import to_plain
+from forge.flywheel.fingerprint import UPSTREAM, digest, read_result, stage_status
+from forge.flywheel.lock import lock_is_held
+from forge.flywheel.progress import LOOP_ENV, StageProgress
+from forge.flywheel.records import HIGHER_IS_BETTER, PRIMARY_METRIC, TRACKED, metric_label, to_plain
+from forge.flywheel.state import RUN
 
-__all__ = ["Context", "context", "evaluate", "generate", "read_result", "tokenize", "train"]
+__all__ = ["HIGHER_IS_BETTER", "Context", "context", "evaluate", "generate", "read_result", "tokenize", "train"]
 
 
 class StageOrderError(ForgeError):
@@ -55,11 +57,17 @@ def _run(ctx: Context, stage: str, work: Callable[[StageProgress, DigestMemo], d
     try:
         status = stage_status(ctx, stage, memo)
         recorded = read_result(ctx.ws, ctx.iteration, stage)
-        if ctx.is_past and recorded is not None and not force:
+        if ctx.is_past and recorded is not None:
+            if force:
+                raise StageOrderError(f"iteration {ctx.iteration} is recorded in history; redoing its {stage} stage "
+                                      "would overwrite what the history, W&B and later iterations describe")
             if not status.done:
                 print(f"iteration {ctx.iteration} {stage} is stale ({'; '.join(status.reasons)}); showing its "
-                      "recorded result (history keeps it). Pass force=True to recompute.")
+                      "recorded result, which history keeps.")
             return recorded
+        if not ctx.is_past and not os.environ.get(LOOP_ENV) and lock_is_held(ctx.ws.root):
+            raise StageOrderError(f"a flywheel loop is running in {ctx.ws.root}: it runs iteration {ctx.iteration}'s "
+                                  f"stages itself; stop it (`{RUN} stop`) to step through them by hand")
         if status.fingerprint is None:
             why = "; ".join(status.reasons) or f"{UPSTREAM[stage]} has no result yet"
             raise StageOrderError(f"iteration {ctx.iteration}: {why}: run the {UPSTREAM[stage]} stage first")
@@ -69,16 +77,15 @@ def _run(ctx: Context, stage: str, work: Callable[[StageProgress, DigestMemo], d
             return recorded or {}
         if status.stale:
             print(f"iteration {ctx.iteration} {stage}: running again ({'; '.join(status.reasons)})")
-        inputs = stage_inputs(ctx, stage, memo)
+        inputs = status.inputs
         start = time.perf_counter()  # the stage's work includes loading its libraries
         try:
             with StageProgress(ctx.ws, ctx.iteration, stage) as progress:
                 result = work(progress, memo)
         except OSError as exc:
             if exc.filename is None and exc.errno is not None:  # e.g. a full disk inside a library's write
-                where = ctx.ws.rel(ctx.ws.run_dir(ctx.iteration) if stage in ("train", "evaluate") else ctx.ws.root
-                                   / "data")
-                raise type(exc)(exc.errno, f"{exc.strerror} (while writing under {where})", where) from exc
+                where = ctx.ws.run_dir(ctx.iteration) if stage in ("train", "evaluate") else ctx.ws.root / "data"
+                raise type(exc)(exc.errno, f"{exc.strerror} (while writing under it)", ctx.ws.rel(where)) from exc
             raise
         result.update(fingerprint=digest(inputs), inputs=inputs, seconds=round(time.perf_counter() - start, 2),
                       provenance=to_plain(provenance.record(ctx.ws, stage, ctx.iteration)))
@@ -185,16 +192,6 @@ def tokenize(ctx: Context, force: bool = False) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- train
 
 
-def starting_point(ctx: Context) -> tuple[Path | None, float, str]:
-    """Checkpoint to fine-tune from, its learning rate, and a label: previous > baseline > scratch."""
-    prev = ctx.previous()
-    if prev is not None and prev.checkpoint:
-        return ctx.ws.root / prev.checkpoint, ctx.config.lr, f"iteration {prev.iteration}"
-    if ctx.state.baseline_checkpoint:
-        return ctx.ws.root / ctx.state.baseline_checkpoint, ctx.config.lr, "baseline"
-    return None, ctx.config.scratch_lr, "scratch"
-
-
 def kept_epoch(metrics_csv: Path, metric: str = "val/q_gap") -> tuple[int | None, dict[int, float]]:
     """The epoch whose checkpoint is kept (lowest ``metric``) and the metric per epoch."""
     per_epoch: dict[int, float] = {}
@@ -216,25 +213,19 @@ def train(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> d
     """
 
     def work(progress: StageProgress, memo: DigestMemo) -> dict[str, Any]:
-        from forge.flywheel.train_progress import TrainProgress
-        from forge.ml.training import train as fit
 
         if ctx.is_pretrain:
             return _pretrain(ctx, progress, memo, callbacks)
         cfg = ctx.config
-        resume, lr, origin = starting_point(ctx)
+        resume, lr, origin = ctx.starting_point()
         print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "") + f" at lr {lr:g}")
         run_dir = ctx.ws.run_dir(ctx.iteration)
         if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
             for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
                 logging.getLogger(name).setLevel(logging.WARNING)
-        kwargs = dict(epochs=cfg.epochs, lr=lr, model=None if resume else cfg.model, resume=resume,
-                      run_dir=run_dir / "train", val_samples=cfg.val_samples, **_fit_kwargs(ctx))
-        if _multi_process(cfg):
-            progress.update(phase=f"training in {cfg.devices * cfg.num_nodes} processes", force=True)
-            res = _fit_in_subprocess(ctx.ws.dataset, run_dir / "train-result.json", **kwargs)
-        else:
-            res = fit(ctx.ws.dataset, **kwargs, trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]})
+        res = _fit(ctx, progress, callbacks, ctx.ws.dataset, epochs=cfg.epochs, lr=lr,
+                   model=None if resume else cfg.model, resume=resume, run_dir=run_dir / "train",
+                   val_samples=cfg.val_samples)
         chosen = res.best_checkpoint or res.last_checkpoint
         stable = run_dir / "model.ckpt"
         with open(chosen, "rb") as src:
@@ -261,12 +252,20 @@ def train(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> d
     return _run(ctx, "train", work, force)
 
 
-def _fit_kwargs(ctx: Context) -> dict[str, Any]:
-    """What every training run of the flywheel passes to forge.ml.training.train from the config."""
+def _fit(ctx: Context, progress: StageProgress, callbacks: Sequence[Any], data: Path, **kw: Any) -> Any:
+    """forge.ml.training.train with the config's batch size, seed and hardware: in this process, or
+    (several devices or nodes: a kernel cannot become one process per device) in a child process."""
+    from forge.flywheel.train_progress import TrainProgress
+    from forge.ml.training import train as fit
+
     cfg = ctx.config
-    return {"batch_size": cfg.batch_size, "wandb": False, "seed": cfg.train_seed + ctx.iteration,
-            "progress": ctx.progress, "precision": cfg.precision, "accelerator": cfg.accelerator,
-            "devices": cfg.devices, "strategy": cfg.strategy, "num_nodes": cfg.num_nodes, "compile": cfg.compile}
+    kw.update(batch_size=cfg.batch_size, wandb=False, seed=cfg.train_seed + ctx.iteration, progress=ctx.progress,
+              precision=cfg.precision, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+              num_nodes=cfg.num_nodes, compile=cfg.compile)
+    if _multi_process(cfg):
+        progress.update(phase=f"training in {cfg.devices * cfg.num_nodes} processes", force=True)
+        return _fit_in_subprocess(data, kw["run_dir"] / "train-result.json", **kw)
+    return fit(data, **kw, trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]})
 
 
 def _multi_process(cfg: Any) -> bool:
@@ -281,7 +280,7 @@ def _fit_in_subprocess(data: Path, result_file: Path, **kw: Any) -> Any:
     import sys
 
     from forge.ml.training import result_from_dict
-    from forge.oracle.local_pool import die_with_parent
+    from forge.oracle.local_pool import DIE_WITH_PARENT_ENV
 
     args = {"--data": data, "--epochs": kw["epochs"], "--lr": repr(kw["lr"]), "--batch-size": kw["batch_size"],
             "--run-dir": kw["run_dir"], "--seed": kw["seed"], "--precision": kw["precision"],
@@ -292,14 +291,17 @@ def _fit_in_subprocess(data: Path, result_file: Path, **kw: Any) -> Any:
     cmd += [str(x) for k, v in args.items() if v is not None for x in (k, v)]
     cmd += ["--compile"] if kw["compile"] else []
     result_file.unlink(missing_ok=True)
-    parent = os.getpid()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: die_with_parent(parent))
+    env = {**os.environ, DIE_WITH_PARENT_ENV: "1"}  # the child and the ranks it launches die with their parent
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        print(line, end="")
-        tail = (tail + [line.strip()])[-5:]
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="")
+            tail = (tail + [line.strip()])[-5:]
+    finally:  # an interrupted notebook or loop takes its training processes with it
+        if proc.poll() is None:
+            proc.kill()
     if proc.wait() != 0:
         raise StageError(f"training in {kw['devices']} processes failed (exit {proc.returncode}): "
                               + " | ".join(tail))
@@ -318,9 +320,7 @@ def _pretrain(ctx: Context, progress: StageProgress, memo: DigestMemo, callbacks
     shards, tokens and older checkpoints are deleted, so disk use is bounded by one chunk whatever
     the number of deals. Every shard can be regenerated from its seed.
     """
-    from forge.flywheel.train_progress import TrainProgress
     from forge.ml.store import build_dataset
-    from forge.ml.training import train as fit
     from forge.oracle.deal import train_decl
     from forge.oracle.generate import generate as solve_all
 
@@ -346,9 +346,9 @@ def _pretrain(ctx: Context, progress: StageProgress, memo: DigestMemo, callbacks
             p.unlink()
         shutil.rmtree(cache)
         progress.update(phase=f"{label}: training", force=True)
-        res = fit(data, epochs=cfg.epochs, lr=cfg.scratch_lr, model=None if checkpoint else cfg.model,
-                  resume=checkpoint, run_dir=work_dir / f"chunk-{k:03d}", **_fit_kwargs(ctx),
-                  trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]})
+        res = _fit(ctx, progress, callbacks, data, epochs=cfg.epochs, lr=cfg.scratch_lr,
+                   model=None if checkpoint else cfg.model, resume=checkpoint, run_dir=work_dir / f"chunk-{k:03d}",
+                   val_samples=None)
         peak = max(peak, _tree_size(work_dir))
         latest = work_dir / "latest.ckpt"
         with open(res.last_checkpoint, "rb") as src:
@@ -372,14 +372,6 @@ def _pretrain(ctx: Context, progress: StageProgress, memo: DigestMemo, callbacks
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
-
-#: The metric that decides "best", the metrics whose regressions are flagged, and which are better higher
-#: (every other metric is better lower).
-PRIMARY_METRIC = ("val", "q_gap")
-TRACKED = (("val", "q_gap"), ("val", "accuracy"), ("val", "blunder_rate"), ("val", "value_mae"), ("test", "q_gap"),
-           ("playout", "playout_points_lost"))
-HIGHER_IS_BETTER = {"accuracy", "zero_regret", "playout_perfect_hands"}
-
 
 def _deltas(now_: dict[str, float], then: dict[str, float] | None) -> dict[str, float]:
     if not then:
@@ -409,14 +401,16 @@ def evaluate(ctx: Context, force: bool = False) -> dict[str, Any]:
 
     def work(progress: StageProgress, memo: DigestMemo) -> dict[str, Any]:
         from forge.flywheel.tracking import log_iteration
+        from forge.ml.evaluate import eval_device
         from forge.ml.evaluate import evaluate as score
 
         trained = read_result(ctx.ws, ctx.iteration, "train") or {}
         ckpt = ctx.ws.root / trained["checkpoint"]
+        device = eval_device(ctx.config.accelerator)
         progress.update(phase="golden val", force=True)
-        val = score(ckpt, ctx.ws.dataset, "val")
+        val = score(ckpt, ctx.ws.dataset, "val", device=device)
         progress.update(phase="golden test and play-out", force=True)
-        test = score(ckpt, ctx.ws.dataset, "test", playout_deals=ctx.config.playout_deals)
+        test = score(ckpt, ctx.ws.dataset, "test", playout_deals=ctx.config.playout_deals, device=device)
         playout = {k: test.pop(k) for k in list(test) if k.startswith("playout")}
         prev = ctx.previous()
         earlier = [h for h in ctx.earlier() if h.metric(*PRIMARY_METRIC) is not None]
@@ -429,7 +423,7 @@ def evaluate(ctx: Context, force: bool = False) -> dict[str, Any]:
             "delta_prev": _deltas(val, prev.val if prev else None),
             "delta_best": _deltas(val, best.val if best else None),
             "best_iteration": best.iteration if best else None,
-            "primary_metric": "/".join(PRIMARY_METRIC),
+            "primary_metric": metric_label(*PRIMARY_METRIC),
             "is_best": best is None or val["q_gap"] < best.metric(*PRIMARY_METRIC),
             "total_seeds": ctx.state.total_seeds + len(ctx.seeds) if not ctx.is_past else None,
         }

@@ -15,6 +15,7 @@ beside it as ``state.yaml.v1.bak``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import json
@@ -33,9 +34,18 @@ from pydantic.dataclasses import dataclass
 
 from forge.atomic import atomic_write, atomic_write_text, fsync_dir
 from forge.errors import ForgeError
-from forge.flywheel.config import Config, ConfigError, config_from_dict
+from forge.flywheel.config import Config
 from forge.flywheel.paths import STATE_FILE
-from forge.flywheel.records import STAGES, STRICT, Current, HistoryEntry, Pretrain, describe_error, to_plain  # noqa: F401
+from forge.flywheel.records import (  # noqa: F401 - STAGES re-exported
+    STAGES,
+    STRICT,
+    Current,
+    HistoryEntry,
+    Pretrain,
+    describe_error,
+    to_plain,
+    valid_config,
+)
 from forge.ml.settings import WANDB_PROJECT
 
 BACKUP_FILE = "state.yaml.bak"
@@ -79,12 +89,7 @@ class State:
     @field_validator("config", mode="before")
     @classmethod
     def _valid_config(cls, value: Any) -> Config:
-        if isinstance(value, Config):
-            return value
-        try:
-            return config_from_dict(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
+        return valid_config(value)
 
     @field_validator("status")
     @classmethod
@@ -184,6 +189,9 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
             entry = {k: v for k, v in entry.items() if k in known} | {
                 "extra": {k: v for k, v in entry.items() if k not in known}}
             entry.setdefault("config", None)
+            for key in ("delta_prev", "delta_best", "notebooks", "timings"):  # v1 could write null here
+                if entry.get(key) is None:
+                    entry.pop(key, None)
         history.append(entry)
     return {**data, "history": history, "version": STATE_VERSION}
 
@@ -310,12 +318,20 @@ def new_state(config: Config, wandb_group: str, start_seed: int = 0, baseline: s
     return state
 
 
+def planned_seeds(state: State) -> list[int]:
+    """The seeds of the iteration in progress, or of the next one: the pretraining range for
+    iteration 0, else the next ``seeds_per_iter`` from ``next_seed``."""
+    if state.current is not None:
+        return list(state.current.seeds)
+    if state.iteration == 0 and state.pretrain is not None:
+        return training_seeds(state.config, range(*state.pretrain.seed_range))
+    return plan_seeds(state.config, state.next_seed)
+
+
 def begin_iteration(state: State, seeds: list[int] | None = None) -> Current:
     """Start (or resume) the current iteration and stamp it with this process."""
     if state.current is None:
-        if state.iteration == 0 and state.pretrain is not None:
-            seeds = training_seeds(state.config, range(*state.pretrain.seed_range))
-        seeds = seeds or plan_seeds(state.config, state.next_seed)
+        seeds = seeds or planned_seeds(state)
         state.current = Current(iteration=state.iteration, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1],
                                 started_at=now())
     cur = state.current
@@ -371,8 +387,13 @@ class _Edit:
         self.store._lock.acquire()
         return self.store.state
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
         try:
+            if exc_type is not None:
+                # an edit that raised is not saved (nor rotated into .bak); what is on disk stands
+                with contextlib.suppress(StateError, OSError):
+                    self.store.state = load_state(self.store.root)
+                return
             try:
                 save_state(self.store.root, self.store.state)
             except OSError as err:

@@ -17,7 +17,7 @@ from forge.flywheel.fingerprint import iteration_status
 from forge.flywheel.lock import heartbeat_age, liveness, pid_alive
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import read_progress
-from forge.flywheel.records import STAGES
+from forge.flywheel.records import PRIMARY_METRIC, STAGES, metric_label
 from forge.flywheel.state import RUN, State, load_state
 
 LOG_TAIL_LINES = 8
@@ -182,7 +182,7 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
         "last_error": state.last_error,
         "next_action": next_action,
         "wandb": state.wandb,
-        "primary_metric": "val/q_gap",
+        "primary_metric": metric_label(*PRIMARY_METRIC),
         "history": history,
         "disk": disk_use(ws, state.config.hand_size) if disk else None,
     }

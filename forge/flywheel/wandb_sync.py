@@ -16,12 +16,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from forge.atomic import atomic_write_text
 from forge.errors import ForgeError
 from forge.flywheel.lock import FlywheelLock, LockHeld
 from forge.flywheel.paths import Workspace
+from forge.flywheel.records import TRACKED, HistoryEntry, metric_label
 from forge.flywheel.state import StateStore, load_state
 
 SYNC_TIMEOUT_S = 300
@@ -46,16 +46,11 @@ def api_key() -> str | None:
     return auth[2] if auth else None
 
 
-def pending(history: list[Any], synced: dict[str, str] | None = None) -> list[Any]:
+def pending(history: list[HistoryEntry], synced: dict[str, str] | None = None) -> list[HistoryEntry]:
     """History entries with an offline W&B run that has no URL yet (neither recorded nor in ``synced``)."""
     synced = synced or {}
-    out = []
-    for h in history:
-        wb = (h.wandb if hasattr(h, "wandb") else h.get("wandb")) or {}
-        it = h.iteration if hasattr(h, "iteration") else h.get("iteration")
-        if wb.get("dir") and not wb.get("url") and str(it) not in synced:
-            out.append(h)
-    return out
+    return [h for h in history if (h.wandb or {}).get("dir") and not (h.wandb or {}).get("url")
+            and str(h.iteration) not in synced]
 
 
 def _synced_file(ws: Workspace) -> Path:
@@ -108,8 +103,7 @@ def group_report(project: str, group: str) -> str | None:
         description="Golden-set metrics of each flywheel iteration against seeds trained.",
         blocks=[wr.PanelGrid(
             runsets=[wr.Runset(project=project, filters=f"Config('group') = '{group}'")],
-            panels=[wr.LinePlot(x="total_seeds", y=[m]) for m in ("val/q_gap", "val/accuracy", "test/q_gap",
-                                                                     "playout/playout_points_lost")],
+            panels=[wr.LinePlot(x="total_seeds", y=[metric_label(*m)]) for m in TRACKED],
         )],
     )
     report.save()
@@ -152,7 +146,8 @@ def sync(root: str | os.PathLike = ".", say: Callable[[str], None] = print, time
 
 
 def _record(ws: Workspace, synced: dict[str, str], say: Callable[[str], None], refresh_report: bool) -> None:
-    """Move URLs from the side file into state.yaml, if no loop holds the workspace now."""
+    """Move URLs from the side file into state.yaml, if no loop holds the workspace now; then refresh the
+    group report (a network call: outside the lock, so a loop starting meanwhile is not refused)."""
     try:
         with FlywheelLock(ws.root):
             store = StateStore(ws.root)
@@ -162,17 +157,30 @@ def _record(ws: Workspace, synced: dict[str, str], say: Callable[[str], None], r
                     if url and h.wandb is not None:
                         h.wandb = {**h.wandb, "url": url, "mode": "synced"}
             _synced_file(ws).unlink(missing_ok=True)
-            if refresh_report:
-                wb = store.state.wandb
-                try:
-                    report = group_report(wb["project"], wb["group"])
-                except Exception as exc:  # noqa: BLE001 - the runs are synced; the report is a convenience
-                    report = None
-                    say(f"group report not refreshed: {exc}")
-                if report:
-                    with store.edit() as st:
-                        st.wandb["report"] = report
-                    say(f"group report: {report}")
     except LockHeld:
         say(f"a loop is running here: the URLs are kept in {ws.rel(_synced_file(ws))} and recorded in state.yaml "
             "by the next `sync` (nothing is uploaded twice)")
+        return
+    if not refresh_report:
+        return
+    wb = load_state(ws.root).wandb
+    try:
+        report = group_report(wb["project"], wb["group"])
+    except Exception as exc:  # noqa: BLE001 - the runs are synced; the report is a convenience
+        say(f"group report not refreshed: {exc}")
+        return
+    if report:
+        try:
+            with FlywheelLock(ws.root):
+                store = StateStore(ws.root)
+                with store.edit() as st:
+                    st.wandb["report"] = report
+        except LockHeld:
+            pass  # the loop records the report with its next iteration's W&B run
+        say(f"group report: {report}")
+
+
+def still_pending(root: str | os.PathLike = ".") -> int:
+    """Offline runs not uploaded yet (uploaded ones waiting in the side file do not count)."""
+    ws = Workspace.at(root)
+    return len(pending(load_state(ws.root).history, _read_synced(ws)))

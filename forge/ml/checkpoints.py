@@ -163,9 +163,10 @@ def load_module(path: str | Path, **overrides: Any) -> DominoModule:
     return module
 
 
-def load_weights(module: DominoModule, path: str | Path) -> None:
-    """Copy a checkpoint's weights into ``module``; CheckpointError if the architectures differ."""
-    ckpt = read_checkpoint(path)
+def load_weights(module: DominoModule, path: str | Path, ckpt: dict[str, Any] | None = None) -> None:
+    """Copy a checkpoint's weights into ``module``; CheckpointError if the architectures differ.
+    ``ckpt``: the file as :func:`read_checkpoint` already returned it (not read twice)."""
+    ckpt = ckpt if ckpt is not None else read_checkpoint(path)
     require_fit(config_of(ckpt, path), module.config, path)
     _load_state(module, ckpt, path)
 

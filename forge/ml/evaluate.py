@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from forge.errors import ForgeError
+from forge.errors import ForgeError, InputError
 from forge.ml.checkpoints import load_module
 from forge.ml.data import ArrayBatches, decl_of, load_tensors
 from forge.ml.inference import inference_net
@@ -87,6 +87,15 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     if bad:
         raise NonFiniteError(f"non-finite metric(s) {', '.join(bad)}: the model diverged")
     return metrics
+
+
+def eval_device(accelerator: str = "auto") -> str:
+    """Where evaluation runs for a training ``accelerator`` setting: "cuda" when that means a GPU
+    (batched inference under bf16 autocast), else "cpu" (the exact fp32 InferenceNet)."""
+    gpu = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu and not torch.cuda.is_available():
+        raise InputError(f"accelerator {accelerator!r} asks for a GPU, and torch sees no CUDA device here")
+    return "cuda" if gpu else "cpu"
 
 
 def evaluate(

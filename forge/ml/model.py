@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from forge.errors import InputError
@@ -100,15 +101,15 @@ class DominoTransformer(nn.Module):
         tokens = tokens.long()
         x = torch.cat([emb(tok) for emb, tok in zip(self.embeddings, tokens.unbind(-1))], dim=-1)
         x = self.input_proj(x)
-        pad = masks == 0
+        b = x.shape[0]
+        attend = (masks != 0).view(b, 1, 1, -1)  # keys each query may attend to: one mask for all heads
         *body, last = self.encoder.layers
         for layer in body:
-            x = layer(x, src_key_padding_mask=pad)
+            x = encoder_layer(layer, x, x, attend)
         # Only the context token and the mover's hand feed the heads, so the last layer computes
         # those 8 outputs alone (same arithmetic as the full layer, about a sixth less work).
-        b = x.shape[0]
         idx = torch.cat([self._zero.expand(b, 1), 1 + MAX_HAND * players.long().unsqueeze(1) + self._slots], 1)
-        read = _last_layer(last, x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])), x, pad)
+        read = encoder_layer(last, x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])), x, attend)
         if self.encoder.norm is not None:
             read = self.encoder.norm(read)
         hand = read[:, 1:]
@@ -119,20 +120,40 @@ class DominoTransformer(nn.Module):
         )
 
 
-def _last_layer(layer: nn.TransformerEncoderLayer, query: Tensor, x: Tensor, pad: Tensor) -> Tensor:
-    """A ``TransformerEncoderLayer`` evaluated for the ``query`` rows of ``x`` only."""
+def encoder_layer(layer: nn.TransformerEncoderLayer, query: Tensor, x: Tensor, attend: Tensor) -> Tensor:
+    """``layer`` (its own weights, dropouts and arithmetic) for the ``query`` rows of ``x``; pass
+    ``x`` itself as ``query`` for every row. ``attend`` (B, 1, 1, S) is True where a key may be
+    attended to.
+
+    Why not ``layer(x)``: in training, ``nn.MultiheadAttention`` transposes to sequence-first,
+    copies Q, K and V into per-head layouts and expands the padding mask to every head, forward
+    and backward; here attention reads (B, heads, S, D) views of one projection.
+    """
 
     def ff(y: Tensor) -> Tensor:
         return layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(y)))))
 
     if layer.norm_first:
         kv = layer.norm1(x)
-        y = query + layer.dropout1(layer.self_attn(layer.norm1(query), kv, kv, key_padding_mask=pad,
-                                                   need_weights=False)[0])
+        q = kv if query is x else layer.norm1(query)
+        y = query + layer.dropout1(_attention(layer.self_attn, q, kv, attend))
         return y + ff(layer.norm2(y))
-    attn = layer.self_attn(query, x, x, key_padding_mask=pad, need_weights=False)[0]
-    y = layer.norm1(query + layer.dropout1(attn))
+    y = layer.norm1(query + layer.dropout1(_attention(layer.self_attn, query, x, attend)))
     return layer.norm2(y + ff(y))
+
+
+def _attention(attn: nn.MultiheadAttention, query: Tensor, x: Tensor, attend: Tensor) -> Tensor:
+    """``attn(query, x, x)`` for batch-first inputs, through ``scaled_dot_product_attention``."""
+    b, n, e = query.shape
+    h = attn.num_heads
+    w, bias = attn.in_proj_weight, attn.in_proj_bias
+    if query is x:
+        q, k, v = F.linear(x, w, bias).view(b, n, 3, h, e // h).permute(2, 0, 3, 1, 4)
+    else:
+        q = F.linear(query, w[:e], bias[:e]).view(b, n, h, e // h).transpose(1, 2)
+        k, v = F.linear(x, w[e:], bias[e:]).view(b, x.shape[1], 2, h, e // h).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=attn.dropout if attn.training else 0.0)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, n, e))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -369,7 +369,7 @@ def train(
     L.seed_everything(seed, verbose=False)
     module = DominoModule(model_config=config.to_dict(), lr=lr, **module_kwargs)
     if resume is not None:
-        load_weights(module, resume)
+        load_weights(module, resume, ckpt)
     if compile:
         module.model.compile()  # in place: the state dict (hence the checkpoint) keeps its keys
 

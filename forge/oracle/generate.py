@@ -20,6 +20,7 @@ from forge.atomic import writable_dir
 from forge.errors import InputError
 from forge.oracle import rules
 from forge.oracle.deal import check_hand_size, check_seed
+from forge.oracle.executors import EXECUTORS
 from forge.oracle.local_pool import run_local
 from forge.oracle.shard import ShardError, read_shard_info, shard_path, write_shard, write_shard_bytes
 from forge.oracle.shard_rows import ShardRows
@@ -94,7 +95,6 @@ def _check_jobs(jobs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return list(dict.fromkeys(checked))  # each deal once, in the order asked
 
 
-EXECUTORS = ("local", "ray")
 
 
 def generate(

@@ -16,6 +16,7 @@ import numba as nb
 import numpy as np
 
 from forge.atomic import atomic_write_text
+from forge.digests import file_stamp
 from forge.oracle.deal import deal
 from forge.oracle.kernels import legal_mask
 from forge.oracle.rules import ILLEGAL_Q, TOTAL_POINTS
@@ -222,11 +223,6 @@ def verify_shard(path: str | Path, deep: bool = False) -> list[str]:
 MEMO = ".verified.json"
 
 
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-
 def _memo(folder: Path) -> dict[str, list[int]]:
     try:
         memo = json.loads((folder / MEMO).read_text())
@@ -242,7 +238,7 @@ def remember_verified(paths: list[Path]) -> None:
         by_folder.setdefault(Path(p).parent, []).append(Path(p))
     for folder, members in by_folder.items():
         memo = _memo(folder)
-        memo.update({p.name: _stamp(p) for p in members if p.is_file()})
+        memo.update({p.name: file_stamp(p) for p in members if p.is_file()})
         atomic_write_text(folder / MEMO, json.dumps(memo, sort_keys=True), fsync=False)
 
 
@@ -254,7 +250,7 @@ def verify_once(path: str | Path) -> list[str]:
     not its deal's is foreign even where a memo (an older version's) says it verified.
     """
     path = Path(path)
-    if path.is_file() and _memo(path.parent).get(path.name) == _stamp(path):
+    if path.is_file() and _memo(path.parent).get(path.name) == file_stamp(path):
         try:
             read_shard_info(path)  # the footer still parses and names this deal
             return []

@@ -112,14 +112,14 @@ def start_iteration(root: str | os.PathLike, wait: float = START_WAIT_SECONDS) -
 
 
 def request_stop(root: str | os.PathLike) -> Outcome:
-    """Ask the running loop to stop before its next stage (the stage under way finishes first).
+    """Ask the running loop to stop before its next stage; refused (and no stop file left) when none runs."""
+    from forge.flywheel.loop import FlywheelError
+    from forge.flywheel.loop import request_stop as stop
 
-    Refused when no loop runs: a stop file left behind would otherwise stop the next loop at once.
-    """
-    ws = Workspace.at(root)
-    if not lock_is_held(ws.root):
+    try:
+        stop(root)
+    except FlywheelError:
         return Outcome(False, "nothing to stop: no flywheel loop is running here")
-    ws.stop_file.touch()
     return Outcome(True, "stop requested: the loop stops after its current stage (the panel then shows ready)")
 
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from forge.flywheel.records import PRIMARY_METRIC, TRACKED, metric_label
 from forge.flywheel.runner import ERROR_ANCHOR
 from forge.flywheel.status import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
 
@@ -20,12 +21,12 @@ BADGE_COLOURS = {
 }
 #: Row colours of the history table, and what they mean (shown as a legend under it).
 ROW_BEST, ROW_FLAGGED = "#eef8ee", "#fdf0e6"
+_OTHERS = ", ".join(metric_label(*m) for m in TRACKED if m != PRIMARY_METRIC)
 LEGEND = (f'<div class="forge-legend" style="font:11px/1.4 system-ui,sans-serif;color:#555">'
-          f'<span style="background:{ROW_BEST};padding:0 6px">green row</span> best by val Q-gap (the primary '
-          f'metric) &middot; <span style="background:{ROW_FLAGGED};padding:0 6px">orange row</span> a tracked '
-          f'metric (val accuracy, blunder rate, value MAE, test Q-gap, play-out points lost) is worse than the '
-          f"best iteration's &middot; <b>modified</b>: a stage ran a notebook that differs from the committed one"
-          f"</div>")
+          f'<span style="background:{ROW_BEST};padding:0 6px">green row</span> best by '
+          f'{metric_label(*PRIMARY_METRIC)} (the primary metric) &middot; <span style="background:{ROW_FLAGGED};'
+          f'padding:0 6px">orange row</span> a tracked metric ({_OTHERS}) is worse than the best iteration\'s '
+          f"&middot; <b>modified</b>: a stage ran a notebook that differs from the committed one</div>")
 _TABLE = "border-collapse:collapse;font:12px/1.4 system-ui,sans-serif;margin:4px 0"
 _TD = "border:1px solid #ddd;padding:2px 6px;text-align:right"
 _TH = _TD + ";background:#f4f4f4"

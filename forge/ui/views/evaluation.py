@@ -19,8 +19,9 @@ import polars as pl
 import torch
 from matplotlib.figure import Figure
 
-from forge.flywheel.stages import HIGHER_IS_BETTER
+from forge.flywheel.records import HIGHER_IS_BETTER
 from forge.ml.checkpoints import load_module
+from forge.ml.data import spread_indices
 from forge.ml.inference import inference_net
 from forge.ml.metrics import BLUNDER_THRESHOLD, move_gaps, predict, team_sign
 from forge.ml.model import VALUE_SCALE
@@ -99,7 +100,7 @@ def comparison_html(result: dict[str, Any], previous: Any = None, best: Any = No
 
 def best_entry(state: Any, result: dict[str, Any]) -> Any:
     """The history entry this evaluation was compared with as "best" (None for the first)."""
-    iteration = result.get("best_iteration", result.get("best_before"))
+    iteration = result.get("best_iteration")
     return state.entry(iteration) if iteration is not None else None
 
 
@@ -145,14 +146,6 @@ class Predictions:
         return torch.softmax(logits, -1).numpy()
 
 
-def subset_index(n: int, limit: int = SUBSET) -> np.ndarray:
-    """``limit`` evenly spaced sample numbers (all when fewer): every shard of the split is represented,
-    and the same samples are chosen every time."""
-    if n <= limit:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
-
-
 @torch.inference_mode()
 def predict_subset(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, split: str = "val",
                    limit: int = SUBSET, batch_size: int = 1024) -> Predictions:
@@ -160,7 +153,7 @@ def predict_subset(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, s
     module = load_module(checkpoint)
     net = inference_net(module.model)
     full = load_split(data_dir, split)
-    index = subset_index(len(full["targets"]), limit)
+    index = spread_indices(len(full["targets"]), limit).numpy()  # the same samples every time, all shards
     arrays = {k: np.asarray(v[index]) for k, v in full.items()}
     logits, value, q = [], [], []
     for start in range(0, len(index), batch_size):
@@ -170,9 +163,8 @@ def predict_subset(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, s
         value.append(out.value.float() * VALUE_SCALE)
         q.append(out.q.float() * VALUE_SCALE)
     cat = (lambda xs: torch.cat(xs).numpy()) if len(index) else (lambda xs: np.zeros((0, 7), np.float32))
-    trained_q = bool(getattr(module.hparams, "q_weight", 0))
     return Predictions(split, index, arrays, cat(logits), cat(value).reshape(-1) if len(index) else np.zeros(0),
-                       cat(q) if trained_q else None)
+                       cat(q) if "q" in module.trained_heads else None)
 
 
 def gap_frame(pred: Predictions, by: str) -> pl.DataFrame:
