@@ -9,7 +9,7 @@ import torch
 
 from forge.ml.data import shuffle_hand_slots
 from forge.ml.inference import fp32_tolerance
-from forge.ml.model import DominoTransformer, count_parameters, preset
+from forge.ml.model import DominoTransformer, count_parameters, encoder_layer, preset
 from forge.ml.module import DominoModule, policy_loss, q_loss, value_loss, weights_sha256
 from forge.ml.tokenize import FEATURE_VOCAB, featurize
 from forge.oracle.solve import solve
@@ -57,6 +57,32 @@ def test_last_layer_shortcut_matches_the_full_encoder(batch, norm_first):
     for got, want in pairs:
         tol = fp32_tolerance(model.config, float(want.abs().max()))  # other shapes: other GEMM blocking
         torch.testing.assert_close(got, want, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_layer_is_torchs_layer_in_training_too(batch, norm_first):
+    """The model's own layer forward (attention on per-head views, one mask for all heads) gives
+    nn.TransformerEncoderLayer's outputs and gradients, in training mode (dropout 0: no draws) on
+    padded states, for every row and for a subset of query rows."""
+    model = DominoTransformer(replace(preset("small"), dropout=0.0, norm_first=norm_first)).train()
+    tokens, masks = batch["tokens"], batch["masks"]
+    pad = masks == 0
+    assert pad.any()
+    x = model.input_proj(torch.cat([e(t) for e, t in zip(model.embeddings, tokens.long().unbind(-1))], -1))
+    x = x.detach().requires_grad_()
+    layer = model.encoder.layers[0]
+    tol = fp32_tolerance(model.config, float(x.detach().abs().max()))
+    want = layer(x, src_key_padding_mask=pad)
+    got = encoder_layer(layer, x, x, (~pad).view(len(x), 1, 1, -1))
+    torch.testing.assert_close(got, want, atol=tol, rtol=0)
+    weights = torch.randn(want.shape, generator=torch.Generator().manual_seed(2))
+    grads_want = torch.autograd.grad((want * weights).sum(), [x, *layer.parameters()])
+    grads_got = torch.autograd.grad((got * weights).sum(), [x, *layer.parameters()])
+    for g, w in zip(grads_got, grads_want):
+        torch.testing.assert_close(g, w, atol=tol * max(1.0, float(w.abs().max())), rtol=0)
+    rows = torch.tensor([0, 5, 9])  # a subset of queries: the last layer's shortcut
+    some = encoder_layer(layer, x[:, rows], x, (~pad).view(len(x), 1, 1, -1))
+    torch.testing.assert_close(some, want[:, rows], atol=tol, rtol=0)
 
 
 def test_padded_tokens_do_not_matter(batch):

@@ -1,0 +1,126 @@
+"""benchmarks/learning.py (time to quality) runs end to end on the tiny preset and reports its curve.
+
+Not a timed test: a budget of a few seconds only has to yield a table, a JSON of the points and a
+plot; what the figures are is the benchmark's business.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "learning.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("learning_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+learning = _load_script()
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_budget_parsing_and_evaluation_times():
+    assert [learning.parse_budget(t) for t in ("90s", "10m", "1.5h", "2")] == [90, 600, 5400, 120]
+    for bad in ("0", "-3m", "10 minutes", ""):
+        with pytest.raises(Exception, match="budget"):
+            learning.parse_budget(bad)
+    # 20 minutes: the fixed 5 and 15 minutes, and quarters of the budget, ending at the budget
+    assert learning.eval_marks(1200, 4) == [300, 600, 900, 1200]
+    assert learning.eval_marks(7200, 2) == [300, 900, 1800, 3600, 7200]
+    assert learning.eval_marks(10, 3)[-1] == 10
+    assert learning.eval_marks(100_000, 4, in_seconds=False) == [25_000, 50_000, 75_000, 100_000]
+
+
+def test_clock_leaves_out_pauses_and_counts_the_budget_in_its_unit():
+    clock = learning.TrainClock(1000, "samples")
+    clock.start()
+    clock.samples = 250
+    assert clock.fraction() == 0.25
+    wall = learning.TrainClock(3600, "wall")
+    wall.start()
+    wall.pause()
+    paused = wall.seconds()
+    sum(i * i for i in range(200_000))  # CPU and wall time pass while paused
+    assert wall.seconds() == paused
+    wall.resume()
+    assert wall.seconds()[0] >= paused[0] and wall.seconds()[0] < 1
+    with pytest.raises(ValueError, match="clock"):
+        learning.TrainClock(1, "steps")
+
+
+def test_unknown_setting_is_refused_with_the_valid_keys():
+    assert learning.parse_settings(["dropout=0", "shuffle_hands=true", "q_weight=0.5"]) == (
+        {"dropout": 0}, {"shuffle_hands": True, "q_weight": 0.5})
+    with pytest.raises(ValueError, match="dropout"):
+        learning.parse_settings(["dropuot=0"])
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no training here
+def test_time_based_schedule_warms_up_then_anneals_over_the_budget():
+    module = learning.BudgetModule.from_preset("tiny", lr=1e-3, warmup_frac=0.1, min_lr_ratio=0.05)
+
+    class Clock:
+        frac = 0.0
+
+        def fraction(self) -> float:
+            return self.frac
+
+    module.clock = clock = Clock()
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    lrs = {}
+    for frac in (0.01, 0.1, 0.5, 1.0):
+        clock.frac = frac
+        sched.step()
+        lrs[frac] = opt.param_groups[0]["lr"]
+    assert lrs[0.01] < 0.2e-3  # warming up
+    assert lrs[0.1] == pytest.approx(1e-3, rel=1e-3)  # peak at the end of warm-up
+    assert lrs[0.1] > lrs[0.5] > lrs[1.0] == pytest.approx(0.05e-3)  # cosine down to the floor at the budget
+
+
+def test_tiny_budget_prints_the_curve_and_saves_json_and_plot(tmp_path):
+    out = tmp_path / "out"
+    run = _run("--preset", "tiny", "--budget", "3s", "--deals", "2", "--points", "2", "--workers", "1",
+               "--data", str(tmp_path / "data"), "--out", str(out), "--label", "ci", "--quiet")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Q-gap" in run.stdout and "samples/s" in run.stdout and "load average" in run.stdout
+
+    curve = json.loads((out / "curve.json").read_text())
+    points = curve["points"]
+    assert len(points) >= 1
+    assert points[-1]["minutes"] * 60 >= 3  # the last point is at (or just past) the budget
+    assert all(b["samples"] > a["samples"] for a, b in zip(points, points[1:]))
+    for p in points:
+        assert 0 <= p["q_gap"] <= 84 and 0 <= p["accuracy"] <= 1 and math.isfinite(p["train_loss"])
+    assert curve["data"]["deals"] == 2 and curve["data"]["deals_made_now"] == 2
+    assert curve["setup"]["parameters"] > 0 and 0 < curve["random_q_gap"] < 84
+    table_rows = [line for line in run.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert len(table_rows) == len(points)  # one printed row per scored point
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the saved curve can be put side by side with another (here itself)
+    again = _run("--compare", str(out / "curve.json"), str(out / "curve.json"), "--out", str(tmp_path / "cmp"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("ci") >= 2 and (tmp_path / "cmp" / "compare.png").exists()
+
+
+def test_bad_request_is_one_line_not_a_traceback(tmp_path):
+    run = _run("--preset", "tiny", "--budget", "2s", "--set", "nonsense=1", "--data", str(tmp_path))
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr and "nonsense" in run.stderr
