@@ -188,12 +188,14 @@ def measure(ws: Path, iteration: int, wall: float | None = None) -> Iteration:
 
 def print_overhead_table(rows: list[tuple[str, str, Iteration]]) -> None:
     print(f"\n{'preset':9s} {'mode':16s} {'wall s':>7s} {'work s':>7s} {'overhead s':>10s} {'share':>6s}   "
-          f"{'notebook':>8s} {'engine':>7s} {'outside':>7s}   load (1, 5, 15 min)")
+          f"{'notebook':>8s} {'engine':>7s} {'outside':>7s} {'loop own':>8s}   load (1, 5, 15 min)")
     for preset, mode, it in rows:
+        own = (it.engine + it.outside) / it.wall
         print(f"{preset:9s} {mode:16s} {it.wall:7.1f} {it.work:7.1f} {it.overhead:10.1f} {100 * it.share:5.1f}%   "
-              f"{it.notebook:8.1f} {it.engine:7.1f} {it.outside:7.1f}   {it.load[5:]}")
+              f"{it.notebook:8.1f} {it.engine:7.1f} {it.outside:7.1f} {100 * own:7.1f}%   {it.load[5:]}")
     print("notebook: stage notebooks' cells beyond the work (imports, panel, views); engine: kernel start/reset,\n"
-          "papermill, HTML export; outside: between stages (process start for --once, lock, state, fingerprints)")
+          "papermill, HTML export; outside: between stages (process start for --once, lock, state, fingerprints);\n"
+          "loop own: engine + outside, as a share of the iteration")
 
 
 def slowest_cells(ws: Path, iteration: int, top: int = 3) -> str:
