@@ -186,10 +186,17 @@ _LOG_NOISE = re.compile(r"^(Executing Cell \d+|Ending Cell \d+|Executing noteboo
                         r"|Working directory|<IPython\.core\.display\.\w+ object>|forge status panel$)")
 
 
+class _StageLogHandler(logging.FileHandler):
+    """A display-only log: a failed write (a full disk) is dropped, never a traceback on stderr."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 def _papermill_log(path: Path) -> logging.Handler:
     """Send what the notebook prints (papermill's log_output) to the stage's log file, for the panel."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler = _StageLogHandler(path, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(lambda record: not _LOG_NOISE.match(record.getMessage().strip()))
     logger = logging.getLogger("papermill")
