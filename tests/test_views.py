@@ -390,3 +390,17 @@ def test_results_keep_small_numbers_readable() -> None:
     values = dict(frame.iter_rows())
     assert values == {"lr": "3e-05", "val.q_gap": "0.1235", "n": "7"}
     assert "3e-05" in display.frame_html(pl.DataFrame({"lr": [3e-05]}))
+
+
+def test_the_evaluated_worst_play_out_is_replayed_alone(data) -> None:
+    from forge.ml.evaluate import evaluate
+
+    metrics = evaluate(data["checkpoint"], data["dataset"], "test", playout_deals=len(TEST))
+    options = playouts.evaluated_deals({"playout": metrics})
+    assert sorted(key for _, key in options) == sorted(TEST)  # every evaluated deal, by its recorded loss
+    losses = [float(label.split(": ")[1].split()[0]) for label, _ in options]
+    assert losses == sorted(losses, reverse=True)
+    assert sum(losses) / len(losses) == pytest.approx(metrics["playout_points_lost"])  # the mean it reports
+    worst = options[0][1]
+    html = playouts.replayed_deal_html(data["checkpoint"], data["dataset"], worst)
+    assert f"seed {worst[0]}" in html and "forge-trick" in html and f"{losses[0]:.0f}" in html

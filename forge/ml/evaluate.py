@@ -89,6 +89,22 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return metrics
 
 
+PLAYOUT_LOST = "playout_lost/"
+
+
+def playout_key(seed: int, decl_id: int) -> str:
+    """The metric holding one golden deal's play-out points lost: ``playout_lost/<seed>-<decl id>``."""
+    return f"{PLAYOUT_LOST}{seed}-{decl_id}"
+
+
+def playout_deal(key: str) -> tuple[int, int] | None:
+    """(seed, decl id) of a :func:`playout_key`, else None."""
+    if not key.startswith(PLAYOUT_LOST):
+        return None
+    seed, _, decl = key.removeprefix(PLAYOUT_LOST).partition("-")
+    return (int(seed), int(decl)) if seed.isdigit() and decl.isdigit() else None
+
+
 def eval_device(accelerator: str = "auto") -> str:
     """Where evaluation runs for a training ``accelerator`` setting: "cuda" when that means a GPU
     (batched inference under bf16 autocast), else "cpu" (the exact fp32 InferenceNet)."""
@@ -119,7 +135,10 @@ def evaluate(
                                  with_value="value" in heads, device=device)
         if playout_deals:
             shards = golden_shards(data_dir, split)[:playout_deals]
-            metrics.update(_finite(play_out_shards(ModelPolicy(module.model, device), shards).summary()))
+            played = play_out_shards(ModelPolicy(module.model, device), shards)
+            metrics.update(_finite(played.summary()))
+            # per deal too, so a view can show the worst play-out without playing them all again
+            metrics.update({playout_key(d.seed, d.decl_id): float(d.points_lost) for d in played.deals})
     except NonFiniteError as e:
         raise NonFiniteError(f"{checkpoint} on split {split!r}: {e}") from None
     return metrics

@@ -16,10 +16,13 @@ from html import escape
 
 import polars as pl
 
+from forge.errors import InputError
 from forge.ml.checkpoints import load_module
+from forge.ml.evaluate import playout_deal
 from forge.ml.playout import DealPlayout, ModelPolicy, PlayoutResult, Policy, Position, golden_shards, play_out
 from forge.oracle.play import play
 from forge.oracle.rules import DECL_NAMES, N_PLAYERS, domino_name, team_of
+from forge.oracle.shard import read_shard_info
 from forge.oracle.shard_rows import ShardRows
 from forge.oracle.state import unpack_state
 from forge.ui.views.display import choose, frame_html, show
@@ -172,6 +175,38 @@ def replay_evaluation(checkpoint: str | os.PathLike, data_dir: str | os.PathLike
                       deals: int) -> tuple[PlayoutResult, Recorder]:
     """The evaluate stage's play-out again (the first ``deals`` golden test deals), recorded."""
     return record_playouts(model_policy(checkpoint), golden_shards(data_dir, "test")[:deals])
+
+
+def _deal_of(shard: str | os.PathLike) -> DealKey:
+    info = read_shard_info(shard)
+    return info.seed, info.decl_id
+
+
+def evaluated_deals(evaluation: dict) -> list[tuple[str, DealKey]]:
+    """The evaluate stage's play-outs, worst first, from the points lost per deal it recorded."""
+    lost = {deal: v for k, v in (evaluation.get("playout") or {}).items() if (deal := playout_deal(k))}
+    return [(f"seed {seed} {DECL_NAMES[decl]}: {points:.0f} points lost", (seed, decl))
+            for (seed, decl), points in sorted(lost.items(), key=lambda kv: -kv[1])]
+
+
+def replayed_deal_html(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, deal: DealKey) -> str:
+    """One golden test deal played out again by the checkpoint, drawn trick by trick."""
+    shards = [p for p in golden_shards(data_dir, "test") if _deal_of(p) == deal]
+    if not shards:
+        raise InputError(f"seed {deal[0]} declaration {deal[1]} is not a golden test deal of {data_dir}")
+    result, recorder = record_playouts(model_policy(checkpoint), shards[:1])
+    return deal_html(result, recorder, deal)
+
+
+def choose_evaluated_deal(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, evaluation: dict) -> None:
+    """The evaluation's worst play-out, replayed alone (a dropdown replays another in a live notebook);
+    an evaluation recorded without per-deal losses replays them all to find it."""
+    options = evaluated_deals(evaluation)
+    if options:
+        choose(partial(replayed_deal_html, checkpoint, data_dir), deal=options)
+        return
+    deals = int((evaluation.get("playout") or {}).get("playout_deals", 0))
+    choose_deal(*replay_evaluation(checkpoint, data_dir, deals))
 
 
 def choose_deal(result: PlayoutResult, recorder: Recorder) -> None:
