@@ -14,6 +14,7 @@ the user sees it, papermill's injected-parameters cell not counted.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -186,17 +187,32 @@ _LOG_NOISE = re.compile(r"^(Executing Cell \d+|Ending Cell \d+|Executing noteboo
                         r"|Working directory|<IPython\.core\.display\.\w+ object>|forge status panel$)")
 
 
-class _StageLogHandler(logging.FileHandler):
-    """A display-only log: a failed write (a full disk) is dropped, never a traceback on stderr."""
+class _StageLogHandler(logging.Handler):
+    """A display-only, unbuffered log (the panel tails it live). A failed write (a full disk) is
+    dropped: nothing is left in a buffer for ``close`` to fail on and mask the stage's real outcome."""
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-        pass
+    def __init__(self, path: Path):
+        super().__init__()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            os.write(self._fd, (self.format(record) + "\n").encode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001, S110 - display-only: losing a line beats failing the stage
+            pass
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        super().close()
 
 
 def _papermill_log(path: Path) -> logging.Handler:
     """Send what the notebook prints (papermill's log_output) to the stage's log file, for the panel."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = _StageLogHandler(path, mode="w", encoding="utf-8")
+    handler = _StageLogHandler(path)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(lambda record: not _LOG_NOISE.match(record.getMessage().strip()))
     logger = logging.getLogger("papermill")

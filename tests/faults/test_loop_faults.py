@@ -95,3 +95,36 @@ def test_killing_the_loop_during_generate_kills_its_pool(tmp_path) -> None:
         time.sleep(0.1)
     snap = json.loads(flywheel(ws, "status", "--json").stdout)
     assert snap["status"] == "crashed" and snap["current"]["stage"] == "generate"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (every write fails: disk full)")
+def test_a_stage_log_on_a_full_disk_never_raises_nor_masks_the_stage_outcome() -> None:
+    """The stage log is display-only: on a full disk its lines are dropped, and closing it (in the
+    runner's ``finally``) raises nothing that would replace the stage's own error in the record."""
+    import logging
+
+    from forge.flywheel.runner import _papermill_log
+
+    handler = _papermill_log(Path("/dev/full"))
+    try:
+        logging.getLogger("papermill").info("a line the notebook printed " * 50)
+    finally:
+        logging.getLogger("papermill").removeHandler(handler)
+    handler.close()  # a buffered FileHandler raised ENOSPC here, hiding a StageFailed behind a bare OSError
+    handler.close()  # and twice is harmless
+
+
+def test_the_stage_log_is_written_unbuffered_for_the_live_panel(tmp_path) -> None:
+    import logging
+
+    from forge.flywheel.runner import _papermill_log
+
+    path = tmp_path / "stage.log"
+    handler = _papermill_log(path)
+    try:
+        logging.getLogger("papermill").info("epoch 1/3")
+        logging.getLogger("papermill").info("Executing Cell 4---------------------------------------")
+        assert path.read_text() == "epoch 1/3\n"  # readable before close; papermill's own noise filtered
+    finally:
+        logging.getLogger("papermill").removeHandler(handler)
+        handler.close()
