@@ -17,11 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and benchmarks/tokenize.py would shadow
-# the standard library's tokenize (which linecache, hence tracebacks and torch, import).
 HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0]).resolve() == HERE:
-    sys.path.pop(0)
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402

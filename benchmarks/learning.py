@@ -30,51 +30,45 @@ by side (table and one plot).
 
 from __future__ import annotations
 
+import argparse
+import inspect
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-# Run as a script, this folder comes first on sys.path, and benchmarks/tokenize.py would shadow
-# the standard library's tokenize (which linecache, hence tracebacks and torch, import).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+import lightning as L
+import torch
+import yaml
 
-import argparse  # noqa: E402
-import inspect  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from dataclasses import dataclass, fields  # noqa: E402
-from datetime import datetime  # noqa: E402
-from typing import Any  # noqa: E402
-
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from forge.atomic import atomic_write_text  # noqa: E402
-from forge.errors import ForgeError, InputError  # noqa: E402
-from forge.flywheel.config import Config, load_preset  # noqa: E402
-from forge.flywheel.state import load_state  # noqa: E402
-from forge.ml.data import ArrayBatches, load_tensors, shuffle_hand_slots  # noqa: E402
-from forge.ml.evaluate import evaluate_model  # noqa: E402
-from forge.ml.metrics import mover_q  # noqa: E402
-from forge.ml.model import ModelConfig, count_parameters, preset  # noqa: E402
-from forge.ml.module import DominoModule, cosine_schedule  # noqa: E402
-from forge.ml.store import StoreError, build_dataset, read_manifest  # noqa: E402
-from forge.ml.training import FiniteGuard  # noqa: E402
-from forge.oracle.deal import train_decl  # noqa: E402
-from forge.oracle.generate import generate  # noqa: E402
-from forge.oracle.shard import shard_path  # noqa: E402
+from forge.atomic import atomic_write_text
+from forge.errors import ForgeError, InputError
+from forge.flywheel.config import Config, load_preset
+from forge.flywheel.state import load_state
+from forge.ml.data import ArrayBatches, load_tensors, shuffle_hand_slots
+from forge.ml.evaluate import evaluate_model
+from forge.ml.metrics import mover_q
+from forge.ml.model import ModelConfig, count_parameters, preset
+from forge.ml.module import DominoModule, cosine_schedule
+from forge.ml.store import StoreError, build_dataset, read_manifest
+from forge.ml.training import FiniteGuard
+from forge.oracle.deal import train_decl
+from forge.oracle.generate import generate
+from forge.oracle.shard import shard_path
 
 REPO = Path(__file__).resolve().parents[1]
 #: Minutes at which the table reports the curve (those within the budget).

@@ -12,14 +12,6 @@ writes a fresh folder; the shards' sha256 must match across executors.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path, and benchmarks/tokenize.py would shadow
-# the standard library's tokenize (which Ray's imports need).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import hashlib
 import os
@@ -27,8 +19,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from forge.oracle.generate import generate
 

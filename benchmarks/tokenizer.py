@@ -12,20 +12,14 @@ The reference shard (seed 0, sixes: 14,675,274 rows) is solved into data/bench/ 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path, and this very file would shadow the
-# standard library's tokenize (which linecache, hence tracebacks, import).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import json
 import resource
 import statistics
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = (0, 6)

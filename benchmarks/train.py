@@ -38,15 +38,9 @@ use) unless ``--data`` names one.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path, and benchmarks/tokenize.py would shadow
-# the standard library's tokenize (which linecache, hence tracebacks and torch, import).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
-import os  # noqa: E402
 
 #: OpenMP reads its wait policy once, when torch loads it (just below): what this process runs with.
 OMP_WAIT_POLICY_AT_LOAD = os.environ.get("OMP_WAIT_POLICY")
