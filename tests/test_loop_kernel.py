@@ -51,3 +51,28 @@ def test_a_dead_kernel_is_started_again(kernel, tmp_path) -> None:
     env = run_sync(_run)(kernel.km, "import os; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('FORGE_LOOP'))")
     assert env["text"].split() == ["PASSIVE", "1"]  # the CLIs' thread settings reach the loop's kernels
     assert kernel.log.is_file() and kernel.log.parent == tmp_path / "runs" / "logs"
+
+
+def test_the_kernelspec_is_installed_once_even_by_processes_racing(tmp_path) -> None:
+    """Two loops (or parallel test workers) in a fresh environment both register the kernel: one
+    wins, the other keeps its spec, nothing half-written or temporary is left; a stale spec (another
+    interpreter) is rewritten to this one."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.prefix = sys.argv[1]\n"
+            "from forge.flywheel.runner import ensure_kernel; ensure_kernel()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    kernels = tmp_path / "share" / "jupyter" / "kernels"
+    assert [p.name for p in kernels.iterdir()] == ["forge"]
+    spec = kernels / "forge" / "kernel.json"
+    assert sys.executable in json.loads(spec.read_text())["argv"]
+    spec.write_text(json.dumps({**json.loads(spec.read_text()), "argv": ["/gone/python", "-m", "ipykernel_launcher"]}))
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=120)
+    assert sys.executable in json.loads(spec.read_text())["argv"]
+    assert json.loads(spec.read_text())["display_name"] == "Python (forge)"

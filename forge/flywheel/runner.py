@@ -67,15 +67,36 @@ class Executed:
 
 
 def ensure_kernel() -> str:
-    """Register a kernelspec that runs this interpreter, so notebooks import this forge."""
+    """Register a kernelspec that runs this interpreter, so notebooks import this forge.
+
+    Safe when several processes do it at once (two loops, parallel tests): the spec is written in a
+    folder of its own and renamed into place, and a stale one is corrected by an atomic write.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    from ipykernel.kernelspec import get_kernel_dict, write_kernel_spec
     from jupyter_client.kernelspec import KernelSpecManager
 
-    prefix = Path(sys.prefix)
-    spec = prefix / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"
-    if not spec.is_file() or sys.executable not in spec.read_text():
-        from ipykernel.kernelspec import install
+    from forge.atomic import atomic_write_text
 
-        install(kernel_name=KERNEL_NAME, display_name="Python (forge)", prefix=str(prefix))
+    kernels = Path(sys.prefix) / "share" / "jupyter" / "kernels"
+    dest, overrides = kernels / KERNEL_NAME, {"display_name": "Python (forge)"}
+    spec = dest / "kernel.json"
+    if not spec.is_file():
+        kernels.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{KERNEL_NAME}-", dir=kernels))
+        try:
+            write_kernel_spec(tmp / KERNEL_NAME, overrides=overrides)
+            os.rename(tmp / KERNEL_NAME, dest)
+        except OSError:
+            if not spec.is_file():  # not another process winning the race: a real failure
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if sys.executable not in json.loads(spec.read_text()).get("argv", []):
+        atomic_write_text(spec, json.dumps({**get_kernel_dict(), **overrides}, indent=1))
     KernelSpecManager().get_kernel_spec(KERNEL_NAME)  # fails loudly here, not inside papermill
     return KERNEL_NAME
 
