@@ -40,11 +40,11 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1300")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.xdist_group("browser"), pytest.mark.skipif(
     not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
     reason=f"no Chromium here ({CHROMIUM} / {CHROMEDRIVER} missing): "
            "apt-get install chromium chromium-driver (as .ci/run does) to run the browser test",
-)
+)]
 
 
 def free_port() -> int:
@@ -351,5 +351,5 @@ def test_the_live_panel_shows_progress_inside_a_running_stage(running_lab, brows
         browser.save_screenshot(str(shot))
         print(f"\nscreenshot: {shot}")
     finally:
-        loop.send_signal(signal.SIGINT)
+        loop.send_signal(signal.SIGTERM)  # stops like Ctrl+C; SIGINT may be ignored under a test worker
         loop.wait(timeout=120)
