@@ -57,8 +57,8 @@ import yaml
 
 from forge.atomic import atomic_write_text
 from forge.errors import ForgeError, InputError
-from forge.flywheel.config import Config, load_preset
-from forge.flywheel.state import load_state
+from forge.flywheel.config import Config, ConfigError, config_from_dict, load_preset
+from forge.flywheel.state import StateStore, load_state
 from forge.ml.data import ArrayBatches, load_tensors, shuffle_hand_slots
 from forge.ml.evaluate import evaluate_model
 from forge.ml.metrics import mover_q
@@ -91,6 +91,17 @@ def parse_budget(text: str) -> float:
     return float(m.group(1)) * {"s": 1, "m": 60, "": 60, "h": 3600}[m.group(2)]
 
 
+def _value(text: str) -> Any:
+    """A value as YAML, but ``3e-4`` is a number (YAML 1.1 wants ``3.0e-4``)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def parse_settings(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``key=value`` pairs (values as YAML) split into ModelConfig fields and DominoModule kwargs."""
     model_keys = {f.name for f in fields(ModelConfig)}
@@ -102,8 +113,23 @@ def parse_settings(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         if not sep or key not in model_keys | module_keys:
             raise InputError(f"--set {pair!r}: expected KEY=VALUE with KEY one of "
                              f"{', '.join(sorted(model_keys | module_keys))}")
-        (model if key in model_keys else module)[key] = yaml.safe_load(value)
+        (model if key in model_keys else module)[key] = _value(value)
     return model, module
+
+
+def flywheel_settings(preset: str, pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs (values as YAML) as state.yaml config keys, checked against ``preset``."""
+    updates = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InputError(f"--set {pair!r}: expected KEY=VALUE with KEY a state.yaml config key")
+        updates[key] = _value(value)
+    try:
+        config_from_dict({**load_preset(preset).to_dict(), **updates})
+    except ConfigError as exc:
+        raise InputError(f"--set: {exc}") from None
+    return updates
 
 
 def machine() -> dict[str, Any]:
@@ -599,6 +625,10 @@ def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
         link.symlink_to(golden, target_is_directory=True)
     _flywheel(ws, "init", "--preset", args.flywheel, "--wandb-group", "learning", "--wandb-mode", "disabled",
               "--force")
+    updates = flywheel_settings(args.flywheel, args.set)
+    if updates:
+        with StateStore(ws).edit() as st:
+            st.config = config_from_dict({**st.config.to_dict(), **updates})
     load_before = load_average()
     started = datetime.now().isoformat(timespec="seconds")
     wall = time.perf_counter()
@@ -620,8 +650,8 @@ def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
     if not args.workspace:
         shutil.rmtree(ws, ignore_errors=True)
     return {"label": args.label, "started": started, "command": " ".join(sys.argv), "mode": "flywheel",
-            "preset": args.flywheel, "machine": machine(), "load_before": load_before, "load_after": load_average(),
-            "budget_s": args.budget, "golden_s": round(golden_s, 1), "iterations": rows}
+            "preset": args.flywheel, "settings": updates, "machine": machine(), "load_before": load_before,
+            "load_after": load_average(), "budget_s": args.budget, "golden_s": round(golden_s, 1), "iterations": rows}
 
 
 def flywheel_table(rows: list[dict[str, Any]]) -> str:
@@ -633,10 +663,35 @@ def flywheel_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def compare_flywheel(curves: list[dict[str, Any]]) -> None:
+    """Flywheel runs side by side: val Q-gap per iteration, cumulative minutes at the last, and the
+    mean of the last three iterations (one iteration's Q-gap is noisy)."""
+    if not all(c.get("mode") == "flywheel" for c in curves):
+        raise InputError("--compare: flywheel runs compare only with flywheel runs")
+    width = max(12, *(len(c.get("label") or c["started"]) for c in curves))
+    n = max(len(c["iterations"]) for c in curves)
+    print(f"{'val Q-gap, iteration':<{width}} " + " ".join(f"{i + 1:>6}" for i in range(n))
+          + "   last 3 mean, minutes, load")
+    for c in curves:
+        rows = c["iterations"]
+        cells = " ".join(f"{r['q_gap']:6.3f}" for r in rows) + " " * 7 * (n - len(rows))
+        tail = statistics.mean(r["q_gap"] for r in rows[-3:])
+        print(f"{(c.get('label') or c['started']):<{width}} {cells}   {tail:.3f}, {rows[-1]['minutes']:.1f}, "
+              f"{c.get('load_before')}")
+
+
 def compare(paths: list[str], out: Path | None) -> None:
     """Q-gap of saved curves point by point (runs of one budget and --points score at the same
     fractions of it), with each run's load average; one plot of them all."""
-    curves = [json.loads(Path(p).read_text()) for p in paths]
+    curves = []
+    for path in paths:
+        try:
+            curves.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--compare: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if any(c.get("mode") == "flywheel" for c in curves):
+        compare_flywheel(curves)
+        return
     key, _ = _time_axis(curves[0])
     width = max(12, *(len(c.get("label") or c["started"]) for c in curves))
     n = max(len(c["points"]) for c in curves)
@@ -671,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--lr", type=float, help="peak LR (default: the preset's scratch_lr)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a ModelConfig field (dropout=0) or DominoModule argument (shuffle_hands=true); repeatable")
+                    help="a ModelConfig field (dropout=0) or DominoModule argument (shuffle_hands=true); "
+                         "in flywheel mode a state.yaml config key (lr=3e-4); repeatable")
     ap.add_argument("--precision", default="32", choices=("32", "bf16-mixed"))
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
     ap.add_argument("--seed", type=int, default=0)
@@ -703,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else REPO / "runs" / "learning" / (
         args.label or datetime.now().strftime("%Y%m%d-%H%M%S"))
     try:
-        parse_settings(args.set)  # a bad key fails before any data is made
+        # a bad key fails before any data is made
+        flywheel_settings(args.flywheel, args.set) if args.flywheel else parse_settings(args.set)
         for text in args.speed or []:
             _variant(text)
         if args.compare:
