@@ -58,3 +58,50 @@ def test_committed_notebooks_carry_no_outputs() -> None:
 def test_notebooks_are_filtered_by_nbstripout() -> None:
     attributes = (REPO / ".gitattributes").read_text()
     assert "notebooks/*.ipynb filter=nbstripout" in attributes
+
+
+def test_readme_presets_table_matches_the_preset_files() -> None:
+    """The README's presets table restates templates/presets: every value in it must be the file's."""
+    from forge.flywheel.config import load_preset, preset_names
+
+    lines = (REPO / "README.md").read_text().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| preset |"))
+    keys = [c.strip().strip("`") for c in lines[head].strip("|").split("|")][1:]
+    rows = {}
+    for line in lines[head + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(keys, cells[1:], strict=False))
+    assert sorted(rows) == preset_names()
+    for name, row in rows.items():
+        cfg = load_preset(name).to_dict()
+        checked = [k for k in row if k in cfg]
+        assert len(checked) >= 8, row  # the table's keys are config keys, spelt as in state.yaml
+        for key in checked:
+            want = cfg[key]
+            assert _cell_value(row[key]) == want, (name, key, row[key], want)
+
+
+def _cell_value(text: str) -> object:
+    """A table cell as written for people: ``all`` is null, ``50,000`` an int, ``3e-4`` a float."""
+    if text == "all":
+        return None
+    plain = text.replace(",", "")
+    for kind in (int, float):
+        try:
+            return kind(plain)
+        except ValueError:
+            pass
+    return text
+
+
+def test_committed_state_is_a_fresh_flywheel_of_its_preset() -> None:
+    """A clone's first `flywheel --once` starts from state.yaml as committed: a fresh flywheel whose
+    config is exactly its preset's today (a preset edit must be followed by `init --force` here)."""
+    from forge.flywheel.config import load_preset
+    from forge.flywheel.state import load_state
+
+    st = load_state(REPO)
+    assert (st.status, st.current, st.history, st.next_seed, st.last_error) == ("ready", None, [], 0, None)
+    assert st.config.to_dict() == load_preset(st.config.preset).to_dict()
