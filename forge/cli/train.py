@@ -44,8 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-samples", type=number(int), default=None, metavar="N",
                    help="validate each epoch on N samples spread over the val split (default: all)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto (default): bf16-mixed on a GPU or CPU with native bfloat16, else 32 "
-                   "(16-mixed on an older GPU)")
+                   help="auto (default): bf16-mixed on a GPU (16-mixed on an older one), 32 on a CPU, "
+                   "where it measured fastest")
     p.add_argument("--accelerator", default="auto", help="cpu, cuda, ... (default auto)")
     p.add_argument("--devices", type=_devices, default=1, help="devices (processes) per node, or auto")
     p.add_argument("--strategy", default="auto", help="e.g. ddp (one process per device)")

@@ -46,11 +46,12 @@ from forge.ml.settings import PRECISIONS, WANDB_PROJECT
 from forge.ml.store import StoreError, load_split, read_manifest
 
 BEST_METRIC = "val/q_gap"
-#: What "auto" means on a CPU with native bfloat16 arithmetic (AVX-512 BF16 or AMX), chosen by
-#: measurement (benchmarks/train.py --sections precision, 2-core AMD EPYC with AVX-512 BF16, large
-#: model, batch 256): 1.5x the samples/s of fp32, and after the same 82 steps the same val Q-gap
-#: and accuracy to within 0.003. Without native bf16 (emulated, slow) "auto" stays fp32.
-CPU_PRECISION = "bf16-mixed"
+#: What "auto" means on a CPU, chosen by measurement (benchmarks/learning.py --speed, 2-core AMD
+#: EPYC with AVX-512 BF16, large model, batch 256, 2 threads, quiet machine, medians of 5
+#: interleaved rounds): without dropout fp32 trains 717 samples/s, bf16-mixed 678 (0.95x). bf16
+#: paid only while the models used dropout (486 vs 659), whose fp32 masks it made cheaper. A CPU
+#: with AMX tiles (Intel Sapphire Rapids and later) may differ; it was not measured here.
+CPU_PRECISION = "32"
 #: Data-parallel strategies that get find_unused_parameters: the Q head takes no gradient
 #: while its loss weight is 0, which plain DDP refuses.
 _FIND_UNUSED = {"ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"}
@@ -269,22 +270,14 @@ def _on_cuda(accelerator: str) -> bool:
     return accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX tiles), where bf16
-    autocast pays; elsewhere torch emulates it. (torch.cpu exposes these checks privately only.)"""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check is not None and check() for check in checks)
-
-
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     """"auto": bf16-mixed on a CUDA device that supports bfloat16, 16-mixed on an older one;
-    on a CPU :data:`CPU_PRECISION` if it has native bf16 (:func:`cpu_has_native_bf16`), else "32".
-    Any other value as given."""
+    :data:`CPU_PRECISION` on a CPU. Any other value as given."""
     if precision != "auto":
         return precision
     if _on_cuda(accelerator):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return CPU_PRECISION if cpu_has_native_bf16() else "32"
+    return CPU_PRECISION
 
 
 def _strategy(strategy: str) -> str:
