@@ -109,8 +109,10 @@ def training_steps(ws: Path, iteration: int = 2):
     """A marker: the train stage is running and has taken at least one optimiser step."""
     def ready() -> bool:
         p = progress(ws, iteration)
-        return p.get("stage") == "train" and p.get("phase") == "training" and (p.get("done") or 0) >= 1 \
-            and p.get("finished_at") is None
+        # "validating" counts too: a tiny epoch's training lasts less than progress.json's write
+        # interval, so the file may show only the forced writes at each validation (done carried)
+        return p.get("stage") == "train" and p.get("phase") in ("training", "validating") \
+            and (p.get("done") or 0) >= 1 and p.get("finished_at") is None
     return ready
 
 
