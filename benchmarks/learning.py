@@ -416,15 +416,23 @@ def train_curve(args: argparse.Namespace, cfg: Config, train: dict[str, torch.Te
 # ------------------------------------------------------------------------------------------ output
 
 
+def text_table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table: each column is (header, key, format spec such as ">8.2f"); the header
+    takes the spec's alignment and width."""
+    heads = []
+    for header, _, spec in columns:
+        align, width = re.match(r"([<>^]?)(\d*)", spec).groups()
+        heads.append(f"{header:{align or '>'}{width}}")
+    head = " ".join(heads)
+    return "\n".join([head, "-" * len(head)] + [" ".join(f"{r[key]:{spec}}" for _, key, spec in columns)
+                                                 for r in rows])
+
+
 def table(points: list[dict[str, Any]]) -> str:
-    head = (f"{'minutes':>8} {'CPU min':>8} {'samples':>11} {'epochs':>7} {'Q-gap':>7} {'accuracy':>9} "
-            f"{'blunders':>9} {'loss':>7} {'samples/s':>10}")
-    rows = [head, "-" * len(head)]
-    for p in points:
-        rows.append(f"{p['minutes']:8.2f} {p['cpu_minutes']:8.2f} {p['samples']:>11,} {p['epochs']:7.2f} "
-                    f"{p['q_gap']:7.3f} {p['accuracy']:9.4f} {p['blunder_rate']:9.4f} {p['train_loss']:7.4f} "
-                    f"{p['samples_per_s']:10,.0f}")
-    return "\n".join(rows)
+    return text_table([("minutes", "minutes", "8.2f"), ("CPU min", "cpu_minutes", "8.2f"),
+                       ("samples", "samples", ">11,"), ("epochs", "epochs", "7.2f"), ("Q-gap", "q_gap", "7.3f"),
+                       ("accuracy", "accuracy", "9.4f"), ("blunders", "blunder_rate", "9.4f"),
+                       ("loss", "train_loss", "7.4f"), ("samples/s", "samples_per_s", "10,.0f")], points)
 
 
 def _time_axis(curve: dict[str, Any]) -> tuple[str, str]:
@@ -598,13 +606,9 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'variant':<40} {'batch':>6} {'warm-up s':>10} {'wall samples/s':>15} {'CPU samples/s':>14} "
-            f"{'vs first':>9}")
-    out = [head, "-" * len(head)]
-    for r in rows:
-        out.append(f"{r['variant']:<40} {r['batch_size']:>6} {r['warmup_s']:>10.1f} {r['wall_samples_per_s']:>15,.0f} "
-                   f"{r['cpu_samples_per_s']:>14,.0f} {r['vs_first']:>9.2f}")
-    return "\n".join(out)
+    return text_table([("variant", "variant", "<40"), ("batch", "batch_size", ">6"),
+                       ("warm-up s", "warmup_s", ">10.1f"), ("wall samples/s", "wall_samples_per_s", ">15,.0f"),
+                       ("CPU samples/s", "cpu_samples_per_s", ">14,.0f"), ("vs first", "vs_first", ">9.2f")], rows)
 
 
 def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
@@ -655,12 +659,9 @@ def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def flywheel_table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'iter':>4} {'seeds':>6} {'iter s':>7} {'cum. min':>9} {'Q-gap':>7} {'accuracy':>9} {'blunders':>9}"
-    out = [head, "-" * len(head)]
-    for r in rows:
-        out.append(f"{r['iteration']:>4} {r['seeds']:>6} {r['seconds']:7.0f} {r['minutes']:9.2f} {r['q_gap']:7.3f} "
-                   f"{r['accuracy']:9.4f} {r['blunder_rate']:9.4f}")
-    return "\n".join(out)
+    return text_table([("iter", "iteration", ">4"), ("seeds", "seeds", ">6"), ("iter s", "seconds", "7.0f"),
+                       ("cum. min", "minutes", "9.2f"), ("Q-gap", "q_gap", "7.3f"), ("accuracy", "accuracy", "9.4f"),
+                       ("blunders", "blunder_rate", "9.4f")], rows)
 
 
 def compare_flywheel(curves: list[dict[str, Any]]) -> None:

@@ -25,6 +25,21 @@ TRACKED = (("val", "q_gap"), ("val", "accuracy"), ("val", "blunder_rate"), ("val
 HIGHER_IS_BETTER = frozenset({"accuracy", "zero_regret", "playout_perfect_hands"})
 
 
+def better(name: str, a: float, b: float) -> bool:
+    """Whether ``a`` is strictly better than ``b`` for the metric ``name``."""
+    return a > b if name in HIGHER_IS_BETTER else a < b
+
+
+def best_of(entries: Any, split: str, name: str) -> Any:
+    """The entry with the best ``split``/``name`` (the first, on a tie); None if none has it."""
+    best = None
+    for entry in entries:
+        value = entry.metric(split, name)
+        if value is not None and (best is None or better(name, value, best.metric(split, name))):
+            best = entry
+    return best
+
+
 def metric_label(split: str, name: str) -> str:
     return f"{split}/{name}"
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, validate_assignment=True)

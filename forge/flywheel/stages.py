@@ -30,7 +30,7 @@ from forge.flywheel.context import Context, context
 from forge.flywheel.fingerprint import UPSTREAM, digest, read_result, stage_status
 from forge.flywheel.lock import lock_is_held
 from forge.flywheel.progress import LOOP_ENV, StageProgress
-from forge.flywheel.records import HIGHER_IS_BETTER, PRIMARY_METRIC, TRACKED, metric_label, to_plain
+from forge.flywheel.records import HIGHER_IS_BETTER, PRIMARY_METRIC, TRACKED, best_of, better, metric_label, to_plain
 from forge.flywheel.state import RUN
 
 __all__ = ["HIGHER_IS_BETTER", "Context", "context", "evaluate", "generate", "read_result", "tokenize", "train"]
@@ -386,11 +386,10 @@ def regressions(summary: dict[str, Any], best: Any) -> list[str]:
         return []
     flags = []
     for split, name in TRACKED:
-        higher = name in HIGHER_IS_BETTER
         mine, theirs = (summary.get(split) or {}).get(name), best.metric(split, name)
-        if mine is None or theirs is None or mine == theirs:
+        if mine is None or theirs is None:
             continue
-        if (mine < theirs) == higher:
+        if better(name, theirs, mine):
             flags.append(f"{split} {name} {mine:.4f} is worse than the best (iteration {best.iteration}: "
                          f"{theirs:.4f})")
     return flags
@@ -413,8 +412,7 @@ def evaluate(ctx: Context, force: bool = False) -> dict[str, Any]:
         test = score(ckpt, ctx.ws.dataset, "test", playout_deals=ctx.config.playout_deals, device=device)
         playout = {k: test.pop(k) for k in list(test) if k.startswith("playout")}
         prev = ctx.previous()
-        earlier = [h for h in ctx.earlier() if h.metric(*PRIMARY_METRIC) is not None]
-        best = min(earlier, key=lambda h: h.metric(*PRIMARY_METRIC)) if earlier else None
+        best = best_of(ctx.earlier(), *PRIMARY_METRIC)
         summary: dict[str, Any] = {
             "checkpoint": trained["checkpoint"],
             "val": val,
@@ -424,7 +422,7 @@ def evaluate(ctx: Context, force: bool = False) -> dict[str, Any]:
             "delta_best": _deltas(val, best.val if best else None),
             "best_iteration": best.iteration if best else None,
             "primary_metric": metric_label(*PRIMARY_METRIC),
-            "is_best": best is None or val["q_gap"] < best.metric(*PRIMARY_METRIC),
+            "is_best": best is None or better(PRIMARY_METRIC[1], val[PRIMARY_METRIC[1]], best.metric(*PRIMARY_METRIC)),
             "total_seeds": ctx.state.total_seeds + len(ctx.seeds) if not ctx.is_past else None,
         }
         summary["flags"] = regressions(summary, best)

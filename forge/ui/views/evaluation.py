@@ -19,7 +19,7 @@ import polars as pl
 import torch
 from matplotlib.figure import Figure
 
-from forge.flywheel.records import HIGHER_IS_BETTER
+from forge.flywheel.records import HIGHER_IS_BETTER, better
 from forge.ml.checkpoints import load_module
 from forge.ml.data import spread_indices
 from forge.ml.inference import inference_net
@@ -62,8 +62,7 @@ def change(name: str, now: float | None, then: float | None) -> str:
     delta = now - then
     if delta == 0:
         return "= same"
-    better = (delta > 0) == (name in HIGHER_IS_BETTER)
-    return f"{'▲' if delta > 0 else '▼'} {delta:+.4g} {'better' if better else 'worse'}"
+    return f"{'▲' if delta > 0 else '▼'} {delta:+.4g} {'better' if better(name, now, then) else 'worse'}"
 
 
 def comparison_frame(result: dict[str, Any], previous: Any = None, best: Any = None) -> pl.DataFrame:
