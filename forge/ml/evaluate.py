@@ -27,6 +27,7 @@ from forge.ml.inference import inference_net
 from forge.ml.metrics import MoveMetrics
 from forge.ml.model import DominoTransformer, ModelOutput
 from forge.ml.playout import ModelPolicy, golden_shards, play_out_shards
+from forge.ml.settings import on_cuda
 
 
 class NonFiniteError(ForgeError):
@@ -108,7 +109,7 @@ def playout_deal(key: str) -> tuple[int, int] | None:
 def eval_device(accelerator: str = "auto") -> str:
     """Where evaluation runs for a training ``accelerator`` setting: "cuda" when that means a GPU
     (batched inference under bf16 autocast), else "cpu" (the exact fp32 InferenceNet)."""
-    gpu = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+    gpu = on_cuda(accelerator)
     if gpu and not torch.cuda.is_available():
         raise InputError(f"accelerator {accelerator!r} asks for a GPU, and torch sees no CUDA device here")
     return "cuda" if gpu else "cpu"

@@ -7,3 +7,14 @@ from __future__ import annotations
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 #: The W&B project runs go to unless told otherwise (training runs and the flywheel's iterations alike).
 WANDB_PROJECT = "forge-texas42"
+
+
+def on_cuda(accelerator: str) -> bool:
+    """Whether an ``accelerator`` setting means a CUDA GPU ("auto": if torch sees one)."""
+    if accelerator in ("cuda", "gpu"):
+        return True
+    if accelerator != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()

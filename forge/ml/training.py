@@ -42,7 +42,7 @@ from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
 from forge.ml.data import DominoDataModule
 from forge.ml.model import PRESETS, ModelConfig, preset
 from forge.ml.module import DominoModule
-from forge.ml.settings import PRECISIONS, WANDB_PROJECT
+from forge.ml.settings import PRECISIONS, WANDB_PROJECT, on_cuda
 from forge.ml.store import StoreError, load_split, read_manifest
 
 BEST_METRIC = "val/q_gap"
@@ -266,16 +266,12 @@ def _model_config(model: str | ModelConfig | dict | None, ckpt: dict | None, res
 # ---------------------------------------------------------------------------------------- hardware
 
 
-def _on_cuda(accelerator: str) -> bool:
-    return accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
-
-
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     """"auto": bf16-mixed on a CUDA device that supports bfloat16, 16-mixed on an older one;
     :data:`CPU_PRECISION` on a CPU. Any other value as given."""
     if precision != "auto":
         return precision
-    if _on_cuda(accelerator):
+    if on_cuda(accelerator):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return CPU_PRECISION
 
