@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import near_ties
 
 from forge.ml.checkpoints import load_module, read_checkpoint
 from forge.ml.data import load_tensors
@@ -38,25 +38,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _near_ties(checkpoint: Path, data: Path) -> int:
-    """Val rows whose two best legal logits are closer than fp32 rounding could move them.
-
-    Each logit is a chain of fp32 dot products (length <= 64 for the tiny model) whose rounding
-    error is at most about length * 2^-24 relative per layer; a few layers give well under 1e-4
-    of the logits' scale. Rows inside that band may pick another move on another thread count
-    or CPU, so they bound how far the metrics may move; all other rows must agree exactly.
-    """
-    model = load_module(checkpoint).model.eval()
-    v = load_tensors(data, "val")
-    with torch.inference_mode():
-        logits = model(v["tokens"], v["masks"], v["players"]).logits
-    masked = logits.masked_fill(v["legal"] == 0, float("-inf"))
-    top2 = masked.topk(2, -1).values
-    tol = 1e-4 * float(logits.abs().max().clamp_min(1))
-    two_legal = (v["legal"] != 0).sum(-1) > 1
-    return int(((top2[:, 0] - top2[:, 1] <= tol) & two_legal).sum())
 
 
 def test_ddp_on_two_cpu_processes_writes_one_run_that_evaluates_as_logged(data, tmp_path):
@@ -90,7 +71,7 @@ def test_ddp_on_two_cpu_processes_writes_one_run_that_evaluates_as_logged(data, 
     metrics = evaluate(last, data, "val")
     n = metrics["n"]
     assert n == VAL_DEALS * SAMPLES
-    ties = _near_ties(last, data)
+    ties = near_ties(load_module(last).model, load_tensors(data, "val"))
     assert ties <= n // 20, ties  # the bound below must stay meaningful
     stored = 2**-23  # the log keeps each metric as an fp32 number: one unit in its last place
     for key in ("accuracy", "zero_regret", "blunder_rate"):

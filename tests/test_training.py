@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import near_ties
 
 from forge.cli import eval as eval_cli
 from forge.cli import train as train_cli
@@ -20,7 +21,7 @@ from forge.cli.common import run_cli
 from forge.ml.checkpoints import CheckpointError, load_module, read_checkpoint
 from forge.ml.data import ArrayBatches, load_tensors, spread_indices, subset
 from forge.ml.evaluate import evaluate, evaluate_model
-from forge.ml.metrics import mover_q
+from forge.ml.metrics import MAX_GAP, mover_q
 from forge.ml.model import preset
 from forge.ml.store import build_dataset
 from forge.ml.training import train
@@ -133,11 +134,16 @@ def test_checkpoints_round_trip(trained, data):
     for k, v in module.state_dict().items():
         torch.testing.assert_close(v, saved[k])
     # Evaluating the checkpoint reproduces what validation logged when it was saved.
+    # (exactly, up to the logged float, except where a near-tie may pick another move: see near_ties)
+    val = load_tensors(data, "val")
+    n = len(val["targets"])
     metrics = evaluate(trained.best_checkpoint, data, "val", batch_size=1000)
-    assert metrics["q_gap"] == pytest.approx(trained.best_q_gap, abs=1e-6)
+    ties = near_ties(module.model, val)
+    assert metrics["q_gap"] == pytest.approx(trained.best_q_gap, abs=1e-6 + ties * MAX_GAP / n)
     last = evaluate(trained.last_checkpoint, data, "val")
-    assert last["q_gap"] == pytest.approx(trained.metrics["val/q_gap"], abs=1e-6)
-    assert last["accuracy"] == pytest.approx(trained.metrics["val/accuracy"], abs=1e-6)
+    ties = near_ties(load_module(trained.last_checkpoint).model, val)
+    assert last["q_gap"] == pytest.approx(trained.metrics["val/q_gap"], abs=1e-6 + ties * MAX_GAP / n)
+    assert last["accuracy"] == pytest.approx(trained.metrics["val/accuracy"], abs=1e-6 + ties / n)
     assert last["n"] == len(load_tensors(data, "val")["targets"])
 
 
@@ -148,10 +154,17 @@ def test_fast_evaluation_gives_the_module_forwards_metrics(trained, data):
     fast = evaluate_model(model, tensors, 300, with_q=True)
     slow = evaluate_model(model, tensors, 300, with_q=True, fast=False)
     assert fast.keys() == slow.keys() and {"q_mae", "value_mae", "tie_rate"} <= fast.keys()
-    for key in fast:
+    argmax_based = ("accuracy", "zero_regret", "q_gap", "blunder_rate", "p99_gap")
+    for key in fast.keys() - set(argmax_based):
         assert fast[key] == pytest.approx(slow[key], abs=1e-5), key
-    for key in ("accuracy", "zero_regret", "q_gap", "blunder_rate", "p99_gap"):  # argmax-based
-        assert fast[key] == slow[key], key
+    ties, n = near_ties(model, tensors), len(tensors["targets"])
+    if ties == 0:  # the usual case: every move is the same
+        for key in argmax_based:
+            assert fast[key] == slow[key], key
+    else:  # rows within fp32 rounding of a tie may pick another move on another CPU
+        for key in ("accuracy", "zero_regret", "blunder_rate"):
+            assert fast[key] == pytest.approx(slow[key], abs=ties / n), key
+        assert fast["q_gap"] == pytest.approx(slow["q_gap"], abs=ties * MAX_GAP / n)
 
 
 def test_resume_with_another_architecture_is_a_clear_error(trained, mini, tmp_path, capsys):
