@@ -60,6 +60,18 @@ def test_notebooks_are_filtered_by_nbstripout() -> None:
     assert "notebooks/*.ipynb filter=nbstripout" in attributes
 
 
+def test_committed_notebooks_are_what_the_filter_writes() -> None:
+    """A fresh clone that ran the README's main command (nbstripout --install, then the loop) shows
+    a clean `git status` only if every committed notebook is already the clean filter's output."""
+    import subprocess
+    import sys
+
+    for name, text in _committed_notebooks().items():
+        clean = subprocess.run([sys.executable, "-m", "nbstripout"], input=text, capture_output=True, text=True,
+                               check=True).stdout
+        assert clean == text, f"{name}: commit it through the filter (git add --renormalize notebooks/)"
+
+
 def test_readme_presets_table_matches_the_preset_files() -> None:
     """The README's presets table restates templates/presets: every value in it must be the file's."""
     from forge.flywheel.config import load_preset, preset_names
