@@ -65,6 +65,7 @@ from forge.ml.metrics import mover_q
 from forge.ml.model import ModelConfig, count_parameters, preset
 from forge.ml.module import DominoModule, cosine_schedule
 from forge.ml.store import StoreError, build_dataset, read_manifest
+from forge.ml.tokenize import SELECTIONS
 from forge.ml.training import FiniteGuard
 from forge.oracle.deal import train_decl
 from forge.oracle.generate import generate
@@ -152,7 +153,7 @@ def load_average() -> list[float]:
 # ------------------------------------------------------------------------------------------ data
 
 
-def _dataset_ready(out: Path, split: str, jobs: list[tuple[int, int]], k: int, g: int) -> bool:
+def _dataset_ready(out: Path, split: str, jobs: list[tuple[int, int]], k: int, g: int, selection: str = "all") -> bool:
     """Whether ``out`` already holds ``split`` built from exactly these deals at this sampling."""
     try:
         manifest = read_manifest(out)
@@ -160,7 +161,8 @@ def _dataset_ready(out: Path, split: str, jobs: list[tuple[int, int]], k: int, g
         return False
     entry = manifest.get("splits", {}).get(split, {})
     sources = [(s.get("seed"), s.get("decl_id")) for s in entry.get("sources", [])]
-    return manifest.get("global_seed") == g and entry.get("samples_per_shard") == k and sources == jobs
+    return (manifest.get("global_seed") == g and entry.get("samples_per_shard") == k and sources == jobs
+            and entry.get("selection", "all") == selection)
 
 
 def golden_val(cfg: Config, data: Path, per_shard: int, workers: int) -> tuple[Path, float]:
@@ -190,14 +192,16 @@ def train_seeds(start: int, count: int, golden: set[int]) -> list[int]:
 
 
 def train_deals(cfg: Config, data: Path, seeds: list[int], k: int, workers: int,
-                keep_shards: bool) -> tuple[list[Path], float, int]:
+                keep_shards: bool, selection: str = "all") -> tuple[list[Path], float, int]:
     """One dataset per training deal (tokenized at ``k``), made where missing, a few deals at a
     time with their shards deleted after tokenizing; returns the datasets, seconds spent and
     deals made."""
-    root = data / "tokens" / f"train-h{cfg.hand_size}-k{k}-g{cfg.global_seed}"
+    tail = "" if selection == "all" else f"-{selection}"
+    root = data / "tokens" / f"train-h{cfg.hand_size}-k{k}-g{cfg.global_seed}{tail}"
     shards = data / f"shards-h{cfg.hand_size}"
     out = {s: root / f"seed_{s:06d}" for s in seeds}
-    todo = [s for s in seeds if not _dataset_ready(out[s], "train", [(s, train_decl(s))], k, cfg.global_seed)]
+    todo = [s for s in seeds
+            if not _dataset_ready(out[s], "train", [(s, train_decl(s))], k, cfg.global_seed, selection)]
     start = time.perf_counter()
     chunk = max(4, workers)
     for i in range(0, len(todo), chunk):
@@ -207,7 +211,7 @@ def train_deals(cfg: Config, data: Path, seeds: list[int], k: int, workers: int,
         for res in generate([(s, train_decl(s)) for s in part], shards, hand_size=cfg.hand_size,
                             workers=workers, progress=False):
             build_dataset({"train": [res.path]}, out[res.seed], k, cfg.global_seed,
-                          cache_dir=data / "tokens" / "cache", progress=False)
+                          cache_dir=data / "tokens" / "cache", progress=False, selection={"train": selection})
             if not keep_shards:
                 res.path.unlink(missing_ok=True)
     return [out[s] for s in seeds], time.perf_counter() - start, len(todo)
@@ -305,6 +309,7 @@ class Point:
     samples: int
     epochs: float
     q_gap: float
+    decision_q_gap: float | None  # Q-gap on the states where a move can lose points
     accuracy: float
     blunder_rate: float
     value_mae: float | None
@@ -347,14 +352,16 @@ class Curve(L.Callback):
     def _score(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         start = time.perf_counter()
         was_training = pl_module.model.training
-        m = evaluate_model(pl_module.model, self.val, self.eval_batch, with_value=True)
+        m = evaluate_model(pl_module.model, self.val, self.eval_batch, with_value=True,
+                           move_head=pl_module.move_head)
         pl_module.model.train(was_training)
         wall, cpu = self.clock.seconds()
         samples = self.clock.samples
         window = wall - self._window[1]
         point = Point(
             minutes=wall / 60, cpu_minutes=cpu / 60, samples=samples, epochs=samples / self.n_train,
-            q_gap=m["q_gap"], accuracy=m["accuracy"], blunder_rate=m["blunder_rate"],
+            q_gap=m["q_gap"], decision_q_gap=m.get("decision_q_gap"), accuracy=m["accuracy"],
+            blunder_rate=m["blunder_rate"],
             value_mae=m.get("value_mae"), train_loss=self._loss / max(1, self._steps),
             samples_per_s=(samples - self._window[0]) / window if window > 0 else float("nan"),
             lr=trainer.optimizers[0].param_groups[0]["lr"], eval_s=time.perf_counter() - start,
@@ -431,6 +438,7 @@ def text_table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any]]) 
 def table(points: list[dict[str, Any]]) -> str:
     return text_table([("minutes", "minutes", "8.2f"), ("CPU min", "cpu_minutes", "8.2f"),
                        ("samples", "samples", ">11,"), ("epochs", "epochs", "7.2f"), ("Q-gap", "q_gap", "7.3f"),
+                       ("decisions", "decision_q_gap", "10.3f"),
                        ("accuracy", "accuracy", "9.4f"), ("blunders", "blunder_rate", "9.4f"),
                        ("loss", "train_loss", "7.4f"), ("samples/s", "samples_per_s", "10,.0f")], points)
 
@@ -488,7 +496,7 @@ def run_learning(args: argparse.Namespace) -> dict[str, Any]:
     val_dir, golden_s = golden_val(cfg, data, args.val_per_shard, workers)
     seeds = train_seeds(args.start_seed, args.deals or cfg.seeds_per_iter, cfg.golden_seeds)
     k = args.samples_per_deal or cfg.samples_per_shard
-    datasets, deals_s, made = train_deals(cfg, data, seeds, k, workers, args.keep_shards)
+    datasets, deals_s, made = train_deals(cfg, data, seeds, k, workers, args.keep_shards, args.train_states)
     if args.prepare:
         print(f"data ready: {len(seeds)} deals x {k} samples ({made} made now in {deals_s:.0f} s), golden val "
               f"{val_dir} ({golden_s:.0f} s)")
@@ -510,7 +518,8 @@ def run_learning(args: argparse.Namespace) -> dict[str, Any]:
         "hand_size": cfg.hand_size, "setup": setup,
         "data": {"deals": len(seeds), "first_seed": seeds[0], "last_seed": seeds[-1], "samples_per_deal": k,
                  "deals_made_now": made, "deals_s": round(deals_s, 1), "golden_made_s": round(golden_s, 1),
-                 "val_states": len(val["targets"]), "val_per_shard": args.val_per_shard},
+                 "val_states": len(val["targets"]), "val_per_shard": args.val_per_shard,
+                 "train_states": args.train_states, "train_samples": len(train["targets"])},
         "random_q_gap": random_move_q_gap(val),
         "points": [p.__dict__ for p in points],
     }
@@ -721,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deals", type=int, help="training deals (default: the preset's seeds per iteration)")
     ap.add_argument("--samples-per-deal", type=int, help="states sampled per deal (default: the preset's)")
     ap.add_argument("--start-seed", type=int, default=0)
+    ap.add_argument("--train-states", choices=SELECTIONS, default="all",
+                    help="which states training samples: all (the spec's rule) or decisions (a move can lose points)")
     ap.add_argument("--val-per-shard", type=int, default=1000,
                     help="golden val states per shard scored at each point (1000: the quick preset's set)")
     ap.add_argument("--model", help="tiny, small or large (default: the preset's)")

@@ -46,7 +46,7 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path | str]:
     return {"ws": ws, "after_one": after_one, "log": first.stdout + second.stdout}
 
 
-def near_ties(model, tensors: dict) -> int:
+def near_ties(model, tensors: dict, move_head: str = "policy") -> int:
     """Rows whose two best legal logits lie within fp32 rounding of each other
     (``forge.ml.inference.fp32_tolerance`` at the logits' scale). Another CPU, thread count or order
     of summation may pick the other move there, so these rows bound how far argmax-based metrics of
@@ -55,8 +55,10 @@ def near_ties(model, tensors: dict) -> int:
 
     from forge.ml.inference import fp32_tolerance
 
+    from forge.ml.model import move_scores
+
     with torch.inference_mode():
-        logits = model.eval()(tensors["tokens"], tensors["masks"], tensors["players"]).logits
+        logits = move_scores(model.eval()(tensors["tokens"], tensors["masks"], tensors["players"]), move_head)
     legal = tensors["legal"] != 0
     top2 = logits.masked_fill(~legal, float("-inf")).topk(2, -1).values
     tol = fp32_tolerance(model.config, float(logits.abs().max()))

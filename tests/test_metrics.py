@@ -53,6 +53,9 @@ def test_hand_computed_batch():
     assert m["value_mae"] == pytest.approx(2.25)
     assert "q_mae" not in m  # no Q predictions given
     assert m["tie_rate"] == pytest.approx(2 / 4)
+    # decisions: samples 0, 1 and 3 have a legal move that loses points; sample 2 has one legal move
+    assert m["decision_share"] == pytest.approx(3 / 4)
+    assert m["decision_q_gap"] == pytest.approx(14 / 3)
     assert m["q_gap/sixes"] == pytest.approx(7.0)
     assert m["q_gap/blanks"] == 0 and m["q_gap/notrump"] == 0
     assert "q_gap/fives" not in m

@@ -316,3 +316,36 @@ def test_a_dataset_where_the_memo_cannot_be_written_still_loads_verified(shards,
         arrays = load_split(out, "train")
     assert len(arrays["targets"]) == read_manifest(out)["splits"]["train"]["count"]
     assert any("cannot record verified files" in r.message for r in caplog.records)
+
+
+def test_a_training_selection_has_its_own_cache_entries_and_leaves_golden_splits_alone(shards, tmp_path):
+    from forge.ml.tokenize import q_spread
+
+    out = tmp_path / "ds"
+    plain = _build({"train": [shards["a"], shards["b"]], "val": [shards["c"]]}, out)
+    val_before = load_split(out, "val")["qvals"].copy()
+    picked = _build({"train": [shards["a"], shards["b"]], "val": [shards["c"]]}, out,
+                    selection={"train": "decisions"})
+    # the train split is sampled again (a cache entry per selection); val is untouched on disk
+    assert sorted(picked.tokenized) == sorted([shards["a"], shards["b"]])
+    assert picked.splits_written == ["train"] and picked.splits_unchanged == ["val"]
+    manifest = read_manifest(out)
+    assert manifest["splits"]["train"]["selection"] == "decisions" and "selection" not in manifest["splits"]["val"]
+    train = load_split(out, "train")
+    assert (q_spread(train["qvals"]) > 0).all()
+    assert (q_spread(load_split(out, "val")["qvals"]) == 0).any()  # golden sets keep every kind of state
+    np.testing.assert_array_equal(load_split(out, "val")["qvals"], val_before)
+    want = [tokenize_shard(p, K, G, "decisions") for p in (shards["a"], shards["b"])]
+    np.testing.assert_array_equal(train["qvals"], np.concatenate([w["qvals"] for w in want]))
+    # both selections stay cached side by side: going back tokenizes nothing
+    back = _build({"train": [shards["a"], shards["b"]], "val": [shards["c"]]}, out)
+    assert back.tokenized == [] and back.splits_written == ["train"] and plain.counts == back.counts
+
+
+def test_a_selection_for_an_unknown_split_or_of_an_unknown_kind_is_refused(shards, tmp_path):
+    from forge.errors import InputError
+
+    with pytest.raises(StoreError, match="selection given for split"):
+        _build({"train": [shards["a"]]}, tmp_path / "ds", selection={"val": "decisions"})
+    with pytest.raises(InputError, match="selection must be one of"):
+        _build({"train": [shards["a"]]}, tmp_path / "ds", selection={"train": "hard"})

@@ -245,6 +245,47 @@ def test_row_groups_and_reruns_give_identical_arrays(tmp_path):
     assert not np.array_equal(a["qvals"], other_seed["qvals"])
 
 
+def _row_numbers(out: dict) -> np.ndarray:
+    return out["qvals"][:, 0].astype(int) + 100 * out["qvals"][:, 1].astype(int)
+
+
+@pytest.mark.parametrize("row_group_size", [None, 64])
+def test_decision_selection_draws_by_the_spec_rule_among_decisions_only(tmp_path, row_group_size):
+    # q0 = r % 100, q1 = r // 100: a move can lose points unless they are equal (r = 0, 101, 202, ...)
+    path = _numbered_shard(tmp_path / "seed_00000042_decl_3.parquet", 5000, row_group_size)
+    r = np.arange(5000)
+    eligible = r[(r % 7 != 3) & (r % 100 != r // 100)]
+    out = tokenize_shard(path, 300, global_seed=7, selection="decisions")
+    expect = eligible[np.random.default_rng((7, 42, 3)).choice(len(eligible), size=300, replace=False)]
+    np.testing.assert_array_equal(_row_numbers(out), expect)
+    assert len(out["targets"]) == 300  # no terminal row to drop: every decision has a legal move
+    again = tokenize_shard(path, 300, global_seed=7, selection="decisions")
+    for name in out:
+        np.testing.assert_array_equal(out[name], again[name])
+    assert not np.array_equal(_row_numbers(tokenize_shard(path, 300, 8, "decisions")), expect)
+    # fewer decisions than asked: all of them, in file order
+    np.testing.assert_array_equal(_row_numbers(tokenize_shard(path, 6000, 7, "decisions")), eligible)
+
+
+def test_decisions_are_the_states_where_a_legal_move_loses_points():
+    from forge.ml.tokenize import q_spread
+
+    q = np.array([[3, 3, X, X, X, X, X],  # two legal moves, equal: nothing to decide
+                  [5, X, X, X, X, X, X],  # one legal move
+                  [X] * 7,  # terminal
+                  [-4, 2, X, 9, X, X, X],  # worst legal -4, best 9 (team 0 units; either team loses 13)
+                  [X, X, X, X, X, -42, 42]], dtype=np.int8)
+    np.testing.assert_array_equal(q_spread(q), [0, 0, 0, 13, 84])
+
+
+def test_an_unknown_selection_is_refused(tmp_path):
+    from forge.errors import InputError
+
+    path = _numbered_shard(tmp_path / "seed_00000042_decl_3.parquet", 50)
+    with pytest.raises(InputError, match="selection must be one of all, decisions"):
+        tokenize_shard(path, 10, 0, selection="hard")
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

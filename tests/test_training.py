@@ -167,6 +167,40 @@ def test_fast_evaluation_gives_the_module_forwards_metrics(trained, data):
         assert fast["q_gap"] == pytest.approx(slow["q_gap"], abs=ties * MAX_GAP / n)
 
 
+def test_a_model_can_play_by_its_q_head(data, tmp_path):
+    """The reference trainer's best recipe: Q-value MSE on legal moves (plus value 0.5), no policy
+    loss, moves chosen by the highest predicted Q; validation, evaluation and play-outs all play
+    by that head."""
+    q_only = {"policy_weight": 0.0, "q_weight": 1.0, "move_head": "q"}
+    res = train(data, epochs=6, model="tiny", batch_size=128, lr=3e-3, run_dir=tmp_path, seed=0,
+                module_kwargs=q_only, **FAST)
+    module = load_module(res.best_checkpoint)
+    assert module.move_head == "q" and module.trained_heads == ("value", "q")
+    assert "train/policy_loss" not in res.metrics and "val/q_mae" in res.metrics
+    random_gap, _ = _random_policy(data)
+    assert res.metrics["val/q_gap"] < 0.7 * random_gap, (res.metrics["val/q_gap"], random_gap)
+    val = load_tensors(data, "val")
+    n, ties = len(val["targets"]), near_ties(module.model, val, "q")
+    metrics = evaluate(res.best_checkpoint, data, "val", batch_size=1000)
+    assert metrics["q_gap"] == pytest.approx(res.best_q_gap, abs=1e-6 + ties * MAX_GAP / n)
+    # its untrained policy logits play far worse: evaluation did not read them
+    by_logits = evaluate_model(module.model, val, 1000, move_head="policy")
+    assert by_logits["q_gap"] > metrics["q_gap"] + 0.1, (by_logits["q_gap"], metrics["q_gap"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"move_head": "q"}, "move_head 'q' plays by a head this run does not train"),
+    ({"policy_weight": 0.0}, "move_head 'policy' plays by a head this run does not train"),
+    ({"move_head": "value"}, "move_head must be one of policy, q"),
+])
+def test_a_recipe_that_would_play_by_an_untrained_head_is_refused(mini, tmp_path, kwargs, message):
+    from forge.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        train(mini, epochs=1, model="tiny", run_dir=tmp_path, module_kwargs=kwargs, **FAST)
+    assert not (tmp_path / "domino").exists()
+
+
 def test_resume_with_another_architecture_is_a_clear_error(trained, mini, tmp_path, capsys):
     with pytest.raises(CheckpointError, match=r"'tiny' .* but this run builds a 'small'"):
         train(mini, resume=trained.best_checkpoint, model="small", run_dir=tmp_path, **FAST)

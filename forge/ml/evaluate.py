@@ -25,7 +25,7 @@ from forge.ml.checkpoints import load_module
 from forge.ml.data import ArrayBatches, decl_of, load_tensors
 from forge.ml.inference import inference_net
 from forge.ml.metrics import MoveMetrics
-from forge.ml.model import DominoTransformer, ModelOutput
+from forge.ml.model import DominoTransformer, ModelOutput, move_scores
 from forge.ml.playout import ModelPolicy, golden_shards, play_out_shards
 from forge.ml.settings import on_cuda
 
@@ -54,10 +54,11 @@ def evaluate_model(
     with_value: bool = True,
     device: str | torch.device = "cpu",
     fast: bool = True,
+    move_head: str = "policy",
 ) -> dict[str, float]:
-    """Metrics of ``model`` on a split's tensors (see :mod:`forge.ml.metrics`), with the value
-    and Q heads' errors where asked; ``fast=False`` runs the module's own forward instead of
-    the inference net (equal up to fp32 rounding)."""
+    """Metrics of ``model`` playing by ``move_head`` on a split's tensors (see
+    :mod:`forge.ml.metrics`), with the value and Q heads' errors where asked; ``fast=False`` runs
+    the module's own forward instead of the inference net (equal up to fp32 rounding)."""
     net = inference_net(model, device) if fast else model.eval().to(device)
     # On a GPU, batched inference under bf16 autocast (outputs back in fp32 for the metrics); the CPU
     # keeps the exact fp32 InferenceNet.
@@ -76,7 +77,8 @@ def evaluate_model(
             raise NonFiniteError(f"the model outputs NaN or infinity (first at sample {start + row}): "
                                  "it diverged; use another checkpoint")
         metrics.update(
-            out.logits, batch["qvals"], batch["legal"], batch["teams"], batch["targets"], decl_of(batch),
+            move_scores(out, move_head), batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
+            decl_of(batch),
             value=out.value if with_value else None, values=batch["values"], q=out.q if with_q else None,
         )
         start += len(batch["targets"])
@@ -133,10 +135,10 @@ def evaluate(
     tensors = load_tensors(data_dir, split, in_memory=False)
     try:
         metrics = evaluate_model(module.model, tensors, batch_size, with_q="q" in heads,
-                                 with_value="value" in heads, device=device)
+                                 with_value="value" in heads, device=device, move_head=module.move_head)
         if playout_deals:
             shards = golden_shards(data_dir, split)[:playout_deals]
-            played = play_out_shards(ModelPolicy(module.model, device), shards)
+            played = play_out_shards(ModelPolicy(module.model, device, module.move_head), shards)
             metrics.update(_finite(played.summary()))
             # per deal too, so a view can show the worst play-out without playing them all again
             metrics.update({playout_key(d.seed, d.decl_id): float(d.points_lost) for d in played.deals})

@@ -11,6 +11,9 @@ Definitions (per sample; Q turned into the mover's perspective first, team 1 min
   only if it was trained (:func:`forge.ml.module.trained_heads`), since an untrained head's
   error means nothing.
 - ``q_gap/<decl>``: mean gap per declaration.
+- ``decision_q_gap``: mean gap over decisions only, the states where a legal move can lose
+  points (on every other state any legal move is optimal, so its gap is 0); ``decision_share``:
+  their share of the states. ``q_gap = decision_q_gap * decision_share``.
 - ``tie_rate``: share of samples with more than one optimal move; ``tiebreak/slot<i>``:
   among predictions of slot i, the share that are optimal but not the target (a tie broken
   another way). Sum over slots of (share of predictions in slot i) * tiebreak/slot<i> is
@@ -71,6 +74,7 @@ class MoveMetrics:
         self.gap_hist = torch.zeros(N_DECLS, MAX_GAP + 1, dtype=torch.int64)
         self.correct = 0
         self.ties = 0
+        self.decisions = 0
         self.pred_slot = torch.zeros(MAX_HAND, dtype=torch.int64)
         self.tiebreak_slot = torch.zeros(MAX_HAND, dtype=torch.int64)
         self.value_abs = 0.0
@@ -106,6 +110,7 @@ class MoveMetrics:
         self.correct += int(on_target.sum())
         n_opt = (qm == best.unsqueeze(-1)).sum(-1)
         self.ties += int((n_opt > 1).sum())
+        self.decisions += int((n_opt < (legal != 0).sum(-1)).sum())  # some legal move is not optimal
         self.pred_slot += torch.bincount(preds, minlength=MAX_HAND)
         self.tiebreak_slot += torch.bincount(preds[(gaps == 0) & ~on_target], minlength=MAX_HAND)
         sign = team_sign(teams).double()
@@ -139,7 +144,10 @@ class MoveMetrics:
             "blunder_rate": float(hist[BLUNDER_THRESHOLD + 1 :].sum()) / n,
             "p99_gap": float(torch.searchsorted(cum, 0.99 * n)),
             "tie_rate": self.ties / n,
+            "decision_share": self.decisions / n,
         }
+        if self.decisions:
+            out["decision_q_gap"] = out["q_gap"] * n / self.decisions
         if self.value_n:  # only for heads whose outputs were given: the trained ones
             out["value_mae"] = self.value_abs / self.value_n
         if self.q_n:

@@ -61,9 +61,23 @@ def preset(name: str) -> ModelConfig:
 
 
 class ModelOutput(NamedTuple):
-    logits: Tensor  # (B, 7) move scores for the mover's local dominoes (mask illegal ones yourself)
+    logits: Tensor  # (B, 7) policy scores for the mover's local dominoes (mask illegal ones yourself)
     value: Tensor  # (B,) state value for the mover, in units of 42 points
     q: Tensor  # (B, 7) Q per local domino for the mover, in units of 42 points
+
+
+#: Heads a model can play by: "policy" (its move logits) or "q" (the move of highest predicted Q).
+MOVE_HEADS: tuple[str, ...] = ("policy", "q")
+
+
+def move_scores(out: ModelOutput, move_head: str = "policy") -> Tensor:
+    """The (B, 7) scores whose legal argmax is the model's move: one rule for metrics, play-outs
+    and views, whichever head the model was trained to play by."""
+    if move_head == "policy":
+        return out.logits
+    if move_head == "q":
+        return out.q
+    raise InputError(f"move head must be one of {', '.join(MOVE_HEADS)}, got {move_head!r}")
 
 
 class DominoTransformer(nn.Module):

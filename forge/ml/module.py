@@ -1,9 +1,11 @@
 """Lightning module: the losses that teach the DominoTransformer the oracle, and its optimiser.
 
-Loss = policy loss + value_weight * value loss (+ q_weight * Q loss). The policy loss blends
-cross-entropy to the oracle's target with a soft target softmax(Q_mover / temperature) over
-the legal moves: the soft part tells the model how bad each alternative is, which the single
-target cannot. Validation accumulates :class:`forge.ml.metrics.MoveMetrics` over the split.
+Loss = policy_weight * policy loss + value_weight * value loss + q_weight * Q loss. The policy
+loss blends cross-entropy to the oracle's target with a soft target softmax(Q_mover /
+temperature) over the legal moves: the soft part tells the model how bad each alternative is,
+which the single target cannot. The Q loss is the MSE of every legal move's value, the reference
+trainer's best recipe; ``move_head`` says which head plays (policy logits, or the highest
+predicted Q). Validation accumulates :class:`forge.ml.metrics.MoveMetrics` over the split.
 
 Every checkpoint it writes carries ``weights_sha256``, a digest of its weights that
 :mod:`forge.ml.checkpoints` checks on load: a flipped bit is refused, not silently evaluated.
@@ -21,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from forge.errors import InputError
 from forge.ml.data import Batch, decl_of, shuffle_hand_slots
 from forge.ml.metrics import MoveMetrics, mover_q, team_sign
-from forge.ml.model import VALUE_SCALE, DominoTransformer, ModelConfig, ModelOutput, preset
+from forge.ml.model import MOVE_HEADS, VALUE_SCALE, DominoTransformer, ModelConfig, ModelOutput, move_scores, preset
 
 #: Checkpoint key of :func:`weights_sha256` over the checkpoint's ``state_dict``.
 WEIGHTS_SHA256 = "weights_sha256"
@@ -44,7 +47,8 @@ def weights_sha256(state_dict: Mapping[str, Tensor]) -> str:
 def trained_heads(hparams: Mapping[str, Any]) -> tuple[str, ...]:
     """Heads whose loss was on in the run that wrote these hyper-parameters. A head trained only
     in an earlier run has gone stale as the trunk moved on, so it counts as untrained too."""
-    weights = {"policy": 1.0, "value": hparams.get("value_weight", 0.0), "q": hparams.get("q_weight", 0.0)}
+    weights = {"policy": hparams.get("policy_weight", 1.0), "value": hparams.get("value_weight", 0.0),
+               "q": hparams.get("q_weight", 0.0)}
     return tuple(h for h in HEADS if weights[h])
 
 
@@ -91,8 +95,11 @@ class DominoModule(L.LightningModule):
         shuffle_hands: bool = False,
         warmup_frac: float = 0.02,
         min_lr_ratio: float = 0.05,
+        policy_weight: float = 1.0,
+        move_head: str = "policy",
     ):
         super().__init__()
+        check_heads(policy_weight, q_weight, move_head)
         config = ModelConfig(**model_config) if model_config else preset("large")
         self.save_hyperparameters()
         self.hparams["model_config"] = config.to_dict()
@@ -118,16 +125,20 @@ class DominoModule(L.LightningModule):
     def forward(self, batch: Batch) -> ModelOutput:
         return self.model(batch["tokens"], batch["masks"], batch["players"])
 
+    @property
+    def move_head(self) -> str:
+        return self.hparams.move_head
+
     def losses(self, out: ModelOutput, batch: Batch) -> dict[str, Tensor]:
         hp = self.hparams
-        parts = {
-            "policy_loss": policy_loss(
+        parts = {"value_loss": value_loss(out.value, batch["values"], batch["teams"])}
+        loss = hp.value_weight * parts["value_loss"]
+        if hp.policy_weight:
+            parts["policy_loss"] = policy_loss(
                 out.logits, batch["targets"], batch["qvals"], batch["legal"], batch["teams"],
                 hp.soft_weight, hp.temperature,
-            ),
-            "value_loss": value_loss(out.value, batch["values"], batch["teams"]),
-        }
-        loss = parts["policy_loss"] + hp.value_weight * parts["value_loss"]
+            )
+            loss = loss + hp.policy_weight * parts["policy_loss"]
         if hp.q_weight:
             parts["q_loss"] = q_loss(out.q, batch["qvals"], batch["legal"], batch["teams"])
             loss = loss + hp.q_weight * parts["q_loss"]
@@ -151,7 +162,7 @@ class DominoModule(L.LightningModule):
             self.log(f"{prefix}/{k}", v, on_epoch=True, batch_size=n)
         heads = self.trained_heads  # an untrained head's error means nothing: not reported
         metrics.update(
-            out.logits, batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
+            move_scores(out, self.move_head), batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
             decl_of(batch), value=out.value if "value" in heads else None, values=batch["values"],
             q=out.q if "q" in heads else None,
         )
@@ -200,6 +211,16 @@ class DominoModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, hp.warmup_frac, hp.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def check_heads(policy_weight: float, q_weight: float, move_head: str) -> None:
+    """InputError for a recipe whose playing head would not be trained."""
+    if move_head not in MOVE_HEADS:
+        raise InputError(f"move_head must be one of {', '.join(MOVE_HEADS)}, got {move_head!r}")
+    trained = {"policy": policy_weight, "q": q_weight}
+    if not trained[move_head]:
+        raise InputError(f"move_head {move_head!r} plays by a head this run does not train "
+                         f"({move_head}_weight is 0)")
 
 
 def cosine_schedule(total_steps: int, warmup_frac: float, min_ratio: float):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from forge.ml.inference import inference_net
-from forge.ml.model import DominoTransformer
+from forge.ml.model import DominoTransformer, move_scores
 from forge.ml.store import MissingDataError, read_manifest
 from forge.ml.tokenize import featurize
 from forge.oracle.play import legal_moves, play
@@ -137,11 +137,13 @@ def oracle_policy(positions: Sequence[Position]) -> list[int]:
 
 
 class ModelPolicy:
-    """A DominoTransformer as a policy: tokenize each position (format v1), argmax over legal."""
+    """A DominoTransformer as a policy: tokenize each position (format v1), argmax over legal of
+    the head it plays by."""
 
-    def __init__(self, model: DominoTransformer, device: str | torch.device = "cpu"):
+    def __init__(self, model: DominoTransformer, device: str | torch.device = "cpu", move_head: str = "policy"):
         self.model = inference_net(model, device)
         self.device = torch.device(device)
+        self.move_head = move_head
 
     def __call__(self, positions: Sequence[Position]) -> list[int]:
         parts = []
@@ -157,7 +159,8 @@ class ModelPolicy:
         for j, pos in enumerate(positions):
             legal[j, pos.legal] = True
         with torch.inference_mode():
-            logits = self.model(batch["tokens"], batch["masks"], batch["players"]).logits.float().cpu()
+            out = self.model(batch["tokens"], batch["masks"], batch["players"])
+            logits = move_scores(out, self.move_head).float().cpu()
         return logits.masked_fill(~legal, float("-inf")).argmax(-1).tolist()
 
 

@@ -5,7 +5,7 @@ made of its content hash, the sample count, the global seed and the format versi
 a dataset touches only shards missing from the cache. Layout::
 
     <cache_dir>/digests.json                            path + stat -> content sha256 (forge.digests' memo)
-    <cache_dir>/v<FORMAT>/<sha[:2]>/<sha>-k<K>-g<G>.npz  one tokenized shard: 8 arrays + "meta"
+    <cache_dir>/v<FORMAT>/<sha[:2]>/<sha>-k<K>-g<G>[-<selection>].npz  one tokenized shard: 8 arrays + "meta"
     <out_dir>/manifest.json                             sources, counts and checksums per split
     <out_dir>/<split>/<name>.npy                        the split's shards concatenated, int8
     <out_dir>/.verified.json                            path + stat of array files that passed (a memo)
@@ -46,6 +46,7 @@ from forge.ml.tokenize import (
     FORMAT_VERSION,
     N_FEATURES,
     N_TOKENS,
+    check_selection,
     tokenize_shard,
 )
 from forge.oracle.rules import ILLEGAL_Q, MAX_HAND, N_PLAYERS, TOTAL_POINTS
@@ -122,12 +123,18 @@ def _arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
 # ---------------------------------------------------------------- cache entries
 
 
-def entry_path(cache_dir: Path, sha: str, samples_per_shard: int, global_seed: int) -> Path:
-    return Path(cache_dir) / f"v{FORMAT_VERSION}" / sha[:2] / f"{sha}-k{samples_per_shard}-g{global_seed}.npz"
+def entry_path(cache_dir: Path, sha: str, samples_per_shard: int, global_seed: int, selection: str = "all") -> Path:
+    """A tokenized shard's cache file; "all" (the spec's sampling) keeps the name it always had."""
+    tail = "" if selection == "all" else f"-{selection}"
+    return Path(cache_dir) / f"v{FORMAT_VERSION}" / sha[:2] / f"{sha}-k{samples_per_shard}-g{global_seed}{tail}.npz"
 
 
-def _expected(sha: str, k: int, g: int) -> dict[str, object]:
-    return {"format_version": FORMAT_VERSION, "shard_sha256": sha, "samples_per_shard": k, "global_seed": g}
+def _expected(sha: str, k: int, g: int, selection: str = "all") -> dict[str, object]:
+    expect: dict[str, object] = {"format_version": FORMAT_VERSION, "shard_sha256": sha, "samples_per_shard": k,
+                                 "global_seed": g}
+    if selection != "all":  # entries of the spec's sampling carry no key, as before selections existed
+        expect["selection"] = selection
+    return expect
 
 
 def _read_entry(path: Path, expect: Mapping[str, object], arrays: bool) -> tuple[dict, dict | None] | None:
@@ -161,7 +168,8 @@ def _read_entry(path: Path, expect: Mapping[str, object], arrays: bool) -> tuple
 
 def _tokenize_into_cache(shard: Path, entry: Path, expect: Mapping[str, object]) -> tuple[dict, dict]:
     info = read_shard_info(shard)
-    arrays = tokenize_shard(shard, int(expect["samples_per_shard"]), int(expect["global_seed"]))
+    arrays = tokenize_shard(shard, int(expect["samples_per_shard"]), int(expect["global_seed"]),
+                            str(expect.get("selection", "all")))
     meta = {
         **expect,
         "source": str(shard),
@@ -186,6 +194,7 @@ class _Shard:
     sha: str
     entry: Path
     k: int  # samples per shard of the split it belongs to
+    selection: str = "all"  # which states it samples (forge.ml.tokenize.SELECTIONS)
     meta: dict | None = None
 
 
@@ -325,14 +334,20 @@ def build_dataset(
     global_seed: int,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    selection: Mapping[str, str] | None = None,
 ) -> BuildStats:
     """Tokenize the shards not yet cached, then write each split as memory-mappable arrays.
 
     Splits are exactly as given (a shard may sit in one split only), concatenated in the given
     order. ``samples_per_shard`` is one count for every split or a count per split (golden sets
-    are often sampled at their own rate). Splits whose sources and sampling did not change are
-    left as they are. ``cache_dir`` defaults to ``<out_dir>/../cache``.
+    are often sampled at their own rate). ``selection`` names the states a split samples from
+    (:data:`forge.ml.tokenize.SELECTIONS`; splits left out: "all"). Splits whose sources and
+    sampling did not change are left as they are. ``cache_dir`` defaults to ``<out_dir>/../cache``.
     """
+    sel = {split: check_selection((selection or {}).get(split, "all")) for split in shards_by_split}
+    unknown = sorted(set(selection or {}) - set(shards_by_split))
+    if unknown:
+        raise StoreError(f"selection given for split(s) {', '.join(unknown)} that are not built")
     if isinstance(samples_per_shard, Mapping):
         ks = dict(samples_per_shard)
         missing_k = sorted(set(shards_by_split) - set(ks))
@@ -358,10 +373,11 @@ def build_dataset(
             if sha in by_sha:
                 raise StoreError(f"{p}: same content as {by_sha[sha]}; a shard may be used once")
             by_sha[sha] = p
-            shards[p] = _Shard(p, sha, entry_path(cache_dir, sha, int(ks[split]), g), k=int(ks[split]))
+            shards[p] = _Shard(p, sha, entry_path(cache_dir, sha, int(ks[split]), g, sel[split]), k=int(ks[split]),
+                               selection=sel[split])
 
     def expect(s: _Shard) -> dict:
-        return _expected(s.sha, s.k, g)
+        return _expected(s.sha, s.k, g, s.selection)
 
     missing = []
     for s in shards.values():
@@ -399,7 +415,8 @@ def build_dataset(
             for s in members
         ]
         prev = reusable.get(split)
-        if prev is not None and prev.get("samples_per_shard") != ks[split]:
+        if prev is not None and (prev.get("samples_per_shard") != ks[split]
+                                 or prev.get("selection", "all") != sel[split]):
             prev = None
         if _split_matches(prev, sources, out_dir / split):
             manifest["splits"][split] = prev
@@ -416,6 +433,8 @@ def build_dataset(
             count = sum(s["samples"] for s in sources)
             manifest["splits"][split] = {"count": count, "samples_per_shard": ks[split], "sources": sources,
                                          "checksums": checksums}
+            if sel[split] != "all":
+                manifest["splits"][split]["selection"] = sel[split]
             stats.splits_written.append(split)
         stats.counts[split] = manifest["splits"][split]["count"]
     for split in old.get("splits", {}):

@@ -62,12 +62,61 @@ def _check_columns(path: Path, pf: pq.ParquetFile) -> None:
         raise ShardError(f"{path}: column(s) {', '.join(wrong)} are not integers")
 
 
-def sample_rows(rows: int, max_samples: int, global_seed: int, seed: int, decl_id: int) -> np.ndarray:
-    """Row indices per the spec's sampling rule, in sampling order (before dropping terminals)."""
-    if rows > max_samples:
+#: Which of a shard's states training may sample (golden sets are always "all"):
+#: - "all": every state, the spec's sampling rule;
+#: - "decisions": only states where a legal move can lose points (the mover's legal Q differ). Most
+#:   states teach the policy nothing: a single legal move, or every legal move optimal (74% of the
+#:   states of a full deal). Sampling among decisions spends every training step on a lesson; the
+#:   value head then sees only such states too.
+SELECTIONS: tuple[str, ...] = ("all", "decisions")
+
+
+def check_selection(selection: str) -> str:
+    if selection not in SELECTIONS:
+        raise InputError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    return selection
+
+
+def sample_rows(rows: int | np.ndarray, max_samples: int, global_seed: int, seed: int, decl_id: int) -> np.ndarray:
+    """Row indices per the spec's sampling rule, in sampling order (before dropping terminals).
+
+    ``rows`` is the shard's row count, or the ascending indices of the rows eligible under a
+    selection: the same rule then draws among those rows, by their position in that list.
+    """
+    eligible = None if isinstance(rows, (int, np.integer)) else np.asarray(rows, dtype=np.int64)
+    n = int(rows) if eligible is None else len(eligible)
+    if n > max_samples:
         rng = np.random.default_rng((global_seed, seed, decl_id))
-        return rng.choice(rows, size=max_samples, replace=False)
-    return np.arange(rows, dtype=np.int64)
+        picked = rng.choice(n, size=max_samples, replace=False)
+    else:
+        picked = np.arange(n, dtype=np.int64)
+    return picked if eligible is None else eligible[picked]
+
+
+def q_spread(qvals: np.ndarray) -> np.ndarray:
+    """Per row, the most points a legal move can lose against the best one (0: no choice matters;
+    also 0 for terminal rows). ``qvals`` (N, 7) int8 in team-0 units, ILLEGAL_Q where illegal."""
+    q = np.asarray(qvals, dtype=np.int16)
+    legal = q != ILLEGAL_Q
+    best = q.max(axis=1)  # ILLEGAL_Q is below every legal Q
+    worst = np.where(legal, q, 127).min(axis=1)
+    return np.where(legal.any(axis=1), best - worst, 0)
+
+
+def decision_rows(path: Path, pf: pq.ParquetFile) -> np.ndarray:
+    """Ascending indices of the shard's rows where a legal move can lose points, read a row group
+    at a time (only the Q columns)."""
+    found, start = [], 0
+    for g in range(pf.metadata.num_row_groups):
+        try:
+            table = pf.read_row_group(g, columns=list(Q_COLUMNS))
+        except (pa.ArrowException, OSError) as e:
+            raise ShardError(f"{path}: cannot read row group {g} (truncated or corrupt?): {e}") from e
+        spread = q_spread(np.stack([_column(path, table, c) for c in Q_COLUMNS], axis=1))
+        found.append(np.flatnonzero(spread > 0) + start)
+        start += table.num_rows
+        del table
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def _column(path: Path, table: pa.Table, name: str) -> np.ndarray:
@@ -204,19 +253,24 @@ def featurize(
     }
 
 
-def tokenize_shard(path: str | Path, max_samples: int, global_seed: int) -> dict[str, np.ndarray]:
-    """Sample up to ``max_samples`` rows of a shard and tokenize them (spec format v1).
+def tokenize_shard(
+    path: str | Path, max_samples: int, global_seed: int, selection: str = "all"
+) -> dict[str, np.ndarray]:
+    """Sample up to ``max_samples`` rows of a shard and tokenize them (spec format v1), drawn
+    among the rows ``selection`` allows (:data:`SELECTIONS`; "all" is the spec's rule).
 
-    Deterministic in (shard, max_samples, global_seed) alone. Raises ShardError, naming the
-    file, for anything that is not a well-formed shard.
+    Deterministic in (shard, max_samples, global_seed, selection) alone. Raises ShardError,
+    naming the file, for anything that is not a well-formed shard.
     """
     if max_samples < 1:
         raise InputError(f"max_samples must be positive, got {max_samples}")
+    check_selection(selection)
     path = Path(path)
     info = read_shard_info(path)
     pf = _open(path)
     _check_columns(path, pf)
-    rows = sample_rows(info.rows, max_samples, global_seed, info.seed, info.decl_id)
+    eligible = info.rows if selection == "all" else decision_rows(path, pf)
+    rows = sample_rows(eligible, max_samples, global_seed, info.seed, info.decl_id)
     cols = read_rows(path, pf, rows)
     bad = check_states(cols["state"], info.hand_size)
     if len(bad):

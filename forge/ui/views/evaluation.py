@@ -24,7 +24,7 @@ from forge.ml.checkpoints import load_module
 from forge.ml.data import spread_indices
 from forge.ml.inference import inference_net
 from forge.ml.metrics import BLUNDER_THRESHOLD, move_gaps, predict, team_sign
-from forge.ml.model import VALUE_SCALE
+from forge.ml.model import VALUE_SCALE, move_scores
 from forge.ml.store import load_split
 from forge.ml.tokenize import F_DECL
 from forge.oracle.rules import DECL_NAMES
@@ -158,7 +158,7 @@ def predict_subset(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, s
     for start in range(0, len(index), batch_size):
         part = slice(start, start + batch_size)
         out = net(*(torch.from_numpy(arrays[k][part]) for k in ("tokens", "masks", "players")))
-        logits.append(out.logits.float())
+        logits.append(move_scores(out, module.move_head).float())  # the scores it plays by
         value.append(out.value.float() * VALUE_SCALE)
         q.append(out.q.float() * VALUE_SCALE)
     cat = (lambda xs: torch.cat(xs).numpy()) if len(index) else (lambda xs: np.zeros((0, 7), np.float32))

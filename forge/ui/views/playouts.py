@@ -93,8 +93,10 @@ def plays(moves: Sequence[tuple[Position, int]]) -> list[Play]:
 
 
 def model_policy(checkpoint: str | os.PathLike) -> Policy:
-    """A checkpoint's network as a policy (exact inference net, argmax over legal moves)."""
-    return ModelPolicy(load_module(checkpoint).model)
+    """A checkpoint's network as a policy (exact inference net, argmax over legal moves of the
+    head it was trained to play by)."""
+    module = load_module(checkpoint)
+    return ModelPolicy(module.model, move_head=module.move_head)
 
 
 def record_playouts(policy: Policy, shards: Sequence[str | os.PathLike]) -> tuple[PlayoutResult, Recorder]:
