@@ -54,7 +54,6 @@ def near_ties(model, tensors: dict, move_head: str = "policy") -> int:
     import torch
 
     from forge.ml.inference import fp32_tolerance
-
     from forge.ml.model import move_scores
 
     with torch.inference_mode():
