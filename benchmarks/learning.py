@@ -63,7 +63,8 @@ from forge.ml.data import ArrayBatches, load_tensors, shuffle_hand_slots
 from forge.ml.evaluate import evaluate_model
 from forge.ml.metrics import mover_q
 from forge.ml.model import ModelConfig, count_parameters, preset
-from forge.ml.module import DominoModule, cosine_schedule
+from forge.ml.module import DominoModule
+from forge.ml.schedule import cosine_schedule
 from forge.ml.store import StoreError, build_dataset, read_manifest
 from forge.ml.tokenize import SELECTIONS
 from forge.ml.training import FiniteGuard

@@ -395,3 +395,71 @@ def test_bf16_mixed_trains_and_evaluates_on_cpu(mini, tmp_path):
     metrics = evaluate(result.last_checkpoint, mini, "val")
     assert metrics["n"] == again["n"] == len(val["targets"])
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def _lr_rows(metrics_csv: Path) -> list[float]:
+    return [float(r["lr-AdamW/pg1"]) for r in csv.DictReader(metrics_csv.open()) if r.get("lr-AdamW/pg1")]
+
+
+def test_a_sample_budget_stops_mid_epoch_scores_the_last_weights_and_keeps_them(data, tmp_path):
+    from forge.ml.schedule import lr_factor
+
+    budget, batch = 1000, 64
+    res = train(data, epochs=None, max_samples=budget, model="tiny", batch_size=batch, lr=1e-3, run_dir=tmp_path,
+                trainer_kwargs={"log_every_n_steps": 1}, **FAST)
+    assert budget <= res.samples < budget + batch and res.samples_seen == res.samples
+    assert res.best_checkpoint is None and res.last_checkpoint.is_file()
+    assert read_checkpoint(res.last_checkpoint)["samples_seen"] == res.samples
+    # validation ran once, on the weights kept, and evaluating them gives its figures
+    assert "val/q_gap" in res.metrics
+    val = load_tensors(data, "val")
+    ties, n = near_ties(load_module(res.last_checkpoint).model, val), len(val["targets"])
+    assert evaluate(res.last_checkpoint, data, "val")["q_gap"] == pytest.approx(
+        res.metrics["val/q_gap"], abs=1e-6 + ties * MAX_GAP / n)
+    # the schedule was laid over the budget: warm-up, then down to the floor at its end
+    lrs = _lr_rows(res.metrics_csv)
+    assert len(lrs) == -(-budget // batch)
+    assert max(lrs) == pytest.approx(1e-3, rel=0.02) and lrs[-1] < 0.1e-3
+    assert lrs[-1] == pytest.approx(1e-3 * lr_factor((res.samples - batch) / budget, 0.02, 0.05), rel=1e-3)
+
+
+def test_continuing_runs_follow_one_schedule_and_keep_the_optimiser(data, tmp_path):
+    horizon, batch = 3000, 64
+    kw = dict(epochs=None, max_samples=640, model="tiny", batch_size=batch, lr=1e-3, lr_horizon=horizon,
+              trainer_kwargs={"log_every_n_steps": 1}, **FAST)
+    first = train(data, run_dir=tmp_path / "a", **kw)
+    second = train(data, run_dir=tmp_path / "b", resume=first.last_checkpoint, continuing=True, **kw)
+    assert first.samples_seen == 640 and second.samples == 640 and second.samples_seen == 1280
+    lrs1, lrs2 = _lr_rows(first.metrics_csv), _lr_rows(second.metrics_csv)
+    # no second warm-up: the second run starts where the first stopped, one step on
+    assert lrs1[0] < lrs1[-1] and lrs2[0] == pytest.approx(lrs1[-1] + (lrs1[-1] - lrs1[-2]), rel=0.05)
+    together = lrs1 + lrs2
+    unbroken = train(data, run_dir=tmp_path / "c", **{**kw, "max_samples": 1280})
+    assert together == pytest.approx(_lr_rows(unbroken.metrics_csv), rel=1e-6)
+    # Adam's step count goes on across runs
+    steps = [read_checkpoint(r.last_checkpoint)["optimizer_states"][0]["state"][0]["step"]
+             for r in (first, second)]
+    assert float(steps[1]) == 2 * float(steps[0]) == 20
+    # a fine-tune (not continuing) starts a fresh warm-up
+    fresh = train(data, run_dir=tmp_path / "d", resume=first.last_checkpoint, **kw)
+    assert fresh.samples_seen == 640 and _lr_rows(fresh.metrics_csv)[0] == pytest.approx(lrs1[0])
+
+
+def test_training_on_several_datasets_reads_each_train_split(data, mini, tmp_path):
+    both = train(mini, train_dirs=[mini, data], epochs=1, model="tiny", batch_size=256, run_dir=tmp_path, **FAST)
+    n = sum(len(load_tensors(d, "train")["targets"]) for d in (mini, data))
+    assert both.samples == n
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": None}, "epochs may be left open only with a budget"),
+    ({"max_samples": 10, "max_seconds": 5}, "not both"),
+    ({"max_seconds": float("nan")}, "max_seconds must be a positive number"),
+    ({"continuing": True}, "continuing goes on from a checkpoint"),
+])
+def test_bad_budgets_are_refused_before_any_run_folder(mini, tmp_path, kwargs, message):
+    from forge.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        train(mini, **{"epochs": 1, "model": "tiny", "run_dir": tmp_path, **FAST, **kwargs})
+    assert not (tmp_path / "domino").exists()

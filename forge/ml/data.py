@@ -10,7 +10,7 @@ needs to, on whatever device it runs on.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -34,6 +34,14 @@ def load_tensors(data_dir: str | Path, split: str, in_memory: bool = True) -> di
     with warnings.catch_warnings():  # read-only views: nothing here writes to a batch in place
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+
+
+def concat_splits(data_dirs: Sequence[str | Path], split: str) -> dict[str, Tensor]:
+    """One split of several datasets, concatenated in the given order into RAM."""
+    parts = [load_tensors(d, split, in_memory=len(data_dirs) == 1) for d in data_dirs]
+    if len(parts) == 1:
+        return parts[0]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def decl_of(batch: Mapping[str, Tensor]) -> Tensor:
@@ -155,6 +163,8 @@ class DominoDataModule(L.LightningDataModule):
     in the page cache rather than holding one each. Evaluation splits are read in order,
     straight from the memory map. ``val_samples`` validates on that many samples spread evenly
     over the val split (:func:`spread_indices`), the same ones every epoch; None: all of it.
+    ``train_dirs`` trains on the train splits of those datasets, concatenated in RAM (a window of
+    several iterations' data, say), instead of ``data_dir``'s own.
     """
 
     def __init__(
@@ -168,9 +178,11 @@ class DominoDataModule(L.LightningDataModule):
         val_split: str = "val",
         test_split: str = "test",
         val_samples: int | None = None,
+        train_dirs: Sequence[str | Path] | None = None,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
+        self.train_dirs = [Path(d) for d in train_dirs] if train_dirs else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
@@ -188,6 +200,8 @@ class DominoDataModule(L.LightningDataModule):
 
     def split(self, role: str) -> dict[str, Tensor]:
         name = self.split_names[role]
+        if role == "train" and self.train_dirs and name not in self.splits:
+            self.splits[name] = concat_splits(self.train_dirs, name)
         if name not in self.splits:
             in_memory = self.in_memory if self.in_memory is not None else self._rank_and_world()[1] == 1
             tensors = load_tensors(self.data_dir, name, in_memory=in_memory and role == "train")

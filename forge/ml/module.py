@@ -14,8 +14,7 @@ Every checkpoint it writes carries ``weights_sha256``, a digest of its weights t
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -27,9 +26,14 @@ from forge.errors import InputError
 from forge.ml.data import Batch, decl_of, shuffle_hand_slots
 from forge.ml.metrics import MoveMetrics, mover_q, team_sign
 from forge.ml.model import MOVE_HEADS, VALUE_SCALE, DominoTransformer, ModelConfig, ModelOutput, move_scores, preset
+from forge.ml.schedule import cosine_schedule, lr_factor
 
 #: Checkpoint key of :func:`weights_sha256` over the checkpoint's ``state_dict``.
 WEIGHTS_SHA256 = "weights_sha256"
+#: Checkpoint keys of the training samples the weights have seen in all runs, and of the optimiser
+#: state a continuing run resumes (Lightning's own key).
+SAMPLES_SEEN = "samples_seen"
+OPTIMIZER_STATES = "optimizer_states"
 #: The network's heads, in the order metrics report them.
 HEADS: tuple[str, ...] = ("policy", "value", "q")
 
@@ -106,6 +110,13 @@ class DominoModule(L.LightningModule):
         self.model = DominoTransformer(config)
         self.val_metrics = MoveMetrics()
         self.test_metrics = MoveMetrics()
+        #: Training samples these weights have seen, over every run that trained them (checkpointed).
+        self.samples_seen = 0
+        #: Where the LR schedule stands (0..1, flat beyond), when a run lays it over a budget or a
+        #: horizon of samples rather than its own steps (forge.ml.schedule); None: over the steps.
+        self.lr_progress: Callable[[], float] | None = None
+        #: An optimiser state to go on from (a continuing run), loaded when the optimiser is made.
+        self.optimizer_state: dict | None = None
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> DominoModule:
@@ -121,6 +132,7 @@ class DominoModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[WEIGHTS_SHA256] = weights_sha256(checkpoint["state_dict"])
+        checkpoint[SAMPLES_SEEN] = self.samples_seen
 
     def forward(self, batch: Batch) -> ModelOutput:
         return self.model(batch["tokens"], batch["masks"], batch["players"])
@@ -208,8 +220,18 @@ class DominoModule(L.LightningModule):
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         opt = self.make_optimizer()
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, hp.warmup_frac, hp.min_lr_ratio))
+        if self.optimizer_state is not None:
+            opt.load_state_dict(self.optimizer_state)  # Adam's moments go on; the rate is the schedule's
+            for group in opt.param_groups:
+                group["lr"] = hp.lr
+                group.pop("initial_lr", None)
+        progress = self.lr_progress
+        if progress is not None:
+            factor = lambda _step: lr_factor(progress(), hp.warmup_frac, hp.min_lr_ratio)  # noqa: E731
+        else:
+            factor = cosine_schedule(max(1, int(self.trainer.estimated_stepping_batches)), hp.warmup_frac,
+                                     hp.min_lr_ratio)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -222,15 +244,3 @@ def check_heads(policy_weight: float, q_weight: float, move_head: str) -> None:
         raise InputError(f"move_head {move_head!r} plays by a head this run does not train "
                          f"({move_head}_weight is 0)")
 
-
-def cosine_schedule(total_steps: int, warmup_frac: float, min_ratio: float):
-    """LR multiplier: linear warm-up, then cosine from 1 down to ``min_ratio`` at the last step."""
-    warmup = max(1, int(round(warmup_frac * total_steps))) if warmup_frac > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return factor

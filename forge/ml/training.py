@@ -3,7 +3,11 @@
 Each run gets ``<run_dir>/domino/version_N/`` holding ``metrics.csv``, ``checkpoints/``
 (``last.ckpt`` and ``best.ckpt``, best by validation Q-gap) and, unless disabled, an offline
 W&B run under ``wandb/``. ``resume`` starts from a checkpoint's weights (fine-tuning: fresh
-optimiser and schedule). The CLI is :mod:`forge.cli.train`; the flywheel calls :func:`train`.
+optimiser and schedule), or, with ``continuing``, goes on with its optimiser state and sample count
+under one schedule over ``lr_horizon`` samples (the flywheel's model learning across iterations).
+A run trains for ``epochs``, or for a budget of samples or seconds (:mod:`forge.ml.schedule`); it
+may train on several datasets' train splits at once (``train_dirs``: a replay window). The CLI is
+:mod:`forge.cli.train`; the flywheel calls :func:`train`.
 
 Hardware is Lightning's business: ``precision``, ``accelerator``, ``devices``, ``strategy``
 (``ddp``: one process per device, each reading its own share of the memory-mapped train split)
@@ -41,7 +45,8 @@ from forge.errors import ForgeError, InputError
 from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
 from forge.ml.data import DominoDataModule
 from forge.ml.model import PRESETS, ModelConfig, preset
-from forge.ml.module import DominoModule
+from forge.ml.module import OPTIMIZER_STATES, SAMPLES_SEEN, DominoModule
+from forge.ml.schedule import Budget, budget_clock
 from forge.ml.settings import PRECISIONS, WANDB_PROJECT, on_cuda
 from forge.ml.store import StoreError, load_split, read_manifest
 
@@ -69,6 +74,8 @@ class TrainResult:
     best_q_gap: float | None = None
     wandb_dir: Path | None = None
     global_rank: int = 0  # under DDP every process returns; only rank 0's paths were written
+    samples: int = 0  # samples this run trained on (all processes together)
+    samples_seen: int = 0  # samples the final weights have seen over every run (continuing runs add up)
 
 
 def result_dict(result: TrainResult) -> dict[str, Any]:
@@ -205,10 +212,16 @@ def _finite(name: str, value: Any) -> float:
 
 def _check_arguments(epochs: Any, lr: Any, batch_size: Any, seed: Any, threads: Any, val_samples: Any,
                      precision: Any, devices: Any, num_nodes: Any, compile: Any,
-                     module_kwargs: Mapping[str, Any]) -> None:
+                     module_kwargs: Mapping[str, Any], budget: bool, lr_horizon: Any) -> None:
     """Every numeric argument is checked before anything is read or written: a NaN or infinite
     learning rate would otherwise "train" a model of NaNs."""
-    _integer("epochs", epochs)
+    if epochs is None:
+        if not budget:
+            raise InputError("epochs may be left open only with a budget (max_samples or max_seconds)")
+    else:
+        _integer("epochs", epochs)
+    if lr_horizon is not None:
+        _integer("lr_horizon", lr_horizon)
     if _finite("lr", lr) <= 0:
         raise InputError(f"lr must be positive, got {lr!r}")
     _integer("batch_size", batch_size)
@@ -229,16 +242,19 @@ def _check_arguments(epochs: Any, lr: Any, batch_size: Any, seed: Any, threads: 
             _finite(key, value)
 
 
-def _check_data(data_dir: Path) -> list[str]:
+def _check_data(data_dir: Path, train_dirs: list[Path] | None = None) -> list[str]:
     """The dataset's splits, after checking the manifest and the train and val arrays' shapes
-    (memory maps: cheap), so that a bad dataset fails before any run folder exists."""
+    (memory maps: cheap), so that a bad dataset fails before any run folder exists. With
+    ``train_dirs``, their train splits are checked and ``data_dir`` needs none."""
+    for other in train_dirs or []:
+        _check_data(other)
     splits = read_manifest(data_dir).get("splits")
     if not isinstance(splits, dict):
         raise StoreError(f"{data_dir}: manifest.json has no splits table; rebuild the dataset")
-    if "train" not in splits:
+    if "train" not in splits and not train_dirs:
         raise StoreError(f"{data_dir}: dataset has no 'train' split (has: {', '.join(sorted(splits)) or 'none'})")
     for name in ("train", "val"):
-        if name not in splits:
+        if name not in splits or (name == "train" and train_dirs):
             continue
         count = splits[name].get("count") if isinstance(splits[name], dict) else None
         if not isinstance(count, int) or isinstance(count, bool) or count < (1 if name == "train" else 0):
@@ -328,6 +344,12 @@ def train(
     compile: bool = False,
     module_kwargs: dict[str, Any] | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
+    train_dirs: list[str | Path] | None = None,
+    max_samples: int | None = None,
+    max_seconds: float | None = None,
+    clock: str = "wall",
+    lr_horizon: int | None = None,
+    continuing: bool = False,
 ) -> TrainResult:
     """Train (or fine-tune from ``resume``) and return the run's checkpoints and final metrics.
 
@@ -342,14 +364,26 @@ def train(
     ``module_kwargs`` go to :class:`DominoModule` (loss weights, shuffle_hands, ...), and
     ``trainer_kwargs`` to ``lightning.Trainer``.
 
+    ``train_dirs`` trains on those datasets' train splits together (``data_dir`` then gives only
+    val/test). ``max_samples`` or ``max_seconds`` (of ``clock``: wall or cpu) is a budget: the run
+    stops there, mid-epoch if need be (``epochs``, if given, still caps the passes), the LR schedule
+    is laid over the budget, validation runs once at the end and the last weights are kept.
+    ``lr_horizon`` lays the schedule over every sample the weights have seen instead, and
+    ``continuing`` takes the ``resume`` checkpoint's optimiser state and sample count along, so a
+    sequence of runs follows one warm-up and one cosine.
+
     Bad arguments raise InputError and a bad dataset StoreError before any run folder is made;
     a run that diverges raises :class:`TrainingDiverged` and leaves no checkpoint.
     """
     module_kwargs = dict(module_kwargs or {})
+    budget = budget_clock(max_samples, max_seconds, clock)
     _check_arguments(epochs, lr, batch_size, seed, threads, val_samples, precision, devices, num_nodes,
-                     compile, module_kwargs)
+                     compile, module_kwargs, budget is not None, lr_horizon)
+    if continuing and resume is None:
+        raise InputError("continuing goes on from a checkpoint: give resume")
     data_dir, run_dir = Path(data_dir), Path(run_dir)
-    splits = _check_data(data_dir)
+    train_dirs = [Path(d) for d in train_dirs] if train_dirs else None
+    splits = _check_data(data_dir, train_dirs)
     ckpt = read_checkpoint(resume) if resume is not None else None
     config = _model_config(model, ckpt, resume)
     if threads:
@@ -359,6 +393,15 @@ def train(
     module = DominoModule(model_config=config.to_dict(), lr=lr, **module_kwargs)
     if resume is not None:
         load_weights(module, resume, ckpt)
+    if continuing:
+        module.samples_seen = int(ckpt.get(SAMPLES_SEEN) or 0)
+        states = ckpt.get(OPTIMIZER_STATES) or []
+        module.optimizer_state = states[0] if states else None  # an imported model starts a fresh one
+    if lr_horizon is not None:
+        module.lr_progress = lambda: module.samples_seen / lr_horizon
+    elif budget is not None:
+        module.lr_progress = budget.fraction
+    samples_before = module.samples_seen
     if compile:
         module.model.compile()  # in place: the state dict (hence the checkpoint) keeps its keys
 
@@ -371,18 +414,20 @@ def train(
     # Two callbacks: Lightning writes "last" only when some checkpoint is written that step,
     # so "last" gets its own every-epoch callback rather than save_last on the "best" one.
     last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks: list[L.Callback] = [FiniteGuard(), last_cb, LearningRateMonitor(logging_interval="step")]
+    counter = Budget(budget)
+    callbacks: list[L.Callback] = [FiniteGuard(), counter, last_cb, LearningRateMonitor(logging_interval="step")]
     best_cb = None
-    if has_val:
+    if has_val and budget is None:  # a budget run keeps its last weights (a continuing schedule goes on from them)
         best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=BEST_METRIC, mode="min",
                                   save_top_k=1, enable_version_counter=False)
         callbacks.append(best_cb)
-    data = DominoDataModule(data_dir, batch_size=batch_size, seed=seed, val_samples=val_samples)
-    n_train = read_manifest(data_dir)["splits"]["train"]["count"]
+    data = DominoDataModule(data_dir, batch_size=batch_size, seed=seed, val_samples=val_samples,
+                            train_dirs=train_dirs)
+    n_train = sum(read_manifest(d)["splits"]["train"]["count"] for d in train_dirs or [data_dir])
     steps = max(1, -(-n_train // batch_size))
     kwargs: dict[str, Any] = dict(
-        max_epochs=epochs, accelerator=accelerator, devices=devices, strategy=_strategy(strategy),
-        num_nodes=num_nodes, precision=precision, logger=[csv], callbacks=callbacks,
+        max_epochs=-1 if epochs is None else epochs, accelerator=accelerator, devices=devices,
+        strategy=_strategy(strategy), num_nodes=num_nodes, precision=precision, logger=[csv], callbacks=callbacks,
         gradient_clip_val=1.0, log_every_n_steps=max(1, min(50, steps)),
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=str(run_dir),
@@ -413,10 +458,17 @@ def train(
                                 "resume": str(resume) if resume else None, "seed": seed, "lr": lr,
                                 "precision": precision, "accelerator": accelerator, "devices": devices,
                                 "strategy": strategy, "num_nodes": num_nodes, "compile": compile,
-                                "val_samples": val_samples})
+                                "val_samples": val_samples, "max_samples": max_samples,
+                                "max_seconds": max_seconds, "clock": clock, "lr_horizon": lr_horizon,
+                                "continuing": continuing, "samples_seen_before": samples_before,
+                                "train_dirs": [str(d) for d in train_dirs] if train_dirs else None})
         os.environ[_VERSION_ENV] = str(csv.version)  # for the processes a DDP launch starts
     try:
         _fit(trainer, module, data)
+        if budget is not None:  # stopped mid-epoch: score the final weights once, and keep them
+            if has_val:
+                _validate(trainer, module, data)
+            trainer.save_checkpoint(ckpt_dir / "last.ckpt")
         bad = nonfinite_tensors(module.state_dict())
         if bad:
             raise TrainingDiverged(f"training diverged: {len(bad)} weight tensor(s) non-finite after the last "
@@ -443,7 +495,16 @@ def train(
         best_q_gap=float(best_score) if best_score is not None else None,
         wandb_dir=version_dir / "wandb" if wb is not None else None,
         global_rank=trainer.global_rank,
+        samples=module.samples_seen - samples_before,
+        samples_seen=module.samples_seen,
     )
+
+
+def _validate(trainer: L.Trainer, module: DominoModule, data: DominoDataModule) -> None:
+    """One validation pass after fit, its figures logged at the last step like an epoch's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('val/")
+        trainer.validate(module, datamodule=data, verbose=False)
 
 
 def _fit(trainer: L.Trainer, module: DominoModule, data: DominoDataModule) -> None:
