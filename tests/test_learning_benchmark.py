@@ -6,7 +6,6 @@ plot; what the figures are is the benchmark's business.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -15,19 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from forge.ml.module import DominoModule
+from forge.ml.schedule import TrainClock
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "learning.py"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("learning_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-learning = _load_script()
+sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark's modes live in benchmarks/ttq
+from ttq import common, curve  # noqa: E402
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -36,23 +31,23 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_budget_parsing_and_evaluation_times():
-    assert [learning.parse_budget(t) for t in ("90s", "10m", "1.5h", "2")] == [90, 600, 5400, 120]
+    assert [common.parse_budget(t) for t in ("90s", "10m", "1.5h", "2")] == [90, 600, 5400, 120]
     for bad in ("0", "-3m", "10 minutes", ""):
         with pytest.raises(Exception, match="budget"):
-            learning.parse_budget(bad)
+            common.parse_budget(bad)
     # 20 minutes: the fixed 5 and 15 minutes, and quarters of the budget, ending at the budget
-    assert learning.eval_marks(1200, 4) == [300, 600, 900, 1200]
-    assert learning.eval_marks(7200, 2) == [300, 900, 1800, 3600, 7200]
-    assert learning.eval_marks(10, 3)[-1] == 10
-    assert learning.eval_marks(100_000, 4, in_seconds=False) == [25_000, 50_000, 75_000, 100_000]
+    assert curve.eval_marks(1200, 4) == [300, 600, 900, 1200]
+    assert curve.eval_marks(7200, 2) == [300, 900, 1800, 3600, 7200]
+    assert curve.eval_marks(10, 3)[-1] == 10
+    assert curve.eval_marks(100_000, 4, in_seconds=False) == [25_000, 50_000, 75_000, 100_000]
 
 
 def test_clock_leaves_out_pauses_and_counts_the_budget_in_its_unit():
-    clock = learning.TrainClock(1000, "samples")
+    clock = TrainClock(1000, "samples")
     clock.start()
     clock.samples = 250
     assert clock.fraction() == 0.25
-    wall = learning.TrainClock(3600, "wall")
+    wall = TrainClock(3600, "wall")
     wall.start()
     wall.pause()
     paused = wall.seconds()
@@ -61,37 +56,32 @@ def test_clock_leaves_out_pauses_and_counts_the_budget_in_its_unit():
     wall.resume()
     assert wall.seconds()[0] >= paused[0] and wall.seconds()[0] < 1
     with pytest.raises(ValueError, match="clock"):
-        learning.TrainClock(1, "steps")
+        TrainClock(1, "steps")
 
 
 def test_unknown_setting_is_refused_with_the_valid_keys():
-    assert learning.parse_settings(["dropout=0", "shuffle_hands=true", "q_weight=0.5"]) == (
+    assert common.parse_settings(["dropout=0", "shuffle_hands=true", "q_weight=0.5"]) == (
         {"dropout": 0}, {"shuffle_hands": True, "q_weight": 0.5})
     with pytest.raises(ValueError, match="dropout"):
-        learning.parse_settings(["dropuot=0"])
+        common.parse_settings(["dropuot=0"])
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no training here
-def test_time_based_schedule_warms_up_then_anneals_over_the_budget():
-    module = learning.BudgetModule.from_preset("tiny", lr=1e-3, warmup_frac=0.1, min_lr_ratio=0.05)
-
-    class Clock:
-        frac = 0.0
-
-        def fraction(self) -> float:
-            return self.frac
-
-    module.clock = clock = Clock()
+def test_a_schedule_laid_over_a_fraction_warms_up_then_anneals_to_the_floor():
+    module = DominoModule.from_preset("tiny", lr=1e-3, warmup_frac=0.1, min_lr_ratio=0.05)
+    progress = {"now": 0.0}
+    module.lr_progress = lambda: progress["now"]  # a budget's fraction, or samples seen over a horizon
     conf = module.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     lrs = {}
-    for frac in (0.01, 0.1, 0.5, 1.0):
-        clock.frac = frac
+    for frac in (0.01, 0.1, 0.5, 1.0, 1.5):
+        progress["now"] = frac
         sched.step()
         lrs[frac] = opt.param_groups[0]["lr"]
     assert lrs[0.01] < 0.2e-3  # warming up
     assert lrs[0.1] == pytest.approx(1e-3, rel=1e-3)  # peak at the end of warm-up
     assert lrs[0.1] > lrs[0.5] > lrs[1.0] == pytest.approx(0.05e-3)  # cosine down to the floor at the budget
+    assert lrs[1.5] == lrs[1.0]  # and flat beyond it
 
 
 def test_tiny_budget_prints_the_curve_and_saves_json_and_plot(tmp_path):
@@ -124,3 +114,29 @@ def test_bad_request_is_one_line_not_a_traceback(tmp_path):
     run = _run("--preset", "tiny", "--budget", "2s", "--set", "nonsense=1", "--data", str(tmp_path))
     assert run.returncode == 2
     assert "Traceback" not in run.stderr and "nonsense" in run.stderr
+
+
+def test_speed_mode_measures_each_variant_through_the_projects_training(tmp_path):
+    out = tmp_path / "speed"
+    run = _run("--preset", "tiny", "--speed", "base", "batch_size=32", "--speed-rounds", "2", "--speed-steps", "3",
+               "--deals", "2", "--workers", "1", "--data", str(tmp_path / "data"), "--out", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads((out / "curve.json").read_text())["variants"]
+    assert [r["variant"] for r in rows] == ["base", "batch_size=32"]
+    assert [r["batch_size"] for r in rows] == [64, 32] and rows[0]["vs_first"] == 1.0
+    assert all(r["wall_samples_per_s"] > 0 and r["cpu_samples_per_s"] > 0 for r in rows)
+    assert "CPU samples/s" in run.stdout
+
+
+def test_flywheel_mode_runs_a_real_loop_until_the_budget(tmp_path):
+    out, ws = tmp_path / "fly", tmp_path / "ws"
+    # the loop ends itself after one iteration, well within the budget (no timing in the test)
+    run = _run("--flywheel", "tiny", "--budget", "10m", "--set", "stop_iterations=1", "--workers", "1",
+               "--data", str(tmp_path / "data"), "--workspace", str(ws), "--out", str(out), "--quiet")
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((out / "curve.json").read_text())
+    rows = result["iterations"]
+    assert [r["iteration"] for r in rows] == [1] and result["loop_exit"] == 0
+    assert all(0 < r["train_share"] < 1 and 0 <= r["q_gap"] <= 84 for r in rows)
+    assert 0 < rows[0]["minutes"] * 60 <= result["loop_s"]
+    assert "train share" in run.stdout and not (ws / ".flywheel.stop").exists()

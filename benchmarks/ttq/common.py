@@ -1,0 +1,126 @@
+"""What every mode shares: settings from the command line, machine facts, tables and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from forge.atomic import atomic_write_text
+from forge.errors import InputError
+from forge.flywheel.config import ConfigError, config_from_dict, load_preset
+from forge.ml.model import ModelConfig
+from forge.ml.module import DominoModule
+
+REPO = Path(__file__).resolve().parents[2]
+#: Issue 17's goals for a model trained from scratch on this project's 2-core machines: val Q-gap
+#: within two hours (the trainer), and the flywheel's at 30 minutes and 2 hours.
+GOAL_QGAP = 0.30
+FLYWHEEL_GOALS = ((30, 1.0), (120, 0.6))
+METRICS = ("q_gap", "decision_q_gap", "accuracy", "blunder_rate")
+
+
+def parse_budget(text: str) -> float:
+    """Seconds from "90s", "10m", "1.5h" or a bare number of minutes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"budget must be a positive time like 90s, 10m or 1.5h, got {text!r}")
+    return float(m.group(1)) * {"s": 1, "m": 60, "": 60, "h": 3600}[m.group(2)]
+
+
+def yaml_value(text: str) -> Any:
+    """A value as YAML, but ``3e-4`` is a number (YAML 1.1 wants ``3.0e-4``)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def parse_settings(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``key=value`` pairs (values as YAML) split into ModelConfig fields and DominoModule kwargs."""
+    model_keys = {f.name for f in fields(ModelConfig)}
+    # --model and --lr say those two
+    module_keys = set(inspect.signature(DominoModule.__init__).parameters) - {"self", "model_config", "lr"}
+    model, module = {}, {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in model_keys | module_keys:
+            raise InputError(f"--set {pair!r}: expected KEY=VALUE with KEY one of "
+                             f"{', '.join(sorted(model_keys | module_keys))}")
+        (model if key in model_keys else module)[key] = yaml_value(value)
+    return model, module
+
+
+def flywheel_settings(preset: str, pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs (values as YAML) as state.yaml config keys, checked against ``preset``."""
+    updates = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InputError(f"--set {pair!r}: expected KEY=VALUE with KEY a state.yaml config key")
+        updates[key] = yaml_value(value)
+    try:
+        config_from_dict({**load_preset(preset).to_dict(), **updates})
+    except ConfigError as exc:
+        raise InputError(f"--set: {exc}") from None
+    return updates
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def text_table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table: each column is (header, key, format spec such as ">8.2f"); the header
+    takes the spec's alignment and width; a missing value prints as "-"."""
+    heads = []
+    for header, _, spec in columns:
+        align, width = re.match(r"([<>^]?)(\d*)", spec).groups()
+        heads.append(f"{header:{align or '>'}{width}}")
+    head = " ".join(heads)
+
+    def cell(value: Any, spec: str) -> str:
+        if value is None:
+            align, width = re.match(r"([<>^]?)(\d*)", spec).groups()
+            return f"{'-':{align or '>'}{width}}"
+        return f"{value:{spec}}"
+
+    return "\n".join([head, "-" * len(head)] + [" ".join(cell(r.get(key), spec) for _, key, spec in columns)
+                                                 for r in rows])
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def read_json(path: str | Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{what}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None

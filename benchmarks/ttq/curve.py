@@ -1,0 +1,242 @@
+"""Curve mode: train a fresh model from scratch for a budget, through the project's own training
+(:func:`forge.ml.training.train` with a budget, its LR schedule laid over the budget), and score
+it at fixed times (5, 15, 30, 60, 120 minutes, those within the budget) and at even fractions of
+the budget on a fixed subset of the golden val states. Scoring (the fast fp32 ``evaluate_model``)
+pauses the training clock and is reported apart."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from forge.flywheel.config import load_preset
+from forge.ml.checkpoints import load_module
+from forge.ml.data import load_tensors
+from forge.ml.evaluate import evaluate_model
+from forge.ml.model import DominoTransformer, ModelConfig, count_parameters, preset
+from forge.ml.schedule import Budget, TrainClock
+from forge.ml.store import read_manifest
+from forge.ml.training import train
+from ttq.common import GOAL_QGAP, load_average, machine, parse_settings, text_table
+from ttq.data import golden_val, random_move_q_gap, train_deals, train_seeds
+
+#: Minutes at which the table reports the curve (those within the budget).
+FIXED_MINUTES = (5, 15, 30, 60, 120)
+#: Val states of the training run's own validation at its end (the curve's points are the figures).
+FINAL_VAL_SAMPLES = 2000
+
+
+@dataclass
+class Point:
+    minutes: float  # training wall-clock, evaluation excluded
+    cpu_minutes: float  # this process's CPU time while training
+    samples: int
+    epochs: float
+    q_gap: float
+    decision_q_gap: float | None  # Q-gap on the states where a move can lose points
+    accuracy: float
+    blunder_rate: float
+    value_mae: float | None
+    train_loss: float  # mean over the steps since the previous point
+    samples_per_s: float  # wall-clock, over the steps since the previous point
+    lr: float
+    eval_s: float
+
+
+def eval_marks(budget: float, points: int, in_seconds: bool = True) -> list[float]:
+    """Fixed minutes within a time budget plus ``points`` even fractions of it, near-duplicates merged."""
+    fixed = {60.0 * m for m in FIXED_MINUTES if 60 * m <= budget} if in_seconds else set()
+    marks = sorted(fixed | {budget * i / points for i in range(1, points + 1)})
+    merged: list[float] = []
+    for t in marks:
+        if merged and t - merged[-1] < 0.02 * budget:
+            merged[-1] = max(merged[-1], t) if t != budget else t
+        else:
+            merged.append(t)
+    return merged
+
+
+def run_clock(trainer: L.Trainer) -> TrainClock:
+    """The clock of the run's budget (forge.ml.schedule.Budget, present in every training run)."""
+    return next(cb.clock for cb in trainer.callbacks if isinstance(cb, Budget))
+
+
+class Curve(L.Callback):
+    """Scores the model on the val subset whenever the run's clock passes the next mark in
+    ``marks`` (the budget's unit); the clock is paused while it scores."""
+
+    def __init__(self, marks: list[float], val: dict[str, torch.Tensor], n_train: int, eval_batch: int,
+                 verbose: bool = True):
+        self.marks, self.val, self.n_train = list(marks), val, n_train
+        self.eval_batch, self.verbose = eval_batch, verbose
+        self.points: list[Point] = []
+        self._loss, self._steps, self._window = 0.0, 0, (0, 0.0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._loss += float(outputs["loss"])
+        self._steps += 1
+        clock = run_clock(trainer)
+        t = clock.elapsed()
+        if not self.marks or t < self.marks[0]:
+            return
+        while self.marks and t >= self.marks[0]:
+            self.marks.pop(0)
+        clock.pause()
+        self._score(trainer, pl_module, clock)
+        clock.resume()
+
+    def _score(self, trainer: L.Trainer, pl_module: L.LightningModule, clock: TrainClock) -> None:
+        start = time.perf_counter()
+        was_training = pl_module.model.training
+        m = evaluate_model(pl_module.model, self.val, self.eval_batch, with_value=True,
+                           move_head=pl_module.move_head)
+        pl_module.model.train(was_training)
+        wall, cpu = clock.seconds()
+        samples = clock.samples
+        window = wall - self._window[1]
+        point = Point(
+            minutes=wall / 60, cpu_minutes=cpu / 60, samples=samples, epochs=samples / self.n_train,
+            q_gap=m["q_gap"], decision_q_gap=m.get("decision_q_gap"), accuracy=m["accuracy"],
+            blunder_rate=m["blunder_rate"], value_mae=m.get("value_mae"), train_loss=self._loss / max(1, self._steps),
+            samples_per_s=(samples - self._window[0]) / window if window > 0 else float("nan"),
+            lr=trainer.optimizers[0].param_groups[0]["lr"], eval_s=time.perf_counter() - start,
+        )
+        self.points.append(point)
+        self._loss, self._steps, self._window = 0.0, 0, (samples, wall)
+        if self.verbose:
+            print(f"  {point.minutes:7.2f} min ({point.cpu_minutes:.2f} CPU)  {point.samples:>10,} samples  "
+                  f"Q-gap {point.q_gap:.3f}  acc {point.accuracy:.3f}  ({point.samples_per_s:,.0f} samples/s)",
+                  file=sys.stderr, flush=True)
+
+
+def table(points: list[dict[str, Any]]) -> str:
+    return text_table([("minutes", "minutes", "8.2f"), ("CPU min", "cpu_minutes", "8.2f"),
+                       ("samples", "samples", ">11,"), ("epochs", "epochs", "7.2f"), ("Q-gap", "q_gap", "7.3f"),
+                       ("decisions", "decision_q_gap", "10.3f"), ("accuracy", "accuracy", "9.4f"),
+                       ("blunders", "blunder_rate", "9.4f"), ("loss", "train_loss", "7.4f"),
+                       ("samples/s", "samples_per_s", "10,.0f")], points)
+
+
+def time_axis(curve: dict[str, Any]) -> tuple[str, str]:
+    """The point field and axis label of a curve's clock (CPU minutes for CPU-clock runs)."""
+    if curve.get("setup", {}).get("clock") == "cpu":
+        return "cpu_minutes", "training CPU minutes (evaluation excluded)"
+    return "minutes", "training wall-clock minutes (evaluation excluded)"
+
+
+def plot(curves: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_time, by_samples) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    key, xlabel = time_axis(curves[0])
+    for c in curves:
+        pts = c["points"]
+        label = c.get("label") or c.get("started", "")
+        by_time.plot([p[key] for p in pts], [p["q_gap"] for p in pts], marker="o", ms=3, label=label)
+        by_samples.plot([p["samples"] for p in pts], [p["q_gap"] for p in pts], marker="o", ms=3, label=label)
+    random_gap = curves[0].get("random_q_gap")
+    for ax in (by_time, by_samples):
+        if random_gap is not None:
+            ax.axhline(random_gap, color="grey", ls=":", lw=1, label="random legal move")
+        ax.axhline(GOAL_QGAP, color="green", ls="--", lw=1, label=f"goal {GOAL_QGAP} (2 hours)")
+        ax.grid(alpha=0.3)
+    by_time.set_xlabel(xlabel)
+    by_samples.set_xlabel("training samples seen")
+    by_time.set_ylabel("golden val Q-gap (points lost per move)")
+    by_time.legend(fontsize=8)
+    cpu = curves[0].get("machine", {}).get("cpu", "")
+    fig.suptitle(f"Time to quality from scratch ({cpu})", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, val: dict[str, torch.Tensor],
+                n_train: int, out: Path) -> tuple[list[Point], dict[str, Any]]:
+    cfg = load_preset(args.preset)
+    model_over, module_kwargs = parse_settings(args.set)  # checked in main already
+    config = ModelConfig(**{**preset(args.model or cfg.model).to_dict(), **model_over})
+    lr = args.lr if args.lr is not None else cfg.scratch_lr
+    batch_size = args.batch_size or cfg.batch_size
+    budget = args.samples or args.budget
+    kind = "samples" if args.samples else args.clock
+    curve = Curve(eval_marks(budget, args.points, in_seconds=kind != "samples"), val, n_train, args.eval_batch,
+                  not args.quiet)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner of GPUs and tips
+    with warnings.catch_warnings():  # Lightning's notes on what this run leaves out on purpose
+        warnings.filterwarnings("ignore", message=r".*(does not have many workers|LeafSpec).*")
+        res = train(val_dir, train_dirs=datasets, epochs=None, max_samples=args.samples,
+                    max_seconds=None if args.samples else args.budget, clock=args.clock, lr=lr,
+                    batch_size=batch_size, model=config, run_dir=out / "run", wandb=False, seed=args.seed,
+                    progress=False, precision=args.precision, accelerator="cpu", compile=args.compile,
+                    val_samples=FINAL_VAL_SAMPLES, module_kwargs=module_kwargs,
+                    trainer_kwargs={"callbacks": [curve]})
+    hparams = dict(load_module(res.last_checkpoint).hparams)
+    hparams.pop("model_config", None)
+    setup = {"model": config.to_dict(), "parameters": count_parameters(DominoTransformer(config)), "lr": lr,
+             "batch_size": batch_size, "module": hparams, "precision": args.precision, "compile": args.compile,
+             "seed": args.seed, "train_samples": n_train, "clock": kind, "budget": budget,
+             "threads": torch.get_num_threads(), "run_dir": str(res.run_dir)}
+    return curve.points, setup
+
+
+def run_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    cfg = load_preset(args.preset)
+    data = Path(args.data)
+    workers = args.workers or os.cpu_count() or 1
+    val_dir, golden_s = golden_val(cfg, data, args.val_per_shard, workers)
+    seeds = train_seeds(args.start_seed, args.deals or cfg.seeds_per_iter, cfg.golden_seeds)
+    k = args.samples_per_deal or cfg.samples_per_shard
+    datasets, deals_s, made = train_deals(cfg, data, seeds, k, workers, args.keep_shards, args.train_states)
+    if args.prepare:
+        print(f"data ready: {len(seeds)} deals x {k} samples ({made} made now in {deals_s:.0f} s), golden val "
+              f"{val_dir} ({golden_s:.0f} s)")
+        return {}
+    val = load_tensors(val_dir, "val", in_memory=True)
+    n_train = sum(read_manifest(d)["splits"]["train"]["count"] for d in datasets)
+    load_before = load_average()
+    started = datetime.now().isoformat(timespec="seconds")
+    budget = f"{args.samples:,} samples" if args.samples else f"{args.budget:.0f} s ({args.clock} clock)"
+    print(f"training from scratch for {budget} on {n_train:,} samples ({len(seeds)} deals x {k}, "
+          f"{args.train_states} states); scoring on {len(val['targets']):,} golden val states",
+          file=sys.stderr, flush=True)
+    wall = time.perf_counter()
+    points, setup = train_curve(args, datasets, val_dir, val, n_train, out)
+    return {
+        "label": args.label, "started": started, "command": " ".join(sys.argv), "mode": "learning",
+        "machine": machine(), "load_before": load_before, "load_after": load_average(),
+        "budget_s": args.budget, "wall_s": time.perf_counter() - wall, "preset": cfg.preset,
+        "hand_size": cfg.hand_size, "setup": setup,
+        "data": {"deals": len(seeds), "first_seed": seeds[0], "last_seed": seeds[-1], "samples_per_deal": k,
+                 "deals_made_now": made, "deals_s": round(deals_s, 1), "golden_made_s": round(golden_s, 1),
+                 "val_states": len(val["targets"]), "val_per_shard": args.val_per_shard,
+                 "train_states": args.train_states, "train_samples": n_train},
+        "random_q_gap": random_move_q_gap(val),
+        "points": [asdict(p) for p in points],
+    }
+
+
+def report(result: dict[str, Any], out: Path) -> None:
+    s, d = result["setup"], result["data"]
+    print(f"{result['preset']} preset, model {s['parameters']:,} params, batch {s['batch_size']}, lr {s['lr']:g}, "
+          f"{d['deals']} deals x {d['samples_per_deal']} {d.get('train_states', 'all')} samples; val "
+          f"{d['val_states']:,} golden states (random legal move: Q-gap {result['random_q_gap']:.3f}); data made "
+          f"now: {d['deals_made_now']} deals in {d['deals_s']} s, golden in {d['golden_made_s']} s (not counted)")
+    print(table(result["points"]))
+    plot([result], out / "curve.png")

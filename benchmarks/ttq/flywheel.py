@@ -1,0 +1,112 @@
+"""Flywheel mode: a real loop of a preset, in a fresh workspace, run in this process through the
+engine's own :func:`forge.flywheel.loop.run_loop` until the budget is spent (then it is asked to
+stop after its current stage; iterations recorded by then count). Golden shards are made
+beforehand (timed apart) and linked in. It reports val Q-gap per iteration against the loop's
+wall-clock, and the share of it the train stage took."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from forge.flywheel.config import config_from_dict, load_preset
+from forge.flywheel.loop import request_stop, run_loop
+from forge.flywheel.state import load_state, new_state, save_state
+from forge.oracle.generate import generate
+from ttq.common import FLYWHEEL_GOALS, METRICS, flywheel_settings, load_average, machine, text_table
+
+
+def _stop_after(root: Path, seconds: float, done: threading.Event) -> None:
+    """Ask the loop to stop once ``seconds`` have passed (it finishes the stage under way)."""
+    if not done.wait(seconds):
+        try:
+            request_stop(root)
+        except Exception as exc:  # noqa: BLE001 - the loop may have ended on its own meanwhile
+            print(f"  could not ask the loop to stop: {exc}", file=sys.stderr)
+
+
+def _minutes_since(start: datetime, stamp: str | None) -> float | None:
+    return (datetime.fromisoformat(stamp) - start).total_seconds() / 60 if stamp else None
+
+
+def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = load_preset(args.flywheel)
+    data = Path(args.data).resolve()
+    golden = data / f"golden-h{cfg.hand_size}"
+    start = time.perf_counter()
+    for _ in generate([(s, d) for s in sorted(cfg.golden_seeds) for d in cfg.golden_decls], golden,
+                      hand_size=cfg.hand_size, workers=args.workers, progress=False):
+        pass
+    golden_s = time.perf_counter() - start
+    ws = Path(args.workspace) if args.workspace else Path(tempfile.mkdtemp(prefix="forge-learning-"))
+    (ws / "data").mkdir(parents=True, exist_ok=True)
+    link = ws / "data" / golden.name
+    if not link.exists():
+        link.symlink_to(golden, target_is_directory=True)
+    updates = flywheel_settings(args.flywheel, args.set)
+    config = config_from_dict({**cfg.to_dict(), **updates})
+    save_state(ws, new_state(config, "learning", wandb_mode="disabled"))
+    load_before = load_average()
+    started = datetime.now().astimezone()
+    done = threading.Event()
+    watcher = threading.Thread(target=_stop_after, args=(ws, args.budget, done), daemon=True)
+    watcher.start()
+    say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        code = run_loop(ws, no_wandb=True, say=say)
+    finally:
+        done.set()
+    wall = time.perf_counter() - start - golden_s
+    rows = []
+    for entry in load_state(ws).history:
+        val = entry.val or {}
+        total = entry.timings.get("total")
+        rows.append({
+            "iteration": entry.iteration, "seeds": entry.total_seeds, "seconds": total,
+            "minutes": _minutes_since(started, entry.finished_at), **{m: val.get(m) for m in METRICS},
+            "train_share": entry.timings.get("train", 0) / total if total else None,
+            "timings": dict(entry.timings),
+        })
+    if not args.workspace:
+        shutil.rmtree(ws, ignore_errors=True)
+    return {"label": args.label, "started": started.isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+            "mode": "flywheel", "preset": args.flywheel, "settings": updates, "machine": machine(),
+            "load_before": load_before, "load_after": load_average(), "budget_s": args.budget,
+            "golden_s": round(golden_s, 1), "loop_s": round(wall, 1), "loop_exit": code, "iterations": rows}
+
+
+def flywheel_table(rows: list[dict[str, Any]]) -> str:
+    return text_table([("iter", "iteration", ">4"), ("seeds", "seeds", ">6"), ("iter s", "seconds", "7.0f"),
+                       ("cum. min", "minutes", "9.2f"), ("Q-gap", "q_gap", "7.3f"),
+                       ("decisions", "decision_q_gap", "10.3f"), ("accuracy", "accuracy", "9.4f"),
+                       ("blunders", "blunder_rate", "9.4f"), ("train share", "train_share", "12.0%")], rows)
+
+
+def goals(rows: list[dict[str, Any]]) -> list[str]:
+    """Where the run stands against the flywheel goals: the Q-gap recorded last before each mark."""
+    lines = []
+    for minutes, target in FLYWHEEL_GOALS:
+        before = [r for r in rows if r["minutes"] is not None and r["minutes"] <= minutes]
+        if before:
+            gap = before[-1]["q_gap"]
+            verdict = "met" if gap <= target else "not met"
+            lines.append(f"at {minutes} min: val Q-gap {gap:.3f} (goal <= {target}: {verdict})")
+    shares = [r["train_share"] for r in rows[1:] if r["train_share"] is not None]
+    if shares:
+        lines.append(f"train stage share of an iteration: median {statistics.median(shares):.0%} (goal >= 70%)")
+    return lines
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"flywheel preset {result['preset']}: golden sets ready in {result['golden_s']} s (not counted)")
+    print(flywheel_table(result["iterations"]))
+    for line in goals(result["iterations"]):
+        print(line)
