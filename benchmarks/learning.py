@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a ModelConfig field (dropout=0) or DominoModule argument (shuffle_hands=true); "
                          "in flywheel mode a state.yaml config key (lr=3e-4); repeatable")
+    ap.add_argument("--ema", type=float, metavar="DECAY",
+                    help="curve mode: also score an exponential moving average of the weights (e.g. 0.999)")
     ap.add_argument("--precision", default="32", choices=("32", "bf16-mixed"))
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
     ap.add_argument("--seed", type=int, default=0)

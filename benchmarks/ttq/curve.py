@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from forge.flywheel.config import load_preset
 from forge.ml.checkpoints import load_module
@@ -52,6 +53,7 @@ class Point:
     samples_per_s: float  # wall-clock, over the steps since the previous point
     lr: float
     eval_s: float
+    ema_q_gap: float | None = None  # the same model's exponential moving average of weights (--ema)
 
 
 def eval_marks(budget: float, points: int, in_seconds: bool = True) -> list[float]:
@@ -77,9 +79,10 @@ class Curve(L.Callback):
     ``marks`` (the budget's unit); the clock is paused while it scores."""
 
     def __init__(self, marks: list[float], val: dict[str, torch.Tensor], n_train: int, eval_batch: int,
-                 verbose: bool = True):
+                 verbose: bool = True, ema: float | None = None):
         self.marks, self.val, self.n_train = list(marks), val, n_train
-        self.eval_batch, self.verbose = eval_batch, verbose
+        self.eval_batch, self.verbose, self.ema = eval_batch, verbose, ema
+        self.averaged: AveragedModel | None = None
         self.points: list[Point] = []
         self._loss, self._steps, self._window = 0.0, 0, (0, 0.0)
 
@@ -88,6 +91,12 @@ class Curve(L.Callback):
         self._loss += float(outputs["loss"])
         self._steps += 1
         clock = run_clock(trainer)
+        if self.ema:
+            clock.pause()  # the average is the benchmark's measurement, not part of training
+            if self.averaged is None:
+                self.averaged = AveragedModel(pl_module.model, multi_avg_fn=get_ema_multi_avg_fn(self.ema))
+            self.averaged.update_parameters(pl_module.model)
+            clock.resume()
         t = clock.elapsed()
         if not self.marks or t < self.marks[0]:
             return
@@ -102,6 +111,10 @@ class Curve(L.Callback):
         was_training = pl_module.model.training
         m = evaluate_model(pl_module.model, self.val, self.eval_batch, with_value=True,
                            move_head=pl_module.move_head)
+        ema = None
+        if self.averaged is not None:
+            ema = evaluate_model(self.averaged.module, self.val, self.eval_batch, with_value=False,
+                                 move_head=pl_module.move_head)["q_gap"]
         pl_module.model.train(was_training)
         wall, cpu = clock.seconds()
         samples = clock.samples
@@ -111,13 +124,14 @@ class Curve(L.Callback):
             q_gap=m["q_gap"], decision_q_gap=m.get("decision_q_gap"), accuracy=m["accuracy"],
             blunder_rate=m["blunder_rate"], value_mae=m.get("value_mae"), train_loss=self._loss / max(1, self._steps),
             samples_per_s=(samples - self._window[0]) / window if window > 0 else float("nan"),
-            lr=trainer.optimizers[0].param_groups[0]["lr"], eval_s=time.perf_counter() - start,
+            lr=trainer.optimizers[0].param_groups[0]["lr"], eval_s=time.perf_counter() - start, ema_q_gap=ema,
         )
         self.points.append(point)
         self._loss, self._steps, self._window = 0.0, 0, (samples, wall)
         if self.verbose:
             print(f"  {point.minutes:7.2f} min ({point.cpu_minutes:.2f} CPU)  {point.samples:>10,} samples  "
-                  f"Q-gap {point.q_gap:.3f}  acc {point.accuracy:.3f}  ({point.samples_per_s:,.0f} samples/s)",
+                  f"Q-gap {point.q_gap:.3f}  acc {point.accuracy:.3f}  ({point.samples_per_s:,.0f} samples/s)"
+                  + (f"  EMA Q-gap {ema:.3f}" if ema is not None else ""),
                   file=sys.stderr, flush=True)
 
 
@@ -126,7 +140,7 @@ def table(points: list[dict[str, Any]]) -> str:
                        ("samples", "samples", ">11,"), ("epochs", "epochs", "7.2f"), ("Q-gap", "q_gap", "7.3f"),
                        ("decisions", "decision_q_gap", "10.3f"), ("accuracy", "accuracy", "9.4f"),
                        ("blunders", "blunder_rate", "9.4f"), ("loss", "train_loss", "7.4f"),
-                       ("samples/s", "samples_per_s", "10,.0f")], points)
+                       ("samples/s", "samples_per_s", "10,.0f"), ("EMA Q-gap", "ema_q_gap", "10.3f")], points)
 
 
 def time_axis(curve: dict[str, Any]) -> tuple[str, str]:
@@ -177,7 +191,7 @@ def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, v
     budget = args.samples or args.budget
     kind = "samples" if args.samples else args.clock
     curve = Curve(eval_marks(budget, args.points, in_seconds=kind != "samples"), val, n_train, args.eval_batch,
-                  not args.quiet)
+                  not args.quiet, args.ema)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner of GPUs and tips
     with warnings.catch_warnings():  # Lightning's notes on what this run leaves out on purpose
         warnings.filterwarnings("ignore", message=r".*(does not have many workers|LeafSpec).*")
@@ -192,7 +206,7 @@ def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, v
     setup = {"model": config.to_dict(), "parameters": count_parameters(DominoTransformer(config)), "lr": lr,
              "batch_size": batch_size, "module": hparams, "precision": args.precision, "compile": args.compile,
              "seed": args.seed, "train_samples": n_train, "clock": kind, "budget": budget,
-             "threads": torch.get_num_threads(), "run_dir": str(res.run_dir)}
+             "threads": torch.get_num_threads(), "run_dir": str(res.run_dir), "ema": args.ema}
     return curve.points, setup
 
 
