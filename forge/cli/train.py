@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from forge.atomic import atomic_write_text
-from forge.cli.common import ArgumentParser, UsageError, number, run_cli
+from forge.commandline import ArgumentParser, UsageError, number, run_cli
 from forge.ml.model import PRESETS
 from forge.ml.settings import PRECISIONS
 from forge.ml.training import result_dict, train
