@@ -26,31 +26,29 @@ def test_import_contracts_hold() -> None:
     assert "4 kept, 0 broken" in res.stdout
 
 
-def test_the_contracts_catch_an_upward_import(tmp_path: Path) -> None:
-    """A copy of the package with one forbidden import (oracle -> cli) breaks the layers contract."""
+def lint_copy(tmp_path: Path, appended: dict[str, str]) -> subprocess.CompletedProcess:
+    """import-linter on a copy of the package with ``appended`` lines added to its files (by path under forge/)."""
     pkg = tmp_path / "forge"
     shutil.copytree(REPO / "forge", pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    with (pkg / "oracle" / "rules.py").open("a") as fh:
-        fh.write("\nimport forge.cli.flywheel  # noqa: E402,F401\n")
+    for rel, line in appended.items():
+        with (pkg / rel).open("a") as fh:
+            fh.write(f"\n{line}  # noqa: E402,F401\n")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    res = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
+    return subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
+
+
+def test_the_contracts_catch_an_upward_import(tmp_path: Path) -> None:
+    """A copy of the package with one forbidden import (oracle -> cli) breaks the layers contract."""
+    res = lint_copy(tmp_path, {"oracle/rules.py": "import forge.cli.flywheel"})
     assert res.returncode != 0 and "forge.oracle.rules -> forge.cli.flywheel" in res.stdout
 
 
 def test_the_contracts_catch_an_engine_layer_and_a_drawing_import(tmp_path: Path) -> None:
     """The state's records reaching up into the stages, and the engine importing matplotlib, each break a contract."""
-    pkg = tmp_path / "forge"
-    shutil.copytree(REPO / "forge", pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    with (pkg / "flywheel" / "records.py").open("a") as fh:
-        fh.write("\nimport forge.flywheel.stages.train  # noqa: E402,F401\n")
-    with (pkg / "flywheel" / "status.py").open("a") as fh:
-        fh.write("\nimport matplotlib  # noqa: E402,F401\n")
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    res = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
+    res = lint_copy(tmp_path, {"flywheel/records.py": "import forge.flywheel.stages.train",
+                               "flywheel/status.py": "import matplotlib"})
     out = " ".join(res.stdout.split())
     assert res.returncode != 0
     assert "inside the engine: the loop and its views -> the stages -> the state and its records BROKEN" in out

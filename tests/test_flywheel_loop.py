@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAKE_KEY, flywheel
+from conftest import FAKE_KEY, flywheel, wait_for
 
 from forge.flywheel.status import snapshot
 from forge.ui.panel import render
@@ -246,10 +246,7 @@ def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, tmp
     assert children  # the loop's kernel at least
     proc.send_signal(signal.SIGKILL)  # the loop alone, mid-stage: its children must not outlive it
     proc.wait()
-    deadline = time.time() + 60
-    while any(alive(p) for p in children):
-        assert time.time() < deadline, f"still alive after the loop died: {[p for p in children if alive(p)]}"
-        time.sleep(0.1)
+    wait_for(lambda: not any(alive(p) for p in children), 60, f"the loop's processes {sorted(children)} to die with it")
     snap = json.loads(flywheel(ws, "status", "--json").stdout)
     assert snap["status"] == "crashed" and "retry" in snap["next_action"]
     assert snap["current"]["stage"] == "train"

@@ -131,10 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     if result.global_rank != 0:  # a DDP worker: rank 0 reports the run
         return 0
     atomic_write_text(result_file, json.dumps(result_dict(result), indent=1))
-    print(f"run: {result.run_dir}")
-    print(f"last checkpoint: {result.last_checkpoint}")
-    if result.best_checkpoint:
-        print(f"best checkpoint: {result.best_checkpoint} (val q_gap {result.best_q_gap:.4f})")
     return 0
 
 
