@@ -149,3 +149,13 @@ def test_evaluate_opens_the_last_finished_iteration_while_nothing_is_trained_for
     assert evaluate.default_iteration(ws, state) == 2  # no runs/iter-0003/results/train.json in the fixture
     assert stages.context(RECORDED, stage="evaluate").iteration == 2
     assert stages.context(RECORDED).iteration == 3
+
+
+def test_stage_code_reaches_the_configuration_only_through_its_view() -> None:
+    """The whole configuration is also in the state (and in each history entry): a stage module that read it
+    there would bypass its view, so none does."""
+    modules = sorted((Path(stages.__file__).parent).glob("*.py"))
+    assert {m.stem for m in modules} >= set(REGISTRY)
+    hits = [(m.name, line.strip()) for m in modules for line in m.read_text().splitlines()
+            if ".state.config" in line or "config_of(" in line or ".config.to_dict(" in line]
+    assert hits == []
