@@ -48,7 +48,8 @@ from typing import Any
 
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import STAGES, HistoryEntry
+from forge.flywheel.records import HistoryEntry
+from forge.flywheel.stages import REGISTRY
 from forge.flywheel.state import StateStore
 
 #: The standard preset cut down to minutes per iteration on 2 cores (an iteration takes an hour
@@ -176,11 +177,11 @@ def measure(ws: Path, iteration: int, wall: float | None = None) -> Iteration:
     """An iteration's figures from its history entry, stage results and archived notebooks."""
     h, here = entry(ws, iteration), Workspace.at(ws)
     by_stage, cells = {}, 0.0
-    for stage in STAGES:
+    for stage in REGISTRY:
         if stage not in h.timings:  # reused, not run in this iteration: no work, no notebook
             continue
-        result = json.loads((here.results(iteration) / f"{stage}.json").read_text())
-        by_stage[stage] = (h.timings[stage], float(result.get("seconds", 0.0)))
+        result = REGISTRY[stage].read(here, iteration)
+        by_stage[stage] = (h.timings[stage], float(result.seconds or 0.0) if result is not None else 0.0)
         cells += cell_seconds(ws / h.notebooks[stage])
     return Iteration(wall=h.timings["total"] if wall is None else wall, work=sum(w for _, w in by_stage.values()),
                      stages=sum(s for s, _ in by_stage.values()), cells=cells, by_stage=by_stage, load=load())

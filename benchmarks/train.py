@@ -64,7 +64,7 @@ from forge.ml.evaluate import evaluate_model  # noqa: E402
 from forge.ml.module import DominoModule  # noqa: E402
 from forge.ml.store import load_split  # noqa: E402
 from forge.ml.tokenize import FEATURE_VOCAB  # noqa: E402
-from forge.ml.training import train  # noqa: E402
+from forge.ml.training import GRAD_CLIP, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "data" / "bench-train"
@@ -143,7 +143,7 @@ def _trainer(steps: int, timer: L.Callback | None = None, validate: bool = False
         accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps,
         limit_val_batches=1.0 if validate else 0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        gradient_clip_val=1.0, callbacks=[timer] if timer else [], precision=precision,
+        gradient_clip_val=GRAD_CLIP, callbacks=[timer] if timer else [], precision=precision,
     )
 
 

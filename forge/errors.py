@@ -3,7 +3,7 @@
 Each layer raises its own subclass (``ShardError``, ``StoreError``, ``CheckpointError``,
 ``ConfigError``, ``StateError``, ...), all defined next to the code that raises them; the
 command-line entry points turn any ForgeError into one line on stderr and exit status 2
-(:func:`forge.cli.common.run_cli`). Anything else is a bug and keeps its traceback.
+(:func:`forge.commandline.run_cli`). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

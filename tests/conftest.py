@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,18 @@ def flywheel(ws: Path, *args: str, timeout: int = 600, env: dict | None = None) 
     env = {**os.environ, "WANDB_API_KEY": FAKE_KEY, **(env or {})}
     return subprocess.run([sys.executable, "-m", "forge.cli.flywheel", *args], cwd=ws, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> Any:
+    """``condition()``'s first truthy value, polled until ``timeout`` seconds have passed (then the test
+    fails, saying what it waited for): for a marker another process writes, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,11 @@
-"""The layer order oracle -> ml -> flywheel -> ui -> cli, and no import cycles (import-linter contracts
-in pyproject.toml), checked on the real import graph of the installed package."""
+"""The layer order oracle -> ml -> flywheel -> ui -> cli, no import cycles, the engine's own layers and no
+drawing below the ui (import-linter contracts in pyproject.toml), checked on the real import graph of
+the installed package; and the dependencies import-linter cannot see: module names in strings."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,17 +23,80 @@ def lint_imports(*args: str) -> subprocess.CompletedProcess:
 def test_import_contracts_hold() -> None:
     res = lint_imports()
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert "2 kept, 0 broken" in res.stdout
+    assert "4 kept, 0 broken" in res.stdout
+
+
+def lint_copy(tmp_path: Path, appended: dict[str, str]) -> subprocess.CompletedProcess:
+    """import-linter on a copy of the package with ``appended`` lines added to its files (by path under forge/)."""
+    pkg = tmp_path / "forge"
+    shutil.copytree(REPO / "forge", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for rel, line in appended.items():
+        with (pkg / rel).open("a") as fh:
+            fh.write(f"\n{line}  # noqa: E402,F401\n")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    return subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
 
 
 def test_the_contracts_catch_an_upward_import(tmp_path: Path) -> None:
     """A copy of the package with one forbidden import (oracle -> cli) breaks the layers contract."""
-    pkg = tmp_path / "forge"
-    shutil.copytree(REPO / "forge", pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    with (pkg / "oracle" / "rules.py").open("a") as fh:
-        fh.write("\nimport forge.cli.common  # noqa: E402,F401\n")
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    res = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
-    assert res.returncode != 0 and "forge.oracle.rules -> forge.cli.common" in res.stdout
+    res = lint_copy(tmp_path, {"oracle/rules.py": "import forge.cli.flywheel"})
+    assert res.returncode != 0 and "forge.oracle.rules -> forge.cli.flywheel" in res.stdout
+
+
+def test_the_contracts_catch_an_engine_layer_and_a_drawing_import(tmp_path: Path) -> None:
+    """The state's records reaching up into the stages, and the engine importing matplotlib, each break a contract."""
+    res = lint_copy(tmp_path, {"flywheel/records.py": "import forge.flywheel.stages.train",
+                               "flywheel/status.py": "import matplotlib"})
+    out = " ".join(res.stdout.split())
+    assert res.returncode != 0
+    assert "inside the engine: the loop and its views -> the stages -> the state and its records BROKEN" in out
+    assert "forge.flywheel.records -> forge.flywheel.stages.train" in out
+    assert "the engine draws nothing: presentation libraries are forge.ui's BROKEN" in out
+    assert "forge.flywheel.status -> matplotlib" in out
+
+
+#: Where a ``forge.cli`` name may appear below the CLI layer: the commands' names as a person types them,
+#: which messages show (text, never run).
+CLI_NAMES_ALLOWED = {("forge/commandline.py", 'FLYWHEEL = "python -m forge.cli.flywheel"'),
+                     ("forge/commandline.py", 'TRAIN = "python -m forge.cli.train"')}
+CLI_NAME = re.compile(r"forge[./]cli\b")
+
+
+def cli_names(root: Path) -> list[tuple[str, str]]:
+    """(file, line) of every ``forge.cli`` name in the package outside forge/cli (code, strings, comments
+    and docstrings alike) and in the notebooks' code cells."""
+    found = []
+    for path in sorted((root / "forge").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("forge/cli/"):
+            continue
+        found += [(rel, line.strip()) for line in path.read_text().splitlines() if CLI_NAME.search(line)]
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                source = "".join(cell["source"])
+                found += [(path.name, line.strip()) for line in source.splitlines() if CLI_NAME.search(line)]
+    return found
+
+
+def test_no_layer_below_the_cli_names_it_even_in_a_string(tmp_path: Path) -> None:
+    """import-linter sees imports only: ``-m forge.cli.x`` in an argument list or a runpy call would hide a
+    dependency on the CLI layer from it (and from a reader)."""
+    assert [hit for hit in cli_names(REPO) if hit not in CLI_NAMES_ALLOWED] == []
+    # the check sees a hop of the kind it forbids
+    shutil.copytree(REPO / "forge", tmp_path / "forge", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "notebooks").mkdir()
+    hop = 'CMD = [sys.executable, "-m", "forge.cli.flywheel", "--once"]'
+    with (tmp_path / "forge" / "flywheel" / "loop.py").open("a") as fh:
+        fh.write(f"\n{hop}\n")
+    assert cli_names(tmp_path) == [*sorted(CLI_NAMES_ALLOWED), ("forge/flywheel/loop.py", hop)]
+
+
+def test_no_stage_is_special_cased_outside_its_module() -> None:
+    """Every fact about a stage lives in its module under forge/flywheel/stages/ (the registry): no code
+    branches on a stage's name."""
+    hits = [(p.relative_to(REPO).as_posix(), n) for p in sorted((REPO / "forge").rglob("*.py"))
+            for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bstage(\.name)? ==", line)]
+    assert hits == []

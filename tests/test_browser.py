@@ -299,7 +299,7 @@ def test_stage_notebooks_and_explore_run_in_jupyterlab(fresh_lab, browser) -> No
         assert len(browser.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")) >= dropdowns, name
         if name == "03_train":  # the live curve was drawn under the stage call while it trained
             train_cell = next(c for c in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell")
-                              if "stages.train(" in c.text)
+                              if "stages.train.run(" in c.text)
             live = train_cell.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
             assert live, "no live training curve"
             images = browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")

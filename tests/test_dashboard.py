@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import wait_for
 
 from forge.flywheel.config import load_preset
 from forge.flywheel.lock import FlywheelLock, lock_is_held
@@ -67,15 +67,6 @@ def tiny(tmp_path: Path) -> Path:
     ws.mkdir()
     save_state(ws, new_state(load_preset("tiny"), "dashboard-test"))
     return ws
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_start_launches_a_detached_loop_that_stop_ends_after_its_stage(tiny: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAKE_KEY, flywheel
+from conftest import FAKE_KEY, flywheel, wait_for
 
 from forge.flywheel.status import snapshot
 from forge.ui.panel import render
@@ -51,7 +51,7 @@ def by_hand(ws: Path, *stages: str, env: dict | None = None) -> None:
     """Run stages of the next iteration through the same functions the notebooks call."""
     code = ("import sys\nfrom forge.flywheel import stages\nif __name__ == '__main__':\n"
             "    ctx = stages.context('.', progress=False, no_wandb=True)\n"
-            "    for name in sys.argv[1:]:\n        getattr(stages, name)(ctx)\n")
+            "    for name in sys.argv[1:]:\n        getattr(stages, name).run(ctx)\n")
     script = ws / "by_hand.py"
     script.write_text(code)
     res = subprocess.run([sys.executable, str(script), *stages], cwd=ws, capture_output=True, text=True,
@@ -208,7 +208,7 @@ def test_failing_stage_keeps_every_attempt_and_retry_resumes(runs, tmp_path) -> 
         assert res.returncode == 1
         st = state(ws)
         assert st["status"] == "failed" and st["current"]["stages_completed"] == ["generate", "tokenize"]
-        cell = _cell_number("03_train", "stages.train(")
+        cell = _cell_number("03_train", "stages.train.run(")
         assert st["last_error"].startswith(f"train: cell {cell}: ") and "Error" in st["last_error"]
         tried = st["current"]["attempts"][-1]
         assert (tried["number"], tried["stage"], tried["cell"]) == (attempt, "train", cell)
@@ -246,10 +246,7 @@ def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, tmp
     assert children  # the loop's kernel at least
     proc.send_signal(signal.SIGKILL)  # the loop alone, mid-stage: its children must not outlive it
     proc.wait()
-    deadline = time.time() + 60
-    while any(alive(p) for p in children):
-        assert time.time() < deadline, f"still alive after the loop died: {[p for p in children if alive(p)]}"
-        time.sleep(0.1)
+    wait_for(lambda: not any(alive(p) for p in children), 60, f"the loop's processes {sorted(children)} to die with it")
     snap = json.loads(flywheel(ws, "status", "--json").stdout)
     assert snap["status"] == "crashed" and "retry" in snap["next_action"]
     assert snap["current"]["stage"] == "train"
@@ -425,7 +422,7 @@ def test_a_stage_run_by_hand_shows_in_the_panel(runs, tmp_path) -> None:
     by_hand(ws, "generate", "tokenize")
     edit_state(ws, lambda d: d["config"].update(epochs=500))
     (ws / "train.py").write_text("from forge.flywheel import stages\nif __name__ == '__main__':\n"
-                                 "    stages.train(stages.context('.', progress=False))\n")
+                                 "    stages.train.run(stages.context('.', progress=False))\n")
     proc = subprocess.Popen([sys.executable, "train.py"], cwd=ws, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

@@ -15,11 +15,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[test]' brings it)")
 
@@ -74,16 +74,6 @@ def _titles(pids: list[int]) -> list[str]:
         except OSError:
             pass
     return out
-
-
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class LocalCluster:
@@ -173,7 +163,7 @@ def cluster() -> Iterator[LocalCluster]:
     try:
         cluster.start_head()
         cluster.start_worker()
-        _wait_for(lambda: cluster.raylets() == 2, START_TIMEOUT, "the head and worker raylets")
+        wait_for(lambda: cluster.raylets() == 2, START_TIMEOUT, "the head and worker raylets")
         yield cluster
     except BaseException:
         print(cluster.log_tail(), file=sys.stderr)
@@ -211,8 +201,8 @@ def test_losing_the_worker_node_mid_run_still_completes_every_shard(cluster: Loc
     out = tmp_path / "shards"
     run = _generate_on_ray(cluster, out, "60:62", hand_size=6)  # 20 deals of 0.1-1 s each
     try:
-        _wait_for(lambda: any(t.startswith("ray::solve_to_bytes") for t in _titles(_session_members(worker.pid)))
-                  or run.poll() is not None, 120, "a deal to run on the worker node")
+        wait_for(lambda: any(t.startswith("ray::solve_to_bytes") for t in _titles(_session_members(worker.pid)))
+                 or run.poll() is not None, 120, "a deal to run on the worker node")
         assert run.poll() is None, "generation ended before the worker node could be killed"
         cluster.kill(worker)
         stdout, stderr = run.communicate(timeout=240)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from forge.cli import eval as eval_cli
-from forge.cli.common import run_cli
+from forge.commandline import run_cli
 from forge.ml.checkpoints import (
     SAFE_GLOBALS,
     CheckpointError,

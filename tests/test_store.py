@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import forge.ml.store as store
-from forge.cli.common import run_cli
 from forge.cli.tokenize import main
+from forge.commandline import run_cli
 from forge.ml.store import StoreError, build_dataset, load_split, read_manifest, verify_split
 from forge.ml.tokenize import ARRAY_NAMES, tokenize_shard
 from forge.oracle.shard import ShardError, write_shard

@@ -17,7 +17,7 @@ from conftest import near_ties
 
 from forge.cli import eval as eval_cli
 from forge.cli import train as train_cli
-from forge.cli.common import run_cli
+from forge.commandline import run_cli
 from forge.ml.checkpoints import CheckpointError, load_module, read_checkpoint
 from forge.ml.data import ArrayBatches, load_tensors, spread_indices, subset
 from forge.ml.evaluate import evaluate, evaluate_model

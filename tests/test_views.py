@@ -18,6 +18,11 @@ import pytest
 import torch
 
 from forge.errors import InputError
+from forge.flywheel.stages.base import StageResult
+from forge.flywheel.stages.evaluate import EvaluateResult
+from forge.flywheel.stages.generate import GenerateResult
+from forge.flywheel.stages.tokenize import TokenizeResult
+from forge.flywheel.stages.train import TrainOutputs, TrainResult
 from forge.ml.checkpoints import load_module
 from forge.ml.inference import inference_net
 from forge.ml.metrics import MoveMetrics
@@ -157,9 +162,10 @@ def test_shard_shape_counts_every_state(data) -> None:
 
 
 def test_seconds_per_deal_come_from_the_stage_record() -> None:
-    result = {"shards": [{"split": "golden", "seed": 900, "decl": 0, "rows": 500, "seconds": 0.5, "kept": False},
-                         {"split": "golden", "seed": 901, "decl": 1, "rows": 300, "seconds": 0.0, "kept": True},
-                         {"split": "train", "seed": 1, "decl": 1, "rows": 700, "seconds": 0.25, "kept": False}]}
+    result = GenerateResult.model_validate(
+        {"shards": [{"split": "golden", "seed": 900, "decl": 0, "rows": 500, "seconds": 0.5, "kept": False},
+                    {"split": "golden", "seed": 901, "decl": 1, "rows": 300, "seconds": 0.0, "kept": True},
+                    {"split": "train", "seed": 1, "decl": 1, "rows": 700, "seconds": 0.25, "kept": False}]})
     summary = deals.timing_summary(result)
     assert summary.rows() == [("golden", 1, 1, 0.5, 0.5, 1000.0), ("train", 1, 0, 0.25, 0.25, 2800.0)]
     assert deals.timing_frame(result, split="train")["seed"].to_list() == [1]
@@ -192,7 +198,7 @@ def test_decoded_sample_view_and_its_index_check(data) -> None:
 
 
 def test_cache_hits_come_from_the_stage_result() -> None:
-    frame = samples.cache_frame({"tokenized_shards": 1, "cached_shards": 3, "splits_rewritten": ["train"]})
+    frame = samples.cache_frame(TokenizeResult(tokenized_shards=1, cached_shards=3, splits_rewritten=["train"]))
     assert frame.row(0)[:4] == (1, 3, 0.75, "train")
 
 
@@ -209,17 +215,24 @@ def test_live_curve_watched_every_training_step(data) -> None:
     assert all(np.isfinite(curve.losses))
 
 
+def _trained(**fields) -> TrainResult:
+    """A train stage's result with no kept epoch recorded (pretraining's), unless ``fields`` say so."""
+    return TrainResult(**{"checkpoint": "runs/iter-0001/model.ckpt", "started_from": "scratch", "lr": 1e-3,
+                          "metrics_csv": "metrics.csv", "kept_reason": "",
+                          "outputs": TrainOutputs(checkpoint="runs/iter-0001/model.ckpt", sha256="0"), **fields})
+
+
 def test_kept_epoch_is_the_one_the_checkpoint_callback_saved(data) -> None:
     frame = training.metrics_frame(data["run"].metrics_csv)
-    epoch, reason = training.kept_checkpoint({}, frame)
+    epoch, reason = training.kept_checkpoint(_trained(), frame)
     saved = torch.load(data["checkpoint"], map_location="cpu", weights_only=True)["epoch"]
     assert epoch == saved + 1 and "val/q_gap" in reason
     # the stage's own record wins when it has one
-    assert training.kept_checkpoint({"kept_epoch": 2, "kept_reason": "r"}, frame) == (2, "r")
+    assert training.kept_checkpoint(_trained(kept_epoch=2, kept_reason="r"), frame) == (2, "r")
     fig = training.curves_figure(frame, epoch)
     assert len(fig.axes) >= 3 and any(line.get_label() == "kept checkpoint" for line in fig.axes[1].lines)
     assert training.lr_columns(frame) and frame[training.lr_columns(frame)[0]].drop_nulls().len() > 0
-    speed = training.throughput_frame({"seconds": 2.0}, frame, data["curve"])
+    speed = training.throughput_frame(_trained(seconds=2.0), frame, data["curve"])
     assert speed["samples / s (training steps)"].item() == round(data["curve"].samples_per_second)
 
 
@@ -269,7 +282,8 @@ def test_comparison_says_which_way_each_metric_moved() -> None:
         return HistoryEntry(iteration=i, seeds=[i], seed_range=[i, i + 1], total_seeds=i,
                             val={"q_gap": gap, "accuracy": acc}, playout={"playout_points_lost": lost})
 
-    result = {"val": {"q_gap": 0.5, "accuracy": 0.8}, "playout": {"playout_points_lost": 12.0}}
+    result = EvaluateResult(checkpoint="model.ckpt", val={"q_gap": 0.5, "accuracy": 0.8}, test={},
+                            playout={"playout_points_lost": 12.0})
     frame = evaluation.comparison_frame(result, entry(2, 0.6, 0.9, 10.0), entry(1, 0.4, 0.7, 12.0))
     rows = {r["metric"]: r for r in frame.iter_rows(named=True)}
     assert rows["val q_gap"]["vs previous"].startswith("▼") and rows["val q_gap"]["vs previous"].endswith("better")
@@ -386,7 +400,12 @@ def test_headless_choices_render_their_defaults_once(monkeypatch, capsys) -> Non
 
 
 def test_results_keep_small_numbers_readable() -> None:
-    frame = results.result_frame({"lr": 3e-05, "val": {"q_gap": 0.123456}, "inputs": {"x": 1}, "n": 7})
+    class Result(StageResult):
+        lr: float
+        val: dict[str, float]
+        n: int
+
+    frame = results.result_frame(Result(lr=3e-05, val={"q_gap": 0.123456}, inputs={"x": 1}, n=7))
     values = dict(frame.iter_rows())
     assert values == {"lr": "3e-05", "val.q_gap": "0.1235", "n": "7"}
     assert "3e-05" in display.frame_html(pl.DataFrame({"lr": [3e-05]}))
@@ -396,7 +415,7 @@ def test_the_evaluated_worst_play_out_is_replayed_alone(data) -> None:
     from forge.ml.evaluate import evaluate
 
     metrics = evaluate(data["checkpoint"], data["dataset"], "test", playout_deals=len(TEST))
-    options = playouts.evaluated_deals({"playout": metrics})
+    options = playouts.evaluated_deals(EvaluateResult(checkpoint="model.ckpt", val={}, test={}, playout=metrics))
     assert sorted(key for _, key in options) == sorted(TEST)  # every evaluated deal, by its recorded loss
     losses = [float(label.split(": ")[1].split()[0]) for label, _ in options]
     assert losses == sorted(losses, reverse=True)

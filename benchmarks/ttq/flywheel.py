@@ -21,6 +21,7 @@ from forge.flywheel.config import config_from_dict, load_preset
 from forge.flywheel.loop import request_stop, run_loop
 from forge.flywheel.state import load_state, new_state, save_state
 from forge.oracle.generate import generate
+from forge.ui.archiving import HOOKS
 from ttq.common import FLYWHEEL_GOALS, METRICS, flywheel_settings, load_average, machine, text_table
 
 
@@ -61,7 +62,7 @@ def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
     watcher.start()
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        code = run_loop(ws, no_wandb=True, say=say)
+        code = run_loop(ws, no_wandb=True, say=say, **HOOKS)  # as the flywheel command runs it: HTML archived
     finally:
         done.set()
     wall = time.perf_counter() - start - golden_s

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from forge.atomic import atomic_write_text
-from forge.cli.common import ArgumentParser, UsageError, number, run_cli
+from forge.commandline import ArgumentParser, UsageError, number, run_cli
 from forge.ml.checkpoints import checkpoint_info
 from forge.ml.evaluate import eval_device, evaluate
 

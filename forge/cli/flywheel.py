@@ -19,9 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from forge.cli.common import ArgumentParser, UsageError, parse_seed_range, run_cli
-from forge.flywheel.state import RUN as PROG
+from forge.commandline import FLYWHEEL as PROG
+from forge.commandline import ArgumentParser, UsageError, parse_seed_range, run_cli
 from forge.flywheel.state import WANDB_MODES
+from forge.ml.model import PRESETS as MODEL_PRESETS
 from forge.ml.settings import WANDB_PROJECT
 from forge.oracle.executors import EXECUTORS
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--wandb-mode", default="offline", choices=WANDB_MODES)
     init.add_argument("--start-seed", type=int, default=0, help="first training seed (default 0)")
     init.add_argument("--seeds-per-iter", type=int, help="override the preset's seeds per iteration")
-    init.add_argument("--model", default=None, help="override the preset's model size (tiny, small, large)")
+    init.add_argument("--model", default=None, choices=MODEL_PRESETS, help="override the preset's model size")
     init.add_argument("--baseline", help="checkpoint the first iteration fine-tunes from")
     init.add_argument("--pretrain-seeds", metavar="A:B", default=None,
                       help="first train a baseline from scratch on seeds A..B-1 (iteration 0), streamed in chunks")
@@ -130,25 +131,18 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from forge.flywheel.status import format_text, snapshot
+    from forge.flywheel.status import snapshot
+    from forge.ui.text import format_text
 
     snap = snapshot(args.root, disk=True)
     print(json.dumps(snap, indent=2, default=str) if args.json else format_text(snap))
     return 0
 
 
-def _write_index(root: Path) -> None:
-    from forge.ui.archive_page import write_index
-
-    try:
-        write_index(root)
-    except Exception as exc:  # noqa: BLE001 - the index is a view; the record is state.yaml
-        print(f"warning: archive index not written: {exc}", file=sys.stderr)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from forge.flywheel.loop import run_loop
     from forge.flywheel.state import load_state, training_seeds
+    from forge.ui.archiving import HOOKS
 
     seeds = None
     if args.seed_range:
@@ -161,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.ray_address:
         updates["ray_address"] = args.ray_address
     return run_loop(args.root, once=args.once, seeds=seeds, no_wandb=args.no_wandb,
-                    say=lambda msg: print(msg, flush=True), on_record=_write_index, config_updates=updates)
+                    say=lambda msg: print(msg, flush=True), config_updates=updates, **HOOKS)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -172,8 +166,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    from forge.flywheel.archive import format_archive
     from forge.ui.archive_page import write_index
+    from forge.ui.text import format_archive
 
     write_index(args.root)
     print(format_archive(args.root))

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from forge.cli.common import ArgumentParser, UsageError, number, run_cli
+from forge.commandline import ArgumentParser, UsageError, number, run_cli
 from forge.ml.store import BuildStats, build_dataset
 
 PROG = "python -m forge.cli.tokenize"
@@ -69,7 +69,7 @@ def _summary(stats: BuildStats) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build the dataset; errors propagate to :func:`forge.cli.common.run_cli` as one line."""
+    """Build the dataset; errors propagate to :func:`forge.commandline.run_cli` as one line."""
     logging.basicConfig(format="tokenize: %(message)s", level=logging.WARNING, stream=sys.stderr)
     args = parser().parse_args(argv)
     splits = resolve_splits(args.input, args.output, args.split)

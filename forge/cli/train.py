@@ -9,18 +9,14 @@ fresh optimiser and schedule). From Python, call :func:`forge.ml.training.train`
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
-from forge.atomic import atomic_write_text
-from forge.cli.common import ArgumentParser, UsageError, number, run_cli
+from forge.commandline import TRAIN, ArgumentParser, UsageError, number, run_cli
 from forge.ml.model import PRESETS
 from forge.ml.settings import PRECISIONS
-from forge.ml.training import result_dict, train
-from forge.oracle.local_pool import DIE_WITH_PARENT_ENV, die_with_parent
+from forge.ml.training import train
 
-PROG = "python -m forge.cli.train"
+PROG = TRAIN
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,8 +48,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-nodes", type=number(int), default=1)
     p.add_argument("--compile", action="store_true", help="run the network through torch.compile")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--result", type=Path, default=None, metavar="FILE",
-                   help="also write the run's checkpoints and final metrics to this JSON file (rank 0)")
     return p
 
 
@@ -62,8 +56,6 @@ def _devices(text: str) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if os.environ.get(DIE_WITH_PARENT_ENV):  # started by the flywheel: never outlive it (DDP ranks included)
-        die_with_parent(os.getppid())
     args = parser().parse_args(argv)
     if not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
@@ -79,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     if result.global_rank != 0:  # a DDP worker: rank 0 reports the run
         return 0
-    if args.result:
-        atomic_write_text(args.result, json.dumps(result_dict(result), indent=1))
     print(f"run: {result.run_dir}")
     print(f"last checkpoint: {result.last_checkpoint}")
     if result.best_checkpoint:

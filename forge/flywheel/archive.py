@@ -1,38 +1,16 @@
-"""The archive without a kernel: HTML exports beside each executed notebook, and its rows as data.
+"""The archive as data: one row per iteration, finished or under way.
 
-The archive's index page is presentation and lives in :mod:`forge.ui.archive_page`.
+How it shows is presentation: the index page (:mod:`forge.ui.archive_page`), the text table
+(:func:`forge.ui.text.format_archive`) and the HTML beside each archived notebook
+(:mod:`forge.ui.archiving`).
 """
 
 from __future__ import annotations
 
-import functools
-import os
-from pathlib import Path
 from typing import Any
 
-from forge.atomic import atomic_write_text
-from forge.flywheel.paths import Workspace
 from forge.flywheel.records import to_plain
-from forge.flywheel.state import State, load_state
-from forge.flywheel.status import cell, pick
-
-
-@functools.cache
-def _exporter():
-    """One exporter per process: building it (templates, styles) costs more than an export."""
-    from nbconvert import HTMLExporter
-
-    return HTMLExporter(template_name="lab")
-
-
-def export_html(notebook: Path) -> Path:
-    """Write ``<notebook>.html`` beside an executed notebook (outputs as they were, no re-run)."""
-    import nbformat
-
-    body, _ = _exporter().from_notebook_node(nbformat.read(notebook, as_version=4))
-    out = notebook.with_suffix(".html")
-    atomic_write_text(out, body)
-    return out
+from forge.flywheel.state import State
 
 
 def iteration_rows(state: State) -> list[dict[str, Any]]:
@@ -47,28 +25,3 @@ def iteration_rows(state: State) -> list[dict[str, Any]]:
     for row in rows:
         row["modified"] = sorted(s for s, p in (row.get("provenance") or {}).items() if p.get("modified"))
     return rows
-
-
-def format_archive(root: str | os.PathLike = ".") -> str:
-    """The archive as a text table (``python -m forge.cli.flywheel archive``)."""
-    ws = Workspace.at(root)
-    state = load_state(ws.root)
-    labels = ["iter", "seeds", "status", "accuracy", "Q-gap", "blunder", "play-out lost", "notebooks (archive/)",
-              "modified", "failed attempts"]
-    rows = [labels]
-    for row in iteration_rows(state):
-        books = row.get("notebooks") or {}
-        folder = Path(next(iter(books.values()))).parent.name if books else "-"
-        rows.append([
-            str(row["iteration"]), cell(row.get("seed_range")), row["status"],
-            cell(pick(row, ("val", "accuracy"))), cell(pick(row, ("val", "q_gap"))),
-            cell(pick(row, ("val", "blunder_rate"))), cell(pick(row, ("playout", "playout_points_lost"))),
-            f"{folder}/ ({len(books)} stages)" if books else "-",
-            ", ".join(row["modified"]) or "-",
-            ", ".join(f"{a['stage']} ({a['notebook'] or 'no notebook'})" for a in row.get("attempts") or []) or "-",
-        ])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(labels))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    index = ws.root / "archive" / "index.html"
-    lines.append(f"\nindex: {index if index.exists() else '(not written yet)'}")
-    return "\n".join(lines)

@@ -15,13 +15,13 @@ from typing import Any
 import yaml
 
 from forge.errors import InputError
+from forge.ml.model import PRESETS as MODEL_PRESETS
 from forge.ml.settings import PRECISIONS
 from forge.oracle.executors import EXECUTORS
 from forge.oracle.rules import MAX_HAND, N_DECLS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 PRESETS = TEMPLATES / "presets"
-MODEL_SIZES = ("tiny", "small", "large")
 KEEP_SHARDS = ("golden", "all")
 
 
@@ -40,7 +40,7 @@ class Config:
     golden_decls: list[int]
     golden_samples_per_shard: int
     playout_deals: int  # golden test deals played out by the model (0 = skip)
-    model: str  # tiny | small | large
+    model: str  # a model preset: forge.ml.model.PRESETS (tiny, small, large)
     epochs: int
     lr: float  # fine-tuning learning rate
     scratch_lr: float  # learning rate when there is no checkpoint to start from
@@ -150,8 +150,8 @@ def config_from_dict(data: Any) -> Config:
         raise ConfigError(f"config.keep_shards must be one of {', '.join(KEEP_SHARDS)}, got {cfg.keep_shards!r}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"config.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    if cfg.model not in MODEL_SIZES:
-        raise ConfigError(f"config.model must be one of {', '.join(MODEL_SIZES)}, got {cfg.model!r}")
+    if cfg.model not in MODEL_PRESETS:
+        raise ConfigError(f"config.model must be one of {', '.join(MODEL_PRESETS)}, got {cfg.model!r}")
     if not cfg.golden_val_seeds or not cfg.golden_test_seeds or not cfg.golden_decls:
         raise ConfigError("config.golden_val_seeds, golden_test_seeds and golden_decls must not be empty")
     if any(d >= N_DECLS for d in cfg.golden_decls):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from forge.flywheel.config import Config
 from forge.flywheel.paths import Workspace, find_root
@@ -19,14 +20,16 @@ class Context:
     """What a stage needs to know about the iteration it works on.
 
     ``config`` is the configuration this iteration runs with: state.yaml's for the iteration in
-    progress (or the next one), the iteration's own recorded snapshot for a past one.
+    progress (or the next one), the iteration's own recorded snapshot for a past one. Inside a
+    stage it is the stage's view of it (:class:`forge.flywheel.stages.base.ConfigView`), so the
+    helpers below can read only what the stage declares.
     """
 
     ws: Workspace
     state: State
     iteration: int
     seeds: list[int]
-    config: Config
+    config: Config | Any  # Any: a stage's ConfigView
     no_wandb: bool = False
     progress: bool = True
 
@@ -85,19 +88,15 @@ class Context:
 
 
 def context(root: str | os.PathLike | None = None, iteration: int | None = None, no_wandb: bool = False,
-            progress: bool = True, stage: str | None = None, state: State | None = None) -> Context:
+            progress: bool = True, state: State | None = None) -> Context:
     """Resolve the iteration from state.yaml: the one in progress or the next (default), or a past one.
 
-    With ``stage="evaluate"`` and an idle flywheel, the default is the next iteration if it has
-    been trained by hand, else the last finished one (not an iteration with nothing to evaluate).
     Without ``root``, the workspace is the current folder or, for a notebook opened from
-    ``notebooks/``, its parent.
+    ``notebooks/``, its parent. (A stage notebook's default may differ: see
+    :func:`forge.flywheel.stages.context`.)
     """
     ws = Workspace.at(find_root(root))
     state = state or load_state(ws.root)
-    if iteration is None and stage == "evaluate" and state.current is None and state.history \
-            and not (ws.results(state.iteration) / "train.json").is_file():
-        iteration = state.history[-1].iteration  # nothing trained for the next one yet: the last finished
     if iteration is None or iteration == state.iteration:
         iteration = state.iteration
         seeds = planned_seeds(state)

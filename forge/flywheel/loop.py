@@ -1,37 +1,50 @@
 """The headless flywheel: run iterations stage by stage until stopped, failed or done.
 
 A stage runs only when its recorded result no longer matches its inputs (see
-:mod:`forge.flywheel.fingerprint`); every way a stage can end -- success, a failing cell, a dead
+:mod:`forge.flywheel.stages.fingerprint`); every way a stage can end -- success, a failing cell, a dead
 kernel, a full disk, Ctrl+C or SIGTERM -- leaves state.yaml saying what happened and what to do
 next, and the next run resumes without hand-editing. Presentation is not the loop's business: a
-caller that wants the archive index refreshed passes ``on_record``.
+caller that wants the archive's HTML passes ``on_notebook`` (each executed notebook archived) and
+``on_record`` (an iteration recorded or failed). :func:`refusal` is the one rule for whether a loop
+may start; :func:`start_in_background` starts one that outlives its caller (the dashboard's Start).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError, describe_os_error, interruption
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
-from forge.flywheel.fingerprint import read_result, stage_status
-from forge.flywheel.lock import FlywheelLock, Heartbeat, LockHeld, lock_is_held, pid_alive
+from forge.flywheel.lock import LOCK_FILE, FlywheelLock, Heartbeat, LockHeld, describe_holder, lock_is_held, pid_alive
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import STAGES, Attempt, HistoryEntry, Provenance, describe_error
-from forge.flywheel.runner import LoopKernel, StageFailed, execute_stage
-from forge.flywheel.state import RUN, State, StateStore, begin_iteration, ensure_reserve, now, plan_seeds
+from forge.flywheel.records import Attempt, HistoryEntry, describe_error
+from forge.flywheel.runner import LoopKernel, OnNotebook, StageFailed, execute_stage
+from forge.flywheel.stages import REGISTRY, Stage, later, stage_status
+from forge.flywheel.stages import evaluate as evaluate_stage
+from forge.flywheel.stages import train as train_stage
+from forge.flywheel.state import State, StateStore, begin_iteration, ensure_reserve, load_state, now, plan_seeds
 
 Say = Callable[[str], None]
 OnRecord = Callable[[Path], None]
+#: How long :func:`start_in_background` waits for the new loop to claim the workspace before returning.
+START_WAIT_SECONDS = 20.0
 
 
 class FlywheelError(ForgeError):
@@ -52,35 +65,66 @@ def stop_reason(state: State) -> str | None:
     return None
 
 
+class IncompleteIteration(ForgeError):
+    """The iteration's train or evaluate result is missing or unreadable, so it cannot be recorded."""
+
+
 def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
     cur = state.current
     assert cur is not None
-    results = {stage: read_result(ws, cur.iteration, stage) or {} for stage in STAGES}
-    train, ev = results["train"], results["evaluate"]
+    train = train_stage.STAGE.read(ws, cur.iteration)
+    ev = evaluate_stage.STAGE.read(ws, cur.iteration)
+    if train is None or ev is None:
+        raise IncompleteIteration(f"the {'train' if train is None else 'evaluate'} result of iteration "
+                                  f"{cur.iteration} is missing or unreadable")
+    fingerprints = {}
+    for stage in REGISTRY.values():
+        result = stage.read(ws, cur.iteration)
+        if result is not None and result.fingerprint is not None:
+            fingerprints[stage.name] = result.fingerprint
     return HistoryEntry(
         iteration=cur.iteration, seeds=cur.seeds, seed_range=cur.seed_range,
         total_seeds=state.total_seeds + len(cur.seeds), config=state.config,
-        checkpoint=train.get("checkpoint"), started_from=train.get("started_from"),
-        val=ev.get("val"), test=ev.get("test"), playout=ev.get("playout"),
-        delta_prev=ev.get("delta_prev") or {}, delta_best=ev.get("delta_best") or {},
-        is_best=bool(ev.get("is_best", False)), flags=list(ev.get("flags") or []), wandb=ev.get("wandb"),
+        checkpoint=train.checkpoint, started_from=train.started_from,
+        val=ev.val, test=ev.test, playout=ev.playout, delta_prev=ev.delta_prev, delta_best=ev.delta_best,
+        is_best=ev.is_best, flags=list(ev.flags), wandb=ev.wandb,
         notebooks=dict(cur.notebooks), timings={**cur.timings, "total": round(seconds, 2)},
-        started_at=cur.started_at, finished_at=now(),
-        fingerprints={s: r["fingerprint"] for s, r in results.items() if "fingerprint" in r},
+        started_at=cur.started_at, finished_at=now(), fingerprints=fingerprints,
         provenance=dict(cur.provenance), attempts=list(cur.attempts),
     )
 
 
-def _check_startable(state: State) -> None:
+@dataclass(frozen=True)
+class Refusal:
+    """Why no loop may start on a workspace's state: what each front end words its own way."""
+
+    kind: Literal["running", "failed", "crashed", "done"]
+    iteration: int | None  # None for "running": the running loop's state is its own
+    detail: str  # the lock's holder; the last error; the stage the dead loop was in; why the stop condition holds
+
+
+def refusal(state: State) -> Refusal | None:
+    """Whether a loop may start on ``state``, no loop holding the workspace (the lock says that):
+    the one rule, for the loop itself and for the dashboard's Start."""
     if state.status == "failed":
+        return Refusal("failed", state.iteration, str(state.last_error))
+    if state.status == "running":  # no loop holds the workspace, so whoever set this is gone
+        return Refusal("crashed", state.iteration, str(state.current.stage if state.current else None))
+    if state.status == "done":
+        return Refusal("done", state.iteration, stop_reason(state) or "stop condition met")
+    return None
+
+
+def _check_startable(state: State) -> None:
+    refused = refusal(state)
+    if refused is None or refused.kind == "done":
+        return
+    if refused.kind == "failed":
         raise FlywheelError(
-            f"iteration {state.iteration} failed: {state.last_error}. Fix the cause, then `{RUN} retry`"
+            f"iteration {state.iteration} failed: {refused.detail}. Fix the cause, then `{FLYWHEEL} retry`"
         )
-    if state.status == "running":  # we hold the lock, so whoever set this is gone
-        stage = state.current.stage if state.current else None
-        raise FlywheelError(
-            f"the previous loop crashed (iteration {state.iteration}, stage {stage}); recover with `{RUN} retry`"
-        )
+    raise FlywheelError(f"the previous loop crashed (iteration {state.iteration}, stage {refused.detail}); "
+                        f"recover with `{FLYWHEEL} retry`")
 
 
 def run_loop(
@@ -91,9 +135,11 @@ def run_loop(
     say: Say = print,
     on_record: OnRecord | None = None,
     config_updates: dict[str, Any] | None = None,
+    on_notebook: OnNotebook | None = None,
 ) -> int:
     """Run iterations until the stop condition, an error, a stop request, Ctrl+C or SIGTERM (or one
-    with ``once``). ``on_record(root)`` is called whenever an iteration is recorded or fails;
+    with ``once``). ``on_record(root)`` is called whenever an iteration is recorded or fails, and
+    ``on_notebook(path)`` for every executed stage notebook archived (a failed attempt's too);
     ``config_updates`` are written into state.yaml's config first (validated like any edit)."""
     ws = Workspace.at(root)
     with FlywheelLock(ws.root):
@@ -117,7 +163,7 @@ def run_loop(
                         st.next_action = "raise the stop condition in state.yaml (config.stop_*) and set status: ready"
                     say(f"done: {reason}")
                     return 0
-                code = _run_iteration(ws, store, kernel, seeds, no_wandb, say, on_record)
+                code = _run_iteration(ws, store, kernel, seeds, no_wandb, say, on_record, on_notebook)
                 seeds = None
                 if code is not None:
                     return code
@@ -164,76 +210,78 @@ def _fail(ws: Workspace, store: StateStore, stage: str, summary: str, on_record:
         cur.attempts.append(Attempt(number=len(cur.attempts) + 1, stage=stage, error=summary, at=now(), cell=cell,
                                     notebook=ws.rel(notebook) if notebook else None))
         where = f"read {ws.rel(notebook)}" + (f" (cell {cell})" if cell else "") + ", " if notebook else ""
-        st.next_action = f"{where}fix the cause, then `{RUN} retry` (finished stages are kept)"
+        st.next_action = f"{where}fix the cause, then `{FLYWHEEL} retry` (finished stages are kept)"
     if on_record is not None:
         on_record(ws.root)
 
 
-def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str, no_wandb: bool, say: Say,
-               on_record: OnRecord | None) -> bool:
+def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stage, no_wandb: bool, say: Say,
+               on_record: OnRecord | None, on_notebook: OnNotebook | None) -> bool:
     """Run one stage unless its result still holds; False if it failed (recorded in state.yaml)."""
     cur = store.state.current
     assert cur is not None
+    name = stage.name
     ctx = context(ws.root, cur.iteration, no_wandb=no_wandb, progress=False, state=store.state)
     status = stage_status(ctx, stage)
     if status.done:
-        result = read_result(ws, cur.iteration, stage) or {}
+        result = stage.read(ws, cur.iteration)
         with store.edit() as st:
-            if stage not in st.current.stages_completed:
-                st.current.stages_completed.append(stage)
-            st.current.fingerprints[stage] = status.fingerprint
-            if result.get("provenance"):
-                st.current.provenance[stage] = Provenance(**result["provenance"])
-        say(f"  {stage:9s} already done")
+            if name not in st.current.stages_completed:
+                st.current.stages_completed.append(name)
+            st.current.fingerprints[name] = status.fingerprint
+            if result is not None and result.provenance is not None:
+                st.current.provenance[name] = result.provenance
+        say(f"  {name:9s} already done")
         return True
     if status.stale:
-        say(f"  {stage:9s} runs again: {'; '.join(status.reasons)}")
+        say(f"  {name:9s} runs again: {'; '.join(status.reasons)}")
     with store.edit() as st:
-        later = STAGES[STAGES.index(stage):]
-        st.current.stages_completed = [s for s in st.current.stages_completed if s not in later]
-        st.current.stage = stage
+        redo = later(name)
+        st.current.stages_completed = [s for s in st.current.stages_completed if s not in redo]
+        st.current.stage = name
     t0, since = time.perf_counter(), time.time()
     try:
         try:
-            done = execute_stage(ws, stage, cur.iteration, kernel, no_wandb, attempt=len(cur.attempts) + 1)
+            done = execute_stage(ws, stage, cur.iteration, kernel, no_wandb, attempt=len(cur.attempts) + 1,
+                                 on_notebook=on_notebook)
         except BaseException:
             kernel.stop()  # nothing may still be writing when the leftovers are swept
             sweep_leftovers(ws, since)  # a stage that died mid-write leaves no temp files behind
             raise
     except StageFailed as exc:
-        _fail(ws, store, stage, exc.summary, on_record, exc.notebook, exc.cell)
-        say(f"  {stage:9s} FAILED: {exc.summary}" + (f"\n  see {ws.rel(exc.notebook)}" if exc.notebook else ""))
+        _fail(ws, store, name, exc.summary, on_record, exc.notebook, exc.cell)
+        say(f"  {name:9s} FAILED: {exc.summary}" + (f"\n  see {ws.rel(exc.notebook)}" if exc.notebook else ""))
         return False
     except KeyboardInterrupt as exc:
         how = interruption(exc)
         with store.edit() as st:
             st.status, st.current.stage = "ready", None
-            st.last_error = f"interrupted ({how}) during {stage} of iteration {cur.iteration}"
-            st.next_action = f"`{RUN}` resumes iteration {cur.iteration} at {stage}"
+            st.last_error = f"interrupted ({how}) during {name} of iteration {cur.iteration}"
+            st.next_action = f"`{FLYWHEEL}` resumes iteration {cur.iteration} at {name}"
         raise
     except Exception as exc:
         summary = f"{type(exc).__name__}: {describe_os_error(exc) if isinstance(exc, OSError) else exc}"
-        _fail(ws, store, stage, summary, on_record)
+        _fail(ws, store, name, summary, on_record)
         raise
     took = round(time.perf_counter() - t0, 2)
-    result = read_result(ws, cur.iteration, stage) or {}
+    result = stage.read(ws, cur.iteration)
     with store.edit() as st:
-        st.current.stages_completed.append(stage)
-        st.current.timings[stage] = took
-        st.current.notebooks[stage] = ws.rel(done.notebook)
-        if "fingerprint" in result:
-            st.current.fingerprints[stage] = result["fingerprint"]
-        if result.get("provenance"):
-            st.current.provenance[stage] = Provenance(**result["provenance"])
+        st.current.stages_completed.append(name)
+        st.current.timings[name] = took
+        st.current.notebooks[name] = ws.rel(done.notebook)
+        if result is not None and result.fingerprint is not None:
+            st.current.fingerprints[name] = result.fingerprint
+        if result is not None and result.provenance is not None:
+            st.current.provenance[name] = result.provenance
         st.current.stage = None
-    ran = store.state.current.provenance.get(stage)
+    ran = store.state.current.provenance.get(name)
     mark = " (notebook modified: see its diff)" if ran is not None and ran.modified else ""
-    say(f"  {stage:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}{mark}")
+    say(f"  {name:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}{mark}")
     return True
 
 
 def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: list[int] | None, no_wandb: bool,
-                   say: Say, on_record: OnRecord | None) -> int | None:
+                   say: Say, on_record: OnRecord | None, on_notebook: OnNotebook | None) -> int | None:
     """One iteration; returns an exit code to stop the loop, None to go on."""
     with store.edit() as st:
         if seeds and st.current is not None and st.current.seeds != seeds:
@@ -244,22 +292,24 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
     say(f"iteration {cur.iteration}: seeds {cur.seeds[0]}..{cur.seeds[-1]} ({len(cur.seeds)} deals)")
     start = time.perf_counter()
     with Heartbeat(store), contextlib.ExitStack() as background:
-        for stage in STAGES:
+        for stage in REGISTRY.values():
             if ws.stop_file.exists():
                 ws.stop_file.unlink()
                 with store.edit() as st:
                     st.status, st.current.stage = "ready", None
-                    st.next_action = f"stopped on request; `{RUN}` resumes iteration {cur.iteration} at {stage}"
-                say(f"stopped on request before {stage}")
+                    st.next_action = (f"stopped on request; `{FLYWHEEL}` resumes iteration {cur.iteration} at "
+                                      f"{stage.name}")
+                say(f"stopped on request before {stage.name}")
                 return 0
-            if stage == "train" and store.state.config.prefetch_next:
+            if stage.prefetch_alongside and store.state.config.prefetch_next:
                 background.enter_context(Prefetch(ws, store.state, say))
-            if not _run_stage(ws, store, kernel, stage, no_wandb, say, on_record):
+            if not _run_stage(ws, store, kernel, stage, no_wandb, say, on_record, on_notebook):
                 return 1
     try:
         entry = _history_entry(ws, store.state, time.perf_counter() - start)
-    except ValidationError as exc:  # e.g. a non-finite metric: never recorded
-        _fail(ws, store, "evaluate", f"result cannot be recorded: {describe_error(exc)}", on_record)
+    except (ValidationError, IncompleteIteration) as exc:  # e.g. a non-finite metric: never recorded
+        why = describe_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        _fail(ws, store, evaluate_stage.STAGE.name, f"result cannot be recorded: {why}", on_record)
         say(f"  evaluate  FAILED: {store.state.last_error}")
         return 1
     with store.edit() as st:
@@ -269,7 +319,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
         st.next_seed = max(st.next_seed, max(entry.seeds) + 1)
         st.current, st.status, st.last_error = None, "ready", None
         upcoming = plan_seeds(st.config, st.next_seed)
-        st.next_action = f"`{RUN}` runs iteration {entry.iteration + 1} (seeds {upcoming[0]}..{upcoming[-1]})"
+        st.next_action = f"`{FLYWHEEL}` runs iteration {entry.iteration + 1} (seeds {upcoming[0]}..{upcoming[-1]})"
     if store.state.config.keep_shards == "golden":
         freed = release_shards(ws, store.state, entry.iteration)
         if freed:
@@ -368,7 +418,7 @@ def retry(root: str | Path = ".") -> str:
                 st.status, st.last_error = "ready", None
                 if st.current is not None:
                     st.current.stage = None
-                st.next_action = f"`{RUN}` resumes iteration {st.iteration} (done: {', '.join(done) or 'nothing'})"
+                st.next_action = f"`{FLYWHEEL}` resumes iteration {st.iteration} (done: {', '.join(done) or 'nothing'})"
                 return st.next_action
     except LockHeld as exc:
         raise FlywheelError(f"cannot retry while a loop runs: {exc}") from None
@@ -386,6 +436,59 @@ def request_stop(root: str | Path = ".") -> str:
     return f"asked the loop to stop after its current stage ({ws.stop_file})"
 
 
-def history_dicts(state: State) -> list[dict[str, Any]]:
-    """The history as plain data (for JSON, plots and templates)."""
-    return [h.to_dict() for h in state.history]
+
+@dataclass(frozen=True)
+class Started:
+    """A loop started by :func:`start_in_background`."""
+
+    iteration: int
+    pid: int
+    log: Path  # runs/loop-<UTC time>.log: what it prints
+    claimed: bool  # it holds the iteration in state.yaml (False: not yet, after the wait)
+    exit_code: int | None = None  # it exited at once (a mistake it reported in the log)
+
+
+def start_in_background(root: str | os.PathLike, runner: ModuleType, env: dict[str, str] | None = None,
+                        wait: float = START_WAIT_SECONDS) -> Started | Refusal:
+    """Start one iteration in a detached loop: ``runner`` (a module whose ``python -m`` runs
+    :func:`run_loop` once, with its caller's hooks) in a session of its own, so that it outlives the
+    process that started it; its output goes to ``runs/loop-<UTC time>.log``.
+
+    Returns a :class:`Refusal` if a loop runs already or the state allows none (:func:`refusal`),
+    else, once the loop has claimed the iteration in state.yaml (or exited, or ``wait`` seconds
+    passed), what was started. A state.yaml that does not load raises StateError.
+    """
+    ws = Workspace.at(root)
+    if lock_is_held(ws.root):
+        return Refusal("running", None, describe_holder(ws.root / LOCK_FILE))
+    state = load_state(ws.root)
+    refused = refusal(state)
+    if refused is not None:
+        return refused
+    # No loop holds the lock, so a stop file is a leftover that would stop the new loop at once.
+    ws.stop_file.unlink(missing_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    log = ws.root / "runs" / f"loop-{stamp}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", runner.__spec__.name, "--root", str(ws.root)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ws.root, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    # Watch state.yaml rather than probing the lock: a probe taken just as the child asks for the
+    # lock would make the child fail with "another loop is running".
+    deadline = time.monotonic() + wait
+    claimed = False
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            return Started(state.iteration, proc.pid, log, False, code)
+        try:
+            now_ = load_state(ws.root)
+        except ForgeError:
+            now_ = None
+        if now_ is not None and now_.current is not None and now_.current.pid == proc.pid:
+            claimed = True
+            break
+        time.sleep(0.1)
+    threading.Thread(target=proc.wait, name="forge-loop-reaper", daemon=True).start()  # no zombie left behind
+    return Started(state.iteration, proc.pid, log, claimed)

@@ -7,12 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-STAGE_NOTEBOOKS = {
-    "generate": "01_generate.ipynb",
-    "tokenize": "02_tokenize.ipynb",
-    "train": "03_train.ipynb",
-    "evaluate": "04_evaluate.ipynb",
-}
 STOP_FILE = ".flywheel.stop"
 STATE_FILE = "state.yaml"
 

@@ -9,14 +9,37 @@ marked "modified" and its code-cell diff is archived beside the executed noteboo
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from forge.atomic import atomic_write_text
-from forge.flywheel.fingerprint import code_cells, notebook_sha256, read_notebook
-from forge.flywheel.paths import NOTEBOOKS, STAGE_NOTEBOOKS, Workspace
+from forge.flywheel.paths import NOTEBOOKS, Workspace
 from forge.flywheel.records import Provenance
+
+
+def code_cells(notebook: dict[str, Any]) -> list[str]:
+    """A notebook's code cells (its JSON, read as is: nbformat's schema validation costs seconds to
+    import) as the user wrote them, papermill's injected parameters left out."""
+    out = []
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code" or "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        src = cell.get("source", "")
+        out.append(("".join(src) if isinstance(src, list) else src).rstrip())
+    return out
+
+
+def read_notebook(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def notebook_sha256(name: str) -> str:
+    """sha256 of ``notebooks/<name>``'s code cells (outputs, metadata and markdown do not count)."""
+    cells = code_cells(read_notebook(NOTEBOOKS / name))
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
 
 def committed_code(name: str) -> list[str] | None:
@@ -46,9 +69,8 @@ def code_diff(committed: list[str], current: list[str], name: str) -> str:
                                          f"{name} (as run)", lineterm=""))
 
 
-def record(ws: Workspace, stage: str, iteration: int) -> Provenance:
-    """The provenance of ``stage``'s notebook as it is now; a modification's diff goes to the archive."""
-    name = STAGE_NOTEBOOKS[stage]
+def record(ws: Workspace, name: str, iteration: int) -> Provenance:
+    """The provenance of stage notebook ``name`` as it is now; a modification's diff goes to the archive."""
     source = NOTEBOOKS / name
     current = code_cells(read_notebook(source))
     committed = committed_code(name)
@@ -58,5 +80,5 @@ def record(ws: Workspace, stage: str, iteration: int) -> Provenance:
         path = ws.archive(iteration) / f"{Path(name).stem}.diff"
         atomic_write_text(path, code_diff(committed, current, name) + "\n")
         diff = ws.rel(path)
-    return Provenance(source=f"notebooks/{name}", source_sha256=notebook_sha256(stage), modified=modified,
+    return Provenance(source=f"notebooks/{name}", source_sha256=notebook_sha256(name), modified=modified,
                       diff=diff)

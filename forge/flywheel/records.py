@@ -9,20 +9,29 @@ Metrics are finite by construction: a diverged model's NaN can never enter the h
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Protocol, get_args
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from forge.flywheel.config import Config, ConfigError, config_from_dict
 
-STAGES = ("generate", "tokenize", "train", "evaluate")
+#: The stage names state.yaml may hold (its schema): the stage registry, forge.flywheel.stages.REGISTRY,
+#: checks on import that it holds these stages in this order.
+StageName = Literal["generate", "tokenize", "train", "evaluate"]
+_STAGE_NAMES: tuple[str, ...] = get_args(StageName)
 #: The metric that decides "best" (lower is better), the metrics whose regressions against the best
 #: iteration are flagged, and the metrics that are better higher (every other one is better lower).
 PRIMARY_METRIC = ("val", "q_gap")
 TRACKED = (("val", "q_gap"), ("val", "accuracy"), ("val", "blunder_rate"), ("val", "value_mae"), ("test", "q_gap"),
            ("playout", "playout_points_lost"))
 HIGHER_IS_BETTER = frozenset({"accuracy", "zero_regret", "playout_perfect_hands"})
+
+
+class MetricSource(Protocol):
+    """Anything with metrics by split: a history entry, an evaluate stage's result."""
+
+    def metric(self, split: str, name: str) -> float | None: ...
 
 
 def better(name: str, a: float, b: float) -> bool:
@@ -63,8 +72,8 @@ class Attempt:
     @field_validator("stage")
     @classmethod
     def _known_stage(cls, stage: str) -> str:
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage (stages: {', '.join(STAGES)}), got {stage!r}")
+        if stage not in _STAGE_NAMES:
+            raise ValueError(f"unknown stage (stages: {', '.join(_STAGE_NAMES)}), got {stage!r}")
         return stage
 
 
@@ -95,10 +104,10 @@ class Provenance:
 
 
 def _check_stages(names: list[str]) -> list[str]:
-    unknown = [s for s in names if s not in STAGES]
+    unknown = [s for s in names if s not in _STAGE_NAMES]
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(map(repr, unknown))} "
-                         f"(stages: {', '.join(STAGES)}), got {names!r}")
+                         f"(stages: {', '.join(_STAGE_NAMES)}), got {names!r}")
     return names
 
 

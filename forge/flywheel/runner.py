@@ -9,7 +9,8 @@ again before the next notebook.
 The executed notebook is written under a temporary name and renamed into place when papermill
 is done, so the archive never holds a truncated notebook; a failed stage's notebook goes to
 ``archive/iter-NNNN/attempt-K/`` (every attempt is kept) with the number of its failing cell as
-the user sees it, papermill's injected-parameters cell not counted.
+the user sees it, papermill's injected-parameters cell not counted. Each archived notebook is
+handed to the caller's ``on_notebook`` (the front ends export its HTML beside it).
 """
 
 from __future__ import annotations
@@ -20,12 +21,20 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from forge.errors import ForgeError, describe_os_error
-from forge.flywheel.paths import NOTEBOOKS, STAGE_NOTEBOOKS, Workspace
+from forge.flywheel.paths import NOTEBOOKS, Workspace
 from forge.flywheel.progress import LOOP_ENV
+
+if TYPE_CHECKING:
+    from forge.flywheel.stages.base import Stage
+
+#: Called with each executed stage notebook once it is archived (a failed attempt's too).
+OnNotebook = Callable[[Path], None]
 
 KERNEL_NAME = "forge"
 #: Environment of the loop's kernel: quiet (summaries, not progress bars; no secrets echoed) and,
@@ -243,18 +252,18 @@ def _papermill_log(path: Path) -> logging.Handler:
     return handler
 
 
-def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel, no_wandb: bool = False,
-                  attempt: int = 1) -> Executed:
+def execute_stage(ws: Workspace, stage: Stage, iteration: int, kernel: LoopKernel, no_wandb: bool = False,
+                  attempt: int = 1, on_notebook: OnNotebook | None = None) -> Executed:
     """Run ``stage``'s notebook for ``iteration``; a failure keeps its notebook as attempt ``attempt``."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    name = STAGE_NOTEBOOKS[stage]
+    name = stage.notebook
     out_dir = ws.archive(iteration)
     out_dir.mkdir(parents=True, exist_ok=True)
     running = out_dir / f".{Path(name).stem}.running.ipynb"
     params = {"root": str(ws.root), "iteration": iteration, "no_wandb": no_wandb, "progress": False}
-    handler = _papermill_log(ws.stage_log(iteration, stage))
+    handler = _papermill_log(ws.stage_log(iteration, stage.name))
     try:
         kernel.ready()
         pm.execute_notebook(
@@ -262,15 +271,15 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
             progress_bar=False, log_output=True, km=kernel.km,
         )
     except PapermillExecutionError as exc:
-        kept = _keep_attempt(ws, iteration, attempt, running, name)
+        kept = _keep_attempt(ws, iteration, attempt, running, name, on_notebook)
         cell, _ = failing_cell(kept) if kept else (None, None)
         where = f"cell {cell}" if cell else f"cell {exc.exec_count}"
-        raise StageFailed(stage, f"{where}: {exc.ename}: {exc.evalue}".strip(), kept, cell) from None
+        raise StageFailed(stage.name, f"{where}: {exc.ename}: {exc.evalue}".strip(), kept, cell) from None
     except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel died or never started; a full disk
-        kept = _keep_attempt(ws, iteration, attempt, running, name)
+        kept = _keep_attempt(ws, iteration, attempt, running, name, on_notebook)
         # papermill writing the executed notebook is the loop's own write: a failure there names no file
         detail = str(exc) if not isinstance(exc, OSError) else describe_os_error(exc, ws.rel(running))
-        raise StageFailed(stage, f"{type(exc).__name__}: {detail}{_disk_note(ws)}", kept) from None
+        raise StageFailed(stage.name, f"{type(exc).__name__}: {detail}{_disk_note(ws)}", kept) from None
     except BaseException:  # Ctrl+C, SIGTERM: no attempt to keep, and no half-run notebook left behind
         running.unlink(missing_ok=True)
         raise
@@ -279,8 +288,9 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
         handler.close()
     target = out_dir / name
     os.replace(running, target)
-    _export(target)
-    return Executed(stage, target)
+    if on_notebook is not None:
+        on_notebook(target)
+    return Executed(stage.name, target)
 
 
 def _disk_note(ws: Workspace, low: int = 4 << 20) -> str:
@@ -294,7 +304,8 @@ def _disk_note(ws: Workspace, low: int = 4 << 20) -> str:
     return f" (No space left on device: {free // 1024} KB free under {ws.root})" if free < low else ""
 
 
-def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, name: str) -> Path | None:
+def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, name: str,
+                  on_notebook: OnNotebook | None) -> Path | None:
     """Move a failed run's notebook to ``attempt-K/`` (with its HTML); None if nothing readable was written."""
     import nbformat
 
@@ -308,15 +319,7 @@ def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, na
     dest = ws.attempt(iteration, attempt) / name
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(running, dest)
-    _export(dest)
+    if on_notebook is not None:
+        on_notebook(dest)
     return dest
 
-
-def _export(notebook: Path) -> None:
-    """HTML beside the archived notebook; a failed export is reported, never fatal."""
-    from forge.flywheel.archive import export_html
-
-    try:
-        export_html(notebook)
-    except Exception as exc:  # noqa: BLE001 - the .ipynb is the record; HTML is a convenience
-        print(f"warning: could not export {notebook} to HTML: {exc}", file=sys.stderr)

@@ -33,11 +33,11 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from forge.atomic import atomic_write, atomic_write_text, fsync_dir
+from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError
 from forge.flywheel.config import Config
 from forge.flywheel.paths import STATE_FILE
-from forge.flywheel.records import (  # noqa: F401 - STAGES re-exported
-    STAGES,
+from forge.flywheel.records import (
     STRICT,
     Current,
     HistoryEntry,
@@ -57,8 +57,7 @@ V1_BACKUP_FILE = "state.yaml.v1.bak"
 STATE_VERSION = 2
 STATUSES = ("ready", "running", "failed", "done")
 WANDB_MODES = ("online", "offline", "disabled")
-RUN = "python -m forge.cli.flywheel"
-HEADER = f"# forge flywheel state: written by `{RUN}`; validated on load.\n"
+HEADER = f"# forge flywheel state: written by `{FLYWHEEL}`; validated on load.\n"
 
 _write_lock = threading.Lock()
 
@@ -258,8 +257,8 @@ def load_state(root: str | os.PathLike) -> State:
     if not path.is_file():
         if backup.is_file():
             raise StateError(f"{path} not found, but a backup exists: `cp {backup} {path}` restores it "
-                             f"(or `{RUN} init` starts afresh)")
-        raise StateError(f"{path} not found: run `{RUN} init --preset quick --wandb-group NAME` first")
+                             f"(or `{FLYWHEEL} init` starts afresh)")
+        raise StateError(f"{path} not found: run `{FLYWHEEL} init --preset quick --wandb-group NAME` first")
     try:
         return _parse(path)
     except StateError as exc:
@@ -314,7 +313,7 @@ def new_state(config: Config, wandb_group: str, start_seed: int = 0, baseline: s
         start_seed = max(start_seed, pretrain.seed_range[1])
     state = State(config=config, next_seed=start_seed, baseline_checkpoint=baseline, pretrain=pretrain,
                   wandb={"project": wandb_project, "group": wandb_group, "mode": wandb_mode})
-    state.next_action = f"run `{RUN} --once` (one iteration) or without --once (continuous)"
+    state.next_action = f"run `{FLYWHEEL} --once` (one iteration) or without --once (continuous)"
     return state
 
 

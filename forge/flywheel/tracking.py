@@ -35,8 +35,13 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[Any]]]:
     return (rows[0], rows[1:]) if rows else ([], [])
 
 
-def log_iteration(ctx: Context, trained: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any] | None:
-    """Log the iteration as one W&B run; returns where to find it (url, or local dir + sync command)."""
+def log_iteration(ctx: Context, trained: Any, summary: Any) -> dict[str, Any] | None:
+    """Log the iteration as one W&B run; returns where to find it (url, or local dir + sync command).
+    ``trained`` and ``summary`` are the train stage's result and the evaluate stage's (this module
+    sits below the stages, which call it).
+
+    The run records the iteration's whole configuration (state.yaml's snapshot of it), not only the
+    evaluate stage's view: it describes the iteration, not the stage's inputs."""
     mode = ctx.state.wandb.get("mode", "offline")
     if mode == "disabled":
         return None
@@ -48,25 +53,25 @@ def log_iteration(ctx: Context, trained: dict[str, Any], summary: dict[str, Any]
 
         run = wandb.init(
             project=project, group=group, name=name, job_type="iteration", dir=str(run_dir), mode=mode,
-            config={**ctx.config.to_dict(), "iteration": ctx.iteration, "seeds": ctx.seeds,
-                    "started_from": trained.get("started_from")},
+            config={**ctx.state.config_of(ctx.iteration).to_dict(), "iteration": ctx.iteration,
+                    "seeds": ctx.seeds, "started_from": trained.started_from},
             reinit="finish_previous", settings=wandb.Settings(silent=True, x_disable_stats=True, init_timeout=60),
         )
         run.define_metric("total_seeds")
         for prefix in ("val", "test", "playout"):
             run.define_metric(f"{prefix}/*", step_metric="total_seeds")
-        header, rows = _read_csv(ctx.ws.root / trained["metrics_csv"])
+        header, rows = _read_csv(ctx.ws.root / trained.metrics_csv)
         if rows:
             run.log({"train/curve": wandb.Table(columns=header, data=rows)})
-        total = summary.get("total_seeds") or 0
-        run.log({"total_seeds": total, "iteration": ctx.iteration, **_flat("val", summary["val"]),
-                 **_flat("test", summary["test"]), **_flat("playout", summary.get("playout"))})
+        total = summary.total_seeds or 0
+        run.log({"total_seeds": total, "iteration": ctx.iteration, **_flat("val", summary.val),
+                 **_flat("test", summary.test), **_flat("playout", summary.playout)})
         artifact = wandb.Artifact(
             f"model-{group}", type="model",
             metadata={"iteration": ctx.iteration, "parent": f"iter-{ctx.iteration - 1:04d}" if ctx.previous() else None,
-                      "val_q_gap": summary["val"].get("q_gap")},
+                      "val_q_gap": summary.val.get("q_gap")},
         )
-        artifact.add_file(str(ctx.ws.root / trained["checkpoint"]), name="model.ckpt")
+        artifact.add_file(str(ctx.ws.root / trained.checkpoint), name="model.ckpt")
         if mode == "online" and ctx.previous():
             run.use_artifact(f"{project}/model-{group}:iter-{ctx.iteration - 1:04d}")
         run.log_artifact(artifact, aliases=[name, "latest"])

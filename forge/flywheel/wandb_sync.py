@@ -1,4 +1,4 @@
-"""``python -m forge.cli.flywheel sync``: upload offline W&B runs and record their URLs.
+"""The flywheel command's ``sync``: upload offline W&B runs and record their URLs.
 
 Runs are logged offline by default (no network needed); this uploads the ones not yet synced
 once a key and a connection exist, stores each run's URL in state.yaml's history, and creates

@@ -6,8 +6,8 @@ W&B run under ``wandb/``. ``resume`` starts from a checkpoint's weights (fine-tu
 optimiser and schedule), or, with ``continuing``, goes on with its optimiser state and sample count
 under one schedule over ``lr_horizon`` samples (the flywheel's model learning across iterations).
 A run trains for ``epochs``, or for a budget of samples or seconds (:mod:`forge.ml.schedule`); it
-may train on several datasets' train splits at once (``train_dirs``: a replay window). The CLI is
-:mod:`forge.cli.train`; the flywheel calls :func:`train`.
+may train on several datasets' train splits at once (``train_dirs``: a replay window). The train
+command and the flywheel's train stage call :func:`train`.
 
 Hardware is Lightning's business: ``precision``, ``accelerator``, ``devices``, ``strategy``
 (``ddp``: one process per device, each reading its own share of the memory-mapped train split)
@@ -41,6 +41,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
+from forge.commandline import TRAIN
 from forge.errors import ForgeError, InputError
 from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
 from forge.ml.data import DominoDataModule
@@ -51,6 +52,8 @@ from forge.ml.settings import PRECISIONS, WANDB_PROJECT, on_cuda
 from forge.ml.store import StoreError, load_split, read_manifest
 
 BEST_METRIC = "val/q_gap"
+#: Gradients are clipped to this norm in every training step.
+GRAD_CLIP = 1.0
 #: What "auto" means on a CPU, chosen by measurement (benchmarks/learning.py --speed, 2-core AMD
 #: EPYC with AVX-512 BF16, large model, batch 256, 2 threads, quiet machine, medians of 5
 #: interleaved rounds): without dropout fp32 trains 717 samples/s, bf16-mixed 678 (0.95x). bf16
@@ -76,6 +79,13 @@ class TrainResult:
     global_rank: int = 0  # under DDP every process returns; only rank 0's paths were written
     samples: int = 0  # samples this run trained on (all processes together)
     samples_seen: int = 0  # samples the final weights have seen over every run (continuing runs add up)
+
+
+def best_epoch(per_epoch: Mapping[int, float]) -> int | None:
+    """The epoch whose checkpoint a run keeps, from its :data:`BEST_METRIC` per epoch: the lowest, the
+    first on a tie (the "best" ModelCheckpoint below, mode "min", replaces its file only when strictly
+    lower). The one statement of the rule, for anyone reading a run's log afterwards."""
+    return min(per_epoch, key=per_epoch.__getitem__) if per_epoch else None
 
 
 def result_dict(result: TrainResult) -> dict[str, Any]:
@@ -298,7 +308,7 @@ def _strategy(strategy: str) -> str:
         # Lightning refuses too, naming its own strategy; say what to do instead
         raise InputError(
             f"strategy {strategy!r} starts one process per device by re-running the command, which a notebook "
-            "kernel (or any interactive Python) cannot do: run python -m forge.cli.train with --strategy ddp, "
+            f"kernel (or any interactive Python) cannot do: run {TRAIN} with --strategy ddp, "
             "or use strategy 'ddp_notebook', which forks this process (on CPU only safe with one thread per "
             "process: GNU OpenMP hangs in a forked child that starts threads after its parent used them)")
     return f"{strategy}_find_unused_parameters_true" if strategy in _FIND_UNUSED else strategy
@@ -428,7 +438,7 @@ def train(
     kwargs: dict[str, Any] = dict(
         max_epochs=-1 if epochs is None else epochs, accelerator=accelerator, devices=devices,
         strategy=_strategy(strategy), num_nodes=num_nodes, precision=precision, logger=[csv], callbacks=callbacks,
-        gradient_clip_val=1.0, log_every_n_steps=max(1, min(50, steps)),
+        gradient_clip_val=GRAD_CLIP, log_every_n_steps=max(1, min(50, steps)),
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=str(run_dir),
         limit_val_batches=1.0 if has_val else 0,

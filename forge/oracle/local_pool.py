@@ -20,8 +20,6 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-#: Set in a child's environment to ask it (and children it starts the same way) to die with its parent.
-DIE_WITH_PARENT_ENV = "FORGE_DIE_WITH_PARENT"
 
 
 def die_with_parent(parent_pid: int) -> None:

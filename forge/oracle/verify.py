@@ -8,14 +8,16 @@ plus the trick's points (Bellman consistency), which re-derives the whole soluti
 
 from __future__ import annotations
 
+import argparse
 import json
-import runpy
+import sys
 from pathlib import Path
 
 import numba as nb
 import numpy as np
 
 from forge.atomic import atomic_write_text
+from forge.commandline import ArgumentParser, run_cli
 from forge.digests import file_stamp
 from forge.oracle.deal import deal
 from forge.oracle.kernels import legal_mask
@@ -262,5 +264,33 @@ def verify_once(path: str | Path) -> list[str]:
     return problems
 
 
-if __name__ == "__main__":  # the command lives in forge.cli.verify; kept for the documented module path
-    runpy.run_module("forge.cli.verify", run_name="__main__", alter_sys=True)
+# ---------------------------------------------------------------------------------------------- command line
+# ``python -m forge.oracle.verify FILE...`` (the CLI layer's verify command runs the same ``main``).
+
+PROG = "python -m forge.oracle.verify"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="Check that shard files honour the contract.")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("--deep", action="store_true", help="also check every Q against its child's V")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    failed = 0
+    for path in args.files:
+        problems = verify_shard(path, deep=args.deep)
+        if problems:
+            failed += 1
+            print(f"FAIL {path}: {'; '.join(problems)}", file=sys.stderr)
+        else:
+            print(f"ok   {path}")
+    if failed:
+        print(f"{failed} of {len(args.files)} shard(s) failed verification", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -11,12 +11,13 @@ from pathlib import Path
 
 from forge.atomic import atomic_write_text
 from forge.flywheel.archive import iteration_rows
-from forge.flywheel.paths import STAGE_NOTEBOOKS, Workspace
-from forge.flywheel.records import STAGES
+from forge.flywheel.paths import Workspace
 from forge.flywheel.runner import ERROR_ANCHOR
+from forge.flywheel.stages import REGISTRY
 from forge.flywheel.state import load_state
-from forge.flywheel.status import HISTORY_COLUMNS, column_text, snapshot
+from forge.flywheel.status import snapshot
 from forge.ui.render import LEGEND, ROW_BEST, ROW_FLAGGED, badge, esc, link, wandb_cell
+from forge.ui.text import HISTORY_COLUMNS, column_text
 
 INDEX = "index.html"
 
@@ -29,15 +30,15 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     base = ws.root / "archive"
     base.mkdir(parents=True, exist_ok=True)
     head = "".join(f"<th>{esc(label)}</th>" for label, _ in HISTORY_COLUMNS)
-    head += "<th>status</th>" + "".join(f"<th>{s}</th>" for s in STAGES) + "<th>failed attempts</th><th>W&amp;B</th>"
+    head += "<th>status</th>" + "".join(f"<th>{s}</th>" for s in REGISTRY) + "<th>failed attempts</th><th>W&amp;B</th>"
     body = []
     for row in iteration_rows(state):
         cells = [f"<td>{esc(column_text(label, row, path))}</td>" for label, path in HISTORY_COLUMNS]
         title = f' title="{esc(row["error"])}"' if row.get("error") else ""
         cells.append(f"<td{title}>{badge(row['status'])}</td>")
         books = row.get("notebooks") or {}
-        for s in STAGES:
-            label = STAGE_NOTEBOOKS[s].split("_")[1].split(".")[0]
+        for s, stage in REGISTRY.items():
+            label = stage.notebook.split("_")[1].split(".")[0]
             mark = badge("modified", f"{s} ran a notebook that differs from the committed one", "forge-modified") \
                 if s in row["modified"] else ""
             cells.append(f"<td>{link(ws.root, books.get(s), base, label)} {mark}</td>")

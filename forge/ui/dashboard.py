@@ -1,32 +1,27 @@
 """The status dashboard (``notebooks/00_status.ipynb``): the live panel plus Start / Stop / Retry buttons.
 
-The buttons only call the functions here, and those only do what the CLI does: start a detached
-``python -m forge.cli.flywheel --once`` (so the loop outlives the notebook's kernel), touch the
-stop file the loop checks between stages, or run :func:`forge.flywheel.loop.retry`. Each returns
+The buttons only call the functions here, and those only do what the CLI does: start one iteration
+in a detached loop through :func:`forge.flywheel.loop.start_in_background` (so the loop outlives the
+notebook's kernel; it runs :mod:`forge.ui.background`), touch the stop file the loop checks between
+stages, or run :func:`forge.flywheel.loop.retry`. Each returns
 an :class:`Outcome` whose message the dashboard shows under the buttons; nothing here needs a
 browser, so tests call them directly.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import os
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forge.flywheel.lock import LOCK_FILE, describe_holder, liveness, lock_is_held
+from forge.commandline import FLYWHEEL
+from forge.flywheel.loop import START_WAIT_SECONDS, Refusal, start_in_background
 from forge.flywheel.paths import Workspace, find_root
-from forge.flywheel.state import RUN, StateError, load_state
-
-#: How long start_iteration waits for the new loop to claim the workspace before reporting.
-START_WAIT_SECONDS = 20.0
+from forge.flywheel.state import StateError, load_state
+from forge.ui import background
 
 
 @dataclass(frozen=True)
@@ -54,61 +49,40 @@ def _log_tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
+def _refused(refusal: Refusal) -> str:
+    """Why Start did nothing, in the dashboard's words (its buttons, not the CLI's commands)."""
+    if refusal.kind == "running":
+        return (f"not started: a flywheel loop is already running here ({refusal.detail}); use Stop to end it after "
+                "its current stage")
+    if refusal.kind == "failed":
+        return f"not started: iteration {refusal.iteration} failed ({refusal.detail}); fix the cause, then press Retry"
+    if refusal.kind == "crashed":
+        return f"not started: the loop running iteration {refusal.iteration} died; press Retry first"
+    return ("not started: the flywheel is done (its stop condition is met); raise config.stop_* in state.yaml and "
+            "set status: ready to go on")
+
+
 def start_iteration(root: str | os.PathLike, wait: float = START_WAIT_SECONDS) -> Outcome:
     """Start one iteration in a detached background loop; refuse if one runs or the state needs a retry.
 
-    The loop runs in its own session (``start_new_session``), so it keeps going when the kernel
-    that started it is restarted or shut down; its output goes to ``runs/loop-<UTC time>.log``.
-    The call returns once the loop has claimed the iteration in state.yaml (or has exited), so
-    "started" is only said of a loop that really holds the workspace.
+    The loop runs in its own session, so it keeps going when the kernel that started it is restarted
+    or shut down; its output goes to ``runs/loop-<UTC time>.log``. The call returns once the loop has
+    claimed the iteration in state.yaml (or has exited), so "started" is only said of a loop that
+    really holds the workspace.
     """
-    ws = Workspace.at(root)
-    if lock_is_held(ws.root):
-        return Outcome(False, f"not started: a flywheel loop is already running here "
-                              f"({describe_holder(ws.root / LOCK_FILE)}); use Stop to end it after its current stage")
     try:
-        state = load_state(ws.root)
+        started = start_in_background(root, background, env=_child_env(), wait=wait)
     except StateError as exc:
         return Outcome(False, f"not started: {exc}")
-    status = liveness(ws.root, state)
-    if status == "failed":
-        return Outcome(False, f"not started: iteration {state.iteration} failed ({state.last_error}); "
-                              "fix the cause, then press Retry")
-    if status == "crashed":
-        return Outcome(False, f"not started: the loop running iteration {state.iteration} died; press Retry first")
-    if status == "done":
-        return Outcome(False, "not started: the flywheel is done (its stop condition is met); raise config.stop_* "
-                              "in state.yaml and set status: ready to go on")
-    # No loop holds the lock, so a stop file is a leftover that would stop the new loop at once.
-    ws.stop_file.unlink(missing_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    log = ws.root / "runs" / f"loop-{stamp}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "forge.cli.flywheel", "--once", "--root", str(ws.root)]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=ws.root, env=_child_env(), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    # Watch state.yaml rather than probing the lock: a probe taken just as the child asks for the
-    # lock would make the child fail with "another loop is running".
-    deadline = time.monotonic() + wait
-    claimed = False
-    while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            return Outcome(False, f"the loop exited at once (exit code {code}): {_log_tail(log)}; "
-                                  f"log {ws.rel(log)}", proc.pid, log)
-        try:
-            now = load_state(ws.root)
-        except StateError:
-            now = None
-        if now is not None and now.current is not None and now.current.pid == proc.pid:
-            claimed = True
-            break
-        time.sleep(0.1)
-    threading.Thread(target=proc.wait, name="forge-loop-reaper", daemon=True).start()  # no zombie left behind
-    note = "" if claimed else f" (it has not claimed the iteration after {wait:.0f}s; check the log)"
-    return Outcome(True, f"started iteration {state.iteration} in the background (pid {proc.pid}){note}; "
-                         f"log {ws.rel(log)}", proc.pid, log)
+    if isinstance(started, Refusal):
+        return Outcome(False, _refused(started))
+    log = Workspace.at(root).rel(started.log)
+    if started.exit_code is not None:
+        return Outcome(False, f"the loop exited at once (exit code {started.exit_code}): {_log_tail(started.log)}; "
+                              f"log {log}", started.pid, started.log)
+    note = "" if started.claimed else f" (it has not claimed the iteration after {wait:.0f}s; check the log)"
+    return Outcome(True, f"started iteration {started.iteration} in the background (pid {started.pid}){note}; "
+                         f"log {log}", started.pid, started.log)
 
 
 def request_stop(root: str | os.PathLike) -> Outcome:
@@ -154,8 +128,8 @@ def outcome_html(outcome: Outcome) -> str:
 def commands_html(root: Path) -> str:
     """What the buttons do, as commands: shown where no live kernel is (archived or headless runs)."""
     where = html.escape(str(root))
-    rows = [("start one iteration", f"{RUN} --once --root {where}"), ("stop after stage", f"{RUN} stop --root {where}"),
-            ("retry", f"{RUN} retry --root {where}")]
+    rows = [("start one iteration", f"{FLYWHEEL} --once --root {where}"),
+            ("stop after stage", f"{FLYWHEEL} stop --root {where}"), ("retry", f"{FLYWHEEL} retry --root {where}")]
     items = "".join(f"<li>{label}: <code>{cmd}</code></li>" for label, cmd in rows)
     style = "font:12px/1.5 system-ui,sans-serif"
     return f'<div class="forge-commands" style="{style}">From a terminal:<ul>{items}</ul></div>'
@@ -229,7 +203,7 @@ def dashboard(root: str | os.PathLike | None = None, live: bool | None = None) -
     except StateError as exc:
         where = html.escape(str(find_root(root)))
         display(HTML(f'<div class="forge-error" style="color:#b2182b">no usable workspace: '
-                     f"{html.escape(str(exc))}<br>create one with <code>{RUN} init --preset quick "
+                     f"{html.escape(str(exc))}<br>create one with <code>{FLYWHEEL} init --preset quick "
                      f"--wandb-group NAME --root {where}</code></div>"))
         return None
     board.display()

@@ -13,7 +13,7 @@ from typing import Any
 
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, metric_label
 from forge.flywheel.runner import ERROR_ANCHOR
-from forge.flywheel.status import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
+from forge.ui.text import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
 
 BADGE_COLOURS = {
     "ready": "#2b7de9", "running": "#1a9850", "failed": "#d73027", "done": "#6a3d9a", "crashed": "#e66101",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAKE_KEY, flywheel
+from conftest import FAKE_KEY, flywheel, wait_for
 from test_flywheel_loop import alive, descendants, edit_state, state
 
 
@@ -89,10 +89,7 @@ def test_killing_the_loop_during_generate_kills_its_pool(tmp_path) -> None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 60
-    while any(alive(p) for p in below):
-        assert time.time() < deadline, f"outlived the loop: {[p for p in below if alive(p)]}"
-        time.sleep(0.1)
+    wait_for(lambda: not any(alive(p) for p in below), 60, f"the loop's processes {sorted(below)} to die with it")
     snap = json.loads(flywheel(ws, "status", "--json").stdout)
     assert snap["status"] == "crashed" and snap["current"]["stage"] == "generate"
 

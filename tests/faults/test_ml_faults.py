@@ -18,7 +18,7 @@ import torch
 
 from forge.cli import eval as eval_cli
 from forge.cli import tokenize as tokenize_cli
-from forge.cli.common import run_cli
+from forge.commandline import run_cli
 from forge.ml.checkpoints import (
     SAFE_GLOBALS,
     CheckpointError,

@@ -9,11 +9,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import wait_for
 
 from forge.ml.tokenize import tokenize_shard
 from forge.oracle.generate import generate
@@ -153,28 +153,18 @@ def _pool_workers(parent: int) -> list[int]:
     return found
 
 
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal and /proc are Linux's")
 def test_pool_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", GENERATE_SLOWLY, str(tmp_path)], stderr=subprocess.PIPE)
     workers: list[int] = []
     try:
-        workers = _wait_for(lambda: len(_pool_workers(proc.pid)) >= 2 and _pool_workers(proc.pid), 120,
-                            "two pool workers")
+        workers = wait_for(lambda: len(_pool_workers(proc.pid)) >= 2 and _pool_workers(proc.pid), 120,
+                           "two pool workers")
         assert proc.poll() is None, "the generate process ended before it could be killed"
         proc.kill()
         proc.wait()
-        _wait_for(lambda: all(_proc_state(pid) in (None, "Z") for pid in workers), 60,
-                  f"workers {workers} to die with their parent")
+        wait_for(lambda: all(_proc_state(pid) in (None, "Z") for pid in workers), 60,
+                 f"workers {workers} to die with their parent")
     finally:
         proc.kill()
         for pid in workers:  # only on failure are any left: never leave them burning CPU

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from forge.cli import train as train_cli
-from forge.cli.common import run_cli
+from forge.commandline import run_cli
 from forge.errors import ForgeError, InputError, Terminated
 from forge.ml.store import build_dataset
 from forge.ml.training import TrainingDiverged, train

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
+from forge.flywheel.stages.generate import GenerateResult
 from forge.oracle.deal import deal
 from forge.oracle.generate import root_values
 from forge.oracle.rules import DECL_NAMES
@@ -97,17 +98,17 @@ def shard_figure(shard: str | os.PathLike) -> Figure:
     return fig
 
 
-def timing_frame(result: dict[str, Any], split: str | None = None) -> pl.DataFrame:
+def timing_frame(result: GenerateResult, split: str | None = None) -> pl.DataFrame:
     """Seconds per deal, as the stage recorded them (deals kept from before took no time);
     ``split``: only ``"train"`` or ``"golden"`` deals."""
-    shards = [s for s in result.get("shards") or [] if split is None or s.get("split") == split]
-    rows = [{"split": s.get("split"), "seed": s.get("seed"), "declaration": DECL_NAMES[int(s["decl"])],
-             "states": s.get("rows"), "seconds": s.get("seconds"), "kept": bool(s.get("kept"))} for s in shards]
+    shards = [s for s in result.shards if split is None or s.split == split]
+    rows = [{"split": s.split, "seed": s.seed, "declaration": DECL_NAMES[s.decl], "states": s.rows,
+             "seconds": s.seconds, "kept": s.kept} for s in shards]
     return pl.DataFrame(rows, schema={"split": pl.String, "seed": pl.Int64, "declaration": pl.String,
                                       "states": pl.Int64, "seconds": pl.Float64, "kept": pl.Boolean})
 
 
-def timing_summary(result: dict[str, Any]) -> pl.DataFrame:
+def timing_summary(result: GenerateResult) -> pl.DataFrame:
     """Per split: deals solved now, deals kept, mean and total solving seconds, states per second."""
     solved = pl.col("kept").not_()
     seconds = pl.col("seconds").filter(solved)

@@ -19,7 +19,8 @@ import polars as pl
 import torch
 from matplotlib.figure import Figure
 
-from forge.flywheel.records import HIGHER_IS_BETTER, better
+from forge.flywheel.records import HIGHER_IS_BETTER, MetricSource, better
+from forge.flywheel.stages.evaluate import EvaluateResult
 from forge.ml.checkpoints import load_module
 from forge.ml.data import spread_indices
 from forge.ml.inference import inference_net
@@ -45,14 +46,9 @@ BETTER, WORSE = "#1a9850", "#d73027"
 
 # ---------------------------------------------------------------------------------------------- comparison
 
-def _metric(source: Any, split: str, name: str) -> float | None:
-    """A metric of a stage result (dict) or a history entry (record with ``metric``)."""
-    if source is None:
-        return None
-    if isinstance(source, dict):
-        value = (source.get(split) or {}).get(name)
-        return float(value) if isinstance(value, (int, float)) else None
-    return source.metric(split, name)
+def _metric(source: MetricSource | None, split: str, name: str) -> float | None:
+    """A metric of an evaluate result or a history entry (both are a MetricSource)."""
+    return source.metric(split, name) if source is not None else None
 
 
 def change(name: str, now: float | None, then: float | None) -> str:
@@ -65,7 +61,8 @@ def change(name: str, now: float | None, then: float | None) -> str:
     return f"{'▲' if delta > 0 else '▼'} {delta:+.4g} {'better' if better(name, now, then) else 'worse'}"
 
 
-def comparison_frame(result: dict[str, Any], previous: Any = None, best: Any = None) -> pl.DataFrame:
+def comparison_frame(result: EvaluateResult, previous: MetricSource | None = None,
+                     best: MetricSource | None = None) -> pl.DataFrame:
     """This iteration's metrics beside the previous and the best iteration's, with each change's direction."""
     rows = []
     for split, name in COMPARED:
@@ -81,7 +78,7 @@ def comparison_frame(result: dict[str, Any], previous: Any = None, best: Any = N
                                       "vs best": pl.String})
 
 
-def comparison_html(result: dict[str, Any], previous: Any = None, best: Any = None) -> str:
+def comparison_html(result: EvaluateResult, previous: Any = None, best: Any = None) -> str:
     frame = comparison_frame(result, previous, best)
 
     def colour(column: str, value: Any) -> str | None:
@@ -97,9 +94,9 @@ def comparison_html(result: dict[str, Any], previous: Any = None, best: Any = No
     return f'<div class="forge-comparison">{frame_html(frame, text_colour=colour)}{note}</div>'
 
 
-def best_entry(state: Any, result: dict[str, Any]) -> Any:
+def best_entry(state: Any, result: EvaluateResult) -> Any:
     """The history entry this evaluation was compared with as "best" (None for the first)."""
-    iteration = result.get("best_iteration")
+    iteration = result.best_iteration
     return state.entry(iteration) if iteration is not None else None
 
 
@@ -178,9 +175,9 @@ def gap_frame(pred: Predictions, by: str) -> pl.DataFrame:
     return out
 
 
-def gap_figure(result: dict[str, Any], pred: Predictions) -> Figure:
+def gap_figure(result: EvaluateResult, pred: Predictions) -> Figure:
     """Val Q-gap per declaration (the stage's, whole split) beside Q-gap per trick depth (subset)."""
-    val = result.get("val") or {}
+    val = result.val
     fig, (ax_decl, ax_depth) = plt.subplots(1, 2, figsize=(11, 3.4))
     names = [n for n in DECL_NAMES if f"q_gap/{n}" in val]
     ax_decl.bar(range(len(names)), [val[f"q_gap/{n}"] for n in names], color="#fdae61")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from forge.errors import InputError
-from forge.flywheel.stages import read_result
+from forge.flywheel.stages import train
 from forge.ml.playout import Position, oracle_policy
 from forge.oracle.play import legal_moves, play
 from forge.oracle.rules import DECL_NAMES
@@ -31,10 +31,10 @@ def checkpoint_choices(ctx: Any) -> list[tuple[str, Path]]:
     """Every iteration's kept checkpoint still on disk, the newest first: the iteration in progress
     (or one trained by hand and not yet recorded by the loop), then the history."""
     out = []
-    pending = read_result(ctx.ws, ctx.state.iteration, "train")
-    if pending and (ctx.ws.root / pending["checkpoint"]).is_file():
+    pending = train.STAGE.read(ctx.ws, ctx.state.iteration)
+    if pending is not None and (ctx.ws.root / pending.checkpoint).is_file():
         label = f"iteration {ctx.state.iteration} (trained, not yet recorded)"
-        out.append((label, ctx.ws.root / pending["checkpoint"]))
+        out.append((label, ctx.ws.root / pending.checkpoint))
     for h in reversed(ctx.state.history):
         path = ctx.ws.root / h.checkpoint if h.checkpoint else None
         if path is not None and path.is_file():

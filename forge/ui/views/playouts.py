@@ -17,6 +17,7 @@ from html import escape
 import polars as pl
 
 from forge.errors import InputError
+from forge.flywheel.stages.evaluate import EvaluateResult
 from forge.ml.checkpoints import load_module
 from forge.ml.evaluate import playout_deal
 from forge.ml.playout import DealPlayout, ModelPolicy, PlayoutResult, Policy, Position, golden_shards, play_out
@@ -184,9 +185,9 @@ def _deal_of(shard: str | os.PathLike) -> DealKey:
     return info.seed, info.decl_id
 
 
-def evaluated_deals(evaluation: dict) -> list[tuple[str, DealKey]]:
+def evaluated_deals(evaluation: EvaluateResult) -> list[tuple[str, DealKey]]:
     """The evaluate stage's play-outs, worst first, from the points lost per deal it recorded."""
-    lost = {deal: v for k, v in (evaluation.get("playout") or {}).items() if (deal := playout_deal(k))}
+    lost = {deal: v for k, v in evaluation.playout.items() if (deal := playout_deal(k))}
     return [(f"seed {seed} {DECL_NAMES[decl]}: {points:.0f} points lost", (seed, decl))
             for (seed, decl), points in sorted(lost.items(), key=lambda kv: -kv[1])]
 
@@ -200,14 +201,15 @@ def replayed_deal_html(checkpoint: str | os.PathLike, data_dir: str | os.PathLik
     return deal_html(result, recorder, deal)
 
 
-def choose_evaluated_deal(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, evaluation: dict) -> None:
+def choose_evaluated_deal(checkpoint: str | os.PathLike, data_dir: str | os.PathLike,
+                          evaluation: EvaluateResult) -> None:
     """The evaluation's worst play-out, replayed alone (a dropdown replays another in a live notebook);
     an evaluation recorded without per-deal losses replays them all to find it."""
     options = evaluated_deals(evaluation)
     if options:
         choose(partial(replayed_deal_html, checkpoint, data_dir), deal=options)
         return
-    deals = int((evaluation.get("playout") or {}).get("playout_deals", 0))
+    deals = int(evaluation.playout.get("playout_deals", 0))
     choose_deal(*replay_evaluation(checkpoint, data_dir, deals))
 
 

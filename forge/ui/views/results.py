@@ -10,6 +10,7 @@ from typing import Any
 
 import polars as pl
 
+from forge.flywheel.stages.base import StageResult
 from forge.ui.views.display import frame_html
 
 
@@ -38,18 +39,18 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def result_frame(result: dict[str, Any], skip: tuple[str, ...] = ("inputs", "outputs", "shards")) -> pl.DataFrame:
+def result_frame(result: StageResult, skip: tuple[str, ...] = ("inputs", "outputs", "shards")) -> pl.DataFrame:
     """The result's fields (nested keys as ``a.b``) and their values as text; ``skip`` leaves out
     bulky sections (the fingerprint's inputs and outputs, per-shard lists shown elsewhere)."""
     flat: dict[str, Any] = {}
-    for key, value in result.items():
+    for key, value in result.plain().items():
         if key not in skip:
             _flatten(key, value, flat)
     return pl.DataFrame({"field": list(flat), "value": [_text(v) for v in flat.values()]},
                         schema={"field": pl.String, "value": pl.String})
 
 
-def result_html(result: dict[str, Any]) -> str:
+def result_html(result: StageResult) -> str:
     frame = result_frame(result)
     return f'<details class="forge-result"><summary>stage result ({len(frame)} fields)</summary>' \
            f"{frame_html(frame)}</details>"

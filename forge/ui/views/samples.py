@@ -7,7 +7,6 @@ Everything is read from the dataset's memory-mapped token arrays (spec "Tokenize
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,6 +14,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from forge.errors import InputError
+from forge.flywheel.stages.tokenize import TokenizeResult
 from forge.ml.store import load_split, read_manifest
 from forge.ml.tokenize import F_DECL
 from forge.oracle.rules import DECL_NAMES
@@ -95,17 +95,16 @@ def counts_figure(counts: pl.DataFrame) -> Figure:
     return fig
 
 
-def cache_frame(result: dict[str, Any]) -> pl.DataFrame:
+def cache_frame(result: TokenizeResult) -> pl.DataFrame:
     """The stage's cache hits: shards tokenized now vs read from the cache, and splits rewritten."""
-    tokenized, cached = int(result.get("tokenized_shards", 0)), int(result.get("cached_shards", 0))
+    tokenized, cached = result.tokenized_shards, result.cached_shards
     total = tokenized + cached
     return pl.DataFrame({
         "shards tokenized now": [tokenized],
         "cache hits": [cached],
         "hit rate": [cached / total if total else None],
-        "splits rewritten": [", ".join(result.get("splits_rewritten") or []) or "none"],
-        "train / val / test samples": [f"{result.get('train_samples', '-')} / {result.get('val_samples', '-')} / "
-                                       f"{result.get('test_samples', '-')}"],
+        "splits rewritten": [", ".join(result.splits_rewritten) or "none"],
+        "train / val / test samples": [f"{result.train_samples} / {result.val_samples} / {result.test_samples}"],
     })
 
 

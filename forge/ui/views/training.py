@@ -1,7 +1,7 @@
 """What the train stage did: a curve redrawn while Lightning trains, then the run's curves, its
 learning-rate schedule, which epoch's checkpoint was kept and why, and its throughput.
 
-The live curve is a Lightning callback passed to the stage (``stages.train(ctx,
+The live curve is a Lightning callback passed to the stage (``stages.train.run(ctx,
 callbacks=[curve])``); everything else reads the run's ``metrics.csv``, so a stage that was
 already done (and trained nothing in this kernel) shows the same record.
 """
@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt
 import polars as pl
 from matplotlib.figure import Figure
 
-from forge.ml.training import BEST_METRIC
+from forge.flywheel.stages.train import TrainResult
+from forge.ml.training import BEST_METRIC, best_epoch
 from forge.ui.views.display import displayable, live
 
 
@@ -160,17 +161,18 @@ def curves_figure(frame: pl.DataFrame, kept_epoch: int | None = None) -> Figure:
     return fig
 
 
-def kept_checkpoint(result: dict[str, Any], frame: pl.DataFrame) -> tuple[int | None, str]:
+def kept_checkpoint(result: TrainResult, frame: pl.DataFrame) -> tuple[int | None, str]:
     """Which epoch's weights the stage kept (numbered from 1), and why: the stage's own record when
-    it has one, else derived from metrics.csv as the checkpoint callback chose (lowest val Q-gap)."""
-    if result.get("kept_epoch") is not None:
-        return int(result["kept_epoch"]), str(result.get("kept_reason") or "recorded by the train stage")
+    it has one, else derived from metrics.csv by training's own rule (:func:`forge.ml.training.best_epoch`)."""
+    if result.kept_epoch is not None:
+        return result.kept_epoch, result.kept_reason or "recorded by the train stage"
     epochs, gaps = per_epoch(frame, BEST_METRIC)
     all_epochs = frame["epoch"].drop_nulls()
     last = int(all_epochs.max()) + 1 if len(all_epochs) else None
     if not gaps:
         return last, "no validation split: the last epoch's weights"
-    best = min(range(len(gaps)), key=gaps.__getitem__)  # the first minimum, as ModelCheckpoint keeps it
+    best = best_epoch(dict(enumerate(gaps)))
+    assert best is not None
     reason = (f"lowest {BEST_METRIC} {gaps[best]:.4f} over epochs {epochs[0]}..{epochs[-1]} "
               f"(checkpoint monitor {BEST_METRIC}, mode min)")
     if epochs[best] != epochs[-1]:
@@ -178,22 +180,22 @@ def kept_checkpoint(result: dict[str, Any], frame: pl.DataFrame) -> tuple[int | 
     return int(epochs[best]), reason
 
 
-def kept_frame(result: dict[str, Any], frame: pl.DataFrame) -> pl.DataFrame:
+def kept_frame(result: TrainResult, frame: pl.DataFrame) -> pl.DataFrame:
     epoch, reason = kept_checkpoint(result, frame)
     epochs, gaps = per_epoch(frame, BEST_METRIC)
     gap = gaps[epochs.index(epoch)] if epoch in epochs else None
     return pl.DataFrame({"kept epoch": [epoch], f"its {BEST_METRIC}": [gap], "why": [reason],
-                         "checkpoint": [result.get("checkpoint")], "started from": [result.get("started_from")],
-                         "lr": [f"{result['lr']:.3g}" if result.get("lr") is not None else None]})
+                         "checkpoint": [result.checkpoint], "started from": [result.started_from],
+                         "lr": [f"{result.lr:.3g}"]})
 
 
-def throughput_frame(result: dict[str, Any], frame: pl.DataFrame, curve: LiveCurve | None = None) -> pl.DataFrame:
+def throughput_frame(result: TrainResult, frame: pl.DataFrame, curve: LiveCurve | None = None) -> pl.DataFrame:
     """Training speed: measured step by step when the curve watched this run, else from the stage's time."""
     steps = frame["step"].drop_nulls()
     epochs = frame["epoch"].drop_nulls()
     row: dict[str, Any] = {"epochs": int(epochs.max()) + 1 if len(epochs) else 0,  # metrics.csv counts from 0
                            "steps": int(steps.max()) if len(steps) else 0,
-                           "stage seconds": result.get("seconds")}
+                           "stage seconds": result.seconds}
     if curve is not None and curve.samples_per_second:
         row["samples / s (training steps)"] = round(curve.samples_per_second)
         row["training-step seconds"] = round(curve.seconds, 2)

@@ -1,4 +1,5 @@
-"""Shared command-line plumbing: user mistakes become one line on stderr and a non-zero exit."""
+"""Command-line plumbing shared by every command (the oracle's and the CLIs): user mistakes become one line
+on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from forge.errors import ForgeError, InputError, Terminated, describe_os_error
+
+#: The commands as a person types them, for the messages of every layer. They are text, never run:
+#: the code behind them is the CLI layer, which nothing below it names (tests/test_architecture.py).
+FLYWHEEL = "python -m forge.cli.flywheel"
+TRAIN = "python -m forge.cli.train"
 
 
 class UsageError(InputError):

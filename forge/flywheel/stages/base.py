@@ -1,0 +1,190 @@
+"""What a stage is: a name, a notebook, the stage before it, the configuration it reads, what else
+it reads (its inputs' digests), whether its outputs are still intact, and its work; and the typed
+result it records under ``runs/iter-NNNN/results/<stage>.json``.
+
+A stage's code never sees the whole :class:`~forge.flywheel.config.Config`: it gets a
+:class:`ConfigView` holding only the fields its stage declares, and reading any other field is an
+error. The declared fields are what enters the stage's fingerprint (less those marked
+:func:`untracked`, each with the reason), so a stage cannot start depending on a field without
+that field also deciding when the stage runs again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from forge.atomic import atomic_write_text
+from forge.errors import ForgeError
+from forge.flywheel.config import Config
+from forge.flywheel.paths import Workspace
+from forge.flywheel.records import Provenance
+
+if TYPE_CHECKING:
+    from forge.digests import DigestMemo
+    from forge.flywheel.context import Context
+    from forge.flywheel.state import State
+
+
+class StageOrderError(ForgeError):
+    """A stage was asked for before the stage it depends on has a result."""
+
+
+class StageError(ForgeError):
+    """A stage could not do its work (the message says what failed)."""
+
+
+# ---------------------------------------------------------------------------------------------- config views
+
+_UNTRACKED = "untracked"
+
+
+def untracked(why: str) -> Any:
+    """A field a stage reads that does not enter its fingerprint's configuration record; ``why`` says
+    why that is safe (it does not change the result, or an input already holds it)."""
+    return dataclasses.field(metadata={_UNTRACKED: why})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConfigView:
+    """A stage's view of the configuration: subclasses declare, as frozen dataclass fields with
+    Config's names and types, every field the stage reads. Anything else is an AttributeError
+    that says where to declare it."""
+
+    stage: ClassVar[str] = "this"
+
+    @classmethod
+    def of(cls, config: Config) -> Self:
+        if not isinstance(config, Config):
+            raise TypeError(f"{cls.__name__} is made from a Config, got {type(config).__name__}")
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def check(cls) -> None:
+        """Every declared field is a Config field of the same type (a typo would read nothing)."""
+        known = {f.name: f.type for f in dataclasses.fields(Config)}
+        for f in dataclasses.fields(cls):
+            if f.name not in known:
+                raise TypeError(f"{cls.__name__}.{f.name} is not a configuration field")
+            if str(f.type) != str(known[f.name]):
+                raise TypeError(f"{cls.__name__}.{f.name} is declared {f.type}, but Config has {known[f.name]}")
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """The declared fields that enter the fingerprint, by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if _UNTRACKED not in f.metadata}
+
+    def __getattr__(self, name: str) -> Any:  # only called for a name the view does not hold
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(f"the {self.stage} stage reads config.{name} without declaring it: add it to "
+                             f"{type(self).__name__} (in {type(self).__module__}) so that a change to it "
+                             "reruns the stage")
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+class StageResult(BaseModel):
+    """What every recorded result carries besides its stage's own fields: the fingerprint of its
+    inputs (and the inputs themselves, to say what changed), its duration and its notebook's
+    provenance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fingerprint: str | None = None  # None: recorded before fingerprints existed
+    inputs: dict[str, Any] | None = None
+    seconds: float | None = None
+    provenance: Provenance | None = None
+
+    _RECORD: ClassVar[tuple[str, ...]] = ("fingerprint", "inputs", "seconds", "provenance")
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        """A recorded result; keys this version does not know (an older or newer forge's) are left out."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a result is a JSON object, got {type(data).__name__}")
+        return cls.model_validate_json(json.dumps({k: v for k, v in data.items() if k in cls.model_fields}))
+
+    def to_json(self) -> str:
+        """The fields that were set (the stage's own first, then its record), as the stage wrote them."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        ordered = {k: v for k, v in data.items() if k not in self._RECORD}
+        ordered.update({k: data[k] for k in self._RECORD if k in data})
+        return json.dumps(ordered, indent=2)
+
+    def plain(self) -> dict[str, Any]:
+        """The result as plain data, in the order :meth:`to_json` writes it (for tables)."""
+        return json.loads(self.to_json())
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+C = TypeVar("C", bound=ConfigView)
+R = TypeVar("R", bound=StageResult)
+
+#: ``inputs(ctx, cfg, upstream_result, memo)``: what the stage reads besides its configuration.
+Inputs = Callable[["Context", Any, Any, "DigestMemo"], dict[str, Any]]
+#: ``intact(ctx, result, memo)``: why a recorded result's outputs can no longer be trusted, else None.
+Intact = Callable[["Context", Any, "DigestMemo"], str | None]
+#: ``work(ctx, cfg, progress, memo, **options)``: do the stage, return its result.
+Work = Callable[..., Any]
+
+
+def always_intact(ctx: Context, result: Any, memo: DigestMemo) -> str | None:
+    """For a stage whose outputs are its result alone."""
+    return None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Stage(Generic[C, R]):
+    """One stage of an iteration: everything the loop, the fingerprints and the notebooks need to know.
+
+    ``work`` and ``inputs`` get a context whose ``config`` is the stage's view (:class:`ConfigView`),
+    so that the context's own helpers (seeds to replay, the starting checkpoint, ...) cannot read an
+    undeclared field either.
+    """
+
+    name: str
+    notebook: str  # under notebooks/
+    upstream: Stage | None  # the stage whose result this one reads (its fingerprint enters this one's)
+    config: type[C]  # the configuration fields the stage reads
+    result: type[R]
+    inputs: Inputs  # the stage's own inputs beyond config, notebook, forge version and upstream
+    work: Work
+    writes_under: Callable[[Workspace, int], Path]  # named when a library's write fails without a file name
+    intact: Intact = always_intact
+    #: While this stage runs, the loop may solve the next iteration's deals in the background (prefetch_next).
+    prefetch_alongside: bool = False
+    #: The iteration a notebook of this stage opens when none is given (None: the one in progress, or the next).
+    default_iteration: Callable[[Workspace, State], int | None] | None = None
+
+    def __post_init__(self) -> None:
+        self.config.check()
+        type.__setattr__(self.config, "stage", self.name)
+
+    def view(self, config: Config) -> C:
+        return self.config.of(config)
+
+    def path(self, ws: Workspace, iteration: int) -> Path:
+        return ws.results(iteration) / f"{self.name}.json"
+
+    def read(self, ws: Workspace, iteration: int) -> R | None:
+        """The recorded result; None if there is none or it is damaged (the stage then runs again)."""
+        try:
+            return self.result.from_json(self.path(ws, iteration).read_text())
+        except (OSError, ValueError, ValidationError):
+            return None
+
+    def write(self, ws: Workspace, iteration: int, result: R) -> Path:
+        """Record the stage's result atomically."""
+        return atomic_write_text(self.path(ws, iteration), result.to_json())
+
+    def __repr__(self) -> str:
+        return f"Stage({self.name!r})"
+

@@ -1,0 +1,126 @@
+"""The evaluate stage (``04_evaluate``): the kept checkpoint's metrics on the golden val and test sets,
+a play-out on golden test deals, the comparison with the previous and the best iteration, and the
+iteration's W&B run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from forge.digests import DigestMemo
+from forge.flywheel.context import Context
+from forge.flywheel.paths import Workspace
+from forge.flywheel.progress import StageProgress
+from forge.flywheel.records import PRIMARY_METRIC, TRACKED, MetricSource, best_of, better, metric_label
+from forge.flywheel.stages import running, tokenize, train
+from forge.flywheel.stages.base import ConfigView, Stage, StageResult
+from forge.flywheel.state import State
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateConfig(ConfigView):
+    playout_deals: int
+    accelerator: str
+
+
+class EvaluateResult(StageResult):
+    checkpoint: str
+    val: dict[str, float]
+    test: dict[str, float]
+    playout: dict[str, float] = Field(default_factory=dict)
+    delta_prev: dict[str, float] = Field(default_factory=dict)
+    delta_best: dict[str, float] = Field(default_factory=dict)
+    best_iteration: int | None = None  # the iteration compared with as "best" (None: the first)
+    primary_metric: str = metric_label(*PRIMARY_METRIC)
+    is_best: bool = False
+    total_seeds: int | None = None  # None: a past iteration evaluated again
+    flags: list[str] = Field(default_factory=list)  # tracked metrics worse than the best iteration's
+    wandb: dict[str, Any] | None = None
+
+    def metric(self, split: str, name: str) -> float | None:
+        """One metric (``val``, ``test`` or ``playout``), as :meth:`HistoryEntry.metric` gives it."""
+        value = getattr(self, split, None) or {}
+        return float(value[name]) if isinstance(value.get(name), (int, float)) else None
+
+
+def inputs(ctx: Context, cfg: EvaluateConfig, upstream: train.TrainResult, memo: DigestMemo) -> dict[str, Any]:
+    tokenized = tokenize.STAGE.read(ctx.ws, ctx.iteration)
+    splits = tokenized.outputs.splits if tokenized is not None else {}
+    return {"checkpoint": upstream.outputs.sha256, "data": {s: splits.get(s) for s in ("val", "test")}}
+
+
+def _deltas(now: dict[str, float], then: dict[str, float] | None) -> dict[str, float]:
+    if not then:
+        return {}
+    return {k: round(now[k] - then[k], 5) for k in now if isinstance(now.get(k), float) and
+            isinstance(then.get(k), float)}
+
+
+def regressions(result: MetricSource, best: Any) -> list[str]:
+    """Tracked metrics of this iteration that are worse than the best iteration's (by the primary metric)."""
+    if best is None:
+        return []
+    flags = []
+    for split, name in TRACKED:
+        mine, theirs = result.metric(split, name), best.metric(split, name)
+        if mine is None or theirs is None:
+            continue
+        if better(name, theirs, mine):
+            flags.append(f"{split} {name} {mine:.4f} is worse than the best (iteration {best.iteration}: "
+                         f"{theirs:.4f})")
+    return flags
+
+
+def work(ctx: Context, cfg: EvaluateConfig, progress: StageProgress, memo: DigestMemo) -> EvaluateResult:
+    from forge.flywheel.tracking import log_iteration
+    from forge.ml.evaluate import eval_device
+    from forge.ml.evaluate import evaluate as score
+
+    trained = train.STAGE.read(ctx.ws, ctx.iteration)
+    assert trained is not None  # the fingerprint holds train's
+    ckpt = ctx.ws.root / trained.checkpoint
+    device = eval_device(cfg.accelerator)
+    progress.update(phase="golden val", force=True)
+    val = score(ckpt, ctx.ws.dataset, "val", device=device)
+    progress.update(phase="golden test and play-out", force=True)
+    test = score(ckpt, ctx.ws.dataset, "test", playout_deals=cfg.playout_deals, device=device)
+    playout = {k: test.pop(k) for k in list(test) if k.startswith("playout")}
+    prev = ctx.previous()
+    best = best_of(ctx.earlier(), *PRIMARY_METRIC)
+    result = EvaluateResult(
+        checkpoint=trained.checkpoint, val=val, test=test, playout=playout,
+        delta_prev=_deltas(val, prev.val if prev else None), delta_best=_deltas(val, best.val if best else None),
+        best_iteration=best.iteration if best else None, primary_metric=metric_label(*PRIMARY_METRIC),
+        is_best=best is None or better(PRIMARY_METRIC[1], val[PRIMARY_METRIC[1]], best.metric(*PRIMARY_METRIC)),
+        total_seeds=ctx.state.total_seeds + len(ctx.seeds) if not ctx.is_past else None,
+    )
+    result.flags = regressions(result, best)
+    progress.update(phase="W&B", force=True)
+    result.wandb = log_iteration(ctx, trained, result) if not ctx.no_wandb else None
+    if result.is_best:
+        print(f"new best (val Q-gap {val['q_gap']:.4f}): {trained.checkpoint}")
+    for flag in result.flags:
+        print(f"worse than the best: {flag}")
+    return result
+
+
+def default_iteration(ws: Workspace, state: State) -> int | None:
+    """With the flywheel idle and nothing trained for the next iteration yet, the last finished one
+    (rather than an iteration with nothing to evaluate)."""
+    if state.current is None and state.history and not train.STAGE.path(ws, state.iteration).is_file():
+        return state.history[-1].iteration
+    return None
+
+
+STAGE: Stage[EvaluateConfig, EvaluateResult] = Stage(
+    name="evaluate", notebook="04_evaluate.ipynb", upstream=train.STAGE, config=EvaluateConfig,
+    result=EvaluateResult, inputs=inputs, work=work, writes_under=lambda ws, iteration: ws.run_dir(iteration),
+    default_iteration=default_iteration,
+)
+
+
+def run(ctx: Context, force: bool = False) -> EvaluateResult:
+    """Golden val and test metrics, a play-out on golden test deals, deltas, and W&B logging."""
+    return running.run(STAGE, ctx, force)

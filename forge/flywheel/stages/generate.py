@@ -1,0 +1,123 @@
+"""The generate stage (``01_generate``): golden val/test shards on first need, this iteration's
+training shards and its replay shards, solved exactly by the oracle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from forge.digests import DigestMemo
+from forge.flywheel.context import Context
+from forge.flywheel.progress import StageProgress
+from forge.flywheel.stages import running
+from forge.flywheel.stages.base import ConfigView, Stage, StageResult, untracked
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateConfig(ConfigView):
+    hand_size: int
+    golden_val_seeds: list[int]
+    golden_test_seeds: list[int]
+    golden_decls: list[int]
+    replay_iters: int
+    executor: str = untracked("where deals are solved: every executor writes byte-identical shards")
+    ray_address: str | None = untracked("which Ray cluster solves them: the shards are the same")
+
+
+class SolvedShard(BaseModel):
+    split: str  # golden | train
+    seed: int
+    decl: int
+    rows: int
+    seconds: float
+    kept: bool  # already on disk and verified: not solved again
+
+
+class GenerateOutputs(BaseModel):
+    shards: dict[str, str] = Field(default_factory=dict)  # workspace path -> sha256
+
+
+class GenerateResult(StageResult):
+    written: int = 0
+    kept: int = 0
+    shards: list[SolvedShard] = Field(default_factory=list)
+    golden_written: int = 0
+    golden_kept: int = 0
+    golden_states: int = 0
+    train_written: int = 0
+    train_kept: int = 0
+    train_states: int = 0
+    train_shards: list[str] = Field(default_factory=list)
+    replay_seeds: list[int] = Field(default_factory=list)
+    outputs: GenerateOutputs = Field(default_factory=GenerateOutputs)
+
+
+def inputs(ctx: Context, cfg: GenerateConfig, upstream: None, memo: DigestMemo) -> dict[str, Any]:
+    return {"seeds": ctx.seeds, "replay_seeds": ctx.replay_seeds()}
+
+
+def intact(ctx: Context, result: GenerateResult, memo: DigestMemo) -> str | None:
+    for rel, sha in result.outputs.shards.items():
+        path = ctx.ws.root / rel
+        if not path.is_file():
+            return f"shard {rel} is gone"
+        if memo.sha256(path) != sha:
+            return f"shard {rel} changed since it was generated"
+    return None
+
+
+def work(ctx: Context, cfg: GenerateConfig, progress: StageProgress, memo: DigestMemo,
+         workers: int | None = None) -> GenerateResult:
+    from tqdm.auto import tqdm
+
+    from forge.oracle.deal import train_decl
+    from forge.oracle.generate import generate as solve_all
+
+    groups = (
+        ("golden", ctx.golden_jobs(), ctx.ws.golden(cfg.hand_size)),
+        # pretraining streams its deals through the train stage, a chunk at a time
+        ("train", [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds + ctx.replay_seeds()],
+         ctx.ws.shards(cfg.hand_size)),
+    )
+    total = sum(len(jobs) for _, jobs, _ in groups)
+    summary: dict[str, Any] = {"written": 0, "kept": 0, "shards": []}
+    shards: dict[str, str] = {}
+    done = 0
+    # tqdm.auto: a widget in a notebook (not text on a red stderr background), text in a terminal
+    bar = tqdm(total=total, unit="deal", desc="generate", disable=not ctx.progress)
+    for name, jobs, out in groups:
+        progress.update(phase=f"{name} deals", done=done, total=total, force=True)
+        written = kept = states = 0
+        for r in solve_all(jobs, out, cfg.hand_size, workers=None if cfg.executor == "ray" else workers,
+                           progress=False, executor=cfg.executor, ray_address=cfg.ray_address):
+            done += 1
+            bar.update()
+            written += not r.skipped
+            kept += r.skipped
+            states += r.rows
+            progress.update(done=done, detail=f"{name}: seed {r.seed} decl {r.decl_id} "
+                                              f"({'kept' if r.skipped else f'solved in {r.seconds:.1f} s'})")
+            if r.note:
+                print(f"{r.path.name}: {r.note}")
+            summary["shards"].append(SolvedShard(split=name, seed=r.seed, decl=r.decl_id, rows=r.rows,
+                                                 seconds=round(r.seconds, 3), kept=r.skipped))
+            shards[ctx.ws.rel(r.path)] = memo.sha256(r.path)
+        summary[f"{name}_written"], summary[f"{name}_kept"], summary[f"{name}_states"] = written, kept, states
+        summary["written"] += written
+        summary["kept"] += kept
+    bar.close()
+    return GenerateResult(**summary, train_shards=[ctx.ws.rel(p) for p in ctx.train_shards],
+                          replay_seeds=ctx.replay_seeds(), outputs=GenerateOutputs(shards=dict(sorted(shards.items()))))
+
+
+STAGE: Stage[GenerateConfig, GenerateResult] = Stage(
+    name="generate", notebook="01_generate.ipynb", upstream=None, config=GenerateConfig, result=GenerateResult,
+    inputs=inputs, intact=intact, work=work, writes_under=lambda ws, iteration: ws.root / "data",
+)
+
+
+def run(ctx: Context, force: bool = False, workers: int | None = None) -> GenerateResult:
+    """Golden val/test shards (first time only), this iteration's training shards and its replay shards."""
+    return running.run(STAGE, ctx, force, workers=workers)

@@ -1,0 +1,106 @@
+"""The tokenize stage (``02_tokenize``): one dataset for training and evaluation. Train is this
+iteration's shards (plus the replay window), val/test the golden sets; only shards not yet in the
+token cache are tokenized."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from forge.digests import DigestMemo
+from forge.errors import ForgeError
+from forge.flywheel.context import Context
+from forge.flywheel.progress import StageProgress
+from forge.flywheel.stages import generate, running
+from forge.flywheel.stages.base import ConfigView, Stage, StageOrderError, StageResult, untracked
+
+_VIA_GENERATE = "which golden deals exist is generate's, whose fingerprint this stage's inputs hold"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizeConfig(ConfigView):
+    hand_size: int
+    samples_per_shard: int
+    golden_samples_per_shard: int
+    global_seed: int
+    replay_iters: int
+    golden_val_seeds: list[int] = untracked(_VIA_GENERATE)
+    golden_test_seeds: list[int] = untracked(_VIA_GENERATE)
+    golden_decls: list[int] = untracked(_VIA_GENERATE)
+
+
+#: A split's checksums (``{"tokens": "sha256:...", ...}``) as the dataset's manifest records them.
+Checksums = dict[str, str]
+
+
+class TokenizeOutputs(BaseModel):
+    splits: dict[str, Checksums | None] = Field(default_factory=dict)
+
+
+class TokenizeResult(StageResult):
+    train_samples: int = 0
+    val_samples: int = 0
+    test_samples: int = 0
+    replay_seeds: list[int] = Field(default_factory=list)
+    tokenized_shards: int = 0
+    cached_shards: int = 0
+    splits_rewritten: list[str] = Field(default_factory=list)
+    outputs: TokenizeOutputs = Field(default_factory=TokenizeOutputs)
+
+
+def inputs(ctx: Context, cfg: TokenizeConfig, upstream: generate.GenerateResult, memo: DigestMemo) -> dict[str, Any]:
+    return {"shards": upstream.outputs.shards}
+
+
+def _checksums(manifest: dict[str, Any]) -> dict[str, Checksums | None]:
+    return {s: (v or {}).get("checksums") for s, v in manifest["splits"].items()}
+
+
+def intact(ctx: Context, result: TokenizeResult, memo: DigestMemo) -> str | None:
+    from forge.ml.store import read_manifest
+
+    try:
+        have = _checksums(read_manifest(ctx.ws.dataset))
+    except ForgeError:
+        return "the tokenized dataset is gone"
+    if have != result.outputs.splits:
+        return "the tokenized dataset was rebuilt since"
+    return None
+
+
+def work(ctx: Context, cfg: TokenizeConfig, progress: StageProgress, memo: DigestMemo) -> TokenizeResult:
+    from forge.ml.store import build_dataset, read_manifest
+
+    train = [] if ctx.is_pretrain else ctx.train_shards + [ctx.shard(s) for s in ctx.replay_seeds()]
+    missing = [p for p in train if not p.is_file()]
+    if missing:
+        raise StageOrderError(f"shard {missing[0]} is missing: run the generate stage again")
+    progress.update(phase="tokenizing", detail="new shards are tokenized, the rest come from the cache", force=True)
+    # One dataset for train and eval: golden splits keep their own sampling rate and, unchanged
+    # from one iteration to the next, are left untouched on disk. Pretraining tokenizes its deals
+    # chunk by chunk in the train stage.
+    splits = {"val": ctx.golden_shards("val"), "test": ctx.golden_shards("test")}
+    counts = {"val": cfg.golden_samples_per_shard, "test": cfg.golden_samples_per_shard}
+    if train:
+        splits, counts = {"train": train, **splits}, {"train": cfg.samples_per_shard, **counts}
+    stats = build_dataset(splits, ctx.ws.dataset, counts, cfg.global_seed, cache_dir=ctx.ws.token_cache,
+                          progress=ctx.progress)
+    return TokenizeResult(
+        train_samples=stats.counts.get("train", 0), val_samples=stats.counts["val"], test_samples=stats.counts["test"],
+        replay_seeds=ctx.replay_seeds(), tokenized_shards=len(stats.tokenized), cached_shards=len(stats.cached),
+        splits_rewritten=stats.splits_written,
+        outputs=TokenizeOutputs(splits=_checksums(read_manifest(ctx.ws.dataset))),
+    )
+
+
+STAGE: Stage[TokenizeConfig, TokenizeResult] = Stage(
+    name="tokenize", notebook="02_tokenize.ipynb", upstream=generate.STAGE, config=TokenizeConfig,
+    result=TokenizeResult, inputs=inputs, intact=intact, work=work, writes_under=lambda ws, iteration: ws.root / "data",
+)
+
+
+def run(ctx: Context, force: bool = False) -> TokenizeResult:
+    """Tokenize only shards not yet cached; train = this iteration (+ replay), val/test = golden."""
+    return running.run(STAGE, ctx, force)

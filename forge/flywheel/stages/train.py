@@ -1,0 +1,244 @@
+"""The train stage (``03_train``): fine-tune from the previous iteration's checkpoint (else the baseline,
+else from scratch) on this iteration's train split; the kept checkpoint is copied to a stable path.
+In a pretraining workspace, iteration 0 trains a baseline from scratch over many deals instead,
+streamed a chunk at a time (:func:`pretrain`).
+
+To give training a new configuration field: add it to :class:`~forge.flywheel.config.Config`, declare
+it in :class:`TrainConfig` (so that changing it reruns this stage), and pass it on in
+:func:`settings` (a new argument of :func:`forge.ml.training.train` is also a
+:class:`~.fitting.TrainSettings` field). A new input that is not configuration (a file it reads,
+earlier iterations' data) goes into :func:`inputs` with its digest.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from forge.atomic import atomic_write
+from forge.digests import DigestMemo
+from forge.flywheel.context import Context
+from forge.flywheel.progress import StageProgress
+from forge.flywheel.stages import running, tokenize
+from forge.flywheel.stages.base import ConfigView, Stage, StageResult, untracked
+from forge.flywheel.stages.fitting import TrainSettings, fit
+
+_PRETRAIN = "pretraining only, which solves and tokenizes its own chunks"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(ConfigView):
+    model: str
+    epochs: int
+    lr: float
+    scratch_lr: float
+    batch_size: int
+    train_seed: int
+    val_samples: int | None
+    precision: str
+    accelerator: str
+    devices: int
+    strategy: str
+    num_nodes: int
+    compile: bool
+    # Read by pretraining only. Its deals' hand size and tokenizer seed are those generate and
+    # tokenize ran with (their fingerprints are this stage's upstream); its sample count is in the
+    # inputs' pretrain section; its executor does not change a shard.
+    hand_size: int = untracked(_PRETRAIN + ": generate's fingerprint holds it")
+    global_seed: int = untracked(_PRETRAIN + ": tokenize's fingerprint holds it")
+    samples_per_shard: int = untracked(_PRETRAIN + ": recorded in the inputs' pretrain section")
+    executor: str = untracked(_PRETRAIN + ": every executor writes byte-identical shards")
+    ray_address: str | None = untracked(_PRETRAIN + ": the shards are the same whichever cluster solves them")
+
+
+class PretrainSummary(BaseModel):
+    seeds: int
+    chunks: int
+    chunk: int
+    samples: int
+    peak_bytes: int
+
+
+class TrainOutputs(BaseModel):
+    checkpoint: str  # the kept checkpoint, under runs/iter-NNNN/
+    sha256: str
+
+
+class TrainResult(StageResult):
+    checkpoint: str
+    started_from: str  # "iteration N", "baseline" or "scratch"
+    resume: str | None = None
+    lr: float
+    pretrain: PretrainSummary | None = None
+    metrics_csv: str
+    metrics_csvs: list[str] | None = None  # pretraining: one per chunk
+    train_metrics: dict[str, float] = Field(default_factory=dict)
+    kept_epoch: int | None = None  # numbered from 1
+    kept_reason: str
+    outputs: TrainOutputs
+
+
+def inputs(ctx: Context, cfg: TrainConfig, upstream: tokenize.TokenizeResult, memo: DigestMemo) -> dict[str, Any]:
+    path, _, label = ctx.starting_point()
+    found: dict[str, Any] = {
+        "data": upstream.outputs.splits.get("train"),
+        "start": {"from": label, "sha256": memo.sha256(path) if path and path.is_file() else None},
+    }
+    if ctx.is_pretrain:
+        found["pretrain"] = {"seeds": ctx.seeds, "chunk": ctx.state.pretrain.chunk,
+                             "samples_per_shard": cfg.samples_per_shard}
+    return found
+
+
+def intact(ctx: Context, result: TrainResult, memo: DigestMemo) -> str | None:
+    path = ctx.ws.root / result.outputs.checkpoint
+    if not path.is_file():
+        return f"checkpoint {result.outputs.checkpoint} is gone"
+    if memo.sha256(path) != result.outputs.sha256:
+        return f"checkpoint {result.outputs.checkpoint} changed since it was trained"
+    return None
+
+
+def settings(ctx: Context, cfg: TrainConfig, *, data: Path, run_dir: Path, lr: float, resume: Path | None,
+             val_samples: int | None) -> TrainSettings:
+    """A training run of this stage: the configuration's training fields, for this iteration."""
+    return TrainSettings(data=data, run_dir=run_dir, epochs=cfg.epochs, lr=lr, model=None if resume else cfg.model,
+                         resume=resume, val_samples=val_samples, batch_size=cfg.batch_size,
+                         seed=cfg.train_seed + ctx.iteration, precision=cfg.precision, accelerator=cfg.accelerator,
+                         devices=cfg.devices, strategy=cfg.strategy, num_nodes=cfg.num_nodes, compile=cfg.compile,
+                         progress=ctx.progress)
+
+
+def per_epoch(metrics_csv: Path, metric: str) -> dict[int, float]:
+    """``metric`` per epoch (numbered from 0, as Lightning logs them) from a run's metrics.csv."""
+    found: dict[int, float] = {}
+    try:
+        with metrics_csv.open() as fh:
+            for row in csv.DictReader(fh):
+                if row.get(metric) and row.get("epoch"):
+                    found[int(float(row["epoch"]))] = float(row[metric])
+    except OSError:
+        return {}
+    return found
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with open(src, "rb") as fh:
+        atomic_write(dst, lambda out: shutil.copyfileobj(fh, out))
+
+
+def work(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMemo,
+         callbacks: Sequence[Any] = ()) -> TrainResult:
+    from forge.ml.training import BEST_METRIC, best_epoch
+
+    if ctx.is_pretrain:
+        return pretrain(ctx, cfg, progress, memo, callbacks)
+    resume, lr, origin = ctx.starting_point()
+    print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "") + f" at lr {lr:g}")
+    run_dir = ctx.ws.run_dir(ctx.iteration)
+    if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    res = fit(settings(ctx, cfg, data=ctx.ws.dataset, run_dir=run_dir / "train", lr=lr, resume=resume,
+                       val_samples=cfg.val_samples), progress, callbacks)
+    stable = run_dir / "model.ckpt"
+    _copy(res.best_checkpoint or res.last_checkpoint, stable)
+    scores = per_epoch(res.metrics_csv, BEST_METRIC)
+    epoch = best_epoch(scores)
+    if res.best_checkpoint and epoch is not None:
+        reason = (f"lowest val Q-gap on {'all' if cfg.val_samples is None else cfg.val_samples} golden val "
+                  f"samples: {scores[epoch]:.4f} (epochs: "
+                  + ", ".join(f"{e + 1}: {v:.4f}" for e, v in sorted(scores.items())) + ")")
+    else:
+        reason = "the last epoch (no validation split to choose by)"
+    return TrainResult(
+        checkpoint=ctx.ws.rel(stable), started_from=origin, resume=ctx.ws.rel(resume) if resume else None, lr=lr,
+        metrics_csv=ctx.ws.rel(res.metrics_csv),
+        train_metrics={k: round(v, 5) for k, v in res.metrics.items() if math.isfinite(v)},
+        kept_epoch=epoch + 1 if epoch is not None else None, kept_reason=reason,
+        outputs=TrainOutputs(checkpoint=ctx.ws.rel(stable), sha256=memo.sha256(stable)),
+    )
+
+
+def _tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def pretrain(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMemo,
+             callbacks: Sequence[Any]) -> TrainResult:
+    """Iteration 0: train a baseline from scratch over many deals, ``chunk`` deals at a time.
+
+    Each chunk is solved, tokenized (into its own cache), trained on from the previous chunk's
+    weights at the scratch LR (its own warm-up and cosine: a warm restart per chunk), and then its
+    shards, tokens and older checkpoints are deleted, so disk use is bounded by one chunk whatever
+    the number of deals. Every shard can be regenerated from its seed.
+    """
+    from forge.ml.store import build_dataset
+    from forge.oracle.deal import train_decl
+    from forge.oracle.generate import generate as solve_all
+
+    pre = ctx.state.pretrain
+    assert pre is not None
+    chunks = [ctx.seeds[i:i + pre.chunk] for i in range(0, len(ctx.seeds), pre.chunk)]
+    work_dir = ctx.ws.run_dir(ctx.iteration) / "pretrain"
+    shard_dir = ctx.ws.shards(cfg.hand_size)
+    checkpoint: Path | None = None
+    peak, samples, csvs = 0, 0, []
+    for k, part in enumerate(chunks, 1):
+        label = f"chunk {k}/{len(chunks)} (seeds {part[0]}..{part[-1]})"
+        progress.update(phase=f"{label}: solving", done=k - 1, total=len(chunks), force=True)
+        shards = [r.path for r in solve_all([(s, train_decl(s)) for s in part], shard_dir, cfg.hand_size,
+                                            progress=False, executor=cfg.executor, ray_address=cfg.ray_address)]
+        progress.update(phase=f"{label}: tokenizing", force=True)
+        data, cache = work_dir / "data", work_dir / "cache"
+        stats = build_dataset({"train": shards}, data, cfg.samples_per_shard, cfg.global_seed, cache_dir=cache,
+                              progress=False)
+        samples += stats.counts["train"]
+        peak = max(peak, _tree_size(work_dir) + sum(p.stat().st_size for p in shards))
+        for p in shards:
+            p.unlink()
+        shutil.rmtree(cache)
+        progress.update(phase=f"{label}: training", force=True)
+        res = fit(settings(ctx, cfg, data=data, run_dir=work_dir / f"chunk-{k:03d}", lr=cfg.scratch_lr,
+                           resume=checkpoint, val_samples=None), progress, callbacks)
+        peak = max(peak, _tree_size(work_dir))
+        latest = work_dir / "latest.ckpt"
+        _copy(res.last_checkpoint, latest)
+        checkpoint = latest
+        shutil.rmtree(data)
+        shutil.rmtree(res.last_checkpoint.parent)  # the chunk's checkpoints; its metrics.csv stays
+        csvs.append(ctx.ws.rel(res.metrics_csv))
+        print(f"{label}: {stats.counts['train']:,} samples, train loss {res.metrics.get('train/loss_epoch', 0):.4f}")
+    stable = ctx.ws.run_dir(ctx.iteration) / "model.ckpt"
+    assert checkpoint is not None
+    os.replace(checkpoint, stable)
+    return TrainResult(
+        checkpoint=ctx.ws.rel(stable), started_from="scratch", resume=None, lr=cfg.scratch_lr,
+        pretrain=PretrainSummary(seeds=len(ctx.seeds), chunks=len(chunks), chunk=pre.chunk, samples=samples,
+                                 peak_bytes=peak),
+        metrics_csv=csvs[-1], metrics_csvs=csvs, kept_epoch=None,
+        kept_reason="the last chunk's last epoch (pretraining keeps every chunk's learning)",
+        outputs=TrainOutputs(checkpoint=ctx.ws.rel(stable), sha256=memo.sha256(stable)),
+    )
+
+
+STAGE: Stage[TrainConfig, TrainResult] = Stage(
+    name="train", notebook="03_train.ipynb", upstream=tokenize.STAGE, config=TrainConfig, result=TrainResult,
+    inputs=inputs, intact=intact, work=work, writes_under=lambda ws, iteration: ws.run_dir(iteration),
+    prefetch_alongside=True,
+)
+
+
+def run(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Fine-tune on this iteration's train split (or pretrain); ``callbacks`` are extra Lightning
+    callbacks (a notebook's live curve, say)."""
+    return running.run(STAGE, ctx, force, callbacks=callbacks)

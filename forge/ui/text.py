@@ -1,0 +1,162 @@
+"""How the flywheel reads as text: table cells, the history table's columns, ages and durations, and
+the terminal's ``status`` and ``archive`` views. The engine returns records (:func:`forge.flywheel.status.snapshot`,
+:func:`forge.flywheel.archive.iteration_rows`); the panel, the archive index and the CLI show them
+through these functions, so they cannot disagree on how a value reads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from forge.flywheel.archive import iteration_rows
+from forge.flywheel.paths import Workspace
+from forge.flywheel.state import load_state
+
+#: History columns shown everywhere: (label, where in a history entry). Durations are seconds in
+#: the record and minutes on screen: :func:`column_text` does that in one place.
+HISTORY_COLUMNS = (
+    ("iter", ("iteration",)),
+    ("seeds", ("seed_range",)),
+    ("total seeds", ("total_seeds",)),
+    ("accuracy", ("val", "accuracy")),
+    ("Q-gap", ("val", "q_gap")),
+    ("blunder", ("val", "blunder_rate")),
+    ("value MAE", ("val", "value_mae")),
+    ("play-out lost", ("playout", "playout_points_lost")),
+    ("test Q-gap", ("test", "q_gap")),
+    ("Δ Q-gap", ("delta_prev", "q_gap")),
+    ("minutes", ("timings", "total")),
+)
+
+
+def pick(entry: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(entry, dict):
+            return None
+        entry = entry.get(key)
+    return entry
+
+
+def ago(seconds: float | None) -> str:
+    """A readable age: 42s ago, 5 min ago, 3.2 h ago, 4 days ago."""
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def cell(value: Any) -> str:
+    """A value as shown in a table: floats to 4 significant places (3e-05, not 0.0000), ranges as a..b."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.3g}"
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]}..{value[1] - 1}"
+    return str(value)
+
+
+def column_text(label: str, entry: dict[str, Any], path: tuple[str, ...]) -> str:
+    """One history cell as every view shows it (the record keeps seconds; tables show minutes)."""
+    value = pick(entry, path)
+    if label == "minutes":
+        return "-" if not isinstance(value, (int, float)) else f"{value / 60:.1f}"
+    return cell(value)
+
+
+def format_text(snap: dict[str, Any]) -> str:
+    """The ``status`` command's plain-text view."""
+    lines = [f"status: {snap['status']}   preset {snap['preset']}   iteration {snap['iteration']}   "
+             f"seeds trained {snap['total_seeds']}   ({snap['root']})"]
+    cur = snap["current"]
+    if cur:
+        done = ", ".join(cur["stages_completed"]) or "none"
+        line = (f"current: iteration {cur['iteration']} seeds {cell(cur['seed_range'])}, "
+                f"stage {cur['stage'] or '-'} ({cur['progress']}: {done})")
+        if snap["status"] in ("running", "crashed"):
+            line += f", pid {cur['pid']} on {cur['host']}, heartbeat {ago(cur['heartbeat_age_s'])}"
+        lines.append(line)
+        if cur["modified"]:
+            lines.append(f"modified notebooks ran: {', '.join(cur['modified'])} (differs from the committed version)")
+        for a in cur["attempts"]:
+            where = f"{a['notebook']}" + (f" cell {a['cell']}" if a.get("cell") else "") if a["notebook"] else "-"
+            lines.append(f"attempt {a['number']} failed in {a['stage']}: {a['error']}  [{where}]")
+    run = snap.get("running")
+    if run and run.get("active"):
+        lines.append(f"running: {run['stage']} ({'by hand' if run['by'] == 'hand' else 'loop'}, pid {run['pid']}) "
+                     f"for {duration(run.get('elapsed_s'))}: {progress_text(run)}")
+        lines += [f"  | {line}" for line in run.get("log_tail", [])]
+    stale = [s for s in snap.get("stages", []) if s["state"] == "stale"]
+    for s in stale:
+        lines.append(f"stale: {s['stage']} will run again ({'; '.join(s['reasons'])})")
+    if snap["last_error"]:
+        lines.append(f"last error: {snap['last_error']}")
+    if snap["next_action"]:
+        lines.append(f"next: {snap['next_action']}")
+    if snap.get("disk"):
+        lines.append("disk: " + ", ".join(f"{kind} {size / 2**20:,.1f} MB" for kind, size in snap["disk"].items()))
+    if snap["history"]:
+        lines.append("")
+        lines.append(format_history(snap["history"]))
+        flagged = [(h["iteration"], f) for h in snap["history"] for f in h.get("flags") or []]
+        if flagged:
+            lines.append(f"best = lowest {snap['primary_metric']}; flagged regressions:")
+            lines += [f"  iteration {i}: {f}" for i, f in flagged]
+    return "\n".join(lines)
+
+
+def progress_text(run: dict[str, Any]) -> str:
+    parts = [str(run.get("phase") or "starting")]
+    if run.get("total"):
+        parts.append(f"{run.get('done') or 0}/{run['total']}")
+    if run.get("detail"):
+        parts.append(str(run["detail"]))
+    return ", ".join(parts)
+
+
+def format_history(history: list[dict[str, Any]]) -> str:
+    rows = [[label for label, _ in HISTORY_COLUMNS] + [""]]
+    for h in history:
+        mark = ("*" if h.get("is_best") else "") + ("!" if h.get("flags") else "")
+        rows.append([column_text(label, h, path) for label, path in HISTORY_COLUMNS] + [mark])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    text = "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    return text + "\n(* best by val Q-gap; ! a tracked metric is worse than the best's)"
+
+
+def format_archive(root: str | os.PathLike = ".") -> str:
+    """The archive as a text table (the flywheel command's ``archive``)."""
+    ws = Workspace.at(root)
+    state = load_state(ws.root)
+    labels = ["iter", "seeds", "status", "accuracy", "Q-gap", "blunder", "play-out lost", "notebooks (archive/)",
+              "modified", "failed attempts"]
+    rows = [labels]
+    for row in iteration_rows(state):
+        books = row.get("notebooks") or {}
+        folder = Path(next(iter(books.values()))).parent.name if books else "-"
+        rows.append([
+            str(row["iteration"]), cell(row.get("seed_range")), row["status"],
+            cell(pick(row, ("val", "accuracy"))), cell(pick(row, ("val", "q_gap"))),
+            cell(pick(row, ("val", "blunder_rate"))), cell(pick(row, ("playout", "playout_points_lost"))),
+            f"{folder}/ ({len(books)} stages)" if books else "-",
+            ", ".join(row["modified"]) or "-",
+            ", ".join(f"{a['stage']} ({a['notebook'] or 'no notebook'})" for a in row.get("attempts") or []) or "-",
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(labels))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    index = ws.root / "archive" / "index.html"
+    lines.append(f"\nindex: {index if index.exists() else '(not written yet)'}")
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""The stage registry: one module per stage, typed results, configuration views that cannot drift from
+the fingerprint, and results recorded by earlier code that still load and still fingerprint the same."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from forge.flywheel import stages
+from forge.flywheel.config import config_from_dict, load_preset
+from forge.flywheel.paths import NOTEBOOKS, Workspace
+from forge.flywheel.stages import REGISTRY, evaluate, generate, running, tokenize, train
+from forge.flywheel.stages.base import ConfigView
+from forge.flywheel.stages.fingerprint import digest, stage_inputs, viewed
+from forge.flywheel.stages.fitting import TrainSettings
+from forge.flywheel.state import load_state, new_state, save_state
+from forge.ml import training
+
+#: Results written by forge at commit ae99f51, before the registry (``runs/iter-0002/results/`` of a tiny
+#: workspace after two iterations, and ``runs/iter-0000/results/train.json`` of a pretraining one),
+#: with the tiny workspace's state.yaml.
+RECORDED = Path(__file__).parent / "fixtures" / "results-ae99f51"
+
+
+def test_the_registry_holds_each_stage_after_the_one_it_reads() -> None:
+    assert list(REGISTRY) == ["generate", "tokenize", "train", "evaluate"]
+    order = list(REGISTRY.values())
+    assert [s.upstream for s in order] == [None, *order[:-1]]
+    for stage in order:
+        notebook = json.loads((NOTEBOOKS / stage.notebook).read_text())
+        code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+        assert any(f"stages.{stage.name}.run(ctx" in c for c in code), f"{stage.notebook} runs its stage"
+
+
+@pytest.mark.parametrize("where, stage", [("iter-0002", s) for s in REGISTRY] + [("pretrain-iter-0000", "train")])
+def test_a_result_recorded_before_the_registry_loads_typed_and_keeps_its_fingerprint(where: str, stage: str) -> None:
+    text = (RECORDED / where / f"{stage}.json").read_text()
+    result = REGISTRY[stage].result.from_json(text)
+    assert json.loads(result.to_json()) == json.loads(text)  # nothing lost, nothing added
+    assert digest(result.inputs) == result.fingerprint  # the same digest of the same inputs
+    # what the stage's configuration view puts into the fingerprint is what the old code put there
+    config = load_state(RECORDED).config  # a version-2 state.yaml of that code
+    assert REGISTRY[stage].view(config).fingerprinted() == result.inputs["config"], (
+        f"the {stage} stage's fingerprinted configuration changed: every existing workspace reruns the stage; "
+        "if that is meant, say so in the change and refresh this fixture")
+
+
+def test_recorded_results_read_as_types() -> None:
+    here = RECORDED / "iter-0002"
+    made = generate.GenerateResult.from_json((here / "generate.json").read_text())
+    assert made.golden_written + made.golden_kept == 40 and made.train_written + made.train_kept == 8
+    assert {s.split for s in made.shards} == {"golden", "train"} and len(made.outputs.shards) == 48
+    tokens = tokenize.TokenizeResult.from_json((here / "tokenize.json").read_text())
+    assert set(tokens.outputs.splits) == {"train", "val", "test"} and tokens.train_samples == 8 * 64
+    trained = train.TrainResult.from_json((here / "train.json").read_text())
+    assert trained.kept_epoch in (1, 2) and trained.started_from == "iteration 1" and trained.provenance is not None
+    assert trained.outputs.checkpoint == trained.checkpoint == "runs/iter-0002/model.ckpt"
+    scored = evaluate.EvaluateResult.from_json((here / "evaluate.json").read_text())
+    assert scored.metric("val", "q_gap") == scored.val["q_gap"] and scored.metric("val", "nope") is None
+    assert scored.best_iteration == 1 and scored.metric("playout", "playout_points_lost") is not None
+    pre = train.TrainResult.from_json((RECORDED / "pretrain-iter-0000" / "train.json").read_text())
+    assert pre.pretrain is not None and pre.pretrain.chunks == 2 and len(pre.metrics_csvs or []) == 2
+    # a result from another version, with a key this one does not know, still loads
+    assert train.TrainResult.from_json(json.dumps({**json.loads((here / "train.json").read_text()), "new": 1}))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    save_state(ws, new_state(load_preset("tiny"), "stage-views"))
+    return ws
+
+
+def test_a_stage_reading_a_field_it_does_not_declare_fails_before_any_work(workspace: Path) -> None:
+    ctx = stages.context(workspace, progress=False, no_wandb=True)
+
+    def work(ctx, cfg, progress, memo, **options):
+        if cfg.samples_per_shard > 0:  # a new use of a field GenerateConfig does not declare
+            return generate.work(ctx, cfg, progress, memo, **options)
+        raise AssertionError("unreachable")
+
+    careless = dataclasses.replace(generate.STAGE, work=work)
+    with pytest.raises(AttributeError, match=r"the generate stage reads config\.samples_per_shard without "
+                                             r"declaring it: add it to GenerateConfig"):
+        running.run(careless, ctx)
+    assert careless.read(ctx.ws, ctx.iteration) is None and not list(workspace.rglob("*.parquet"))
+    # the context's own helpers read through the view as well: evaluate declares no golden seeds
+    with pytest.raises(AttributeError, match=r"the evaluate stage reads config\.golden_val_seeds"):
+        viewed(ctx, evaluate.STAGE).golden_jobs()
+
+
+def test_a_declared_field_enters_the_fingerprint_and_an_untracked_one_does_not(workspace: Path) -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class Declared(generate.GenerateConfig):
+        samples_per_shard: int
+
+    declared = dataclasses.replace(generate.STAGE, config=Declared)
+    ctx = stages.context(workspace, progress=False)
+    inputs = stage_inputs(ctx, declared)
+    assert inputs["config"]["samples_per_shard"] == 64 and "executor" not in inputs["config"]
+    more = dataclasses.replace(ctx, config=config_from_dict({**ctx.config.to_dict(), "samples_per_shard": 65}))
+    ray = dataclasses.replace(ctx, config=config_from_dict({**ctx.config.to_dict(), "executor": "ray"}))
+    assert digest(stage_inputs(more, declared)) != digest(inputs)
+    assert digest(stage_inputs(ray, declared)) == digest(inputs)  # where deals are solved changes no shard
+
+
+def test_a_view_must_name_config_fields_with_their_types() -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class Typo(ConfigView):
+        sample_per_shard: int
+
+    @dataclass(frozen=True, kw_only=True)
+    class Retyped(ConfigView):
+        val_samples: int
+
+    with pytest.raises(TypeError, match="Typo.sample_per_shard is not a configuration field"):
+        dataclasses.replace(generate.STAGE, config=Typo)
+    with pytest.raises(TypeError, match="Retyped.val_samples is declared int, but Config has int | None"):
+        dataclasses.replace(generate.STAGE, config=Retyped)
+
+
+def test_train_settings_are_trains_own_arguments_and_survive_the_trip_to_a_child(workspace: Path) -> None:
+    ctx = stages.context(workspace, progress=False)
+    cfg = train.STAGE.view(ctx.config)
+    settings = train.settings(viewed(ctx, train.STAGE), cfg, data=workspace / "data", run_dir=workspace / "runs",
+                              lr=cfg.scratch_lr, resume=None, val_samples=cfg.val_samples)
+    assert TrainSettings.from_json(settings.to_json()) == settings
+    parameters = inspect.signature(training.train).parameters
+    assert set(settings.arguments()) <= set(parameters) and next(iter(parameters)) == "data_dir"
+    assert (settings.epochs, settings.batch_size, settings.model, settings.seed) == (
+        ctx.config.epochs, ctx.config.batch_size, ctx.config.model, ctx.config.train_seed + ctx.iteration)
+    assert not settings.multi_process and dataclasses.replace(settings, devices=2).multi_process
+
+
+def test_the_kept_epoch_is_the_first_lowest_one() -> None:
+    assert training.best_epoch({0: 0.5, 1: 0.4, 2: 0.4, 3: 0.45}) == 1
+    assert training.best_epoch({}) is None
+
+
+def test_evaluate_opens_the_last_finished_iteration_while_nothing_is_trained_for_the_next() -> None:
+    state = load_state(RECORDED)
+    assert state.current is None and [h.iteration for h in state.history] == [1, 2]
+    ws = Workspace.at(RECORDED)
+    assert evaluate.default_iteration(ws, state) == 2  # no runs/iter-0003/results/train.json in the fixture
+    assert stages.context(RECORDED, stage="evaluate").iteration == 2
+    assert stages.context(RECORDED).iteration == 3
+
+
+def test_stage_code_reaches_the_configuration_only_through_its_view() -> None:
+    """The whole configuration is also in the state (and in each history entry): a stage module that read it
+    there would bypass its view, so none does."""
+    modules = sorted((Path(stages.__file__).parent).glob("*.py"))
+    assert {m.stem for m in modules} >= set(REGISTRY)
+    hits = [(m.name, line.strip()) for m in modules for line in m.read_text().splitlines()
+            if ".state.config" in line or "config_of(" in line or ".config.to_dict(" in line]
+    assert hits == []
