@@ -361,19 +361,35 @@ def test_offline_wandb_runs_are_recorded_and_sync_needs_a_key(runs, tmp_path) ->
     assert res.returncode == 2 and "needs an API key" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_training_shards_are_released_and_replay_regenerates_them_identically(runs) -> None:
+def test_training_shards_are_released_and_the_window_replays_their_cached_states(runs) -> None:
     ws = runs["ws"]
     assert state(ws)["config"]["keep_shards"] == "golden"
     assert not list((ws / "data" / "shards-h3").glob("*.parquet"))  # tokenized, recorded, deleted
     assert len(list((ws / "data" / "golden-h3").glob("*.parquet"))) == 40  # golden shards stay
-    first = result(ws, 1, "generate")["outputs"]["shards"]
-    second = result(ws, 2, "generate")["outputs"]["shards"]
-    replayed = {name: sha for name, sha in second.items() if name in first and "shards-h3" in name}
-    assert len(replayed) == 4 and all(first[name] == sha for name, sha in replayed.items())
-    assert result(ws, 2, "tokenize")["tokenized_shards"] == 4  # the replayed shards came from the cache
+    first = {k: v for k, v in result(ws, 1, "generate")["outputs"]["shards"].items() if "shards-h3" in k}
+    second = {k: v for k, v in result(ws, 2, "generate")["outputs"]["shards"].items() if "shards-h3" in k}
+    assert len(first) == len(second) == 4 and not set(first) & set(second)  # the window's deals are not solved again
+    tok = result(ws, 2, "tokenize")
+    assert tok["inputs"]["window"] == first  # read by the digests iteration 1 recorded
+    assert tok["tokenized_shards"] == 4  # only its own deals; the window's states came from the cache
+    manifest = json.loads((ws / "data" / "tokens" / "dataset" / "manifest.json").read_text())
+    sources = {s["path"]: s["sha256"] for s in manifest["splits"]["train"]["sources"]}
+    assert {str(ws / k): v for k, v in (first | second).items()} == sources
     snap = json.loads(flywheel(ws, "status", "--json").stdout)
     assert snap["disk"]["training shards"] < 10_000 < snap["disk"]["golden shards"]  # a verified-shard memo at most
     assert "deleted 4 training shard(s)" in runs["log"]
+
+
+def test_a_window_deal_not_cached_at_a_new_sampling_is_solved_again(runs, tmp_path) -> None:
+    ws = copy_after_one(runs, tmp_path / "ws")
+    edit_state(ws, lambda d: d["config"].update(samples_per_shard=48))
+    res = flywheel(ws, "--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert result(ws, 2, "tokenize")["tokenized_shards"] == 8  # its own 4, and the window's 4 at 48 samples
+    log = (ws / "runs" / "iter-0002" / "logs" / "tokenize.log").read_text()
+    assert "window: 4 deal(s) not in the token cache at this sampling; solving them again" in log
+    manifest = json.loads((ws / "data" / "tokens" / "dataset" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["samples_per_shard"] == 48 and len(manifest["splits"]["train"]["sources"]) == 8
 
 
 def test_prefetch_solves_the_next_iterations_deals_while_training(runs, tmp_path) -> None:

@@ -349,3 +349,21 @@ def test_a_selection_for_an_unknown_split_or_of_an_unknown_kind_is_refused(shard
         _build({"train": [shards["a"]]}, tmp_path / "ds", selection={"val": "decisions"})
     with pytest.raises(InputError, match="selection must be one of"):
         _build({"train": [shards["a"]]}, tmp_path / "ds", selection={"train": "hard"})
+
+
+def test_a_shard_known_by_its_digest_builds_from_the_cache_without_its_file(shards, tmp_path):
+    from forge.ml.store import Cached, MissingDataError
+
+    out = tmp_path / "ds"
+    _build({"train": [shards["a"], shards["b"]]}, out)
+    before = {n: np.array(a) for n, a in load_split(out, "train").items()}
+    sha_a = store.file_sha256(shards["a"])
+    shards["a"].unlink()  # released after its iteration; its tokens stay cached
+    again = _build({"train": [Cached(shards["a"], sha_a), shards["b"]], "val": [shards["c"]]}, out)
+    assert shards["a"] in again.cached and shards["a"] not in again.tokenized
+    for n, arr in load_split(out, "train").items():
+        np.testing.assert_array_equal(arr, before[n], err_msg=n)
+    # at a sampling never tokenized, the tokens are not there and the file is gone: say which shard
+    with pytest.raises(MissingDataError, match="seed_.*the shard is gone and its tokens are not cached"):
+        build_dataset({"train": [Cached(shards["a"], sha_a)]}, tmp_path / "other", K + 1, G,
+                      cache_dir=tmp_path / "cache", progress=False)

@@ -17,6 +17,7 @@ import yaml
 from forge.errors import InputError
 from forge.ml.model import PRESETS as MODEL_PRESETS
 from forge.ml.settings import PRECISIONS
+from forge.ml.tokenize import SELECTIONS
 from forge.oracle.executors import EXECUTORS
 from forge.oracle.rules import MAX_HAND, N_DECLS
 
@@ -45,7 +46,7 @@ class Config:
     lr: float  # fine-tuning learning rate
     scratch_lr: float  # learning rate when there is no checkpoint to start from
     batch_size: int
-    replay_iters: int  # earlier iterations whose shards are trained on again
+    replay_iters: int  # earlier iterations whose training states are trained on again (a window)
     global_seed: int  # sampling seed of the tokenizer
     stop_iterations: int | None = None  # done after this many iterations
     stop_total_seeds: int | None = None  # done once this many training seeds were used
@@ -68,6 +69,19 @@ class Config:
     ray_address: str | None = None
     # Solve the next iteration's deals while this one trains (on cluster workers, or spare local cores).
     prefetch_next: bool = False
+    # Which states training samples: "all" (the spec's rule) or "decisions" (only states where a legal move
+    # can lose points: most states have one legal move or only optimal ones, and teach nothing). Golden
+    # sets always hold every state.
+    train_states: str = "all"
+    # A training budget per iteration, over the window of this and replay_iters earlier iterations' states
+    # (at most one; null: `epochs` passes over it): samples, or seconds of the train stage's training.
+    train_samples: int | None = None
+    train_seconds: float | None = None
+    # One learning-rate schedule over every sample the model has seen, across iterations: warm-up and cosine
+    # over lr_horizon samples, then flat at its floor, with the optimiser state carried from one iteration
+    # to the next. Its peak is scratch_lr for a flywheel that started from scratch, lr from a baseline.
+    # null: each iteration fine-tunes with a fresh warm-up and cosine (at lr).
+    lr_horizon: int | None = None
 
     @property
     def golden_seeds(self) -> set[int]:
@@ -111,7 +125,8 @@ _KINDS = {
     "stop_iterations": "int?", "stop_total_seeds": "int?", "stop_target_qgap": "float?",
     "train_seed": "int", "val_samples": "int?", "precision": "str", "accelerator": "str", "devices": "int",
     "strategy": "str", "num_nodes": "int", "compile": "bool", "keep_shards": "str", "executor": "str",
-    "ray_address": "str?", "prefetch_next": "bool",
+    "ray_address": "str?", "prefetch_next": "bool", "train_states": "str", "train_samples": "int?",
+    "train_seconds": "float?", "lr_horizon": "int?",
 }
 
 
@@ -150,6 +165,15 @@ def config_from_dict(data: Any) -> Config:
         raise ConfigError(f"config.keep_shards must be one of {', '.join(KEEP_SHARDS)}, got {cfg.keep_shards!r}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"config.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.train_states not in SELECTIONS:
+        raise ConfigError(f"config.train_states must be one of {', '.join(SELECTIONS)}, got {cfg.train_states!r}")
+    for name in ("train_samples", "lr_horizon"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise ConfigError(f"config.{name} must be at least 1 or null, got {getattr(cfg, name)}")
+    if cfg.train_seconds is not None and cfg.train_seconds <= 0:
+        raise ConfigError(f"config.train_seconds must be positive or null, got {cfg.train_seconds}")
+    if cfg.train_samples is not None and cfg.train_seconds is not None:
+        raise ConfigError("config.train_samples and train_seconds are both set: give one training budget")
     if cfg.model not in MODEL_PRESETS:
         raise ConfigError(f"config.model must be one of {', '.join(MODEL_PRESETS)}, got {cfg.model!r}")
     if not cfg.golden_val_seeds or not cfg.golden_test_seeds or not cfg.golden_decls:

@@ -202,7 +202,24 @@ def _is_int(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def _check_request(shards_by_split: Mapping[str, Sequence[Path]], k: int, g: int) -> None:
+@dataclass(frozen=True)
+class Cached:
+    """A shard known by the content digest an earlier build or stage recorded for it: its tokens are
+    read from the cache, so the file itself is needed only if they are not there (a training window
+    replays earlier iterations' deals without solving them again)."""
+
+    path: Path
+    sha256: str
+
+
+Source = str | os.PathLike | Cached
+
+
+def _source_path(source: Source) -> Path:
+    return Path(source.path) if isinstance(source, Cached) else Path(source)
+
+
+def _check_request(shards_by_split: Mapping[str, Sequence[Source]], k: int, g: int) -> None:
     if not _is_int(k) or k < 1:
         raise StoreError(f"samples per shard must be a positive integer, got {k!r}")
     if not _is_int(g) or g < 0:
@@ -215,8 +232,9 @@ def _check_request(shards_by_split: Mapping[str, Sequence[Path]], k: int, g: int
             raise StoreError(f"bad split name {split!r} (letters, digits, '_' and '-' only)")
         if not paths:
             raise StoreError(f"split {split!r} has no shards")
-        for p in map(Path, paths):
-            if not p.is_file():
+        for source in paths:
+            p = _source_path(source)
+            if not isinstance(source, Cached) and not p.is_file():
                 raise ShardError(f"{p}: no such shard file")
             key = p.resolve()
             if key in owner:
@@ -328,7 +346,7 @@ def _manifest_problem(manifest: object) -> str | None:
 
 
 def build_dataset(
-    shards_by_split: Mapping[str, Sequence[str | Path]],
+    shards_by_split: Mapping[str, Sequence[Source]],
     out_dir: str | Path,
     samples_per_shard: int | Mapping[str, int],
     global_seed: int,
@@ -343,6 +361,8 @@ def build_dataset(
     are often sampled at their own rate). ``selection`` names the states a split samples from
     (:data:`forge.ml.tokenize.SELECTIONS`; splits left out: "all"). Splits whose sources and
     sampling did not change are left as they are. ``cache_dir`` defaults to ``<out_dir>/../cache``.
+    A source may be :class:`Cached`: a shard known by its digest, whose file may be gone as long as
+    its tokens are cached at this sampling (else MissingDataError naming it).
     """
     sel = {split: check_selection((selection or {}).get(split, "all")) for split in shards_by_split}
     unknown = sorted(set(selection or {}) - set(shards_by_split))
@@ -368,8 +388,9 @@ def build_dataset(
     shards: dict[Path, _Shard] = {}
     by_sha: dict[str, Path] = {}
     for split, paths in shards_by_split.items():
-        for p in map(Path, paths):
-            sha = memo.sha256(p)
+        for source in paths:
+            p = _source_path(source)
+            sha = source.sha256 if isinstance(source, Cached) else memo.sha256(p)
             if sha in by_sha:
                 raise StoreError(f"{p}: same content as {by_sha[sha]}; a shard may be used once")
             by_sha[sha] = p
@@ -388,6 +409,9 @@ def build_dataset(
             s.meta = got[0]
             stats.cached.append(s.path)
     for s in missing:  # check every footer first: a bad shard fails before any long work
+        if not s.path.is_file():
+            raise MissingDataError(f"{s.path}: the shard is gone and its tokens are not cached at this sampling "
+                                   f"(k={s.k}, global seed {g}, {s.selection} states): generate it again")
         read_shard_info(s.path)
     for s in tqdm(missing, desc="tokenizing shards", unit="shard", disable=not progress or not missing):
         s.meta = _tokenize_into_cache(s.path, s.entry, expect(s))[0]
@@ -408,7 +432,7 @@ def build_dataset(
     manifest = {"format_version": FORMAT_VERSION, "global_seed": g,
                 "samples_per_shard": next(iter(ks.values())) if uniform else ks, "splits": {}}
     for split, paths in shards_by_split.items():
-        members = [shards[Path(p)] for p in paths]
+        members = [shards[_source_path(p)] for p in paths]
         sources = [
             {"path": str(s.path), "sha256": s.sha, **{f: s.meta[f] for f in
              ("seed", "decl_id", "hand_size", "rows", "samples")}}

@@ -28,6 +28,7 @@ HISTORY_COLUMNS = (
     ("test Q-gap", ("test", "q_gap")),
     ("Δ Q-gap", ("delta_prev", "q_gap")),
     ("minutes", ("timings", "total")),
+    ("train share", ("timings",)),
 )
 
 
@@ -74,7 +75,19 @@ def column_text(label: str, entry: dict[str, Any], path: tuple[str, ...]) -> str
     value = pick(entry, path)
     if label == "minutes":
         return "-" if not isinstance(value, (int, float)) else f"{value / 60:.1f}"
+    if label == "train share":
+        share = train_share(value)
+        return "-" if share is None else f"{share:.0%}"
     return cell(value)
+
+
+def train_share(timings: Any) -> float | None:
+    """The share of an iteration's wall-clock its train stage took (the loop exists to train)."""
+    if not isinstance(timings, dict):
+        return None
+    train, total = timings.get("train"), timings.get("total")
+    return train / total if isinstance(train, (int, float)) and isinstance(total, (int, float)) and total > 0 \
+        else None
 
 
 def format_text(snap: dict[str, Any]) -> str:
@@ -111,6 +124,10 @@ def format_text(snap: dict[str, Any]) -> str:
     if snap["history"]:
         lines.append("")
         lines.append(format_history(snap["history"]))
+        shares = [s for s in (train_share(h.get("timings")) for h in snap["history"][-3:]) if s is not None]
+        if shares:
+            lines.append(f"training took {sum(shares) / len(shares):.0%} of the last {len(shares)} iteration(s)' "
+                         "wall-clock (train stage / iteration)")
         flagged = [(h["iteration"], f) for h in snap["history"] for f in h.get("flags") or []]
         if flagged:
             lines.append(f"best = lowest {snap['primary_metric']}; flagged regressions:")

@@ -42,12 +42,20 @@ class StageError(ForgeError):
 # ---------------------------------------------------------------------------------------------- config views
 
 _UNTRACKED = "untracked"
+_ADDED = "added"
 
 
 def untracked(why: str) -> Any:
     """A field a stage reads that does not enter its fingerprint's configuration record; ``why`` says
     why that is safe (it does not change the result, or an input already holds it)."""
     return dataclasses.field(metadata={_UNTRACKED: why})
+
+
+def added(why: str) -> Any:
+    """A field a stage began to read after results were recorded (``why``), whose Config default does
+    what the stage did before: it enters the fingerprint only when set away from that default, so
+    that results recorded earlier keep their fingerprints (and a changed value still reruns the stage)."""
+    return dataclasses.field(metadata={_ADDED: why})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,8 +83,11 @@ class ConfigView:
                 raise TypeError(f"{cls.__name__}.{f.name} is declared {f.type}, but Config has {known[f.name]}")
 
     def fingerprinted(self) -> dict[str, Any]:
-        """The declared fields that enter the fingerprint, by name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if _UNTRACKED not in f.metadata}
+        """The declared fields that enter the fingerprint, by name (an :func:`added` one only when it
+        is not at its default)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if _UNTRACKED not in f.metadata
+                and not (_ADDED in f.metadata and getattr(self, f.name) == defaults[f.name])}
 
     def __getattr__(self, name: str) -> Any:  # only called for a name the view does not hold
         if name.startswith("__"):

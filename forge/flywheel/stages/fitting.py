@@ -38,7 +38,7 @@ class TrainSettings:
 
     data: Path
     run_dir: Path
-    epochs: int
+    epochs: int | None  # None: the budget decides
     lr: float
     model: str | None  # None: the resumed checkpoint's architecture
     resume: Path | None
@@ -53,6 +53,10 @@ class TrainSettings:
     compile: bool
     progress: bool = True
     wandb: bool = False
+    max_samples: int | None = None  # a training budget (forge.ml.schedule)
+    max_seconds: float | None = None
+    lr_horizon: int | None = None  # one schedule over every sample the weights have seen
+    continuing: bool = False  # the resume checkpoint's optimiser state and sample count go on
 
     @property
     def processes(self) -> int:

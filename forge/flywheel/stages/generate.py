@@ -1,5 +1,6 @@
-"""The generate stage (``01_generate``): golden val/test shards on first need, this iteration's
-training shards and its replay shards, solved exactly by the oracle."""
+"""The generate stage (``01_generate``): golden val/test shards on first need and this iteration's
+training shards, solved exactly by the oracle. (The replay window's deals were solved by their own
+iterations; the tokenize stage reads their states from the token cache.)"""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class GenerateConfig(ConfigView):
     golden_val_seeds: list[int]
     golden_test_seeds: list[int]
     golden_decls: list[int]
+    # Not read since the window's deals come from the token cache; kept so that recorded fingerprints hold.
     replay_iters: int
     executor: str = untracked("where deals are solved: every executor writes byte-identical shards")
     ray_address: str | None = untracked("which Ray cluster solves them: the shards are the same")
@@ -78,7 +80,7 @@ def work(ctx: Context, cfg: GenerateConfig, progress: StageProgress, memo: Diges
     groups = (
         ("golden", ctx.golden_jobs(), ctx.ws.golden(cfg.hand_size)),
         # pretraining streams its deals through the train stage, a chunk at a time
-        ("train", [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds + ctx.replay_seeds()],
+        ("train", [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds],
          ctx.ws.shards(cfg.hand_size)),
     )
     total = sum(len(jobs) for _, jobs, _ in groups)
@@ -119,5 +121,5 @@ STAGE: Stage[GenerateConfig, GenerateResult] = Stage(
 
 
 def run(ctx: Context, force: bool = False, workers: int | None = None) -> GenerateResult:
-    """Golden val/test shards (first time only), this iteration's training shards and its replay shards."""
+    """Golden val/test shards (first time only) and this iteration's training shards."""
     return running.run(STAGE, ctx, force, workers=workers)

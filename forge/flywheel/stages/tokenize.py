@@ -1,6 +1,8 @@
 """The tokenize stage (``02_tokenize``): one dataset for training and evaluation. Train is this
-iteration's shards (plus the replay window), val/test the golden sets; only shards not yet in the
-token cache are tokenized."""
+iteration's shards plus the window of ``replay_iters`` earlier iterations' deals, sampled among
+``train_states``; val/test the golden sets. Only shards not yet in the token cache are tokenized:
+the window's deals come from the cache by the digests their iterations recorded (their shards are
+released once recorded), and a deal whose tokens are not cached at this sampling is solved again."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from forge.errors import ForgeError
 from forge.flywheel.context import Context
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import generate, running
-from forge.flywheel.stages.base import ConfigView, Stage, StageOrderError, StageResult, untracked
+from forge.flywheel.stages.base import ConfigView, Stage, StageOrderError, StageResult, added, untracked
 
 _VIA_GENERATE = "which golden deals exist is generate's, whose fingerprint this stage's inputs hold"
 
@@ -29,6 +31,9 @@ class TokenizeConfig(ConfigView):
     golden_val_seeds: list[int] = untracked(_VIA_GENERATE)
     golden_test_seeds: list[int] = untracked(_VIA_GENERATE)
     golden_decls: list[int] = untracked(_VIA_GENERATE)
+    train_states: str = added("training-state selection")
+    executor: str = untracked("where a window deal is solved again: every executor writes byte-identical shards")
+    ray_address: str | None = untracked("which Ray cluster solves it: the shards are the same")
 
 
 #: A split's checksums (``{"tokens": "sha256:...", ...}``) as the dataset's manifest records them.
@@ -50,8 +55,24 @@ class TokenizeResult(StageResult):
     outputs: TokenizeOutputs = Field(default_factory=TokenizeOutputs)
 
 
+def window(ctx: Context) -> dict[str, str]:
+    """The replay window's training shards (workspace path -> sha256), as the iterations that solved
+    them recorded them; a deal without a record (solved before results were kept) has no digest here
+    and is read from its shard, solved again if need be."""
+    found: dict[str, str] = {}
+    wanted = {ctx.ws.rel(ctx.shard(s)) for s in ctx.replay_seeds()}
+    for entry in ctx.earlier():
+        recorded = generate.STAGE.read(ctx.ws, entry.iteration)
+        if recorded is not None:
+            found.update({rel: sha for rel, sha in recorded.outputs.shards.items() if rel in wanted})
+    return dict(sorted(found.items()))
+
+
 def inputs(ctx: Context, cfg: TokenizeConfig, upstream: generate.GenerateResult, memo: DigestMemo) -> dict[str, Any]:
-    return {"shards": upstream.outputs.shards}
+    found: dict[str, Any] = {"shards": upstream.outputs.shards}
+    if ctx.replay_seeds():
+        found["window"] = window(ctx)
+    return found
 
 
 def _checksums(manifest: dict[str, Any]) -> dict[str, Checksums | None]:
@@ -70,13 +91,44 @@ def intact(ctx: Context, result: TokenizeResult, memo: DigestMemo) -> str | None
     return None
 
 
+def _window_sources(ctx: Context, cfg: TokenizeConfig, progress: StageProgress) -> list[Any]:
+    """The window's deals as the store takes them: a shard on disk, a digest whose tokens are cached
+    at this sampling, or (neither) a shard solved again from its seed."""
+    from forge.ml.store import Cached, entry_path
+    from forge.oracle.deal import train_decl
+    from forge.oracle.generate import generate as solve_all
+
+    recorded = window(ctx)
+    sources: list[Any] = []
+    again: list[int] = []
+    for seed in ctx.replay_seeds():
+        path = ctx.shard(seed)
+        sha = recorded.get(ctx.ws.rel(path))
+        if path.is_file():
+            sources.append(path)
+        elif sha and entry_path(ctx.ws.token_cache, sha, cfg.samples_per_shard, cfg.global_seed,
+                                cfg.train_states).is_file():
+            sources.append(Cached(path, sha))
+        else:
+            sources.append(path)
+            again.append(seed)
+    if again:
+        progress.update(phase="solving window deals again", detail=f"{len(again)} deal(s) not cached at this "
+                        "sampling", force=True)
+        print(f"window: {len(again)} deal(s) not in the token cache at this sampling; solving them again")
+        for _ in solve_all([(s, train_decl(s)) for s in again], ctx.ws.shards(cfg.hand_size), cfg.hand_size,
+                           progress=False, executor=cfg.executor, ray_address=cfg.ray_address):
+            pass
+    return sources
+
+
 def work(ctx: Context, cfg: TokenizeConfig, progress: StageProgress, memo: DigestMemo) -> TokenizeResult:
     from forge.ml.store import build_dataset, read_manifest
 
-    train = [] if ctx.is_pretrain else ctx.train_shards + [ctx.shard(s) for s in ctx.replay_seeds()]
-    missing = [p for p in train if not p.is_file()]
+    missing = [p for p in ctx.train_shards if not p.is_file()]
     if missing:
         raise StageOrderError(f"shard {missing[0]} is missing: run the generate stage again")
+    train = [] if ctx.is_pretrain else ctx.train_shards + _window_sources(ctx, cfg, progress)
     progress.update(phase="tokenizing", detail="new shards are tokenized, the rest come from the cache", force=True)
     # One dataset for train and eval: golden splits keep their own sampling rate and, unchanged
     # from one iteration to the next, are left untouched on disk. Pretraining tokenizes its deals
@@ -86,7 +138,7 @@ def work(ctx: Context, cfg: TokenizeConfig, progress: StageProgress, memo: Diges
     if train:
         splits, counts = {"train": train, **splits}, {"train": cfg.samples_per_shard, **counts}
     stats = build_dataset(splits, ctx.ws.dataset, counts, cfg.global_seed, cache_dir=ctx.ws.token_cache,
-                          progress=ctx.progress)
+                          progress=ctx.progress, selection={"train": cfg.train_states} if train else None)
     return TokenizeResult(
         train_samples=stats.counts.get("train", 0), val_samples=stats.counts["val"], test_samples=stats.counts["test"],
         replay_seeds=ctx.replay_seeds(), tokenized_shards=len(stats.tokenized), cached_shards=len(stats.cached),

@@ -1,5 +1,8 @@
 """The train stage (``03_train``): fine-tune from the previous iteration's checkpoint (else the baseline,
-else from scratch) on this iteration's train split; the kept checkpoint is copied to a stable path.
+else from scratch) on this iteration's train split (its own deals and the replay window's); the kept
+checkpoint is copied to a stable path. With a budget (``train_samples`` or ``train_seconds``) it
+trains that much and keeps the last weights; with ``lr_horizon`` the model follows one LR schedule
+across iterations, its optimiser state carried along (:mod:`forge.ml.schedule`).
 In a pretraining workspace, iteration 0 trains a baseline from scratch over many deals instead,
 streamed a chunk at a time (:func:`pretrain`).
 
@@ -17,6 +20,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +33,7 @@ from forge.digests import DigestMemo
 from forge.flywheel.context import Context
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import running, tokenize
-from forge.flywheel.stages.base import ConfigView, Stage, StageResult, untracked
+from forge.flywheel.stages.base import ConfigView, Stage, StageResult, added, untracked
 from forge.flywheel.stages.fitting import TrainSettings, fit
 
 _PRETRAIN = "pretraining only, which solves and tokenizes its own chunks"
@@ -50,6 +54,9 @@ class TrainConfig(ConfigView):
     strategy: str
     num_nodes: int
     compile: bool
+    train_samples: int | None = added("training budgets")
+    train_seconds: float | None = added("training budgets")
+    lr_horizon: int | None = added("the continuing schedule")
     # Read by pretraining only. Its deals' hand size and tokenizer seed are those generate and
     # tokenize ran with (their fingerprints are this stage's upstream); its sample count is in the
     # inputs' pretrain section; its executor does not change a shard.
@@ -84,6 +91,10 @@ class TrainResult(StageResult):
     train_metrics: dict[str, float] = Field(default_factory=dict)
     kept_epoch: int | None = None  # numbered from 1
     kept_reason: str
+    samples: int | None = None  # trained on in this iteration
+    samples_seen: int | None = None  # by the kept weights, over every iteration that trained them
+    train_seconds: float | None = None  # wall-clock of the training run itself (the stage's work less its setup)
+    continuing: bool = False  # went on with the previous weights' optimiser state and schedule
     outputs: TrainOutputs
 
 
@@ -109,13 +120,29 @@ def intact(ctx: Context, result: TrainResult, memo: DigestMemo) -> str | None:
 
 
 def settings(ctx: Context, cfg: TrainConfig, *, data: Path, run_dir: Path, lr: float, resume: Path | None,
-             val_samples: int | None) -> TrainSettings:
-    """A training run of this stage: the configuration's training fields, for this iteration."""
-    return TrainSettings(data=data, run_dir=run_dir, epochs=cfg.epochs, lr=lr, model=None if resume else cfg.model,
-                         resume=resume, val_samples=val_samples, batch_size=cfg.batch_size,
-                         seed=cfg.train_seed + ctx.iteration, precision=cfg.precision, accelerator=cfg.accelerator,
-                         devices=cfg.devices, strategy=cfg.strategy, num_nodes=cfg.num_nodes, compile=cfg.compile,
-                         progress=ctx.progress)
+             val_samples: int | None, budget: bool = True) -> TrainSettings:
+    """A training run of this stage: the configuration's training fields, for this iteration
+    (``budget=False``: epochs only, as pretraining's chunks train)."""
+    budgeted = budget and (cfg.train_samples is not None or cfg.train_seconds is not None)
+    return TrainSettings(data=data, run_dir=run_dir, epochs=None if budgeted else cfg.epochs, lr=lr,
+                         model=None if resume else cfg.model, resume=resume, val_samples=val_samples,
+                         batch_size=cfg.batch_size, seed=cfg.train_seed + ctx.iteration, precision=cfg.precision,
+                         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+                         num_nodes=cfg.num_nodes, compile=cfg.compile, progress=ctx.progress,
+                         max_samples=cfg.train_samples if budget else None,
+                         max_seconds=cfg.train_seconds if budget else None,
+                         lr_horizon=cfg.lr_horizon if budget else None,
+                         continuing=budget and cfg.lr_horizon is not None and resume is not None)
+
+
+def peak_lr(ctx: Context, cfg: TrainConfig) -> tuple[Path | None, float, str]:
+    """Where training starts (:meth:`Context.starting_point`) and at what rate: under a continuing
+    schedule (``lr_horizon``) every iteration has the same peak, scratch_lr for a flywheel that
+    started from scratch and lr for one that started from a baseline or pretraining."""
+    resume, lr, origin = ctx.starting_point()
+    if cfg.lr_horizon is not None:
+        lr = cfg.scratch_lr if ctx.state.baseline_checkpoint is None and ctx.state.pretrain is None else cfg.lr
+    return resume, lr, origin
 
 
 def per_epoch(metrics_csv: Path, metric: str) -> dict[int, float]:
@@ -142,19 +169,34 @@ def work(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMe
 
     if ctx.is_pretrain:
         return pretrain(ctx, cfg, progress, memo, callbacks)
-    resume, lr, origin = ctx.starting_point()
-    print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "") + f" at lr {lr:g}")
+    resume, lr, origin = peak_lr(ctx, cfg)
     run_dir = ctx.ws.run_dir(ctx.iteration)
     if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
         for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    res = fit(settings(ctx, cfg, data=ctx.ws.dataset, run_dir=run_dir / "train", lr=lr, resume=resume,
-                       val_samples=cfg.val_samples), progress, callbacks)
+    run = settings(ctx, cfg, data=ctx.ws.dataset, run_dir=run_dir / "train", lr=lr, resume=resume,
+                   val_samples=cfg.val_samples)
+    print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "")
+          + (f", going on with its optimiser and LR schedule (peak {lr:g} over {cfg.lr_horizon:,} samples)"
+             if run.continuing else f" at lr {lr:g}")
+          + (f", for {cfg.train_samples:,} samples" if cfg.train_samples else "")
+          + (f", for {cfg.train_seconds:g} s" if cfg.train_seconds else ""))
+    started = time.perf_counter()
+    res = fit(run, progress, callbacks)
+    trained_s = round(time.perf_counter() - started, 2)
     stable = run_dir / "model.ckpt"
     _copy(res.best_checkpoint or res.last_checkpoint, stable)
     scores = per_epoch(res.metrics_csv, BEST_METRIC)
     epoch = best_epoch(scores)
-    if res.best_checkpoint and epoch is not None:
+    if run.epochs is None:
+        epoch = None
+        budget = f"{cfg.train_samples:,} samples" if cfg.train_samples else f"{cfg.train_seconds:g} s"
+        val = res.metrics.get(BEST_METRIC)
+        reason = (f"the last weights: a training budget ({budget}) keeps where training stands"
+                  + (", the next iteration going on from them" if cfg.lr_horizon else "")
+                  + (f"; val Q-gap {val:.4f} on {cfg.val_samples or 'all'} golden val samples" if val is not None
+                     else ""))
+    elif res.best_checkpoint and epoch is not None:
         reason = (f"lowest val Q-gap on {'all' if cfg.val_samples is None else cfg.val_samples} golden val "
                   f"samples: {scores[epoch]:.4f} (epochs: "
                   + ", ".join(f"{e + 1}: {v:.4f}" for e, v in sorted(scores.items())) + ")")
@@ -165,6 +207,7 @@ def work(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMe
         metrics_csv=ctx.ws.rel(res.metrics_csv),
         train_metrics={k: round(v, 5) for k, v in res.metrics.items() if math.isfinite(v)},
         kept_epoch=epoch + 1 if epoch is not None else None, kept_reason=reason,
+        samples=res.samples, samples_seen=res.samples_seen, train_seconds=trained_s, continuing=run.continuing,
         outputs=TrainOutputs(checkpoint=ctx.ws.rel(stable), sha256=memo.sha256(stable)),
     )
 
@@ -209,7 +252,7 @@ def pretrain(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: Dige
         shutil.rmtree(cache)
         progress.update(phase=f"{label}: training", force=True)
         res = fit(settings(ctx, cfg, data=data, run_dir=work_dir / f"chunk-{k:03d}", lr=cfg.scratch_lr,
-                           resume=checkpoint, val_samples=None), progress, callbacks)
+                           resume=checkpoint, val_samples=None, budget=False), progress, callbacks)
         peak = max(peak, _tree_size(work_dir))
         latest = work_dir / "latest.ckpt"
         _copy(res.last_checkpoint, latest)
