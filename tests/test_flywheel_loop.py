@@ -404,6 +404,10 @@ def test_prefetch_solves_the_next_iterations_deals_while_training(runs, tmp_path
     for seed in range(8, 12):  # iteration 3's deals are ready, verified, where its generate stage looks
         shard = ws / "data" / "shards-h3" / f"seed_{seed:08d}_decl_{seed % 10}.parquet"
         assert shard.is_file() and verify_shard(shard) == []
+    # and already tokenized: iteration 3's tokenize stage finds all its states in the cache
+    res = flywheel(ws, "--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert result(ws, 3, "generate")["train_written"] == 0 and result(ws, 3, "tokenize")["tokenized_shards"] == 0
 
 
 def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp_path) -> None:

@@ -331,27 +331,31 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
 
 
 class Prefetch:
-    """Solve the next iteration's new deals in the background while this one trains (prefetch_next).
+    """Solve the next iteration's new deals in the background while this one trains (prefetch_next),
+    and tokenize them into the token cache at the configured sampling.
 
     The shards land where the next generate stage looks and verify there, so it keeps them instead
-    of solving again. Deals go to the configured executor: a Ray cluster's workers, or, locally, a
-    thread of the loop process solving one deal at a time on one numba thread (training keeps the
-    other cores). A failure here only costs the head start; an interrupted prefetch leaves at most
-    a hidden temp file, swept at the loop's next start.
+    of solving again, and the next tokenize stage finds their states cached. Deals go to the
+    configured executor: a Ray cluster's workers, or, locally, a thread of the loop process solving
+    one deal at a time on one numba thread (training keeps the other cores). A failure here only
+    costs the head start; an interrupted prefetch leaves at most a hidden temp file, swept at the
+    loop's next start.
     """
 
     def __init__(self, ws: Workspace, state: State, say: Say):
         cfg, cur = state.config, state.current
         assert cur is not None
         self.seeds = plan_seeds(cfg, max(state.next_seed, max(cur.seeds) + 1))
-        self.out, self.cfg, self.say = ws.shards(cfg.hand_size), cfg, say
+        self.out, self.cache, self.cfg, self.say = ws.shards(cfg.hand_size), ws.token_cache, cfg, say
         self.thread = threading.Thread(target=self._run, name="flywheel-prefetch", daemon=True)
         self.error: BaseException | None = None
 
     def _run(self) -> None:
+        from forge.ml.store import tokenize_to_cache
         from forge.oracle.deal import train_decl
         from forge.oracle.generate import generate
 
+        cfg = self.cfg
         try:
             jobs = [(s, train_decl(s)) for s in self.seeds]
             local = self.cfg.executor == "local"
@@ -359,9 +363,9 @@ class Prefetch:
                 import numba
 
                 numba.set_num_threads(1)  # per thread: the loop's other numba users keep theirs
-            for _ in generate(jobs, self.out, self.cfg.hand_size, workers=1 if local else None, progress=False,
-                              executor=self.cfg.executor, ray_address=self.cfg.ray_address):
-                pass
+            for solved in generate(jobs, self.out, cfg.hand_size, workers=1 if local else None, progress=False,
+                                   executor=cfg.executor, ray_address=cfg.ray_address):
+                tokenize_to_cache(solved.path, self.cache, cfg.samples_per_shard, cfg.global_seed, cfg.train_states)
         except Exception as exc:  # noqa: BLE001 - the next generate stage solves them itself
             self.error = exc
 
@@ -380,10 +384,12 @@ class Prefetch:
 
 
 def release_shards(ws: Workspace, state: State, iteration: int) -> int:
-    """Delete the training shards an iteration used (its own and its replay), once it is recorded.
+    """Delete the training shards an iteration used (its own and any of its window solved again),
+    once it is recorded.
 
-    Their tokens stay in the cache, keyed by content; a later iteration that replays them
-    regenerates the same bytes from the seed (same digests, so the cache answers).
+    Their tokens stay in the cache, keyed by content; a later iteration whose window holds them reads
+    them there by the digests this iteration recorded (and solves a deal again, byte-identical, only
+    if its states are not cached at the sampling it asks for).
     """
     ctx = context(ws.root, iteration, state=state)
     freed = 0

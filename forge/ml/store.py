@@ -468,6 +468,25 @@ def build_dataset(
     return stats
 
 
+def tokenize_to_cache(shard: str | Path, cache_dir: str | Path, samples_per_shard: int, global_seed: int,
+                      selection: str = "all") -> bool:
+    """Tokenize one shard into the cache unless it is there already (True when it tokenized): a later
+    :func:`build_dataset` at the same sampling then finds it, e.g. deals solved ahead of their iteration."""
+    _check_request({"train": [shard]}, samples_per_shard, global_seed)
+    cache_dir = Path(cache_dir)
+    memo = DigestMemo(cache_dir / MEMO_NAME)
+    try:
+        sha = memo.sha256(Path(shard))
+    finally:
+        memo.save()
+    entry = entry_path(cache_dir, sha, samples_per_shard, global_seed, check_selection(selection))
+    expect = _expected(sha, samples_per_shard, global_seed, selection)
+    if _read_entry(entry, expect, arrays=False) is not None:
+        return False
+    _tokenize_into_cache(Path(shard), entry, expect)
+    return True
+
+
 def load_split(data_dir: str | Path, split: str) -> dict[str, np.ndarray]:
     """The split's arrays, memory-mapped read-only (np.load mmap_mode='r'), each file checked
     against the manifest's checksum and the value ranges (once per change of the file)."""
