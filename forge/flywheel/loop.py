@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from forge.errors import ForgeError, describe_os_error, interruption
+from forge.flywheel import by_hand
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
 from forge.flywheel.fingerprint import read_result, stage_status
@@ -64,7 +65,9 @@ def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
         val=ev.get("val"), test=ev.get("test"), playout=ev.get("playout"),
         delta_prev=ev.get("delta_prev") or {}, delta_best=ev.get("delta_best") or {},
         is_best=bool(ev.get("is_best", False)), flags=list(ev.get("flags") or []), wandb=ev.get("wandb"),
-        notebooks=dict(cur.notebooks), timings={**cur.timings, "total": round(seconds, 2)},
+        # the total counts the work of stages run by hand, which the loop's own clock did not see
+        notebooks=dict(cur.notebooks), by_hand=list(cur.by_hand), timings={**cur.timings, "total": round(
+            seconds + sum(cur.timings.get(s, 0.0) for s in cur.by_hand), 2)},
         started_at=cur.started_at, finished_at=now(),
         fingerprints={s: r["fingerprint"] for s, r in results.items() if "fingerprint" in r},
         provenance=dict(cur.provenance), attempts=list(cur.attempts),
@@ -178,13 +181,28 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str,
     status = stage_status(ctx, stage)
     if status.done:
         result = read_result(ws, cur.iteration, stage) or {}
+        archived = None
+        if stage not in cur.notebooks:  # done by hand (or by a loop that stopped before recording it)
+            try:
+                archived = by_hand.archive(ws, stage=stage, iteration=cur.iteration, result=result, kernel=kernel,
+                                           no_wandb=no_wandb, attempt=len(cur.attempts) + 1)
+            except StageFailed as exc:
+                _fail(ws, store, stage, exc.summary, on_record, exc.notebook, exc.cell)
+                say(f"  {stage:9s} FAILED to show its result: {exc.summary}")
+                return False
         with store.edit() as st:
             if stage not in st.current.stages_completed:
                 st.current.stages_completed.append(stage)
             st.current.fingerprints[stage] = status.fingerprint
             if result.get("provenance"):
                 st.current.provenance[stage] = Provenance(**result["provenance"])
-        say(f"  {stage:9s} already done")
+            if archived is not None:
+                st.current.notebooks[stage] = ws.rel(archived.notebook)
+                if archived.by_hand and stage not in st.current.by_hand:
+                    st.current.by_hand.append(stage)
+                if isinstance(result.get("seconds"), (int, float)):
+                    st.current.timings[stage] = float(result["seconds"])
+        say(f"  {stage:9s} already done" + (f" ({archived.how})" if archived is not None else ""))
         return True
     if status.stale:
         say(f"  {stage:9s} runs again: {'; '.join(status.reasons)}")

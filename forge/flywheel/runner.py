@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forge.errors import ForgeError, describe_os_error
+from forge.flywheel.archive_note import NOTE_TAG, add_note
 from forge.flywheel.paths import NOTEBOOKS, STAGE_NOTEBOOKS, Workspace
 from forge.flywheel.progress import LOOP_ENV
 
@@ -192,7 +193,7 @@ def failing_cell(notebook: Path) -> tuple[int | None, str | None]:
         return None, None
     number = 0
     for cell in nb.cells:
-        if set(cell.get("metadata", {}).get("tags", [])) & PAPERMILL_CELLS:
+        if set(cell.get("metadata", {}).get("tags", [])) & (PAPERMILL_CELLS | {NOTE_TAG}):
             continue
         number += 1
         if cell.cell_type == "code" and (
@@ -244,8 +245,11 @@ def _papermill_log(path: Path) -> logging.Handler:
 
 
 def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel, no_wandb: bool = False,
-                  attempt: int = 1) -> Executed:
-    """Run ``stage``'s notebook for ``iteration``; a failure keeps its notebook as attempt ``attempt``."""
+                  attempt: int = 1, note: list[str] | None = None) -> Executed:
+    """Run ``stage``'s notebook for ``iteration``; a failure keeps its notebook as attempt ``attempt``.
+
+    The archived notebook opens with a note (:mod:`forge.flywheel.archive_note`): ``note``'s parts,
+    by default that the loop ran it and when."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -262,12 +266,12 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
             progress_bar=False, log_output=True, km=kernel.km,
         )
     except PapermillExecutionError as exc:
-        kept = _keep_attempt(ws, iteration, attempt, running, name)
+        kept = _keep_attempt(ws, iteration, attempt, running, name, stage)
         cell, _ = failing_cell(kept) if kept else (None, None)
         where = f"cell {cell}" if cell else f"cell {exc.exec_count}"
         raise StageFailed(stage, f"{where}: {exc.ename}: {exc.evalue}".strip(), kept, cell) from None
     except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel died or never started; a full disk
-        kept = _keep_attempt(ws, iteration, attempt, running, name)
+        kept = _keep_attempt(ws, iteration, attempt, running, name, stage)
         # papermill writing the executed notebook is the loop's own write: a failure there names no file
         detail = str(exc) if not isinstance(exc, OSError) else describe_os_error(exc, ws.rel(running))
         raise StageFailed(stage, f"{type(exc).__name__}: {detail}{_disk_note(ws)}", kept) from None
@@ -279,8 +283,18 @@ def execute_stage(ws: Workspace, stage: str, iteration: int, kernel: LoopKernel,
         handler.close()
     target = out_dir / name
     os.replace(running, target)
-    _export(target)
+    _note(target, ws, [f"iteration {iteration}", f"stage {stage}"]
+          + (note or [f"run by the loop, finished {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"]))
+    export_notebook(target)
     return Executed(stage, target)
+
+
+def _note(notebook: Path, ws: Workspace, parts: list[str]) -> None:
+    """The archive note on top of an archived notebook; a failure is reported, never fatal."""
+    try:
+        add_note(notebook, ws.root / "archive", parts)
+    except Exception as exc:  # noqa: BLE001 - the executed notebook is the record; the note is a convenience
+        print(f"warning: could not add the archive note to {notebook}: {exc}", file=sys.stderr)
 
 
 def _disk_note(ws: Workspace, low: int = 4 << 20) -> str:
@@ -294,7 +308,8 @@ def _disk_note(ws: Workspace, low: int = 4 << 20) -> str:
     return f" (No space left on device: {free // 1024} KB free under {ws.root})" if free < low else ""
 
 
-def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, name: str) -> Path | None:
+def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, name: str,
+                  stage: str) -> Path | None:
     """Move a failed run's notebook to ``attempt-K/`` (with its HTML); None if nothing readable was written."""
     import nbformat
 
@@ -308,11 +323,12 @@ def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, na
     dest = ws.attempt(iteration, attempt) / name
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(running, dest)
-    _export(dest)
+    _note(dest, ws, [f"iteration {iteration}", f"stage {stage}", f"failed attempt {attempt} (the loop's run)"])
+    export_notebook(dest)
     return dest
 
 
-def _export(notebook: Path) -> None:
+def export_notebook(notebook: Path) -> None:
     """HTML beside the archived notebook; a failed export is reported, never fatal."""
     from forge.flywheel.archive import export_html
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import os
 import shutil
@@ -25,11 +24,12 @@ from typing import Any
 from forge.atomic import atomic_write, atomic_write_text
 from forge.digests import DigestMemo
 from forge.errors import ForgeError
-from forge.flywheel import provenance
+from forge.flywheel import by_hand, provenance
 from forge.flywheel.context import Context, context
 from forge.flywheel.fingerprint import UPSTREAM, digest, read_result, stage_status
 from forge.flywheel.lock import lock_is_held
 from forge.flywheel.progress import LOOP_ENV, StageProgress
+from forge.flywheel.quiet import quiet_lightning
 from forge.flywheel.records import HIGHER_IS_BETTER, PRIMARY_METRIC, TRACKED, best_of, better, metric_label, to_plain
 from forge.flywheel.state import RUN
 
@@ -88,7 +88,7 @@ def _run(ctx: Context, stage: str, work: Callable[[StageProgress, DigestMemo], d
                 raise type(exc)(exc.errno, f"{exc.strerror} (while writing under it)", ctx.ws.rel(where)) from exc
             raise
         result.update(fingerprint=digest(inputs), inputs=inputs, seconds=round(time.perf_counter() - start, 2),
-                      provenance=to_plain(provenance.record(ctx.ws, stage, ctx.iteration)))
+                      provenance=to_plain(provenance.record(ctx.ws, stage, ctx.iteration)), **by_hand.origin())
         write_result(ctx, stage, result)
         return result
     finally:
@@ -109,20 +109,21 @@ def generate(ctx: Context, force: bool = False, workers: int | None = None) -> d
 
         cfg = ctx.config
         groups = (
-            ("golden", ctx.golden_jobs(), ctx.ws.golden(cfg.hand_size)),
+            ("golden", "golden val/test deals", ctx.golden_jobs(), ctx.ws.golden(cfg.hand_size)),
             # pretraining streams its deals through the train stage, a chunk at a time
-            ("train", [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds + ctx.replay_seeds()],
+            ("train", "training deals",
+             [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds + ctx.replay_seeds()],
              ctx.ws.shards(cfg.hand_size)),
         )
-        total = sum(len(jobs) for _, jobs, _ in groups)
         summary: dict[str, Any] = {"written": 0, "kept": 0, "shards": []}
         shards: dict[str, str] = {}
-        done = 0
-        # tqdm.auto: a widget in a notebook (not text on a red stderr background), text in a terminal
-        bar = tqdm(total=total, unit="deal", desc="generate", disable=not ctx.progress)
-        for name, jobs, out in groups:
-            progress.update(phase=f"{name} deals", done=done, total=total, force=True)
-            written = kept = states = 0
+        for name, what, jobs, out in groups:
+            # each group counts its own deals, and says which group it is before its first deal finishes
+            progress.update(phase=what, done=0, total=len(jobs), force=True,
+                            detail=f"{len(jobs)} {what} to solve (or keep, where a verified shard exists)")
+            # tqdm.auto: a widget in a notebook (not text on a red stderr background), text in a terminal
+            bar = tqdm(total=len(jobs), unit="deal", desc=what, disable=not ctx.progress or not jobs)
+            written = kept = states = done = 0
             for r in solve_all(jobs, out, cfg.hand_size, workers=None if cfg.executor == "ray" else workers,
                                progress=False, executor=cfg.executor, ray_address=cfg.ray_address):
                 done += 1
@@ -130,17 +131,17 @@ def generate(ctx: Context, force: bool = False, workers: int | None = None) -> d
                 written += not r.skipped
                 kept += r.skipped
                 states += r.rows
-                progress.update(done=done, detail=f"{name}: seed {r.seed} decl {r.decl_id} "
+                progress.update(done=done, detail=f"last: seed {r.seed} decl {r.decl_id} "
                                                   f"({'kept' if r.skipped else f'solved in {r.seconds:.1f} s'})")
                 if r.note:
                     print(f"{r.path.name}: {r.note}")
                 summary["shards"].append({"split": name, "seed": r.seed, "decl": r.decl_id, "rows": r.rows,
                                           "seconds": round(r.seconds, 3), "kept": r.skipped})
                 shards[ctx.ws.rel(r.path)] = memo.sha256(r.path)
+            bar.close()
             summary[f"{name}_written"], summary[f"{name}_kept"], summary[f"{name}_states"] = written, kept, states
             summary["written"] += written
             summary["kept"] += kept
-        bar.close()
         summary["train_shards"] = [ctx.ws.rel(p) for p in ctx.train_shards]
         summary["replay_seeds"] = ctx.replay_seeds()
         summary["outputs"] = {"shards": dict(sorted(shards.items()))}
@@ -220,9 +221,6 @@ def train(ctx: Context, force: bool = False, callbacks: Sequence[Any] = ()) -> d
         resume, lr, origin = ctx.starting_point()
         print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "") + f" at lr {lr:g}")
         run_dir = ctx.ws.run_dir(ctx.iteration)
-        if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
-            for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-                logging.getLogger(name).setLevel(logging.WARNING)
         res = _fit(ctx, progress, callbacks, ctx.ws.dataset, epochs=cfg.epochs, lr=lr,
                    model=None if resume else cfg.model, resume=resume, run_dir=run_dir / "train",
                    val_samples=cfg.val_samples)
@@ -265,7 +263,9 @@ def _fit(ctx: Context, progress: StageProgress, callbacks: Sequence[Any], data: 
     if _multi_process(cfg):
         progress.update(phase=f"training in {cfg.devices * cfg.num_nodes} processes", force=True)
         return _fit_in_subprocess(data, kw["run_dir"] / "train-result.json", **kw)
-    return fit(data, **kw, trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]})
+    with quiet_lightning():  # notebooks get the stage's summary, not Lightning's start-up chatter
+        return fit(data, **kw, trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks],
+                                               "enable_model_summary": False})
 
 
 def _multi_process(cfg: Any) -> bool:

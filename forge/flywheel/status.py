@@ -15,9 +15,10 @@ from typing import Any
 from forge.flywheel.context import context
 from forge.flywheel.fingerprint import iteration_status
 from forge.flywheel.lock import heartbeat_age, liveness, pid_alive
+from forge.flywheel.metric_info import column_info
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import read_progress
-from forge.flywheel.records import PRIMARY_METRIC, STAGES, metric_label
+from forge.flywheel.records import PRIMARY_METRIC, STAGES, best_of, metric_label
 from forge.flywheel.state import RUN, State, load_state
 
 LOG_TAIL_LINES = 8
@@ -167,9 +168,11 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
             "heartbeat_age_s": round(age, 1) if age is not None else None,
             "notebooks": cur.notebooks,
             "modified": sorted(s for s, p in cur.provenance.items() if p.modified),
+            "by_hand": list(cur.by_hand),
             "attempts": [_attempt(a) for a in cur.attempts],
         }
     history = [h.to_dict() for h in state.history]
+    best = best_of(state.history, *PRIMARY_METRIC)
     return {
         "root": str(ws.root),
         "status": status,
@@ -183,6 +186,9 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
         "next_action": next_action,
         "wandb": state.wandb,
         "primary_metric": metric_label(*PRIMARY_METRIC),
+        # the one best iteration by the primary metric, for every view (an entry's is_best says only
+        # that it was a new best when it was recorded)
+        "best_iteration": best.iteration if best is not None else None,
         "history": history,
         "disk": disk_use(ws, state.config.hand_size) if disk else None,
     }
@@ -226,10 +232,10 @@ def format_text(snap: dict[str, Any]) -> str:
         lines.append("disk: " + ", ".join(f"{kind} {size / 2**20:,.1f} MB" for kind, size in snap["disk"].items()))
     if snap["history"]:
         lines.append("")
-        lines.append(format_history(snap["history"]))
+        lines.append(format_history(snap["history"], snap.get("best_iteration")))
         flagged = [(h["iteration"], f) for h in snap["history"] for f in h.get("flags") or []]
         if flagged:
-            lines.append(f"best = lowest {snap['primary_metric']}; flagged regressions:")
+            lines.append("flagged (worse than the best earlier iteration's when recorded):")
             lines += [f"  iteration {i}: {f}" for i, f in flagged]
     return "\n".join(lines)
 
@@ -243,11 +249,17 @@ def progress_text(run: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def format_history(history: list[dict[str, Any]]) -> str:
-    rows = [[label for label, _ in HISTORY_COLUMNS] + [""]]
+def format_history(history: list[dict[str, Any]], best_iteration: int | None = None) -> str:
+    """The history table with a units row; ``*`` marks the one best iteration, ``!`` a flagged one."""
+    rows = [[label for label, _ in HISTORY_COLUMNS] + [""],
+            [column_info(path).unit for _, path in HISTORY_COLUMNS] + [""]]
     for h in history:
-        mark = ("*" if h.get("is_best") else "") + ("!" if h.get("flags") else "")
+        mark = ("*" if best_iteration is not None and h.get("iteration") == best_iteration else "") + (
+            "!" if h.get("flags") else "")
         rows.append([column_text(label, h, path) for label, path in HISTORY_COLUMNS] + [mark])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     text = "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
-    return text + "\n(* best by val Q-gap; ! a tracked metric is worse than the best's)"
+    meanings = [f"  {label}: {column_info(path).meaning}" for label, path in HISTORY_COLUMNS
+                if path[0] in ("val", "test", "playout", "delta_prev", "timings")]
+    return (text + f"\n(* the best iteration by {metric_label(*PRIMARY_METRIC)}; ! a tracked metric was worse than "
+            "the best earlier iteration's when it was recorded)\n" + "\n".join(meanings))

@@ -40,9 +40,11 @@ class Outcome:
 
 
 def _child_env() -> dict[str, str]:
-    """The kernel's environment minus its inline matplotlib backend, which means nothing outside a kernel."""
+    """The kernel's environment minus its inline matplotlib backend, which means nothing outside a kernel,
+    and minus the name of the dashboard's own notebook (JupyterLab's JPY_SESSION_NAME: the loop is not it)."""
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)
+    env.pop("JPY_SESSION_NAME", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
