@@ -182,7 +182,8 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str,
     if status.done:
         result = read_result(ws, cur.iteration, stage) or {}
         archived = None
-        if stage not in cur.notebooks:  # done by hand (or by a loop that stopped before recording it)
+        # done by hand (or by a loop that stopped before recording it), or redone by hand since it was archived
+        if stage not in cur.notebooks or cur.fingerprints.get(stage) != status.fingerprint:
             try:
                 archived = by_hand.archive(ws, stage=stage, iteration=cur.iteration, result=result, kernel=kernel,
                                            no_wandb=no_wandb, attempt=len(cur.attempts) + 1)
@@ -209,6 +210,7 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: str,
     with store.edit() as st:
         later = STAGES[STAGES.index(stage):]
         st.current.stages_completed = [s for s in st.current.stages_completed if s not in later]
+        st.current.by_hand = [s for s in st.current.by_hand if s not in later]  # the loop runs them now
         st.current.stage = stage
     t0, since = time.perf_counter(), time.time()
     try:

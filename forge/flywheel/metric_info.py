@@ -59,8 +59,8 @@ METRICS: dict[str, MetricInfo] = {
 }
 #: Families: metric name prefix -> how to describe one member (the suffix is the declaration, depth or deal).
 _FAMILIES = {
-    "q_gap/depth": lambda k: MetricInfo(f"Q-gap after {k} tricks", "points / move",
-                                        f"Q-gap over states with {k} trick(s) completed"),
+    "q_gap/depth": lambda k: MetricInfo(f"Q-gap after {k} trick{'' if k == '1' else 's'}", "points / move",
+                                        f"Q-gap over states with {k} trick{'' if k == '1' else 's'} completed"),
     "q_gap/": lambda d: MetricInfo(f"Q-gap, {d}", "points / move", f"Q-gap over states of hands declared {d}"),
     "tiebreak/slot": lambda i: MetricInfo(f"tie-break, slot {i}", "share of moves",
                                           f"moves in slot {i} that are optimal but not the oracle's target"),

@@ -3,10 +3,11 @@ iterations side by side; and every tracked metric's trend.
 
 A static page (no kernel needed) refreshed by the CLI whenever the loop records an iteration or
 a failure (the loop's ``on_record`` hook) and by ``flywheel archive``. Its links are relative and
-open in the same tab, so they work from a browser, from ``jupyter lab``'s file server and inside
-JupyterLab's HTML viewer alike. The comparison is drawn server-side for a default pair (the best
-against the latest) and redrawn by a few lines of script when another pair is picked; without
-script (JupyterLab's viewer until "Trust HTML") the default pair stays.
+open in the same tab (JupyterLab's HTML viewer blocks new windows), for a browser reading the files;
+inside JupyterLab the Jupyter server refuses a page's links to other files (no referer), so there
+the pages are opened from the panel or the file browser. The comparison is drawn server-side for a
+default pair (the best against the latest) and redrawn by a few lines of script when another pair
+is picked; without script (JupyterLab's viewer until "Trust HTML") the default pair stays.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ function g4(v) {
 }
 function table(css, head, rows) {
   const td = 'style="border:1px solid #ddd;padding:1px 6px;text-align:right"';
+  const prose = 'style="border:1px solid #ddd;padding:1px 6px;text-align:left"';  // long text, as frame_html
   return `<table class="${css}" style="border-collapse:collapse;font:12px/1.4 system-ui,sans-serif;margin:4px 0">`
     + "<tr>" + head.map(h => `<th ${td}>${esc(h)}</th>`).join("") + "</tr>"
-    + rows.map(r => "<tr>" + r.map(c => `<td ${td}>${c}</td>`).join("") + "</tr>").join("") + "</table>";
+    + rows.map(r => "<tr>" + r.map(c => `<td ${c.length > 12 && !c.startsWith("<") ? prose : td}>${c}</td>`)
+      .join("") + "</tr>").join("") + "</table>";
 }
 function verdict(row, a, b) {
   if (a === null || b === null || a === undefined || b === undefined) return "";
@@ -128,7 +131,7 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     for row in iteration_rows(state):
         cells = [f"<td>{esc(column_text(label, row, path))}</td>" for label, path in HISTORY_COLUMNS]
         attrs, marks = mark_cell(row, snap["best_iteration"])
-        cells.append(f'<td style="text-align:left">{marks}</td>')
+        cells.append(f'<td style="text-align:left;white-space:nowrap">{marks}</td>')
         title = f' title="{esc(row["error"])}"' if row.get("error") else ""
         cells.append(f"<td{title}>{badge(row['status'])}</td>")
         for s in STAGES:

@@ -89,10 +89,13 @@ class Panel:
         self._stop.set()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The widget (live, its links relative to this notebook) and, for anything that reads the saved
+        notebook later (its HTML export, the archive), a dated snapshot without links: wherever the
+        notebook is read from then (a copy in archive/), links made for notebooks/ would point nowhere."""
         bundle: dict[str, Any] = {"text/html": self.html, "text/plain": "forge status panel"}
         if self._widget is not None:
             bundle.update(self._widget._repr_mimebundle_(include=include, exclude=exclude) or {})
-            bundle["text/html"] = self.html
+            bundle["text/html"] = _render(self.snap, links=False)
         return bundle
 
 

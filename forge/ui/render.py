@@ -60,11 +60,12 @@ def link(root: Path, target: str | None, base: Path | None, label: str, anchor: 
     return f'<a href="{esc(href)}"{tab}>{esc(label)}</a>'
 
 
-def badge(status: str, title: str | None = None, css: str = "forge-badge") -> str:
+def badge(status: str, title: str | None = None, css: str = "forge-badge", small: bool = False) -> str:
     colour = BADGE_COLOURS.get(status, "#777")
     tip = f' title="{esc(title)}"' if title else ""
+    size = "padding:0 4px;font-size:10px;white-space:nowrap" if small else "padding:1px 8px"
     return (f'<span class="{css}"{tip} style="background:{colour};color:#fff;border-radius:4px;'
-            f'padding:1px 8px;font-weight:600">{esc(status)}</span>')
+            f'{size};font-weight:600">{esc(status)}</span>')
 
 
 def wandb_cell(info: dict[str, Any] | None, root: Path, base: Path | None) -> str:
@@ -114,10 +115,12 @@ def stage_links(row: dict[str, Any], root: Path, base: Path | None, stage: str, 
     modified = {s for s, p in (row.get("provenance") or {}).items() if (p or {}).get("modified")}
     out = link(root, (row.get("notebooks") or {}).get(stage), base, label, new_tab=new_tab)
     if stage in (row.get("by_hand") or []):
-        out += " " + badge("by hand", f"{stage} was run by hand in a notebook; the loop archived it", "forge-by-hand")
+        out += " " + badge("by hand", f"{stage} was run by hand in a notebook; the loop archived it", "forge-by-hand",
+                           small=True)
     if stage in modified:
-        out += " " + badge("modified", f"{stage} ran a notebook that differs from the committed one", "forge-modified")
-    return out
+        out += " " + badge("modified", f"{stage} ran a notebook that differs from the committed one", "forge-modified",
+                           small=True)
+    return f'<span style="white-space:nowrap">{out}</span>'
 
 
 def history_table(history: list[dict[str, Any]], root: Path, base: Path | None,
@@ -129,7 +132,7 @@ def history_table(history: list[dict[str, Any]], root: Path, base: Path | None,
     for h in history:
         cells = [f'<td style="{_TD}">{esc(column_text(label, h, path))}</td>' for label, path in HISTORY_COLUMNS]
         attrs, marks = mark_cell(h, best_iteration)
-        cells.append(f'<td style="{_TD};text-align:left">{marks}</td>')
+        cells.append(f'<td style="{_TD};text-align:left;white-space:nowrap">{marks}</td>')
         books = " ".join(stage_links(h, root, base, stage, stage[:3]) for stage in (h.get("notebooks") or {}))
         cells.append(f'<td style="{_TD};text-align:left">{books or "-"}</td>')
         cells.append(f'<td style="{_TD};text-align:left">{wandb_cell(h.get("wandb"), root, base)}</td>')
