@@ -13,7 +13,6 @@ earlier iterations' data) goes into :func:`inputs` with its digest.
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import os
 import shutil
@@ -145,9 +144,6 @@ def work(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMe
     resume, lr, origin = ctx.starting_point()
     print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "") + f" at lr {lr:g}")
     run_dir = ctx.ws.run_dir(ctx.iteration)
-    if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     res = fit(settings(ctx, cfg, data=ctx.ws.dataset, run_dir=run_dir / "train", lr=lr, resume=resume,
                        val_samples=cfg.val_samples), progress, callbacks)
     stable = run_dir / "model.ckpt"
