@@ -198,6 +198,10 @@ def test_a_by_hand_result_names_its_notebook_only_where_the_kernel_knows_it(tmp_
     nbformat.write(nb, book)
     assert by_hand.user_notebook(ws, result) == (book, "")
     assert by_hand.took(result) == "the stage's work took 12.3 s"
+    # recorded with who ran it and where, read back the same (and without them, as before: None)
+    assert StageResult.from_json(result.to_json()) == result
+    assert json.loads(result.to_json())["ran_in"] == str(book)
+    assert StageResult.from_json('{"seconds": 1.0}').ran_by is None
 
 
 # ---------------------------------------------------------------------------------------------- compare
