@@ -116,6 +116,7 @@ def serve(ws: Path, tmp_path: Path) -> Iterator[dict[str, object]]:
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
          "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ws}",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: its commands (save) for the test
          *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI containers run as root
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -226,6 +227,13 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
     history = text_of(".forge-history")
     for value in FAILED["accuracies"] + FAILED["q_gaps"]:
         assert value in history
+    # one best iteration, the one with the best val Q-gap, green, with its flag beside it (not instead)
+    best = browser.find_elements(By.CSS_SELECTOR, ".forge-history tr.forge-best")
+    assert len(best) == 1 and best[0].find_element(By.CSS_SELECTOR, "td").text == FAILED["best"]
+    assert best[0].value_of_css_property("background-color") in ("rgb(223, 243, 223)", "rgba(223, 243, 223, 1)")
+    flag = best[0].find_element(By.CSS_SELECTOR, ".forge-flag")
+    assert flag.get_attribute("title") == FAILED["flag"] and flag.text == "flagged"
+    assert flag.value_of_css_property("background-color") in ("rgb(230, 97, 1)", "rgba(230, 97, 1, 1)")
     wait(20).until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".widget-button")))
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "status-panel.png"
@@ -259,55 +267,242 @@ STEPS = (
 )
 
 
-def test_stage_notebooks_and_explore_run_in_jupyterlab(fresh_lab, browser) -> None:
-    """One iteration by hand in JupyterLab, then exploring it: every notebook runs to its last cell
-    without an error and shows its figures, drawn positions and widgets."""
-    from selenium.common.exceptions import TimeoutException
+def code_prompts(browser) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    def code_prompts() -> list[str]:
-        return [e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
+    return [e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
+
+
+def failed(browser) -> bool:
+    from selenium.webdriver.common.by import By
+
+    return any("Traceback" in e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"))
+
+
+def run_to_the_end(browser, lab: dict[str, object], name: str) -> Path:
+    """Open ``notebooks/<name>``, run all its cells and wait for the last; its screenshot's path."""
+    from selenium.common.exceptions import TimeoutException
 
     def finished(_) -> bool:
-        prompts = code_prompts()
-        return bool(prompts) and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts) or failed()
+        prompts = code_prompts(browser)
+        return bool(prompts) and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts) or failed(browser)
 
-    def failed() -> bool:
-        return any("Traceback" in e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"))
+    open_and_run_all(browser, lab, f"notebooks/{name}.ipynb")
+    try:
+        waiter(browser, 300).until(finished)
+    except TimeoutException:
+        browser.save_screenshot(str(ARTIFACTS / f"{name}-timeout.png"))
+        raise AssertionError(f"{name} did not finish; see {ARTIFACTS / f'{name}-timeout.png'}: "
+                             f"{code_prompts(browser)}") from None
+    shot = ARTIFACTS / f"{name}.png"
+    browser.save_screenshot(str(shot))
+    print(f"\nscreenshot: {shot}")
+    assert not failed(browser), f"{name} raised; see {shot}"
+    return shot
 
+
+def save_notebook(browser, path: Path) -> None:
+    """Save the open notebook, as a person does (File > Save), and wait until the file holds its outputs."""
+    browser.execute_script("window.jupyterapp.commands.execute('docmanager:save')")
+
+    def saved(_) -> bool:
+        try:
+            return any(c.get("outputs") for c in json.loads(path.read_text())["cells"])
+        except (OSError, ValueError):  # being written
+            return False
+
+    waiter(browser, 30).until(saved)
+
+
+def follow_to_new_window(browser, link) -> str:
+    """Click a link that opens a new window and switch to it; returns the window it was clicked in."""
+    here = browser.current_window_handle
+    before = set(browser.window_handles)
+    link.click()
+    waiter(browser, 20).until(lambda d: set(d.window_handles) - before)
+    browser.switch_to.window((set(browser.window_handles) - before).pop())
+    return here
+
+
+def shot(browser, name: str) -> None:
+    path = ARTIFACTS / f"{name}.png"
+    browser.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+
+
+def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(fresh_lab, browser) -> None:
+    """One iteration by hand in JupyterLab, then exploring it: every notebook runs to its last cell
+    without an error and shows its figures, drawn positions and widgets; saved, each is still its
+    committed self for git. Start then records the iteration without redoing it: its archive is the
+    notebooks as saved in JupyterLab, marked by hand, with real durations; the panel's links to them,
+    to state.yaml and to runs/ open in JupyterLab, and an archived page links back to the index."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from test_packaging import strip_as_committed
+
+    ws = Path(fresh_lab["ws"])
     ARTIFACTS.mkdir(exist_ok=True)
     for name, selectors, dropdowns in STEPS:
-        open_and_run_all(browser, fresh_lab, f"notebooks/{name}.ipynb")
-        try:
-            waiter(browser, 300).until(finished)
-        except TimeoutException:
-            browser.save_screenshot(str(ARTIFACTS / f"{name}-timeout.png"))
-            raise AssertionError(f"{name} did not finish; see {ARTIFACTS / f'{name}-timeout.png'}: {code_prompts()}"
-                                 ) from None
-        shot = ARTIFACTS / f"{name}.png"
-        browser.save_screenshot(str(shot))
-        print(f"\nscreenshot: {shot}")
-        assert not failed(), f"{name} raised; see {shot}"
+        run_to_the_end(browser, fresh_lab, name)
         assert browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img"), f"{name} shows no figure"
         for css in selectors:
             found = browser.find_elements(By.CSS_SELECTOR, css)
             assert found, f"{name} does not show {css}"
             browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", found[0])
-            section = ARTIFACTS / f"{name}-{css.split()[0].strip('.')}.png"
-            browser.save_screenshot(str(section))
-            print(f"screenshot: {section}")
+            shot(browser, f"{name}-{css.split()[0].strip('.')}")
         assert len(browser.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")) >= dropdowns, name
         if name == "03_train":  # the live curve was drawn under the stage call while it trained
             train_cell = next(c for c in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell")
                               if "stages.train.run(" in c.text)
             live = train_cell.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
             assert live, "no live training curve"
+            assert "Tip:" not in train_cell.text and "LeafSpec" not in train_cell.text  # no Lightning chatter
             images = browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
             for label, image in (("live-curve", live[0]), ("curves", images[-1])):
                 browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)
-                browser.save_screenshot(str(ARTIFACTS / f"{name}-{label}.png"))
-                print(f"screenshot: {ARTIFACTS / f'{name}-{label}.png'}")
+                shot(browser, f"{name}-{label}")
+        save_notebook(browser, ws / "notebooks" / f"{name}.ipynb")
         shutdown_kernels(fresh_lab)
+    # opened, run and saved in JupyterLab, every notebook is still its committed self once git's filter
+    # (as the README's main command configures it) has stripped it
+    for name, *_ in STEPS:
+        saved = (ws / "notebooks" / f"{name}.ipynb").read_text()
+        assert strip_as_committed(saved) == (REPO / "notebooks" / f"{name}.ipynb").read_text(), name
+
+    # Start records the iteration: every stage already done, archived from the notebooks as saved
+    open_and_run_all(browser, fresh_lab, "notebooks/00_status.ipynb")
+    waiter(browser, 90).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".widget-html .forge-panel")))
+    waiter(browser, 20).until(ec.element_to_be_clickable(
+        (By.XPATH, "//button[contains(@class, 'widget-button') and contains(., 'Start one iteration')]"))).click()
+
+    def recorded_row(d):
+        rows = d.find_elements(By.CSS_SELECTOR, ".widget-html .forge-history tr.forge-best")
+        badge = d.find_elements(By.CSS_SELECTOR, ".widget-html .forge-badge")
+        return rows[0] if rows and badge and badge[0].text == "ready" else False
+
+    row = waiter(browser, 300).until(recorded_row)
+    cells = [c.text for c in row.find_elements(By.CSS_SELECTOR, "td")]
+    assert cells[0] == "1" and float(cells[10]) > 0  # minutes: the by-hand work, not 0.0
+    assert len(row.find_elements(By.CSS_SELECTOR, ".forge-by-hand")) == 4
+    history = yaml.safe_load((ws / "state.yaml").read_text())["history"][0]
+    assert history["by_hand"] == ["generate", "tokenize", "train", "evaluate"]
+    for stage, (name, *_) in zip(history["by_hand"], STEPS):
+        note = "".join(json.loads((ws / history["notebooks"][stage]).read_text())["cells"][0]["source"])
+        assert f"run by hand in notebooks/{name}.ipynb: the notebook as it was saved there" in note
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", row)
+    shot(browser, "status-panel-by-hand-recorded")
+
+    # the panel's links open in JupyterLab: an archived notebook's page (the HTML viewer), the archive
+    # index, state.yaml (the editor) and the iteration's runs/ folder (the file browser)
+    def viewed(d) -> str:
+        """The text of the page in the HTML viewer (read inside its frame)."""
+        frames = d.find_elements(By.CSS_SELECTOR, ".jp-MainAreaWidget iframe")
+        if not frames:
+            return ""
+        d.switch_to.frame(frames[0])
+        try:
+            return d.find_element(By.TAG_NAME, "body").text
+        finally:
+            d.switch_to.default_content()
+
+    panel = follow_to_new_window(browser, row.find_element(By.LINK_TEXT, "gen"))
+    page = waiter(browser, 60).until(lambda d: "run by hand in" in viewed(d) and viewed(d))
+    assert "01 · Generate oracle shards" in page and "the stage's work took" in page
+    assert "a snapshot, not kept up to date" in page  # its panel: dated, without links
+    shot(browser, "archived-notebook-in-jupyterlab")
+    browser.close()
+    browser.switch_to.window(panel)
+    files = browser.find_element(By.CSS_SELECTOR, ".widget-html .forge-files")
+    follow_to_new_window(browser, files.find_element(By.PARTIAL_LINK_TEXT, "archive index"))
+    page = waiter(browser, 60).until(lambda d: "forge flywheel archive" in viewed(d) and viewed(d))
+    assert "Compare two iterations" in page and page.count("by hand") >= 4
+    shot(browser, "archive-index-in-jupyterlab")
+    browser.close()
+    browser.switch_to.window(panel)
+    follow_to_new_window(browser, files.find_element(By.LINK_TEXT, "state.yaml"))
+    waiter(browser, 60).until(lambda d: any("status: ready" in e.text for e in d.find_elements(
+        By.CSS_SELECTOR, ".jp-FileEditor .cm-content")))  # the editor draws the lines in view: the top
+    shot(browser, "state-yaml-from-the-panel")
+    browser.close()
+    browser.switch_to.window(panel)
+    follow_to_new_window(browser, files.find_element(By.LINK_TEXT, "runs/iter-0001/"))
+    waiter(browser, 60).until(lambda d: "iter-0001" in d.find_element(By.CSS_SELECTOR, ".jp-BreadCrumbs").text
+                              and "results" in d.find_element(By.CSS_SELECTOR, ".jp-DirListing-content").text)
+    shot(browser, "runs-folder-from-the-panel")
+    browser.close()
+    browser.switch_to.window(panel)
+
+
+@pytest.fixture
+def two_iterations_lab(tiny_runs, tmp_path: Path) -> Iterator[dict[str, object]]:
+    """JupyterLab on a copy of the tiny workspace after two loop iterations, with the notebooks beside it."""
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_runs["ws"], ws, symlinks=True)
+    shutil.copytree(REPO / "notebooks", ws / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    with serve(ws, tmp_path) as served:
+        yield served
+
+
+def test_compare_notebook_and_the_archive_index_compare_two_iterations(two_iterations_lab, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from forge.flywheel.records import PRIMARY_METRIC, best_of
+    from forge.flywheel.state import load_state
+
+    ws = Path(two_iterations_lab["ws"])
+    best = best_of(load_state(ws).history, *PRIMARY_METRIC).iteration
+    other = 3 - best
+    ARTIFACTS.mkdir(exist_ok=True)
+    run_to_the_end(browser, two_iterations_lab, "06_compare")
+
+    def compared(d) -> str:
+        found = d.find_elements(By.CSS_SELECTOR, ".forge-compare")
+        return found[0].text if found else ""
+
+    assert f"A: ws · iteration {best} (best)" in compared(browser)
+    assert f"B: ws · iteration {other}" in compared(browser)
+    for css in (".forge-compare-workspaces", ".forge-compare-metrics", ".forge-compare-decl", ".forge-compare-depth",
+                ".forge-config-diff"):
+        assert browser.find_elements(By.CSS_SELECTOR, css), css
+    assert "points / move" in browser.find_element(By.CSS_SELECTOR, ".forge-compare-metrics").text
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")) >= 2  # breakdown bars, trends
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});",
+                           browser.find_element(By.CSS_SELECTOR, ".forge-compare"))
+    shot(browser, "06_compare-pair")
+    pickers = browser.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")
+    assert len(pickers) == 2
+    Select(pickers[1]).select_by_visible_text(f"ws · iteration {best} (best)")  # B: the best too
+    waiter(browser, 60).until(lambda d: f"B: ws · iteration {best} (best)" in compared(d))
+    assert "the same configuration" in browser.find_element(By.CSS_SELECTOR, ".forge-config-diff").text
+    images = browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", images[-1])
+    shot(browser, "06_compare-trends")
+    shutdown_kernels(two_iterations_lab)
+
+    # the archive index, read without any server as a static page: the best row green; any two iterations
+    # side by side; its links open the archived pages, which link back (JupyterLab's /files/ URLs sandbox a
+    # page, so there it is read in the HTML viewer, as the other browser test clicks through)
+    browser.get((ws / "archive" / "index.html").as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.forge-history tr.forge-best")
+    assert len(rows) == 1 and rows[0].find_element(By.CSS_SELECTOR, "td").text == str(best)
+    Select(browser.find_element(By.ID, "forge-a")).select_by_visible_text(f"ws · iteration {other}")
+    Select(browser.find_element(By.ID, "forge-b")).select_by_visible_text(f"ws · iteration {best} (best)")
+    text = browser.find_element(By.ID, "forge-compare").text
+    assert f"A: ws · iteration {other} · B: ws · iteration {best} (best)" in text
+    metrics = browser.find_element(By.CSS_SELECTOR, "#forge-compare .forge-compare-metrics").text
+    assert "val Q-gap points / move lower" in metrics and "Q-gap after 0 tricks" in browser.find_element(
+        By.CSS_SELECTOR, "#forge-compare .forge-compare-depth").text
+    browser.execute_script("document.getElementById('compare').scrollIntoView()")
+    shot(browser, "archive-index-compare")
+    browser.find_element(By.CSS_SELECTOR, "table.forge-history tr.forge-best").find_element(
+        By.LINK_TEXT, "train").click()
+    waiter(browser, 30).until(lambda d: "Archived notebook" in d.find_element(By.TAG_NAME, "body").text)
+    assert "run by the loop" in browser.find_element(By.TAG_NAME, "body").text
+    assert "forge-snapshot" in browser.page_source and "a snapshot, not kept up to date" in browser.page_source
+    shot(browser, "archived-notebook-page")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "the archive index").click()
+    waiter(browser, 30).until(lambda d: d.find_elements(By.ID, "forge-compare"))
 
 
 @pytest.fixture

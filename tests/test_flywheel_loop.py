@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -286,28 +287,72 @@ def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, tmp_path, 
 
 
 def test_notebooks_by_hand_then_loop_records_without_redoing(runs, tmp_path, monkeypatch) -> None:
+    """Stepped through by hand, then recorded by the loop: nothing is redone, and the iteration has its
+    archive, marked by hand, with the stages' real durations. Where the kernel named its notebook (as
+    JupyterLab does, in JPY_SESSION_NAME) that executed notebook is archived as it was saved; where it
+    did not (plain papermill: the evaluate stage here), the loop shows the recorded result in a run of
+    its own and says so."""
+    import nbformat
     import papermill as pm
 
+    from forge.flywheel.progress import SESSION_ENV
     from forge.flywheel.runner import ensure_kernel
 
     # executed by papermill, not a person: without widgets, as README says (nbclient can hang on a cell
     # whose ipywidgets Output is redrawn, jupyter/nbconvert#2029; it did here once in a dozen runs)
     monkeypatch.setenv("FORGE_HEADLESS", "1")
     ws = copy_after_one(runs, tmp_path / "ws")
+    executed = {name: tmp_path / f"{name}.out.ipynb" for name in STAGE_FILES}
     for name in STAGE_FILES:  # as a person would: default parameters, resolved from state.yaml
-        pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.out.ipynb"),
+        if name != "04_evaluate":
+            monkeypatch.setenv(SESSION_ENV, str(executed[name]))  # the kernel knows its notebook, as in JupyterLab
+        else:
+            monkeypatch.delenv(SESSION_ENV, raising=False)
+        pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(executed[name]),
                             parameters={"root": str(ws), "progress": False}, kernel_name=ensure_kernel(),
                             progress_bar=False, cwd=str(ws))
+        if name == "01_generate":  # the panel's last word on it: its own group's deals, counted on their own
+            p = progress(ws, 2)
+            assert (p["stage"], p["phase"], p["done"], p["total"]) == ("generate", "training deals", 8, 8)  # 4 + replay
+    monkeypatch.delenv(SESSION_ENV, raising=False)
     ckpt = ws / "runs" / "iter-0002" / "model.ckpt"
     trained_at = ckpt.stat().st_mtime_ns
     assert state(ws)["history"][-1]["iteration"] == 1  # stepping through by hand records nothing
+    assert not (ws / "archive" / "iter-0002").exists()
     res = flywheel(ws, "--once")
     assert res.returncode == 0, res.stdout + res.stderr
     for stage in ("generate", "tokenize", "train", "evaluate"):
-        assert f"{stage:9s} already done" in res.stdout
+        assert f"{stage:9s} already done (by hand" in res.stdout
     assert ckpt.stat().st_mtime_ns == trained_at  # not trained again
     entry = state(ws)["history"][-1]
     assert entry["iteration"] == 2 and entry["val"] == state(runs["ws"])["history"][-1]["val"]
+
+    # every stage archived, marked by hand, with the seconds its work took by hand
+    assert entry["by_hand"] == ["generate", "tokenize", "train", "evaluate"]
+    took = {stage: result(ws, 2, stage)["seconds"] for stage in entry["by_hand"]}
+    assert {s: entry["timings"][s] for s in took} == took and all(v > 0 for v in took.values())
+    assert entry["timings"]["total"] > sum(took.values())  # the by-hand work plus the loop's own time
+    for stage, name in zip(("generate", "tokenize", "train", "evaluate"), STAGE_FILES):
+        archived = ws / entry["notebooks"][stage]
+        assert archived == ws / "archive" / "iter-0002" / f"{name}.ipynb" and archived.with_suffix(".html").is_file()
+        nb = nbformat.read(archived, as_version=4)
+        note = nb.cells[0].source
+        assert "run by hand" in note and f"the stage's work took {took[stage]:.1f} s" in note
+        assert "(../index.html)" in note
+        if name == "04_evaluate":  # the kernel never named its notebook: the loop showed the result itself
+            assert "executed by the loop, which showed the recorded result" in note
+            assert any("already done" in o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                       for o in c.outputs)
+        else:  # the person's own executed notebook, outputs and all
+            assert f"run by hand in {executed[name]}" in note
+            own = nbformat.read(executed[name], as_version=4)
+            assert [(c.source, c.get("outputs")) for c in nb.cells[1:]] == [(c.source, c.get("outputs"))
+                                                                           for c in own.cells]
+    index = (ws / "archive" / "index.html").read_text()
+    row = re.search(r"<tr[^>]*><td>2</td>.*?</tr>", index, re.S).group(0)
+    assert row.count('class="forge-by-hand"') == 4 and f"<td>{entry['timings']['total'] / 60:.1f}</td>" in row
+    archive = flywheel(ws, "archive")
+    assert "generate, tokenize, train, evaluate" in archive.stdout
 
 
 def test_an_edited_config_retrains_and_reevaluates(runs, tmp_path) -> None:

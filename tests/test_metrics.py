@@ -108,3 +108,15 @@ def test_random_logits_never_pick_an_illegal_move():
     logits = torch.randn(5000, 7, generator=gen) * 100
     preds = predict(logits, legal)
     assert bool(legal.gather(1, preds.unsqueeze(1)).all())
+
+
+def test_q_gap_per_trick_depth_averages_each_depths_gaps():
+    # the four samples above at depths 0, 2, 2, 5 (tricks already played): gaps 0, 14, 0, 0
+    m = compute_metrics(LOGITS, QVALS, LEGAL, TEAMS, TARGETS, DECLS, depths=torch.tensor([0, 2, 2, 5]))
+    assert m["q_gap/depth0"] == 0 and m["q_gap/depth2"] == pytest.approx(7.0) and m["q_gap/depth5"] == 0
+    assert not any(f"q_gap/depth{k}" in m for k in (1, 3, 4, 6))  # no sample there: no figure
+    split = MoveMetrics()  # the same over two batches
+    split.update(LOGITS[:2], QVALS[:2], LEGAL[:2], TEAMS[:2], TARGETS[:2], DECLS[:2], depths=torch.tensor([0, 2]))
+    split.update(LOGITS[2:], QVALS[2:], LEGAL[2:], TEAMS[2:], TARGETS[2:], DECLS[2:], depths=torch.tensor([2, 5]))
+    assert {k: v for k, v in split.compute().items() if "depth" in k} == {k: v for k, v in m.items() if "depth" in k}
+    assert not any("depth" in k for k in compute_metrics(LOGITS, QVALS, LEGAL, TEAMS, TARGETS, DECLS))

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 BOOKS = REPO / "notebooks"
 STAGE_BOOKS = ("01_generate", "02_tokenize", "03_train", "04_evaluate")
 EXPLORE = "05_explore"
+COMPARE = "06_compare"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 #: What each notebook must show after its stage: markers of its views (CSS classes in its HTML outputs).
 SECTIONS = {
@@ -35,6 +36,8 @@ SECTIONS = {
     "03_train": (),
     "04_evaluate": ("forge-comparison", "forge-blunders", "forge-playout", "forge-trick"),
     EXPLORE: ("forge-playout", "forge-trick", "forge-query"),
+    COMPARE: ("forge-compare-workspaces", "forge-compare", "forge-compare-metrics", "forge-compare-decl",
+              "forge-compare-depth", "forge-config-diff"),
 }
 
 
@@ -141,7 +144,7 @@ def looped(tmp_path_factory) -> Path:
 
 def test_every_notebook_is_covered_and_committed_clean() -> None:
     names = sorted(p.stem for p in BOOKS.glob("*.ipynb"))
-    assert names == ["00_status", *STAGE_BOOKS, EXPLORE]  # a new notebook needs a headless check here
+    assert names == ["00_status", *STAGE_BOOKS, EXPLORE, COMPARE]  # a new notebook needs a headless check here
     for name in names:
         nb = nbformat.read(BOOKS / f"{name}.ipynb", as_version=4)
         nbformat.validate(nb)
@@ -224,7 +227,7 @@ def test_archived_notebooks_show_the_work(looped: Path, name: str) -> None:
     check_shows_the_work(name, nbformat.read(archived, as_version=4))
 
 
-def test_explore_notebook_runs_headless_with_its_parameters(looped: Path, tmp_path: Path) -> None:
+def test_explore_notebook_runs_headless_with_its_parameters(headless, looped: Path, tmp_path: Path) -> None:
     deal = "seed_00000950_decl_3.parquet"  # a golden test deal of the tiny preset, not the default first one
     nb = execute(BOOKS / f"{EXPLORE}.ipynb", tmp_path / f"{EXPLORE}.ipynb", looped,
                  {"root": str(looped), "deal": deal, "moves": "1"})
@@ -232,3 +235,24 @@ def test_explore_notebook_runs_headless_with_its_parameters(looped: Path, tmp_pa
     shown = " ".join(d.get("text/html", "") for d in html_outputs(nb))
     assert "play-out: seed 950 · threes" in shown and "model (team 0) vs oracle (team 1)" in shown
     assert "after moves 1" in shown
+
+
+def test_compare_notebook_runs_headless_on_two_workspaces(headless, looped: Path, tmp_path: Path) -> None:
+    """06_compare on the looped workspace and a variant of it (its state.yaml with another learning rate:
+    the comparison reads only the records)."""
+    import yaml
+
+    variant = tmp_path / "variant"
+    variant.mkdir()
+    data = yaml.safe_load((looped / "state.yaml").read_text())
+    data["config"]["lr"] = data["history"][0]["config"]["lr"] = 1e-3
+    (variant / "state.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    nb = execute(BOOKS / f"{COMPARE}.ipynb", tmp_path / f"{COMPARE}.ipynb", looped,
+                 {"root": str(looped), "others": [str(variant)], "a": "1", "b": "variant:1"})
+    check_shows_the_work(COMPARE, nb)
+    fields = forge_fields(" ".join(d.get("text/html", "") for d in html_outputs(nb)))
+    assert "A: ws · iteration 1 (best)" in fields["forge-compare"] and "B: variant · iteration 1 (best)" in fields[
+        "forge-compare"]
+    assert fields["forge-config-diff"] == "configABlr0.00030.001"  # the one difference (cells: no spaces)
+    assert "val Q-gap after 0 tricks" in fields["forge-compare-depth"]  # recorded by the evaluate stage
+    assert "variant" in fields["forge-compare-workspaces"] and "lr" in fields["forge-variant-config"]

@@ -60,16 +60,52 @@ def test_notebooks_are_filtered_by_nbstripout() -> None:
     assert "notebooks/*.ipynb filter=nbstripout" in attributes
 
 
-def test_committed_notebooks_are_what_the_filter_writes() -> None:
-    """A fresh clone that ran the README's main command (nbstripout --install, then the loop) shows
-    a clean `git status` only if every committed notebook is already the clean filter's output."""
+def filter_extra_keys() -> str:
+    """The metadata the README's main command has the nbstripout filter strip besides its defaults."""
+    import re
+
+    main = next(line for line in (REPO / "README.md").read_text().splitlines() if "nbstripout --install" in line)
+    found = re.search(r"git config filter\.nbstripout\.extrakeys (\S+)", main)
+    assert found, "the README's main command must configure the filter's extra keys"
+    return found.group(1)
+
+
+def strip_as_committed(text: str) -> str:
+    """A notebook as git's clean filter stores it, configured as the README's main command does."""
     import subprocess
     import sys
 
+    return subprocess.run([sys.executable, "-m", "nbstripout", "--extra-keys", filter_extra_keys()], input=text,
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_committed_notebooks_are_what_the_filter_writes() -> None:
+    """A fresh clone that ran the README's main command (nbstripout --install, then the loop) shows
+    a clean `git status` only if every committed notebook is already the clean filter's output."""
     for name, text in _committed_notebooks().items():
-        clean = subprocess.run([sys.executable, "-m", "nbstripout"], input=text, capture_output=True, text=True,
-                               check=True).stdout
-        assert clean == text, f"{name}: commit it through the filter (git add --renormalize notebooks/)"
+        assert strip_as_committed(text) == text, f"{name}: commit it through the filter (git add --renormalize)"
+
+
+def test_a_notebook_saved_by_jupyterlab_is_clean_for_git() -> None:
+    """What JupyterLab writes on save (outputs, counts, its kernelspec name, the kernel's language_info
+    with its Python version) strips back to the committed notebook: opening and saving a notebook
+    leaves `git status` clean. (tests/test_browser.py saves them from a real JupyterLab too.)"""
+    import json
+
+    for name, text in _committed_notebooks().items():
+        nb = json.loads(text)
+        assert nb["metadata"] == {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                                 "name": "python3"}}, name  # as JupyterLab names it
+        nb["metadata"]["language_info"] = {"codemirror_mode": {"name": "ipython", "version": 3},
+                                           "file_extension": ".py", "mimetype": "text/x-python", "name": "python",
+                                           "nbconvert_exporter": "python", "pygments_lexer": "ipython3",
+                                           "version": "3.11.7"}
+        for k, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] == "code":
+                cell["execution_count"] = k
+                cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["ran\n"]}]
+        saved = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        assert strip_as_committed(saved) == text, name
 
 
 def test_readme_presets_table_matches_the_preset_files() -> None:

@@ -60,6 +60,7 @@ def test_recorded_results_read_as_types() -> None:
     trained = train.TrainResult.from_json((here / "train.json").read_text())
     assert trained.kept_epoch in (1, 2) and trained.started_from == "iteration 1" and trained.provenance is not None
     assert trained.outputs.checkpoint == trained.checkpoint == "runs/iter-0002/model.ckpt"
+    assert (trained.ran_by, trained.ran_in) == (None, None)  # recorded before results said who ran them
     scored = evaluate.EvaluateResult.from_json((here / "evaluate.json").read_text())
     assert scored.metric("val", "q_gap") == scored.val["q_gap"] and scored.metric("val", "nope") is None
     assert scored.best_iteration == 1 and scored.metric("playout", "playout_points_lost") is not None

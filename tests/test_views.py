@@ -24,6 +24,8 @@ from forge.flywheel.stages.generate import GenerateResult
 from forge.flywheel.stages.tokenize import TokenizeResult
 from forge.flywheel.stages.train import TrainOutputs, TrainResult
 from forge.ml.checkpoints import load_module
+from forge.ml.data import tricks_played_of
+from forge.ml.evaluate import evaluate
 from forge.ml.inference import inference_net
 from forge.ml.metrics import MoveMetrics
 from forge.ml.playout import Position, oracle_policy
@@ -245,8 +247,9 @@ def test_per_sample_gaps_agree_with_the_metrics_module(data) -> None:
     with torch.inference_mode():
         out = net(*(torch.from_numpy(np.asarray(arrays[k])) for k in ("tokens", "masks", "players")))
     metrics = MoveMetrics()
+    depths = tricks_played_of(*(torch.from_numpy(np.asarray(arrays[k])) for k in ("tokens", "masks")))
     metrics.update(out.logits, arrays["qvals"], arrays["legal"], arrays["teams"], arrays["targets"],
-                   arrays["tokens"][:, 0, F_DECL], value=out.value, values=arrays["values"])
+                   arrays["tokens"][:, 0, F_DECL], value=out.value, values=arrays["values"], depths=depths)
     want = metrics.compute()
     assert len(pred.index) == len(arrays["targets"])
     assert pred.gaps.mean() == pytest.approx(want["q_gap"], abs=1e-12)
@@ -257,6 +260,14 @@ def test_per_sample_gaps_agree_with_the_metrics_module(data) -> None:
     assert np.abs(pred.value - pred.oracle_value).mean() == pytest.approx(want["value_mae"], rel=1e-5)
     depth = evaluation.gap_frame(pred, "tricks played")
     assert depth["samples"].sum() == len(pred.index)
+    # the evaluation's own per-depth figures (q_gap/depth<k>) are the per-sample view's, depth by depth
+    for k, gap in depth.select("tricks played", "Q-gap").iter_rows():
+        assert gap == pytest.approx(want[f"q_gap/depth{k}"], abs=1e-12)
+    assert sorted(int(k.removeprefix("q_gap/depth")) for k in want if "depth" in k) == depth["tricks played"].to_list()
+    # and the evaluation records them over the whole split (one batch, as above: the same fp32 sums)
+    scored = evaluate(data["checkpoint"], data["dataset"], "val", batch_size=len(arrays["targets"]))
+    assert {k: v for k, v in scored.items() if "depth" in k} == pytest.approx(
+        {k: v for k, v in want.items() if "depth" in k}, abs=1e-12)
     fig = evaluation.calibration_figure(pred)
     assert len(fig.axes[0].collections[0].get_offsets()) == len(pred.index)
 
@@ -286,14 +297,22 @@ def test_comparison_says_which_way_each_metric_moved() -> None:
                             playout={"playout_points_lost": 12.0})
     frame = evaluation.comparison_frame(result, entry(2, 0.6, 0.9, 10.0), entry(1, 0.4, 0.7, 12.0))
     rows = {r["metric"]: r for r in frame.iter_rows(named=True)}
-    assert rows["val q_gap"]["vs previous"].startswith("▼") and rows["val q_gap"]["vs previous"].endswith("better")
-    assert rows["val q_gap"]["vs best"].startswith("▲") and rows["val q_gap"]["vs best"].endswith("worse")
+    assert rows["val Q-gap"]["vs previous"].startswith("▼") and rows["val Q-gap"]["vs previous"].endswith("better")
+    assert rows["val Q-gap"]["vs best"].startswith("▲") and rows["val Q-gap"]["vs best"].endswith("worse")
     assert rows["val accuracy"]["vs previous"].startswith("▼") and rows["val accuracy"]["vs previous"].endswith("worse")
     assert rows["val accuracy"]["vs best"].endswith("better")
-    assert rows["playout playout_points_lost"]["vs previous"].endswith("worse")
-    assert rows["playout playout_points_lost"]["vs best"] == "= same"
+    assert rows["play-out lost"]["vs previous"].endswith("worse")
+    assert rows["play-out lost"]["vs best"] == "= same"
+    # every metric carries its unit and a one-line meaning
+    assert rows["val Q-gap"]["unit"] == "points / move" and rows["play-out lost"]["unit"] == "points / hand"
+    assert rows["val accuracy"]["unit"] == "share of states" and all(r["meaning"] for r in rows.values())
     html = evaluation.comparison_html(result, None, None)
-    assert "previous: none yet" in html and "worse" not in html.split("</table>")[0]
+    table = html.split("</table>")[0]
+    assert "previous: none yet" in html and "worse</td>" not in table and "better</td>" not in table
+    html = evaluation.comparison_html(result, entry(2, 0.6, 0.9, 10.0), entry(1, 0.4, 0.7, 12.0), best_now=3,
+                                      iteration=3)
+    assert "the best iteration before this one by val Q-gap, iteration 1" in html
+    assert "recorded so far: 3 (this one)" in html
 
 
 # ---------------------------------------------------------------------------------------------- play-outs
@@ -348,6 +367,10 @@ def test_watch_and_query_a_golden_deal(data) -> None:
     first = sorted(positions.board_at(rows_sol, initial_state(HAND)).legal)[0]
     query = explore.query_html(shard, f"{first}", data["checkpoint"])
     assert 'class="forge-query"' in query and "model plays" in query and "P1 (team 1) to move" in query
+    # the hint names the legal local indices and a sequence that works in this very deal
+    example = explore.example_moves(ShardRows(shard))
+    assert len(example.split()) == 3 and f"<code>{example}</code>" in query
+    assert "after moves" in explore.query_html(shard, example)
     with pytest.raises(InputError, match="not legal"):
         explore.query_html(shard, f"{HAND}")  # P0 holds local indices 0..HAND-1 only
     hexed = explore.state_after(ShardRows(shard), hex(initial_state(HAND)))
@@ -406,8 +429,9 @@ def test_results_keep_small_numbers_readable() -> None:
         n: int
 
     frame = results.result_frame(Result(lr=3e-05, val={"q_gap": 0.123456}, inputs={"x": 1}, n=7))
-    values = dict(frame.iter_rows())
+    values = {field: value for field, value, _ in frame.iter_rows()}
     assert values == {"lr": "3e-05", "val.q_gap": "0.1235", "n": "7"}
+    assert {field: unit for field, _, unit in frame.iter_rows()} == {"lr": "", "val.q_gap": "points / move", "n": ""}
     assert "3e-05" in display.frame_html(pl.DataFrame({"lr": [3e-05]}))
 
 

@@ -21,7 +21,8 @@ def iteration_rows(state: State) -> list[dict[str, Any]]:
         rows.append({"iteration": cur.iteration, "seed_range": cur.seed_range, "notebooks": cur.notebooks,
                      "status": state.status if state.status != "ready" else "incomplete",
                      "error": state.last_error, "timings": cur.timings,
-                     "provenance": to_plain(cur.provenance), "attempts": to_plain(cur.attempts)})
+                     "provenance": to_plain(cur.provenance), "attempts": to_plain(cur.attempts),
+                     "by_hand": list(cur.by_hand)})
     for row in rows:
         row["modified"] = sorted(s for s, p in (row.get("provenance") or {}).items() if p.get("modified"))
     return rows

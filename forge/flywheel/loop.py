@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError, describe_os_error, interruption
+from forge.flywheel import by_hand
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
 from forge.flywheel.lock import LOCK_FILE, FlywheelLock, Heartbeat, LockHeld, describe_holder, lock_is_held, pid_alive
@@ -88,7 +89,9 @@ def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
         checkpoint=train.checkpoint, started_from=train.started_from,
         val=ev.val, test=ev.test, playout=ev.playout, delta_prev=ev.delta_prev, delta_best=ev.delta_best,
         is_best=ev.is_best, flags=list(ev.flags), wandb=ev.wandb,
-        notebooks=dict(cur.notebooks), timings={**cur.timings, "total": round(seconds, 2)},
+        # the total counts the work of stages run by hand, which the loop's own clock did not see
+        notebooks=dict(cur.notebooks), by_hand=list(cur.by_hand), timings={**cur.timings, "total": round(
+            seconds + sum(cur.timings.get(s, 0.0) for s in cur.by_hand), 2)},
         started_at=cur.started_at, finished_at=now(), fingerprints=fingerprints,
         provenance=dict(cur.provenance), attempts=list(cur.attempts),
     )
@@ -225,19 +228,36 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
     status = stage_status(ctx, stage)
     if status.done:
         result = stage.read(ws, cur.iteration)
+        archived = None
+        # done by hand (or by a loop that stopped before recording it), or redone by hand since it was archived
+        if result is not None and (name not in cur.notebooks or cur.fingerprints.get(name) != status.fingerprint):
+            try:
+                archived = by_hand.archive(ws, stage, cur.iteration, result, kernel, no_wandb,
+                                           attempt=len(cur.attempts) + 1, on_notebook=on_notebook)
+            except StageFailed as exc:
+                _fail(ws, store, name, exc.summary, on_record, exc.notebook, exc.cell)
+                say(f"  {name:9s} FAILED to show its result: {exc.summary}")
+                return False
         with store.edit() as st:
             if name not in st.current.stages_completed:
                 st.current.stages_completed.append(name)
             st.current.fingerprints[name] = status.fingerprint
             if result is not None and result.provenance is not None:
                 st.current.provenance[name] = result.provenance
-        say(f"  {name:9s} already done")
+            if archived is not None:
+                st.current.notebooks[name] = ws.rel(archived.notebook)
+                if archived.by_hand and name not in st.current.by_hand:
+                    st.current.by_hand.append(name)
+                if result is not None and result.seconds is not None:
+                    st.current.timings[name] = float(result.seconds)
+        say(f"  {name:9s} already done" + (f" ({archived.how})" if archived is not None else ""))
         return True
     if status.stale:
         say(f"  {name:9s} runs again: {'; '.join(status.reasons)}")
     with store.edit() as st:
         redo = later(name)
         st.current.stages_completed = [s for s in st.current.stages_completed if s not in redo]
+        st.current.by_hand = [s for s in st.current.by_hand if s not in redo]  # the loop runs them now
         st.current.stage = name
     t0, since = time.perf_counter(), time.time()
     try:

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from forge.atomic import atomic_write_text
 from forge.flywheel.paths import Workspace
@@ -21,7 +21,21 @@ from forge.flywheel.state import now
 
 #: Environment variable the loop sets for its kernels, so a stage knows who runs it.
 LOOP_ENV = "FORGE_LOOP"
+#: Where JupyterLab (jupyter_server) tells a kernel the path of its notebook.
+SESSION_ENV = "JPY_SESSION_NAME"
 MIN_INTERVAL_S = 0.5
+
+
+def ran_by() -> Literal["loop", "hand"]:
+    """Who runs a stage in this process: the loop's kernel, or a person (a notebook, a script)."""
+    return "loop" if os.environ.get(LOOP_ENV) else "hand"
+
+
+def ran_in() -> str | None:
+    """The notebook a stage run by hand runs in, where the kernel knows it (JupyterLab says; papermill
+    and plain scripts do not): what the loop archives for it (:mod:`forge.flywheel.by_hand`)."""
+    session = os.environ.get(SESSION_ENV) or ""
+    return str(Path(session).resolve()) if ran_by() == "hand" and session.endswith(".ipynb") else None
 
 
 class StageProgress:
@@ -30,7 +44,7 @@ class StageProgress:
     def __init__(self, ws: Workspace, iteration: int, stage: str):
         self.path = ws.progress(iteration)
         self.data: dict[str, Any] = {
-            "iteration": iteration, "stage": stage, "by": "loop" if os.environ.get(LOOP_ENV) else "hand",
+            "iteration": iteration, "stage": stage, "by": ran_by(),
             "pid": os.getpid(), "host": socket.gethostname(), "started_at": now(), "started": time.time(),
             "phase": None, "done": None, "total": None, "detail": None, "finished_at": None, "ok": None,
         }

@@ -129,8 +129,9 @@ class Current:
     fingerprints: dict[str, str] = Field(default_factory=dict)
     provenance: dict[str, Provenance] = Field(default_factory=dict)
     attempts: list[Attempt] = Field(default_factory=list)
+    by_hand: list[str] = Field(default_factory=list)  # stages a person ran in a notebook, not the loop
 
-    @field_validator("stages_completed")
+    @field_validator("stages_completed", "by_hand")
     @classmethod
     def _known_stages(cls, stages: list[str]) -> list[str]:
         return _check_stages(stages)
@@ -185,7 +186,13 @@ class HistoryEntry:
     provenance: dict[str, Provenance] = Field(default_factory=dict)
     attempts: list[Attempt] = Field(default_factory=list)
     flags: list[str] = Field(default_factory=list)  # tracked metrics that got worse than the best
+    by_hand: list[str] = Field(default_factory=list)  # stages a person ran in a notebook, not the loop
     extra: dict[str, Any] = Field(default_factory=dict)  # keys of a migrated entry this version does not know
+
+    @field_validator("by_hand")
+    @classmethod
+    def _known_stages(cls, stages: list[str]) -> list[str]:
+        return _check_stages(stages)
 
     @field_validator("config", mode="before")
     @classmethod

@@ -9,8 +9,9 @@ again before the next notebook.
 The executed notebook is written under a temporary name and renamed into place when papermill
 is done, so the archive never holds a truncated notebook; a failed stage's notebook goes to
 ``archive/iter-NNNN/attempt-K/`` (every attempt is kept) with the number of its failing cell as
-the user sees it, papermill's injected-parameters cell not counted. Each archived notebook is
-handed to the caller's ``on_notebook`` (the front ends export its HTML beside it).
+the user sees it, papermill's injected-parameters cell not counted. Each archived notebook opens
+with a note (:mod:`forge.flywheel.archive_note`: iteration, stage, who ran it, a link back to the
+index) and is then handed to the caller's ``on_notebook`` (the front ends export its HTML beside it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forge.errors import ForgeError, describe_os_error
+from forge.flywheel.archive_note import NOTE_TAG, add_note
 from forge.flywheel.paths import NOTEBOOKS, Workspace
 from forge.flywheel.progress import LOOP_ENV
 
@@ -201,7 +203,7 @@ def failing_cell(notebook: Path) -> tuple[int | None, str | None]:
         return None, None
     number = 0
     for cell in nb.cells:
-        if set(cell.get("metadata", {}).get("tags", [])) & PAPERMILL_CELLS:
+        if set(cell.get("metadata", {}).get("tags", [])) & (PAPERMILL_CELLS | {NOTE_TAG}):
             continue
         number += 1
         if cell.cell_type == "code" and (
@@ -253,8 +255,12 @@ def _papermill_log(path: Path) -> logging.Handler:
 
 
 def execute_stage(ws: Workspace, stage: Stage, iteration: int, kernel: LoopKernel, no_wandb: bool = False,
-                  attempt: int = 1, on_notebook: OnNotebook | None = None) -> Executed:
-    """Run ``stage``'s notebook for ``iteration``; a failure keeps its notebook as attempt ``attempt``."""
+                  attempt: int = 1, on_notebook: OnNotebook | None = None,
+                  note: list[str] | None = None) -> Executed:
+    """Run ``stage``'s notebook for ``iteration``; a failure keeps its notebook as attempt ``attempt``.
+
+    The archived notebook opens with a note (:mod:`forge.flywheel.archive_note`): ``note``'s parts,
+    by default that the loop ran it and when."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -271,12 +277,12 @@ def execute_stage(ws: Workspace, stage: Stage, iteration: int, kernel: LoopKerne
             progress_bar=False, log_output=True, km=kernel.km,
         )
     except PapermillExecutionError as exc:
-        kept = _keep_attempt(ws, iteration, attempt, running, name, on_notebook)
+        kept = _keep_attempt(ws, iteration, attempt, running, stage, on_notebook)
         cell, _ = failing_cell(kept) if kept else (None, None)
         where = f"cell {cell}" if cell else f"cell {exc.exec_count}"
         raise StageFailed(stage.name, f"{where}: {exc.ename}: {exc.evalue}".strip(), kept, cell) from None
     except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel died or never started; a full disk
-        kept = _keep_attempt(ws, iteration, attempt, running, name, on_notebook)
+        kept = _keep_attempt(ws, iteration, attempt, running, stage, on_notebook)
         # papermill writing the executed notebook is the loop's own write: a failure there names no file
         detail = str(exc) if not isinstance(exc, OSError) else describe_os_error(exc, ws.rel(running))
         raise StageFailed(stage.name, f"{type(exc).__name__}: {detail}{_disk_note(ws)}", kept) from None
@@ -288,9 +294,19 @@ def execute_stage(ws: Workspace, stage: Stage, iteration: int, kernel: LoopKerne
         handler.close()
     target = out_dir / name
     os.replace(running, target)
+    _note(target, ws, [f"iteration {iteration}", f"stage {stage.name}"]
+          + (note or [f"run by the loop, finished {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"]))
     if on_notebook is not None:
         on_notebook(target)
     return Executed(stage.name, target)
+
+
+def _note(notebook: Path, ws: Workspace, parts: list[str]) -> None:
+    """The archive note on top of an archived notebook; a failure is reported, never fatal."""
+    try:
+        add_note(notebook, ws.root / "archive", parts)
+    except Exception as exc:  # noqa: BLE001 - the executed notebook is the record; the note is a convenience
+        print(f"warning: could not add the archive note to {notebook}: {exc}", file=sys.stderr)
 
 
 def _disk_note(ws: Workspace, low: int = 4 << 20) -> str:
@@ -304,7 +320,7 @@ def _disk_note(ws: Workspace, low: int = 4 << 20) -> str:
     return f" (No space left on device: {free // 1024} KB free under {ws.root})" if free < low else ""
 
 
-def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, name: str,
+def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, stage: Stage,
                   on_notebook: OnNotebook | None) -> Path | None:
     """Move a failed run's notebook to ``attempt-K/`` (with its HTML); None if nothing readable was written."""
     import nbformat
@@ -316,10 +332,10 @@ def _keep_attempt(ws: Workspace, iteration: int, attempt: int, running: Path, na
     except Exception:  # noqa: BLE001 - truncated (a full disk): nothing worth keeping
         running.unlink(missing_ok=True)
         return None
-    dest = ws.attempt(iteration, attempt) / name
+    dest = ws.attempt(iteration, attempt) / stage.notebook
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(running, dest)
+    _note(dest, ws, [f"iteration {iteration}", f"stage {stage.name}", f"failed attempt {attempt} (the loop's run)"])
     if on_notebook is not None:
         on_notebook(dest)
     return dest
-

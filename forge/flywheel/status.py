@@ -18,7 +18,7 @@ from forge.flywheel.context import context
 from forge.flywheel.lock import heartbeat_age, liveness, pid_alive
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import read_progress
-from forge.flywheel.records import PRIMARY_METRIC, metric_label
+from forge.flywheel.records import PRIMARY_METRIC, best_of, metric_label
 from forge.flywheel.stages import REGISTRY, iteration_status
 from forge.flywheel.state import State, load_state
 
@@ -108,9 +108,11 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
             "heartbeat_age_s": round(age, 1) if age is not None else None,
             "notebooks": cur.notebooks,
             "modified": sorted(s for s, p in cur.provenance.items() if p.modified),
+            "by_hand": list(cur.by_hand),
             "attempts": [_attempt(a) for a in cur.attempts],
         }
     history = [h.to_dict() for h in state.history]
+    best = best_of(state.history, *PRIMARY_METRIC)
     return {
         "root": str(ws.root),
         "status": status,
@@ -124,6 +126,9 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
         "next_action": next_action,
         "wandb": state.wandb,
         "primary_metric": metric_label(*PRIMARY_METRIC),
+        # the one best iteration by the primary metric, for every view (an entry's is_best says only
+        # that it was a new best when it was recorded)
+        "best_iteration": best.iteration if best is not None else None,
         "history": history,
         "disk": disk_use(ws, state.config.hand_size) if disk else None,
     }

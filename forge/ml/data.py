@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from forge.ml.store import load_split, read_manifest
-from forge.ml.tokenize import F_DECL
-from forge.oracle.rules import MAX_HAND
+from forge.ml.tokenize import F_DECL, F_HELD, TRICK_TOKEN
+from forge.oracle.rules import MAX_HAND, N_PLAYERS
 
 Batch = dict[str, Tensor]
 
@@ -47,6 +47,17 @@ def concat_splits(data_dirs: Sequence[str | Path], split: str) -> dict[str, Tens
 def decl_of(batch: Mapping[str, Tensor]) -> Tensor:
     """Declaration of each sample, read from the context token."""
     return batch["tokens"][:, 0, F_DECL]
+
+
+def tricks_played_of(tokens: Tensor, masks: Tensor) -> Tensor:
+    """Tricks completed before each sample's state (0 at the first lead), from its tokens alone:
+    every hand holds ``hand_size - k`` dominoes at the start of trick k and each play of the trick
+    in progress removes one, so held + plays so far = 4 * (hand_size - k)."""
+    hand = slice(1, TRICK_TOKEN)
+    held = tokens[:, hand, F_HELD].sum(1, dtype=torch.int64)
+    plays = masks[:, TRICK_TOKEN:].sum(1, dtype=torch.int64)
+    hand_size = masks[:, hand].sum(1, dtype=torch.int64) // N_PLAYERS
+    return hand_size - (held + plays) // N_PLAYERS
 
 
 class ArrayBatches:

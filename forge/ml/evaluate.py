@@ -22,7 +22,7 @@ from torch import Tensor
 
 from forge.errors import ForgeError, InputError
 from forge.ml.checkpoints import load_module
-from forge.ml.data import ArrayBatches, decl_of, load_tensors
+from forge.ml.data import ArrayBatches, decl_of, load_tensors, tricks_played_of
 from forge.ml.inference import inference_net
 from forge.ml.metrics import MoveMetrics
 from forge.ml.model import DominoTransformer, ModelOutput, move_scores
@@ -80,6 +80,7 @@ def evaluate_model(
             move_scores(out, move_head), batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
             decl_of(batch),
             value=out.value if with_value else None, values=batch["values"], q=out.q if with_q else None,
+            depths=tricks_played_of(batch["tokens"], batch["masks"]),
         )
         start += len(batch["targets"])
     return _finite(metrics.compute())

@@ -10,7 +10,8 @@ Definitions (per sample; Q turned into the mover's perspective first, team 1 min
   in points, present only when those predictions are passed in: callers pass a head's outputs
   only if it was trained (:func:`forge.ml.module.trained_heads`), since an untrained head's
   error means nothing.
-- ``q_gap/<decl>``: mean gap per declaration.
+- ``q_gap/<decl>``: mean gap per declaration; ``q_gap/depth<k>``: mean gap over states after k
+  completed tricks (given the samples' depths).
 - ``decision_q_gap``: mean gap over decisions only, the states where a legal move can lose
   points (on every other state any legal move is optimal, so its gap is 0); ``decision_share``:
   their share of the states. ``q_gap = decision_q_gap * decision_share``.
@@ -72,6 +73,8 @@ class MoveMetrics:
 
     def reset(self) -> None:
         self.gap_hist = torch.zeros(N_DECLS, MAX_GAP + 1, dtype=torch.int64)
+        self.depth_gaps = torch.zeros(MAX_HAND, dtype=torch.int64)  # summed gap per tricks played
+        self.depth_n = torch.zeros(MAX_HAND, dtype=torch.int64)
         self.correct = 0
         self.ties = 0
         self.decisions = 0
@@ -94,9 +97,11 @@ class MoveMetrics:
         value=None,
         values=None,
         q=None,
+        depths=None,
     ) -> None:
         """logits/q (B,7) and value (B,) as the model gives them (q and value in units of 42
-        points, mover's perspective); qvals/legal/teams/targets/values/decls as in the store."""
+        points, mover's perspective); qvals/legal/teams/targets/values/decls as in the store;
+        ``depths`` (B,) the tricks completed before each state, for the per-depth gaps."""
         logits, legal, teams = _t(logits).detach().cpu(), _t(legal), _t(teams)
         preds = predict(logits, legal)
         qm = mover_q(qvals, teams, legal)
@@ -106,6 +111,10 @@ class MoveMetrics:
         self.gap_hist += torch.bincount(
             decls * (MAX_GAP + 1) + gaps.clamp(0, MAX_GAP), minlength=N_DECLS * (MAX_GAP + 1)
         ).view(N_DECLS, MAX_GAP + 1)
+        if depths is not None:
+            depths = _t(depths).long().cpu()
+            self.depth_gaps += torch.bincount(depths, weights=gaps.double(), minlength=MAX_HAND).long()[:MAX_HAND]
+            self.depth_n += torch.bincount(depths, minlength=MAX_HAND)[:MAX_HAND]
         on_target = preds == _t(targets).long()
         self.correct += int(on_target.sum())
         n_opt = (qm == best.unsqueeze(-1)).sum(-1)
@@ -156,14 +165,17 @@ class MoveMetrics:
             nd = int(self.gap_hist[d].sum())
             if nd:
                 out[f"q_gap/{DECL_NAMES[d]}"] = float((self.gap_hist[d].double() * gaps).sum()) / nd
+        for k in range(MAX_HAND):
+            if self.depth_n[k]:
+                out[f"q_gap/depth{k}"] = float(self.depth_gaps[k]) / float(self.depth_n[k])
         for i in range(MAX_HAND):
             if self.pred_slot[i]:
                 out[f"tiebreak/slot{i}"] = float(self.tiebreak_slot[i]) / float(self.pred_slot[i])
         return out
 
 
-def compute_metrics(logits, qvals, legal, teams, targets, decls, value=None, values=None, q=None):
+def compute_metrics(logits, qvals, legal, teams, targets, decls, value=None, values=None, q=None, depths=None):
     """One-shot form of :class:`MoveMetrics` for a single batch."""
     m = MoveMetrics()
-    m.update(logits, qvals, legal, teams, targets, decls, value=value, values=values, q=q)
+    m.update(logits, qvals, legal, teams, targets, decls, value=value, values=values, q=q, depths=depths)
     return m.compute()

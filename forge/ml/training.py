@@ -438,7 +438,9 @@ def train(
     kwargs: dict[str, Any] = dict(
         max_epochs=-1 if epochs is None else epochs, accelerator=accelerator, devices=devices,
         strategy=_strategy(strategy), num_nodes=num_nodes, precision=precision, logger=[csv], callbacks=callbacks,
-        gradient_clip_val=GRAD_CLIP, log_every_n_steps=max(1, min(50, steps)),
+        # at least ~20 logged points per epoch (loss, learning rate), so a short run's curves and its
+        # warm-up + cosine schedule are drawn, not two points
+        gradient_clip_val=GRAD_CLIP, log_every_n_steps=max(1, min(50, steps // 20)),
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=str(run_dir),
         limit_val_batches=1.0 if has_val else 0,

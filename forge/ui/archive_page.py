@@ -1,11 +1,19 @@
-"""``archive/index.html``: every iteration with its metrics, status, stage notebooks and W&B run.
+"""``archive/index.html``: every iteration with its metrics, status, stage notebooks and W&B run; any two
+iterations side by side; and every tracked metric's trend.
 
 A static page (no kernel needed) refreshed by the CLI whenever the loop records an iteration or
-a failure (the loop's ``on_record`` hook) and by ``flywheel archive``.
+a failure (the loop's ``on_record`` hook) and by ``flywheel archive``. Its links are relative and
+open in the same tab (JupyterLab's HTML viewer blocks new windows), for a browser reading the files;
+inside JupyterLab the Jupyter server refuses a page's links to other files (no referer), so there
+the pages are opened from the panel or the file browser. The comparison is drawn server-side for a
+default pair (the best against the latest) and redrawn by a few lines of script when another pair
+is picked; without script (JupyterLab's viewer until "Trust HTML") the default pair stays.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
 
@@ -16,10 +24,98 @@ from forge.flywheel.runner import ERROR_ANCHOR
 from forge.flywheel.stages import REGISTRY
 from forge.flywheel.state import load_state
 from forge.flywheel.status import snapshot
-from forge.ui.render import LEGEND, ROW_BEST, ROW_FLAGGED, badge, esc, link, wandb_cell
+from forge.ui.plots import png_bytes
+from forge.ui.render import LEGEND, badge, column_head, column_legend, esc, link, mark_cell, stage_links, wandb_cell
 from forge.ui.text import HISTORY_COLUMNS, column_text
+from forge.ui.views import compare
 
 INDEX = "index.html"
+
+#: Redraws the comparison for the picked pair from the page's data (see forge.ui.views.compare.index_data).
+_SCRIPT = """
+const DATA = JSON.parse(document.getElementById("forge-compare-data").textContent);
+const esc = s => String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
+function g4(v) {
+  if (v === null || v === undefined) return "";
+  if (v === 0) return "0";
+  const e = Math.floor(Math.log10(Math.abs(v)));
+  if (e < -4 || e >= 4) return v.toExponential(3).replace(/\\.?0+e/, "e");
+  return String(Number(v.toPrecision(4)));
+}
+function table(css, head, rows) {
+  const td = 'style="border:1px solid #ddd;padding:1px 6px;text-align:right"';
+  const prose = 'style="border:1px solid #ddd;padding:1px 6px;text-align:left"';  // long text, as frame_html
+  return `<table class="${css}" style="border-collapse:collapse;font:12px/1.4 system-ui,sans-serif;margin:4px 0">`
+    + "<tr>" + head.map(h => `<th ${td}>${esc(h)}</th>`).join("") + "</tr>"
+    + rows.map(r => "<tr>" + r.map(c => `<td ${c.length > 12 && !c.startsWith("<") ? prose : td}>${c}</td>`)
+      .join("") + "</tr>").join("") + "</table>";
+}
+function verdict(row, a, b) {
+  if (a === null || b === null || a === undefined || b === undefined) return "";
+  if (a === b) return "same";
+  return (row.better === "higher") === (a > b) ? "A" : "B";
+}
+function coloured(v) {
+  const colour = v === "A" ? "#4575b4" : v === "B" ? "#f46d43" : null;
+  return colour ? `<span style="color:${colour};font-weight:600">${v}</span>` : esc(v);
+}
+function draw() {
+  const a = DATA.runs[document.getElementById("forge-a").value];
+  const b = DATA.runs[document.getElementById("forge-b").value];
+  let html = `<div><b style="color:#4575b4">A</b>: ${esc(a.label)} &middot; <b style="color:#f46d43">B</b>: `
+    + `${esc(b.label)}</div>`;
+  DATA.sections.forEach((sec, k) => {
+    const rows = [];
+    for (const row of sec.rows) {
+      const va = (a.values[row.split] || {})[row.name], vb = (b.values[row.split] || {})[row.name];
+      if (va === undefined && vb === undefined) continue;
+      const diff = va !== undefined && vb !== undefined ? g4(vb - va) : "";
+      const cells = [esc(row.label), esc(row.unit)];
+      if (k === 0) cells.push(row.better);
+      cells.push(g4(va), g4(vb), diff, coloured(verdict(row, va, vb)));
+      if (k === 0) cells.push(esc(row.meaning));
+      rows.push(cells);
+    }
+    const head = k === 0 ? ["metric", "unit", "better when", "A", "B", "B − A", "better", "meaning"]
+                         : ["metric", "unit", "A", "B", "B − A", "better"];
+    html += `<h4>${esc(sec.title)}</h4>` + (rows.length ? table(sec.css, head, rows)
+      : `<p class="${sec.css}">not recorded for these iterations</p>`);
+  });
+  const keys = [...new Set([...Object.keys(a.config), ...Object.keys(b.config)])]
+    .filter(k => JSON.stringify(a.config[k]) !== JSON.stringify(b.config[k]));
+  html += "<h4>Configuration differences</h4>" + (keys.length
+    ? table("forge-config-diff", ["config", "A", "B"],
+            keys.map(k => [esc(k), esc(JSON.stringify(a.config[k]) ?? "-"), esc(JSON.stringify(b.config[k]) ?? "-")]))
+    : '<p class="forge-config-diff">the same configuration</p>');
+  document.getElementById("forge-compare").innerHTML = `<div class="forge-compare">${html}</div>`;
+}
+document.getElementById("forge-a").addEventListener("change", draw);
+document.getElementById("forge-b").addEventListener("change", draw);
+"""
+
+
+def _compare_section(root: Path) -> str:
+    runs = compare.load_runs([root])
+    if not runs:
+        return '<h2 id="compare">Compare two iterations</h2><p>nothing to compare yet: no iteration is recorded</p>'
+    a, b = compare.default_pair(runs)
+
+    def select(name: str, chosen: compare.Run) -> str:
+        options = "".join(f'<option value="{k}"{" selected" if r is chosen else ""}>{esc(r.label)}</option>'
+                          for k, r in enumerate(runs))
+        return f'<label>{name} <select id="forge-{name.lower()}">{options}</select></label>'
+
+    data = json.dumps(compare.index_data(runs)).replace("</", "<\\/")
+    trend = base64.b64encode(png_bytes(compare.trend_figure(runs), dpi=80)).decode()
+    return (f'<h2 id="compare">Compare two iterations</h2>'
+            f"<p>{select('A', a)} &nbsp; {select('B', b)} "
+            '<span style="color:#555;font-size:12px">(pick any two; for two workspaces, variants run side by side, '
+            "use notebooks/06_compare.ipynb)</span></p>"
+            f'<div id="forge-compare">{compare.pair_html(a, b)}</div>'
+            f'<script type="application/json" id="forge-compare-data">{data}</script><script>{_SCRIPT}</script>'
+            f'<h2 id="trends">Every tracked metric, iteration by iteration</h2>'
+            f'<img class="forge-trends" alt="every tracked metric against seeds trained" '
+            f'src="data:image/png;base64,{trend}"/>')
 
 
 def write_index(root: str | os.PathLike = ".") -> Path:
@@ -29,39 +125,40 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     snap = snapshot(ws.root, state)
     base = ws.root / "archive"
     base.mkdir(parents=True, exist_ok=True)
-    head = "".join(f"<th>{esc(label)}</th>" for label, _ in HISTORY_COLUMNS)
-    head += "<th>status</th>" + "".join(f"<th>{s}</th>" for s in REGISTRY) + "<th>failed attempts</th><th>W&amp;B</th>"
+    head = "".join(column_head(label, path) for label, path in HISTORY_COLUMNS)
+    head += "<th></th><th>status</th>" + "".join(f"<th>{s}</th>" for s in REGISTRY)
+    head += "<th>failed attempts</th><th>W&amp;B</th>"
     body = []
     for row in iteration_rows(state):
         cells = [f"<td>{esc(column_text(label, row, path))}</td>" for label, path in HISTORY_COLUMNS]
+        attrs, marks = mark_cell(row, snap["best_iteration"])
+        cells.append(f'<td style="text-align:left;white-space:nowrap">{marks}</td>')
         title = f' title="{esc(row["error"])}"' if row.get("error") else ""
         cells.append(f"<td{title}>{badge(row['status'])}</td>")
-        books = row.get("notebooks") or {}
         for s, stage in REGISTRY.items():
             label = stage.notebook.split("_")[1].split(".")[0]
-            mark = badge("modified", f"{s} ran a notebook that differs from the committed one", "forge-modified") \
-                if s in row["modified"] else ""
-            cells.append(f"<td>{link(ws.root, books.get(s), base, label)} {mark}</td>")
+            cells.append(f'<td style="text-align:left">{stage_links(row, ws.root, base, s, label, new_tab=False)}</td>')
         attempts = " ".join(
             link(ws.root, a.get("notebook"), base, f"{a['number']}: {a['stage']}" +
-                 (f" cell {a['cell']}" if a.get("cell") else ""), ERROR_ANCHOR) if a.get("notebook")
+                 (f" cell {a['cell']}" if a.get("cell") else ""), ERROR_ANCHOR, new_tab=False) if a.get("notebook")
             else esc(a["stage"])
             for a in row.get("attempts") or [])
         cells.append(f"<td>{attempts or '-'}</td>")
         cells.append(f"<td>{wandb_cell(row.get('wandb'), ws.root, base)}</td>")
-        colour = ROW_FLAGGED if row.get("flags") else ROW_BEST if row.get("is_best") else ""
-        style = f' style="background:{colour}"' if colour else ""
-        body.append(f"<tr{style}>{''.join(cells)}</tr>")
+        body.append(f"<tr{attrs}>{''.join(cells)}</tr>")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>forge archive</title>
 <style>body{{font:14px/1.5 system-ui,sans-serif;margin:24px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}} th{{background:#f4f4f4}}</style></head>
 <body><h1>forge flywheel archive</h1>
 <p>status {badge(snap['status'])} &middot; preset {esc(snap['preset'])} &middot; W&amp;B group
-{esc(state.wandb.get('group'))} ({esc(state.wandb.get('mode'))}) &middot; seeds trained {esc(snap['total_seeds'])}</p>
-<table><tr>{head}</tr>
+{esc(state.wandb.get('group'))} ({esc(state.wandb.get('mode'))}) &middot; seeds trained {esc(snap['total_seeds'])}
+&middot; <a href="#compare">compare two iterations</a> &middot; <a href="#trends">trends</a></p>
+<table class="forge-history"><tr>{head}</tr>
 {''.join(body)}
-</table>{LEGEND}</body></html>
+</table>{LEGEND}{column_legend()}
+{_compare_section(ws.root)}
+</body></html>
 """
     out = base / INDEX
     atomic_write_text(out, page)

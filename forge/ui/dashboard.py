@@ -20,6 +20,7 @@ from typing import Any
 from forge.commandline import FLYWHEEL
 from forge.flywheel.loop import START_WAIT_SECONDS, Refusal, start_in_background
 from forge.flywheel.paths import Workspace, find_root
+from forge.flywheel.progress import SESSION_ENV
 from forge.flywheel.state import StateError, load_state
 from forge.ui import background
 
@@ -35,9 +36,11 @@ class Outcome:
 
 
 def _child_env() -> dict[str, str]:
-    """The kernel's environment minus its inline matplotlib backend, which means nothing outside a kernel."""
+    """The kernel's environment minus its inline matplotlib backend, which means nothing outside a kernel,
+    and minus the name of the dashboard's own notebook (JupyterLab's SESSION_ENV: the loop is not it)."""
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)
+    env.pop(SESSION_ENV, None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

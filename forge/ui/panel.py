@@ -24,22 +24,24 @@ REFRESH_SECONDS = 5.0
 _plot_cache: dict[tuple, str | None] = {}
 
 
-def _history_plot(history: list[dict[str, Any]]) -> str | None:
+def _history_plot(history: list[dict[str, Any]], best_iteration: int | None = None) -> str | None:
     """The history plot, redrawn only when the history changes (the panel re-renders every few seconds)."""
-    key = tuple((h.get("iteration"), h.get("finished_at")) for h in history)
+    key = (best_iteration, *((h.get("iteration"), h.get("finished_at")) for h in history))
     if key not in _plot_cache:
         _plot_cache.clear()
-        _plot_cache[key] = history_png(history)
+        _plot_cache[key] = history_png(history, best_iteration)
     return _plot_cache[key]
 
 
-def render(root: str | os.PathLike = ".", base: str | os.PathLike | None = None) -> str:
-    """The panel's HTML for the workspace at ``root``, links relative to ``base`` (default: cwd)."""
-    return _render(snapshot(root), base)
+def render(root: str | os.PathLike = ".", base: str | os.PathLike | None = None, links: bool = True) -> str:
+    """The panel's HTML for the workspace at ``root``, links relative to ``base`` (default: cwd);
+    without ``links``, a dated snapshot (see :func:`forge.ui.render.panel_html`)."""
+    return _render(snapshot(root), base, links)
 
 
-def _render(snap: dict[str, Any], base: str | os.PathLike | None = None) -> str:
-    return panel_html(snap, base=base or Path.cwd(), plot_png=_history_plot(snap["history"]))
+def _render(snap: dict[str, Any], base: str | os.PathLike | None = None, links: bool = True) -> str:
+    plot = _history_plot(snap["history"], snap.get("best_iteration"))
+    return panel_html(snap, base=base or Path.cwd(), plot_png=plot, links=links)
 
 
 def state_key(snap: dict[str, Any]) -> tuple:
@@ -55,7 +57,7 @@ class Panel:
         self.root = Path(root).resolve()
         self.live = os.environ.get("FORGE_HEADLESS") != "1" if live is None else live
         self.snap = snapshot(self.root)
-        self.html = _render(self.snap)
+        self.html = _render(self.snap, links=self.live)  # headless: a snapshot read later from the archive
         self.on_change: Any = None  # called with the new snapshot when the flywheel's state changes
         self._widget = None
         self._stop = threading.Event()
@@ -69,7 +71,7 @@ class Panel:
         """Re-render now (e.g. a dashboard button just changed state.yaml)."""
         try:
             snap = snapshot(self.root)
-            self.html = _render(snap)
+            self.html = _render(snap, links=self.live)
         except Exception as exc:  # noqa: BLE001 - a half-written state must not kill the panel
             self.html = f"<div class='forge-panel'>status unavailable: {exc}</div>"
         else:
@@ -87,10 +89,13 @@ class Panel:
         self._stop.set()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The widget (live, its links relative to this notebook) and, for anything that reads the saved
+        notebook later (its HTML export, the archive), a dated snapshot without links: wherever the
+        notebook is read from then (a copy in archive/), links made for notebooks/ would point nowhere."""
         bundle: dict[str, Any] = {"text/html": self.html, "text/plain": "forge status panel"}
         if self._widget is not None:
             bundle.update(self._widget._repr_mimebundle_(include=include, exclude=exclude) or {})
-            bundle["text/html"] = self.html
+            bundle["text/html"] = _render(self.snap, links=False)
         return bundle
 
 

@@ -10,13 +10,14 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 
-def _history_axes(ax_gap, history: list[dict[str, Any]]) -> None:
-    pts = [(h["total_seeds"], h["val"]["q_gap"], h["val"].get("accuracy")) for h in history if h.get("val")]
+def _history_axes(ax_gap, history: list[dict[str, Any]], best_iteration: int | None = None) -> None:
+    pts = [(h["total_seeds"], h["val"]["q_gap"], h["val"].get("accuracy"), h.get("iteration"))
+           for h in history if h.get("val")]
     if not pts:
         ax_gap.text(0.5, 0.5, "no evaluated iterations yet", ha="center", va="center", transform=ax_gap.transAxes)
         return
-    seeds, gaps, accs = zip(*pts)
-    ax_gap.plot(seeds, gaps, "o-", color="#d73027", label="val Q-gap")
+    seeds, gaps, accs, iterations = zip(*pts)
+    lines = ax_gap.plot(seeds, gaps, "o-", color="#d73027", label="val Q-gap (points / move, left)")
     ax_gap.set_xlabel("seeds trained")
     if len(set(seeds)) == 1:  # one iteration: one tick at its seed count, not a made-up range around it
         ax_gap.set_xticks([seeds[0]])
@@ -24,9 +25,14 @@ def _history_axes(ax_gap, history: list[dict[str, Any]]) -> None:
     else:
         ax_gap.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_gap.set_ylabel("Q-gap (points / move)", color="#d73027")
+    if best_iteration in iterations:
+        k = iterations.index(best_iteration)
+        lines += ax_gap.plot([seeds[k]], [gaps[k]], "o", ms=12, mfc="none", mec="#1a9850", mew=2,
+                             label=f"best: iteration {best_iteration}")
     ax_acc = ax_gap.twinx()
-    ax_acc.plot(seeds, accs, "s--", color="#2b7de9", label="val accuracy")
+    lines += ax_acc.plot(seeds, accs, "s--", color="#2b7de9", label="val accuracy (share of states, right)")
     ax_acc.set_ylabel("accuracy", color="#2b7de9")
+    ax_gap.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="best")  # both axes' lines in one
     ax_gap.set_title("history")
 
 
@@ -38,11 +44,11 @@ def png_bytes(fig, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def history_png(history: list[dict[str, Any]]) -> str | None:
+def history_png(history: list[dict[str, Any]], best_iteration: int | None = None) -> str | None:
     """Q-gap and accuracy against seeds trained, as base64 PNG (None without evaluated iterations)."""
     if not any(h.get("val") for h in history):
         return None
-    fig, ax = plt.subplots(figsize=(6, 2.6))
-    _history_axes(ax, history)
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    _history_axes(ax, history, best_iteration)
     fig.tight_layout()
     return base64.b64encode(png_bytes(fig)).decode()

@@ -6,6 +6,7 @@ notebooks rendered by nbconvert/nbviewer, and as a standalone page.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import os
 from pathlib import Path
@@ -13,20 +14,24 @@ from typing import Any
 
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, metric_label
 from forge.flywheel.runner import ERROR_ANCHOR
+from forge.ui.metric_info import column_info
 from forge.ui.text import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
 
 BADGE_COLOURS = {
     "ready": "#2b7de9", "running": "#1a9850", "failed": "#d73027", "done": "#6a3d9a", "crashed": "#e66101",
-    "modified": "#b35806", "stale": "#8c510a", "best": "#1a9850", "worse": "#d73027",
+    "modified": "#b35806", "stale": "#8c510a", "best": "#1a9850", "worse": "#d73027", "flagged": "#e66101",
+    "by hand": "#5e3c99",
 }
-#: Row colours of the history table, and what they mean (shown as a legend under it).
-ROW_BEST, ROW_FLAGGED = "#eef8ee", "#fdf0e6"
+#: The best iteration's row (green) and the flag beside an iteration with a worse tracked metric (orange).
+ROW_BEST, FLAG_COLOUR = "#dff3df", BADGE_COLOURS["flagged"]
 _OTHERS = ", ".join(metric_label(*m) for m in TRACKED if m != PRIMARY_METRIC)
 LEGEND = (f'<div class="forge-legend" style="font:11px/1.4 system-ui,sans-serif;color:#555">'
-          f'<span style="background:{ROW_BEST};padding:0 6px">green row</span> best by '
-          f'{metric_label(*PRIMARY_METRIC)} (the primary metric) &middot; <span style="background:{ROW_FLAGGED};'
-          f'padding:0 6px">orange row</span> a tracked metric ({_OTHERS}) is worse than the best iteration\'s '
-          f"&middot; <b>modified</b>: a stage ran a notebook that differs from the committed one</div>")
+          f'<span style="background:{ROW_BEST};padding:0 6px">green row</span> the best iteration by '
+          f'{metric_label(*PRIMARY_METRIC)} (the primary metric; only one) &middot; '
+          f'<span style="background:{FLAG_COLOUR};color:#fff;border-radius:4px;padding:0 6px">flagged</span> a tracked '
+          f"metric ({_OTHERS}) was worse than the best earlier iteration's when it was recorded (hover for which) "
+          f"&middot; <b>modified</b>: a stage ran a notebook that differs from the committed one &middot; "
+          f"<b>by hand</b>: a stage a person ran in a notebook</div>")
 _TABLE = "border-collapse:collapse;font:12px/1.4 system-ui,sans-serif;margin:4px 0"
 _TD = "border:1px solid #ddd;padding:2px 6px;text-align:right"
 _TH = _TD + ";background:#f4f4f4"
@@ -36,27 +41,34 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def link(root: Path, target: str | None, base: Path, label: str, anchor: str | None = None) -> str:
+def link(root: Path, target: str | None, base: Path | None, label: str, anchor: str | None = None,
+         new_tab: bool = True) -> str:
     """An <a> to a workspace file (its HTML export if there is one, at ``anchor``), relative to ``base``
-    (the folder of the page showing it)."""
+    (the folder of the page showing it); ``base`` None: the label alone (a snapshot whose links would
+    not resolve where it is read)."""
     if not target:
         return "-"
+    if base is None:
+        return f'<span class="forge-nolink">{esc(label)}</span>'
     path = root / target
     html_version = path.with_suffix(".html")
-    if html_version.is_file():
+    if path.suffix == ".ipynb" and html_version.is_file():
         path = html_version
-    href = os.path.relpath(path, base) + (f"#{anchor}" if anchor and path.suffix == ".html" else "")
-    return f'<a href="{esc(href)}" target="_blank">{esc(label)}</a>'
+    href = os.path.relpath(path, base) + ("/" if path.is_dir() else "")
+    href += f"#{anchor}" if anchor and path.suffix == ".html" else ""
+    tab = ' target="_blank"' if new_tab else ""
+    return f'<a href="{esc(href)}"{tab}>{esc(label)}</a>'
 
 
-def badge(status: str, title: str | None = None, css: str = "forge-badge") -> str:
+def badge(status: str, title: str | None = None, css: str = "forge-badge", small: bool = False) -> str:
     colour = BADGE_COLOURS.get(status, "#777")
     tip = f' title="{esc(title)}"' if title else ""
+    size = "padding:0 4px;font-size:10px;white-space:nowrap" if small else "padding:1px 8px"
     return (f'<span class="{css}"{tip} style="background:{colour};color:#fff;border-radius:4px;'
-            f'padding:1px 8px;font-weight:600">{esc(status)}</span>')
+            f'{size};font-weight:600">{esc(status)}</span>')
 
 
-def wandb_cell(info: dict[str, Any] | None, root: Path, base: Path) -> str:
+def wandb_cell(info: dict[str, Any] | None, root: Path, base: Path | None) -> str:
     if not info:
         return "-"
     if info.get("url"):
@@ -68,25 +80,65 @@ def wandb_cell(info: dict[str, Any] | None, root: Path, base: Path) -> str:
     return "-"
 
 
-def history_table(history: list[dict[str, Any]], root: Path, base: Path) -> str:
-    head = "".join(f'<th style="{_TH}">{esc(label)}</th>' for label, _ in HISTORY_COLUMNS)
-    head += f'<th style="{_TH}">notebooks</th><th style="{_TH}">W&amp;B</th>'
+def column_head(label: str, path: tuple[str, ...], style: str = "") -> str:
+    """A history column's header: its label, its unit under it, its meaning on hover."""
+    info = column_info(path)
+    unit = f'<br><span class="forge-unit" style="font-weight:400;color:#666">{esc(info.unit)}</span>' \
+        if info.unit else ""
+    css = f' style="{style}"' if style else ""
+    return f'<th{css} title="{esc(info.meaning)}">{esc(label)}{unit}</th>'
+
+
+def column_legend() -> str:
+    """Every history column's unit and one-line meaning, folded under the table."""
+    items = "".join(f"<li><b>{esc(label)}</b>{f' ({esc(column_info(path).unit)})' if column_info(path).unit else ''}: "
+                    f"{esc(column_info(path).meaning)}</li>" for label, path in HISTORY_COLUMNS)
+    return (f'<details class="forge-columns" style="font:11px/1.4 system-ui,sans-serif;color:#555">'
+            f"<summary>what the columns mean</summary><ul style=\"margin:2px 0\">{items}</ul></details>")
+
+
+def mark_cell(row: dict[str, Any], best_iteration: int | None) -> tuple[str, str]:
+    """(row attributes, badges) for one history row: green when it is the best iteration, and the
+    flag badge (hover: which metrics) beside it when a tracked metric was worse, the best included."""
+    best = best_iteration is not None and row.get("iteration") == best_iteration and row.get("status", "done") == "done"
+    flags = row.get("flags") or []
+    classes = " ".join(c for c, on in (("forge-best", best), ("forge-flagged", bool(flags))) if on)
+    attrs = (f' class="{classes}"' if classes else "") + (f' style="background:{ROW_BEST}"' if best else "")
+    marks = (badge("best", f"the best iteration by {metric_label(*PRIMARY_METRIC)}", "forge-best-badge") if best
+             else "") + (" " + badge("flagged", "; ".join(flags), "forge-flag") if flags else "")
+    return attrs, marks.strip()
+
+
+def stage_links(row: dict[str, Any], root: Path, base: Path | None, stage: str, label: str,
+                new_tab: bool = True) -> str:
+    """A stage's archived notebook, with its "by hand" and "modified" badges."""
+    modified = {s for s, p in (row.get("provenance") or {}).items() if (p or {}).get("modified")}
+    out = link(root, (row.get("notebooks") or {}).get(stage), base, label, new_tab=new_tab)
+    if stage in (row.get("by_hand") or []):
+        out += " " + badge("by hand", f"{stage} was run by hand in a notebook; the loop archived it", "forge-by-hand",
+                           small=True)
+    if stage in modified:
+        out += " " + badge("modified", f"{stage} ran a notebook that differs from the committed one", "forge-modified",
+                           small=True)
+    return f'<span style="white-space:nowrap">{out}</span>'
+
+
+def history_table(history: list[dict[str, Any]], root: Path, base: Path | None,
+                  best_iteration: int | None = None) -> str:
+    """The history, one row per iteration (``base`` None: labels instead of links)."""
+    head = "".join(column_head(label, path, _TH) for label, path in HISTORY_COLUMNS)
+    head += f'<th style="{_TH}"></th><th style="{_TH}">notebooks</th><th style="{_TH}">W&amp;B</th>'
     rows = []
     for h in history:
         cells = [f'<td style="{_TD}">{esc(column_text(label, h, path))}</td>' for label, path in HISTORY_COLUMNS]
-        modified = {s for s, p in (h.get("provenance") or {}).items() if (p or {}).get("modified")}
-        books = " ".join(link(root, nb, base, stage[:3]) + (badge("modified", f"{stage} ran a modified notebook",
-                                                                   "forge-modified") if stage in modified else "")
-                         for stage, nb in (h.get("notebooks") or {}).items())
-        cells.append(f'<td style="{_TD}">{books or "-"}</td>')
+        attrs, marks = mark_cell(h, best_iteration)
+        cells.append(f'<td style="{_TD};text-align:left;white-space:nowrap">{marks}</td>')
+        books = " ".join(stage_links(h, root, base, stage, stage[:3]) for stage in (h.get("notebooks") or {}))
+        cells.append(f'<td style="{_TD};text-align:left">{books or "-"}</td>')
         cells.append(f'<td style="{_TD};text-align:left">{wandb_cell(h.get("wandb"), root, base)}</td>')
-        flags = h.get("flags") or []
-        colour = ROW_FLAGGED if flags else ROW_BEST if h.get("is_best") else ""
-        attrs = f' style="background:{colour}"' if colour else ""
-        if flags:
-            attrs += f' class="forge-flagged" title="{esc("; ".join(flags))}"'
         rows.append(f"<tr{attrs}>{''.join(cells)}</tr>")
-    return f'<table class="forge-history" style="{_TABLE}"><tr>{head}</tr>{"".join(rows)}</table>' + LEGEND
+    return (f'<table class="forge-history" style="{_TABLE}"><tr>{head}</tr>{"".join(rows)}</table>' + LEGEND
+            + column_legend())
 
 
 def _stage_line(snap: dict[str, Any]) -> str:
@@ -119,14 +171,40 @@ def _running_block(run: dict[str, Any] | None) -> str:
             f'<span class="forge-progress">{esc(progress_text(run))}</span></div>{log}')
 
 
-def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot_png: str | None = None) -> str:
-    """The status panel: badge, current iteration and stage, heartbeat, error, next action, history."""
+def _files_line(snap: dict[str, Any], root: Path, base: Path) -> str:
+    """Links to the workspace's files: state.yaml, the archive index, the iteration's runs/ and archive/ folders."""
+    items = [link(root, "state.yaml", base, "state.yaml")]
+    if (root / "archive" / "index.html").is_file():
+        items.append(link(root, "archive/index.html", base, "archive index (every iteration; compare any two)"))
+    # the iteration in progress (or next), and the last recorded one
+    iterations = dict.fromkeys([snap["iteration"], *[h["iteration"] for h in (snap.get("history") or [])[-1:]]])
+    for iteration in iterations:
+        for folder in (f"runs/iter-{iteration:04d}", f"archive/iter-{iteration:04d}"):
+            if (root / folder).is_dir():
+                items.append(link(root, folder, base, f"{folder}/"))
+    return f'<div class="forge-files" style="color:#555">files: {" &middot; ".join(items)}</div>'
+
+
+def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot_png: str | None = None,
+               links: bool = True) -> str:
+    """The status panel: badge, current iteration and stage, heartbeat, error, next action, history.
+
+    Links are relative to ``base`` (the folder of the notebook or page showing the panel). Without
+    ``links`` the panel is a dated snapshot (an executed notebook's: read later from the archive,
+    its links would point nowhere, and its state is that of the time it ran)."""
     root = Path(snap["root"])
-    base = Path(base) if base is not None else root
+    base = (Path(base) if base is not None else root) if links else None
     cur = snap.get("current")
     lines = [
         '<div class="forge-panel" style="font:13px/1.5 system-ui,sans-serif;border:1px solid #ccc;'
         'border-radius:6px;padding:8px 12px;margin:4px 0">',
+    ]
+    if not links:
+        taken = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        lines.append(f'<div class="forge-snapshot" style="color:#8c510a;font-size:12px">status as this notebook ran '
+                     f"({taken}): a snapshot, not kept up to date; the live status is in notebooks/00_status.ipynb "
+                     "and every iteration in archive/index.html</div>")
+    lines += [
         f'<div><b>forge flywheel</b> {badge(snap["status"])} &nbsp;preset <b>{esc(snap["preset"])}</b>'
         f' &nbsp;iteration <b class="forge-iteration">{esc(snap["iteration"])}</b>'
         f' &nbsp;seeds trained <b class="forge-total-seeds">{esc(snap["total_seeds"])}</b></div>',
@@ -144,6 +222,9 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
         )
     lines.append(_stage_line(snap))
     lines.append(_running_block(snap.get("running")))
+    if cur and cur.get("by_hand"):
+        lines.append(f'<div>{badge("by hand", css="forge-by-hand")} stages of this iteration run by hand in a '
+                     f'notebook: {esc(", ".join(cur["by_hand"]))}</div>')
     if cur and cur.get("modified"):
         lines.append(f'<div>{badge("modified", css="forge-modified")} this iteration ran notebook(s) that differ '
                      f'from the committed version: {esc(", ".join(cur["modified"]))}</div>')
@@ -162,9 +243,12 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
     report = f' &middot; <a href="{esc(wb["report"])}" target="_blank">group report</a>' if wb.get("report") else ""
     lines.append(f'<div style="color:#555">W&amp;B: project {esc(wb.get("project"))}, group {esc(wb.get("group"))}, '
                  f'mode {esc(wb.get("mode"))}{report}</div>')
+    if base is not None:
+        lines.append(_files_line(snap, root, base))
     if snap.get("history"):
-        lines.append(history_table(snap["history"], root, base))
+        lines.append(history_table(snap["history"], root, base, snap.get("best_iteration")))
     if plot_png:
-        lines.append(f'<img alt="Q-gap and accuracy against seeds trained" src="data:image/png;base64,{plot_png}"/>')
+        lines.append(f'<img alt="val Q-gap and accuracy against seeds trained" '
+                     f'src="data:image/png;base64,{plot_png}"/>')
     lines.append("</div>")
     return "\n".join(lines)

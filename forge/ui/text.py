@@ -12,7 +12,9 @@ from typing import Any
 
 from forge.flywheel.archive import iteration_rows
 from forge.flywheel.paths import Workspace
+from forge.flywheel.records import PRIMARY_METRIC, best_of, metric_label
 from forge.flywheel.state import load_state
+from forge.ui.metric_info import column_info
 
 #: History columns shown everywhere: (label, where in a history entry). Durations are seconds in
 #: the record and minutes on screen: :func:`column_text` does that in one place.
@@ -123,14 +125,14 @@ def format_text(snap: dict[str, Any]) -> str:
         lines.append("disk: " + ", ".join(f"{kind} {size / 2**20:,.1f} MB" for kind, size in snap["disk"].items()))
     if snap["history"]:
         lines.append("")
-        lines.append(format_history(snap["history"]))
+        lines.append(format_history(snap["history"], snap.get("best_iteration")))
         shares = [s for s in (train_share(h.get("timings")) for h in snap["history"][-3:]) if s is not None]
         if shares:
             lines.append(f"training took {sum(shares) / len(shares):.0%} of the last {len(shares)} iteration(s)' "
                          "wall-clock (train stage / iteration)")
         flagged = [(h["iteration"], f) for h in snap["history"] for f in h.get("flags") or []]
         if flagged:
-            lines.append(f"best = lowest {snap['primary_metric']}; flagged regressions:")
+            lines.append("flagged (worse than the best earlier iteration's when recorded):")
             lines += [f"  iteration {i}: {f}" for i, f in flagged]
     return "\n".join(lines)
 
@@ -144,36 +146,50 @@ def progress_text(run: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def format_history(history: list[dict[str, Any]]) -> str:
-    rows = [[label for label, _ in HISTORY_COLUMNS] + [""]]
+def format_history(history: list[dict[str, Any]], best_iteration: int | None = None) -> str:
+    """The history table with a units row; ``*`` marks the one best iteration, ``!`` a flagged one."""
+    rows = [[label for label, _ in HISTORY_COLUMNS] + [""],
+            [column_info(path).unit for _, path in HISTORY_COLUMNS] + [""]]
     for h in history:
-        mark = ("*" if h.get("is_best") else "") + ("!" if h.get("flags") else "")
+        mark = ("*" if best_iteration is not None and h.get("iteration") == best_iteration else "") + (
+            "!" if h.get("flags") else "")
         rows.append([column_text(label, h, path) for label, path in HISTORY_COLUMNS] + [mark])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     text = "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
-    return text + "\n(* best by val Q-gap; ! a tracked metric is worse than the best's)"
+    meanings = [f"  {label}: {column_info(path).meaning}" for label, path in HISTORY_COLUMNS
+                if path[0] in ("val", "test", "playout", "delta_prev", "timings")]
+    return (text + f"\n(* the best iteration by {metric_label(*PRIMARY_METRIC)}; ! a tracked metric was worse than "
+            "the best earlier iteration's when it was recorded)\n" + "\n".join(meanings))
 
 
 def format_archive(root: str | os.PathLike = ".") -> str:
     """The archive as a text table (the flywheel command's ``archive``)."""
     ws = Workspace.at(root)
     state = load_state(ws.root)
+    metrics = [("val", "accuracy"), ("val", "q_gap"), ("val", "blunder_rate"), ("playout", "playout_points_lost")]
     labels = ["iter", "seeds", "status", "accuracy", "Q-gap", "blunder", "play-out lost", "notebooks (archive/)",
-              "modified", "failed attempts"]
-    rows = [labels]
+              "by hand", "modified", "failed attempts", ""]
+    units = ["", "", ""] + [column_info(m).unit for m in metrics] + [""] * 5
+    rows = [labels, units]
+    best = best_of(state.history, *PRIMARY_METRIC)
     for row in iteration_rows(state):
         books = row.get("notebooks") or {}
         folder = Path(next(iter(books.values()))).parent.name if books else "-"
+        mark = ("*" if best is not None and row["status"] == "done" and row["iteration"] == best.iteration else ""
+                ) + ("!" if row.get("flags") else "")
         rows.append([
             str(row["iteration"]), cell(row.get("seed_range")), row["status"],
-            cell(pick(row, ("val", "accuracy"))), cell(pick(row, ("val", "q_gap"))),
-            cell(pick(row, ("val", "blunder_rate"))), cell(pick(row, ("playout", "playout_points_lost"))),
+            *(cell(pick(row, m)) for m in metrics),
             f"{folder}/ ({len(books)} stages)" if books else "-",
+            ", ".join(row.get("by_hand") or []) or "-",
             ", ".join(row["modified"]) or "-",
             ", ".join(f"{a['stage']} ({a['notebook'] or 'no notebook'})" for a in row.get("attempts") or []) or "-",
+            mark,
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(labels))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append(f"(* the best iteration by {metric_label(*PRIMARY_METRIC)}; ! a tracked metric was worse than "
+                 "the best earlier iteration's when it was recorded; by hand: stages a person ran in a notebook)")
     index = ws.root / "archive" / "index.html"
     lines.append(f"\nindex: {index if index.exists() else '(not written yet)'}")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -102,8 +102,9 @@ class ConfigView:
 
 class StageResult(BaseModel):
     """What every recorded result carries besides its stage's own fields: the fingerprint of its
-    inputs (and the inputs themselves, to say what changed), its duration and its notebook's
-    provenance."""
+    inputs (and the inputs themselves, to say what changed), its duration, its notebook's
+    provenance, and who ran it where (what the loop archives for a stage run by hand:
+    :mod:`forge.flywheel.by_hand`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -111,8 +112,10 @@ class StageResult(BaseModel):
     inputs: dict[str, Any] | None = None
     seconds: float | None = None
     provenance: Provenance | None = None
+    ran_by: Literal["loop", "hand"] | None = None  # None: recorded before this was recorded
+    ran_in: str | None = None  # run by hand: the notebook, where its kernel said (None: unknown)
 
-    _RECORD: ClassVar[tuple[str, ...]] = ("fingerprint", "inputs", "seconds", "provenance")
+    _RECORD: ClassVar[tuple[str, ...]] = ("fingerprint", "inputs", "seconds", "provenance", "ran_by", "ran_in")
 
     @classmethod
     def from_json(cls, text: str) -> Self:

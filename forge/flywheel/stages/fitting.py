@@ -88,14 +88,17 @@ class TrainSettings:
 def fit(settings: TrainSettings, progress: StageProgress, callbacks: Sequence[Any] = ()) -> RunResult:
     """Train as ``settings`` say, reporting to ``progress``; ``callbacks`` are extra Lightning
     callbacks (a notebook's live curve), which only a run in this process can take."""
+    from forge.flywheel.quiet import quiet_lightning
     from forge.flywheel.train_progress import TrainProgress
     from forge.ml.training import train
 
     if settings.multi_process:
         progress.update(phase=f"training in {settings.processes} processes", force=True)
         return _in_child_processes(dataclasses.replace(settings, progress=False))
-    return train(settings.data, **settings.arguments(),
-                 trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks]})
+    with quiet_lightning():  # notebooks get the stage's summary, not Lightning's start-up chatter
+        return train(settings.data, **settings.arguments(),
+                     trainer_kwargs={"callbacks": [TrainProgress(progress), *callbacks],
+                                     "enable_model_summary": False})
 
 
 def _in_child_processes(settings: TrainSettings) -> RunResult:

@@ -78,20 +78,20 @@ def work(ctx: Context, cfg: GenerateConfig, progress: StageProgress, memo: Diges
     from forge.oracle.generate import generate as solve_all
 
     groups = (
-        ("golden", ctx.golden_jobs(), ctx.ws.golden(cfg.hand_size)),
+        ("golden", "golden val/test deals", ctx.golden_jobs(), ctx.ws.golden(cfg.hand_size)),
         # pretraining streams its deals through the train stage, a chunk at a time
-        ("train", [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds],
+        ("train", "training deals", [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds],
          ctx.ws.shards(cfg.hand_size)),
     )
-    total = sum(len(jobs) for _, jobs, _ in groups)
     summary: dict[str, Any] = {"written": 0, "kept": 0, "shards": []}
     shards: dict[str, str] = {}
-    done = 0
-    # tqdm.auto: a widget in a notebook (not text on a red stderr background), text in a terminal
-    bar = tqdm(total=total, unit="deal", desc="generate", disable=not ctx.progress)
-    for name, jobs, out in groups:
-        progress.update(phase=f"{name} deals", done=done, total=total, force=True)
-        written = kept = states = 0
+    for name, what, jobs, out in groups:
+        # each group counts its own deals, and says which group it is before its first deal finishes
+        progress.update(phase=what, done=0, total=len(jobs), force=True,
+                        detail=f"{len(jobs)} {what} to solve (or keep, where a verified shard exists)")
+        # tqdm.auto: a widget in a notebook (not text on a red stderr background), text in a terminal
+        bar = tqdm(total=len(jobs), unit="deal", desc=what, disable=not ctx.progress or not jobs)
+        written = kept = states = done = 0
         for r in solve_all(jobs, out, cfg.hand_size, workers=None if cfg.executor == "ray" else workers,
                            progress=False, executor=cfg.executor, ray_address=cfg.ray_address):
             done += 1
@@ -99,17 +99,17 @@ def work(ctx: Context, cfg: GenerateConfig, progress: StageProgress, memo: Diges
             written += not r.skipped
             kept += r.skipped
             states += r.rows
-            progress.update(done=done, detail=f"{name}: seed {r.seed} decl {r.decl_id} "
+            progress.update(done=done, detail=f"last: seed {r.seed} decl {r.decl_id} "
                                               f"({'kept' if r.skipped else f'solved in {r.seconds:.1f} s'})")
             if r.note:
                 print(f"{r.path.name}: {r.note}")
             summary["shards"].append(SolvedShard(split=name, seed=r.seed, decl=r.decl_id, rows=r.rows,
                                                  seconds=round(r.seconds, 3), kept=r.skipped))
             shards[ctx.ws.rel(r.path)] = memo.sha256(r.path)
+        bar.close()
         summary[f"{name}_written"], summary[f"{name}_kept"], summary[f"{name}_states"] = written, kept, states
         summary["written"] += written
         summary["kept"] += kept
-    bar.close()
     return GenerateResult(**summary, train_shards=[ctx.ws.rel(p) for p in ctx.train_shards],
                           replay_seeds=ctx.replay_seeds(), outputs=GenerateOutputs(shards=dict(sorted(shards.items()))))
 

@@ -18,7 +18,7 @@ from forge.digests import DigestMemo
 from forge.flywheel import provenance
 from forge.flywheel.context import Context
 from forge.flywheel.lock import lock_is_held
-from forge.flywheel.progress import LOOP_ENV, StageProgress
+from forge.flywheel.progress import LOOP_ENV, StageProgress, ran_by, ran_in
 from forge.flywheel.stages.base import Stage, StageOrderError, StageResult
 from forge.flywheel.stages.fingerprint import digest, stage_status, viewed
 
@@ -68,6 +68,7 @@ def run(stage: Stage[Any, R], ctx: Context, force: bool = False, **options: Any)
         result.inputs = inputs
         result.seconds = round(time.perf_counter() - start, 2)
         result.provenance = provenance.record(ctx.ws, stage.notebook, ctx.iteration)
+        result.ran_by, result.ran_in = ran_by(), ran_in()
         stage.write(ctx.ws, ctx.iteration, result)
         return result
     finally:

@@ -16,7 +16,6 @@ earlier iterations' data) goes into :func:`inputs` with its digest.
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import os
 import shutil
@@ -171,9 +170,6 @@ def work(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMe
         return pretrain(ctx, cfg, progress, memo, callbacks)
     resume, lr, origin = peak_lr(ctx, cfg)
     run_dir = ctx.ws.run_dir(ctx.iteration)
-    if not ctx.progress:  # archived notebooks get the summary, not Lightning's start-up chatter
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     run = settings(ctx, cfg, data=ctx.ws.dataset, run_dir=run_dir / "train", lr=lr, resume=resume,
                    val_samples=cfg.val_samples)
     print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "")

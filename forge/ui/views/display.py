@@ -110,7 +110,8 @@ def frame_html(frame: Any, css_class: str = "", highlight: Sequence[str | None] 
         cells = []
         for column, value in zip(frame.columns, row):
             colour = text_colour(column, value) if text_colour else None
-            css = f"{td};color:{colour};font-weight:600" if colour else td
+            css = td + (";text-align:left" if isinstance(value, str) and len(value) > 12 else "")  # prose: left
+            css += f";color:{colour};font-weight:600" if colour else ""
             cells.append(f'<td style="{css}">{escape(_cell(value))}</td>')
         rows.append(f"<tr{style}>{''.join(cells)}</tr>")
     cls = f' class="{css_class}"' if css_class else ""

@@ -19,7 +19,7 @@ import polars as pl
 import torch
 from matplotlib.figure import Figure
 
-from forge.flywheel.records import HIGHER_IS_BETTER, MetricSource, better
+from forge.flywheel.records import HIGHER_IS_BETTER, PRIMARY_METRIC, MetricSource, best_of, better
 from forge.flywheel.stages.evaluate import EvaluateResult
 from forge.ml.checkpoints import load_module
 from forge.ml.data import spread_indices
@@ -29,6 +29,7 @@ from forge.ml.model import VALUE_SCALE, move_scores
 from forge.ml.store import load_split
 from forge.ml.tokenize import F_DECL
 from forge.oracle.rules import DECL_NAMES
+from forge.ui.metric_info import info, label
 from forge.ui.views.display import frame_html
 from forge.ui.views.positions import board_html, decode_sample, sample_tricks_played
 
@@ -63,22 +64,28 @@ def change(name: str, now: float | None, then: float | None) -> str:
 
 def comparison_frame(result: EvaluateResult, previous: MetricSource | None = None,
                      best: MetricSource | None = None) -> pl.DataFrame:
-    """This iteration's metrics beside the previous and the best iteration's, with each change's direction."""
+    """This iteration's metrics beside the previous and the best iteration's, with each change's
+    direction, each metric's unit and what it means."""
     rows = []
     for split, name in COMPARED:
         now = _metric(result, split, name)
         if now is None:
             continue
         prev, top = _metric(previous, split, name), _metric(best, split, name)
-        rows.append({"metric": f"{split} {name}", "better when": "higher" if name in HIGHER_IS_BETTER else "lower",
+        m = info(name)
+        rows.append({"metric": label(split, name), "unit": m.unit,
+                     "better when": "higher" if name in HIGHER_IS_BETTER else "lower",
                      "this": now, "previous": prev, "vs previous": change(name, now, prev),
-                     "best": top, "vs best": change(name, now, top)})
-    return pl.DataFrame(rows, schema={"metric": pl.String, "better when": pl.String, "this": pl.Float64,
-                                      "previous": pl.Float64, "vs previous": pl.String, "best": pl.Float64,
-                                      "vs best": pl.String})
+                     "best": top, "vs best": change(name, now, top), "meaning": m.meaning})
+    return pl.DataFrame(rows, schema={"metric": pl.String, "unit": pl.String, "better when": pl.String,
+                                      "this": pl.Float64, "previous": pl.Float64, "vs previous": pl.String,
+                                      "best": pl.Float64, "vs best": pl.String, "meaning": pl.String})
 
 
-def comparison_html(result: EvaluateResult, previous: Any = None, best: Any = None) -> str:
+def comparison_html(result: EvaluateResult, previous: Any = None, best: Any = None,
+                    best_now: int | None = None, iteration: int | None = None) -> str:
+    """The comparison table; ``best`` is the best iteration before this one (what the flags compare
+    with), ``best_now`` the best recorded iteration today (the one every view highlights)."""
     frame = comparison_frame(result, previous, best)
 
     def colour(column: str, value: Any) -> str | None:
@@ -86,9 +93,12 @@ def comparison_html(result: EvaluateResult, previous: Any = None, best: Any = No
             return BETTER if value.endswith("better") else WORSE if value.endswith("worse") else None
         return None
 
-    names = []
-    for label, entry in (("previous", previous), ("best", best)):
-        names.append(f"{label}: iteration {entry.iteration}" if entry is not None else f"{label}: none yet")
+    names = [f"previous: iteration {previous.iteration}" if previous is not None else "previous: none yet",
+             f"best: the best iteration before this one by {label(*PRIMARY_METRIC)}, iteration {best.iteration}"
+             if best is not None else "best: none before this one"]
+    if best_now is not None:
+        names.append(f"the best iteration recorded so far: {best_now}"
+                     + (" (this one)" if best_now == iteration else ""))
     note = (f'<div style="font:12px system-ui,sans-serif;color:#555">{"; ".join(names)}. ▲/▼: the metric went '
             f'up/down; green: better, red: worse (accuracy and zero-regret are better higher, the rest lower).</div>')
     return f'<div class="forge-comparison">{frame_html(frame, text_colour=colour)}{note}</div>'
@@ -98,6 +108,13 @@ def best_entry(state: Any, result: EvaluateResult) -> Any:
     """The history entry this evaluation was compared with as "best" (None for the first)."""
     iteration = result.best_iteration
     return state.entry(iteration) if iteration is not None else None
+
+
+def comparison_for(ctx: Any, result: EvaluateResult) -> str:
+    """The comparison of ``ctx``'s iteration with the previous, the best before it, and the best today."""
+    best = best_of(ctx.state.history, *PRIMARY_METRIC)
+    return comparison_html(result, ctx.previous(), best_entry(ctx.state, result),
+                           best.iteration if best is not None else None, ctx.iteration)
 
 
 # ---------------------------------------------------------------------------------------------- per sample
@@ -176,7 +193,8 @@ def gap_frame(pred: Predictions, by: str) -> pl.DataFrame:
 
 
 def gap_figure(result: EvaluateResult, pred: Predictions) -> Figure:
-    """Val Q-gap per declaration (the stage's, whole split) beside Q-gap per trick depth (subset)."""
+    """Val Q-gap per declaration and per trick depth: the stage's own figures over the whole split
+    (an evaluation recorded before per-depth metrics existed: per depth from the subset)."""
     val = result.val
     fig, (ax_decl, ax_depth) = plt.subplots(1, 2, figsize=(11, 3.4))
     names = [n for n in DECL_NAMES if f"q_gap/{n}" in val]
@@ -184,13 +202,23 @@ def gap_figure(result: EvaluateResult, pred: Predictions) -> Figure:
     ax_decl.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
     ax_decl.set_ylabel("Q-gap (points / move)")
     ax_decl.set_title(f"val Q-gap by declaration ({int(val.get('n', 0)):,} samples)", fontsize=10)
+    recorded = {int(k.removeprefix("q_gap/depth")): v for k, v in val.items() if k.startswith("q_gap/depth")}
     depth = gap_frame(pred, "tricks played")
-    ax_depth.bar(depth["tricks played"], depth["Q-gap"], color="#74add1")
-    for x, y, n in depth.select("tricks played", "Q-gap", "samples").iter_rows():
-        ax_depth.annotate(f"n={n}", (x, y), ha="center", va="bottom", fontsize=7)
-    ax_depth.set_xticks(depth["tricks played"].to_list())
+    counts = dict(depth.select("tricks played", "samples").iter_rows())
+    if recorded:
+        xs, ys = zip(*sorted(recorded.items()))
+        title = f"val Q-gap by trick depth ({int(val.get('n', 0)):,} samples)"
+    else:
+        xs, ys = depth["tricks played"].to_list(), depth["Q-gap"].to_list()
+        title = f"{pred.split} Q-gap by trick depth ({len(pred.index):,} samples)"
+    ax_depth.bar(xs, ys, color="#74add1")
+    if not recorded:
+        for x, y in zip(xs, ys):
+            ax_depth.annotate(f"n={counts.get(x, 0)}", (x, y), ha="center", va="bottom", fontsize=7)
+    ax_depth.set_xticks(list(xs))
     ax_depth.set_xlabel("tricks already played")
-    ax_depth.set_title(f"{pred.split} Q-gap by trick depth ({len(pred.index):,} samples)", fontsize=10)
+    ax_depth.set_ylabel("Q-gap (points / move)")
+    ax_depth.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -86,23 +86,41 @@ def state_after(rows: ShardRows, moves: str) -> int:
     return state
 
 
+def example_moves(rows: ShardRows, plies: int = 3) -> str:
+    """A move sequence that is legal in this deal: the oracle's best line from the opening (the
+    lowest-index best move at each ply), for the query box's hint."""
+    state, moves = initial_state(rows.hand_size), []
+    for _ in range(plies):
+        board = board_at(rows, state)
+        if not board.legal:
+            break
+        moves.append(board.best[0])
+        state = play(state, moves[-1], rows.hands, rows.decl_id).child
+    return " ".join(map(str, moves))
+
+
 def query_html(shard: str | os.PathLike, moves: str = "", checkpoint: str | os.PathLike | None = None) -> str:
-    """The oracle's answer at a state of the deal (and the model's move there, given a checkpoint)."""
+    """The oracle's answer at a state of the deal (and the model's move there, given a checkpoint),
+    with the local indices legal there and a sequence that works in this deal."""
     rows = ShardRows(shard)
     state = state_after(rows, moves)
     try:
         board = board_at(rows, state)
     except KeyError:
         raise InputError(f"state {state:#x} is not reachable in seed {rows.seed} {DECL_NAMES[rows.decl_id]}") from None
+    hint = (f'<div class="forge-query-hint" style="font:12px system-ui,sans-serif;color:#555">moves are local '
+            f"indices (a domino's place in its player's dealt hand, 0..{rows.hand_size - 1}); legal next here: "
+            f"{' '.join(map(str, board.legal)) or 'none'}; the oracle's line from the opening in this deal: "
+            f"<code>{example_moves(rows)}</code></div>")
     if not board.legal:
-        return board_html(board, f"state {state:#x}: the hand is over", css_class="forge-query")
+        return board_html(board, f"state {state:#x}: the hand is over", css_class="forge-query") + hint
     model_move = None
     if checkpoint is not None:
         pos = Position(rows, state, rows.lookup(state), board.legal)
         model_move = int(model_policy(checkpoint)([pos])[0])
     where = f"after moves {moves.strip()}" if moves.strip() else "the opening"
     return board_html(board, f"state {state:#x}: {where}", model_move=model_move,
-                      css_class="forge-query")
+                      css_class="forge-query") + hint
 
 
 def first(options: Options, wanted: object = None) -> list[tuple[str, Any]]:

@@ -15,6 +15,7 @@ from html import escape
 import numpy as np
 import polars as pl
 
+from forge.ml.data import tricks_played_of
 from forge.ml.tokenize import F_DECL, F_HELD, F_HIGH, F_LOW, F_REL_LEADER, TRICK_TOKEN
 from forge.oracle.play import legal_moves
 from forge.oracle.rules import MAX_HAND, N_PLAYERS, domino_id, domino_name, team_of
@@ -51,12 +52,11 @@ def trick_plays_expr(state: str = "state") -> pl.Expr:
 
 
 def sample_tricks_played(tokens: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """The same count for tokenized samples: (N, 32, 12) tokens and (N, 32) masks."""
-    hand = slice(1, TRICK_TOKEN)
-    held = tokens[:, hand, F_HELD].sum(1, dtype=np.int64)  # summed as int64 without an int64 copy
-    plays = masks[:, TRICK_TOKEN:].sum(1, dtype=np.int64)
-    hand_size = masks[:, hand].sum(1, dtype=np.int64) // N_PLAYERS
-    return hand_size - (held + plays) // N_PLAYERS
+    """The same count for tokenized samples: (N, 32, 12) tokens and (N, 32) masks (the evaluation's
+    own per-depth count, :func:`forge.ml.data.tricks_played_of`)."""
+    import torch
+
+    return tricks_played_of(torch.from_numpy(np.asarray(tokens)), torch.from_numpy(np.asarray(masks))).numpy()
 
 
 def mover_sign(player: int) -> int:

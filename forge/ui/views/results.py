@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from forge.flywheel.stages.base import StageResult
+from forge.ui.metric_info import info
 from forge.ui.views.display import frame_html
 
 
@@ -46,8 +47,15 @@ def result_frame(result: StageResult, skip: tuple[str, ...] = ("inputs", "output
     for key, value in result.plain().items():
         if key not in skip:
             _flatten(key, value, flat)
-    return pl.DataFrame({"field": list(flat), "value": [_text(v) for v in flat.values()]},
-                        schema={"field": pl.String, "value": pl.String})
+    return pl.DataFrame({"field": list(flat), "value": [_text(v) for v in flat.values()],
+                         "unit": [_unit(f) for f in flat]},
+                        schema={"field": pl.String, "value": pl.String, "unit": pl.String})
+
+
+def _unit(field: str) -> str:
+    """A metric field's unit (``val.q_gap``: points / move); blank for anything else."""
+    where, _, name = field.partition(".")
+    return info(name).unit if where in ("val", "test", "playout", "delta_prev", "delta_best") and name else ""
 
 
 def result_html(result: StageResult) -> str:

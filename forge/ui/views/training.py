@@ -81,13 +81,14 @@ class LiveCurve(L.Callback):
 
     def figure(self) -> Figure:
         fig, ax = plt.subplots(figsize=(8, 3))
-        ax.plot(self.steps, self.losses, color="#4575b4", lw=1, label="train loss (per step)")
+        lines = ax.plot(self.steps, self.losses, color="#4575b4", lw=1, label="train loss, per step (left)")
         ax.set_xlabel("step")
         ax.set_ylabel("train loss", color="#4575b4")
         if self.val:
             ax_gap = ax.twinx()
-            ax_gap.plot(*zip(*self.val), "o-", color="#d73027", label="val Q-gap")
+            lines += ax_gap.plot(*zip(*self.val), "o-", color="#d73027", label="val Q-gap, per epoch (right)")
             ax_gap.set_ylabel("val Q-gap (points / move)", color="#d73027")
+        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper right")  # both axes' lines
         rate = self.samples_per_second
         ax.set_title(f"training live: step {self.steps[-1] if self.steps else 0}"
                      + (f", {rate:,.0f} samples/s" if rate else ""), fontsize=10)
@@ -138,22 +139,25 @@ def curves_figure(frame: pl.DataFrame, kept_epoch: int | None = None) -> Figure:
     ax_loss.set_title("loss")
     ax_loss.legend(fontsize=8)
     epochs, gaps = per_epoch(frame, BEST_METRIC)
-    ax_val.plot(epochs, gaps, "o-", color="#d73027", label="val Q-gap")
+    lines = ax_val.plot(epochs, gaps, "o-", color="#d73027", label="val Q-gap (left)")
     if kept_epoch is not None and kept_epoch in epochs:
-        ax_val.plot([kept_epoch], [gaps[epochs.index(kept_epoch)]], "*", ms=16, color="#fdae61",
-                    label="kept checkpoint")
+        lines += ax_val.plot([kept_epoch], [gaps[epochs.index(kept_epoch)]], "*", ms=16, color="#fdae61",
+                             label="kept checkpoint")
     ax_val.set_xlabel("epoch")
     ax_val.set_ylabel("Q-gap (points / move)", color="#d73027")
     ax_val.set_xticks(sorted(set(epochs)))
     ax_val.set_title("validation")
     ax_acc = ax_val.twinx()
-    ax_acc.plot(*per_epoch(frame, "val/accuracy"), "s--", color="#2b7de9", label="val accuracy")
-    ax_acc.set_ylabel("accuracy", color="#2b7de9")
-    ax_val.legend(fontsize=8, loc="upper center")
+    lines += ax_acc.plot(*per_epoch(frame, "val/accuracy"), "s--", color="#2b7de9", label="val accuracy (right)")
+    ax_acc.set_ylabel("accuracy (share of states)", color="#2b7de9")
+    # one legend for both axes' lines (a twin axis' own legend would leave its lines unnamed)
+    ax_val.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
     for column in lr_columns(frame):
-        ax_lr.plot(*_series(frame, column), lw=1.2, label=column)
+        steps, rates = _series(frame, column)
+        ax_lr.plot(steps, rates, lw=1.2, marker="." if len(steps) < 30 else None, label=column)
     ax_lr.set_xlabel("step")
-    ax_lr.set_title("learning rate")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_title("learning rate as logged (linear warm-up, then cosine)", fontsize=9)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     if lr_columns(frame):
         ax_lr.legend(fontsize=7)
