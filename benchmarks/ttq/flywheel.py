@@ -91,10 +91,13 @@ def flywheel_table(rows: list[dict[str, Any]]) -> str:
                        ("blunders", "blunder_rate", "9.4f"), ("train share", "train_share", "12.0%")], rows)
 
 
-def goals(rows: list[dict[str, Any]]) -> list[str]:
-    """Where the run stands against the flywheel goals: the Q-gap recorded last before each mark."""
+def goals(rows: list[dict[str, Any]], budget_s: float) -> list[str]:
+    """Where the run stands against the flywheel goals within its budget: the Q-gap recorded last
+    before each mark."""
     lines = []
     for minutes, target in FLYWHEEL_GOALS:
+        if minutes * 60 > budget_s:
+            continue
         before = [r for r in rows if r["minutes"] is not None and r["minutes"] <= minutes]
         if before:
             gap = before[-1]["q_gap"]
@@ -109,5 +112,5 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
 def report(result: dict[str, Any]) -> None:
     print(f"flywheel preset {result['preset']}: golden sets ready in {result['golden_s']} s (not counted)")
     print(flywheel_table(result["iterations"]))
-    for line in goals(result["iterations"]):
+    for line in goals(result["iterations"], result["budget_s"]):
         print(line)

@@ -157,7 +157,9 @@ def run_loop(
         if store.state.status == "done":
             say(f"flywheel is done: {stop_reason(store.state) or 'stop condition met'}")
             return 0
-        with LoopKernel(ws) as kernel:
+        # the next iteration's deals, solved while this one trains and evaluates (prefetch_next): joined
+        # when the next iteration starts (or the loop ends), never waited for on Ctrl+C or a failure
+        with LoopKernel(ws) as kernel, contextlib.ExitStack() as ahead:
             while True:
                 reason = stop_reason(store.state)
                 if reason:
@@ -166,7 +168,7 @@ def run_loop(
                         st.next_action = "raise the stop condition in state.yaml (config.stop_*) and set status: ready"
                     say(f"done: {reason}")
                     return 0
-                code = _run_iteration(ws, store, kernel, seeds, no_wandb, say, on_record, on_notebook)
+                code = _run_iteration(ws, store, kernel, seeds, no_wandb, say, on_record, on_notebook, ahead)
                 seeds = None
                 if code is not None:
                     return code
@@ -301,8 +303,12 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
 
 
 def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: list[int] | None, no_wandb: bool,
-                   say: Say, on_record: OnRecord | None, on_notebook: OnNotebook | None) -> int | None:
-    """One iteration; returns an exit code to stop the loop, None to go on."""
+                   say: Say, on_record: OnRecord | None, on_notebook: OnNotebook | None,
+                   ahead: contextlib.ExitStack) -> int | None:
+    """One iteration; returns an exit code to stop the loop, None to go on. ``ahead`` holds the
+    previous iteration's prefetch, joined before this one's first stage (its wait counts here)."""
+    start = time.perf_counter()
+    ahead.close()
     with store.edit() as st:
         if seeds and st.current is not None and st.current.seeds != seeds:
             raise FlywheelError(f"iteration {st.current.iteration} is already under way with seeds "
@@ -310,8 +316,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
         cur = begin_iteration(st, seeds)
         st.next_action = f"wait: iteration {cur.iteration} is running"
     say(f"iteration {cur.iteration}: seeds {cur.seeds[0]}..{cur.seeds[-1]} ({len(cur.seeds)} deals)")
-    start = time.perf_counter()
-    with Heartbeat(store), contextlib.ExitStack() as background:
+    with Heartbeat(store):
         for stage in REGISTRY.values():
             if ws.stop_file.exists():
                 ws.stop_file.unlink()
@@ -322,7 +327,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
                 say(f"stopped on request before {stage.name}")
                 return 0
             if stage.prefetch_alongside and store.state.config.prefetch_next:
-                background.enter_context(Prefetch(ws, store.state, say))
+                ahead.enter_context(Prefetch(ws, store.state, say))
             if not _run_stage(ws, store, kernel, stage, no_wandb, say, on_record, on_notebook):
                 return 1
     try:
@@ -351,8 +356,8 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
 
 
 class Prefetch:
-    """Solve the next iteration's new deals in the background while this one trains (prefetch_next),
-    and tokenize them into the token cache at the configured sampling.
+    """Solve the next iteration's new deals in the background while this one trains and evaluates
+    (prefetch_next), and tokenize them into the token cache at the configured sampling.
 
     The shards land where the next generate stage looks and verify there, so it keeps them instead
     of solving again, and the next tokenize stage finds their states cached. Deals go to the
