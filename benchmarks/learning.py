@@ -2,11 +2,13 @@
 
 The headline figure of the project, in four modes (each a module of ``benchmarks/ttq/``):
 
-- curve (default): a fresh DominoTransformer trained for ``--budget`` (wall-clock, or this
-  process's CPU time with ``--clock cpu``; or ``--samples``) through the project's own training,
-  scored at fixed times and at ``--points`` even fractions of the budget on a fixed subset of the
-  golden val states (``--val-per-shard`` samples from each of seeds 900-902 x 10 declarations);
-  ``--train-states decisions`` trains only on states where a move can lose points;
+- curve (default): a fresh DominoTransformer trained for ``--budget`` (by default 10 minutes of
+  this process's CPU time on one torch thread, which a shared machine cannot steal; ``--clock
+  wall``; or ``--samples``) through the project's own training, on ``--deals`` deals with the
+  preset's recipe (default ``quick``: the small model at scratch_lr, its samples per deal and
+  training states), scored at fixed times and at ``--points`` even fractions of the budget on a
+  fixed subset of the golden val states (``--val-per-shard`` samples from each of seeds 900-902 x
+  10 declarations);
 - ``--speed VARIANT ...``: training throughput of variants, interleaved;
 - ``--flywheel quick|standard|tiny``: a real loop in a fresh workspace until the budget is spent;
 - ``--compare a.json b.json ...``: saved runs side by side.
@@ -15,11 +17,12 @@ Each run writes ``curve.json`` (and ``curve.png`` for curves) under ``--out``. D
 the project's public functions and cached under ``--data``; the time spent making data is
 reported apart from the training clock.
 
-    python benchmarks/learning.py --budget 10m --clock cpu --threads 1 [--train-states decisions]
-        [--deals 60 --samples-per-deal 10000] [--model large] [--batch-size 256] [--lr 1e-3]
+    python benchmarks/learning.py [--budget 10m] [--preset quick|standard] [--train-states all|decisions]
+        [--deals 60 --samples-per-deal 40000] [--model large] [--batch-size 256] [--lr 2e-3] [--ema 0.999]
         [--set move_head=q --set q_weight=1 --set policy_weight=0] [--label NAME] [--out DIR]
+    python benchmarks/learning.py --budget 2h --clock wall --threads 2
     python benchmarks/learning.py --flywheel quick --budget 2h
-    python benchmarks/learning.py --speed base precision=bf16-mixed --threads 2
+    python benchmarks/learning.py --speed base precision=bf16-mixed --threads 2 --clock wall
     python benchmarks/learning.py --compare runs/learning/a/curve.json runs/learning/b/curve.json
 """
 
@@ -36,26 +39,32 @@ from ttq import compare, curve, flywheel, speed
 from ttq.common import REPO, flywheel_settings, parse_budget, parse_settings, write_json
 
 from forge.errors import ForgeError
+from forge.flywheel.config import load_preset
 from forge.ml.tokenize import SELECTIONS
+
+#: Training deals of a curve or speed run unless --deals says otherwise.
+DEALS = 60
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", type=parse_budget, default=parse_budget("10m"),
                     help="training time: 90s, 10m, 1.5h or minutes (default 10m), on --clock")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="what the budget counts: wall-clock, or this process's CPU time (load-proof with --threads 1)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
+                    help="what the budget counts: this process's CPU time (default; load-proof with one thread) "
+                         "or wall-clock")
     ap.add_argument("--samples", type=int, help="budget in training samples instead of time")
-    ap.add_argument("--preset", default="standard", help="flywheel preset giving hand size, model, batch, "
-                    "scratch LR, golden seeds (default standard)")
+    ap.add_argument("--preset", default="quick", help="flywheel preset giving hand size, model, batch, "
+                    "scratch LR, samples per deal, training states, golden seeds (default quick)")
     ap.add_argument("--data", default=str(REPO / "data" / "learning"), help="cache of golden shards and tokens")
     ap.add_argument("--out", help="folder for curve.json and curve.png (default runs/learning/<label or time>)")
     ap.add_argument("--label", default="", help="name of this run in tables and plots")
-    ap.add_argument("--deals", type=int, help="training deals (default: the preset's seeds per iteration)")
+    ap.add_argument("--deals", type=int, default=DEALS, help=f"training deals (default {DEALS})")
     ap.add_argument("--samples-per-deal", type=int, help="states sampled per deal (default: the preset's)")
     ap.add_argument("--start-seed", type=int, default=0)
-    ap.add_argument("--train-states", choices=SELECTIONS, default="all",
-                    help="which states training samples: all (the spec's rule) or decisions (a move can lose points)")
+    ap.add_argument("--train-states", choices=SELECTIONS,
+                    help="which states training samples: all (the spec's rule) or decisions (a move can lose "
+                         "points); default: the preset's")
     ap.add_argument("--val-per-shard", type=int, default=1000,
                     help="golden val states per shard scored at each point (1000: the quick preset's set)")
     ap.add_argument("--model", help="tiny, small or large (default: the preset's)")
@@ -69,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--precision", default="32", choices=("32", "bf16-mixed"))
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: with --clock cpu, what an "
+                    "idle core gives, whatever else the machine runs)")
     ap.add_argument("--workers", type=int, help="processes solving deals (default: all cores)")
     ap.add_argument("--points", type=int, default=8, help="evaluations at even fractions of the budget")
     ap.add_argument("--eval-batch", type=int, default=512)
@@ -100,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--lr must be a positive number")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.train_states is None:
+        args.train_states = load_preset(args.flywheel or args.preset).train_states
     out = Path(args.out) if args.out else REPO / "runs" / "learning" / (
         args.label or datetime.now().strftime("%Y%m%d-%H%M%S"))
     try:

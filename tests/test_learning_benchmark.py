@@ -86,8 +86,8 @@ def test_a_schedule_laid_over_a_fraction_warms_up_then_anneals_to_the_floor():
 
 def test_tiny_budget_prints_the_curve_and_saves_json_and_plot(tmp_path):
     out = tmp_path / "out"
-    run = _run("--preset", "tiny", "--budget", "3s", "--deals", "2", "--points", "2", "--workers", "1",
-               "--data", str(tmp_path / "data"), "--out", str(out), "--label", "ci", "--quiet")
+    run = _run("--preset", "tiny", "--budget", "3s", "--clock", "wall", "--deals", "2", "--points", "2",
+               "--workers", "1", "--data", str(tmp_path / "data"), "--out", str(out), "--label", "ci", "--quiet")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Q-gap" in run.stdout and "samples/s" in run.stdout and "load average" in run.stdout
 
