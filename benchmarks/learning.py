@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         speed.report(result, args)
     elif args.flywheel:
         flywheel.report(result)
+        flywheel.plot([result], out / "curve.png")
+        print(f"plot: {out / 'curve.png'}")
     else:
         curve.report(result, out)
     print(f"saved: {out / 'curve.json'}")

@@ -140,3 +140,7 @@ def test_flywheel_mode_runs_a_real_loop_until_the_budget(tmp_path):
     assert all(0 < r["train_share"] < 1 and 0 <= r["q_gap"] <= 84 for r in rows)
     assert 0 < rows[0]["minutes"] * 60 <= result["loop_s"]
     assert "train share" in run.stdout and not (ws / ".flywheel.stop").exists()
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the figure the README shows
+    side_by_side = _run("--compare", str(out / "curve.json"), str(out / "curve.json"), "--out", str(tmp_path / "cmp"))
+    assert side_by_side.returncode == 0, side_by_side.stderr[-2000:]
+    assert (tmp_path / "cmp" / "compare.png").exists() and "last 3 mean" in side_by_side.stdout

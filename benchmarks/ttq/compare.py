@@ -9,6 +9,7 @@ from typing import Any
 from forge.errors import InputError
 from ttq.common import read_json
 from ttq.curve import plot, time_axis
+from ttq.flywheel import plot as plot_flywheel
 
 
 def _label(curve: dict[str, Any]) -> str:
@@ -37,6 +38,9 @@ def compare(paths: list[str], out: Path | None) -> None:
     curves = [read_json(path, "--compare") for path in paths]
     if any(c.get("mode") == "flywheel" for c in curves):
         compare_flywheel(curves)
+        if out is not None:
+            plot_flywheel(curves, out)
+            print(f"plot: {out}")
         return
     key, _ = time_axis(curves[0])
     width = max(12, *(len(_label(c)) for c in curves))

@@ -109,6 +109,43 @@ def goals(rows: list[dict[str, Any]], budget_s: float) -> list[str]:
     return lines
 
 
+def plot(curves: list[dict[str, Any]], path: Path) -> None:
+    """Val Q-gap of each recorded iteration against the loop's wall-clock (left), with the goals
+    as marks, and the share of each iteration the train stage took (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (gap, share) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    for c in curves:
+        rows = [r for r in c["iterations"] if r["minutes"] is not None and r["q_gap"] is not None]
+        label = c.get("label") or c.get("started", "")
+        gap.plot([r["minutes"] for r in rows], [r["q_gap"] for r in rows], marker="o", ms=3, label=label)
+        shares = [r for r in rows if r["train_share"] is not None]
+        share.plot([r["iteration"] for r in shares], [100 * r["train_share"] for r in shares], marker="o", ms=3,
+                   label=label)
+    for minutes, target in FLYWHEEL_GOALS:
+        gap.plot([minutes], [target], marker="v", color="green", ms=9, ls="none")
+        gap.annotate(f"goal <= {target} at {minutes} min", (minutes, target), textcoords="offset points",
+                     xytext=(4, 6), fontsize=8, color="green")
+    share.axhline(70, color="green", ls="--", lw=1, label="goal >= 70%")
+    gap.set_xlabel("loop wall-clock minutes (golden sets made beforehand)")
+    gap.set_ylabel("golden val Q-gap (points lost per move)")
+    share.set_xlabel("iteration")
+    share.set_ylabel("train stage, % of the iteration")
+    share.set_ylim(0, 100)
+    for ax in (gap, share):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    cpu = curves[0].get("machine", {}).get("cpu", "")
+    fig.suptitle(f"Flywheel from scratch, preset {curves[0].get('preset')} ({cpu})", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def report(result: dict[str, Any]) -> None:
     print(f"flywheel preset {result['preset']}: golden sets ready in {result['golden_s']} s (not counted)")
     print(flywheel_table(result["iterations"]))
