@@ -17,6 +17,10 @@ overhead  For each preset in ``--presets`` a fresh workspace: iteration 1 warms 
           notebooks, model and golden sets); the overhead does not depend on the amount of data.
 tiny      The tiny preset, ``--iterations`` ``--once`` commands: non-training time per iteration
           (bar: the last is not slower than the first).
+state     The cost of reading and writing state.yaml as the history grows: one real tiny iteration's
+          history entry copied to ``--state-sizes`` iterations, ``load_state`` and ``save_state``
+          timed (median of 5) with libyaml's C parser/emitter (what the loop uses) and PyYAML's
+          pure-Python ones. The loop reads and writes the file several times per iteration.
 prefetch  The quick preset in two fresh workspaces, ``prefetch_next`` false and true: a warm-up
           iteration each, then ``--prefetch-iters`` ``--once`` iterations each, interleaved
           (off, on, off, on, ...) so that the machine's load falls on both alike. Prints each
@@ -28,13 +32,14 @@ share the golden shards and the content-keyed token cache through hard links to 
 under ``--workdir`` (default data/bench-flywheel, git-ignored), filled by the first workspace
 that makes them. The load average is printed with every figure: the machine may be shared.
 
-    python benchmarks/flywheel.py [--sections overhead,tiny,prefetch] [--presets quick,standard]
-        [--iterations 5] [--prefetch-iters 3] [--workdir DIR]
+    python benchmarks/flywheel.py [--sections overhead,tiny,state,prefetch] [--presets quick,standard]
+        [--iterations 5] [--state-sizes 25,100,400] [--prefetch-iters 3] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -46,11 +51,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from forge.flywheel import state as state_module
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import HistoryEntry
 from forge.flywheel.stages import REGISTRY
-from forge.flywheel.state import StateStore
+from forge.flywheel.state import StateStore, load_state, save_state
 
 #: The standard preset cut down to minutes per iteration on 2 cores (an iteration takes an hour
 #: otherwise). Kept as the preset has them: model (large), notebooks, golden seeds and declarations,
@@ -263,6 +269,40 @@ def tiny(root: Path, iterations: int) -> None:
           f"(iterations 2..{iterations}: min {min(steady):.1f}s, max {max(steady):.1f}s; bar: last <= first)")
 
 
+def state_io(root: Path, sizes: list[int], repeats: int = 5) -> None:
+    ws = fresh(root, "state", "tiny", 8)
+    cli(ws, "--once", "--no-wandb")
+    state = load_state(ws)
+    real = state.history[-1]
+    per_entry = len(state_module.render(dataclasses.replace(state, history=[real]))) - len(
+        state_module.render(dataclasses.replace(state, history=[])))
+    yaml_ = state_module.yaml
+    engines = {"libyaml": (state_module._StrictLoader, state_module._Dumper),
+               "pure Python": (state_module.strict_loader(yaml_.SafeLoader), yaml_.SafeDumper)}
+    print(f"\nstate: state.yaml read and write time by history length (one history entry: {per_entry:,} bytes), "
+          f"median of {repeats}")
+    print(f"{'iterations':>10s} {'KB':>7s} {'engine':>12s} {'load ms':>9s} {'save ms':>9s}   load")
+    try:
+        for n in sizes:
+            history = [dataclasses.replace(real, iteration=i) for i in range(1, n + 1)]
+            grown = dataclasses.replace(state, history=history)
+            size = len(state_module.render(grown).encode()) / 1024
+            for name, (loader, dumper) in engines.items():
+                state_module._StrictLoader, state_module._Dumper = loader, dumper
+                loads, saves = [], []
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    save_state(ws, grown)
+                    saves.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    load_state(ws)
+                    loads.append(time.perf_counter() - t)
+                print(f"{n:10d} {size:7.0f} {name:>12s} {1000 * statistics.median(loads):9.1f} "
+                      f"{1000 * statistics.median(saves):9.1f}   {load()[5:]}")
+    finally:
+        state_module._StrictLoader, state_module._Dumper = engines["libyaml"]
+
+
 def prefetch(root: Path, iterations: int, preset: str) -> None:
     modes = {False: "prefetch-off", True: "prefetch-on"}
     # The same seeds in both (each workspace solves and tokenizes its own): the same deals, of very
@@ -307,15 +347,16 @@ def prefetch(root: Path, iterations: int, preset: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("data/bench-flywheel"))
-    parser.add_argument("--sections", default="overhead,tiny,prefetch", help="comma-separated, in this order")
+    parser.add_argument("--sections", default="overhead,tiny,state,prefetch", help="comma-separated, in this order")
     parser.add_argument("--presets", default="quick,standard", help="presets of the overhead section")
     parser.add_argument("--iterations", type=int, default=5, help="tiny iterations")
+    parser.add_argument("--state-sizes", default="25,100,400", help="history lengths of the state section")
     parser.add_argument("--prefetch-iters", type=int, default=3, help="measured iterations per prefetch setting")
     parser.add_argument("--prefetch-preset", default="quick", help="preset of the prefetch section")
     args = parser.parse_args()
     root = args.workdir.resolve()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"overhead", "tiny", "prefetch"}
+    unknown = set(sections) - {"overhead", "tiny", "state", "prefetch"}
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     print(f"{load()}; cpu: {_cpu()}")
@@ -323,6 +364,8 @@ def main() -> None:
         overhead(root, [p.strip() for p in args.presets.split(",") if p.strip()])
     if "tiny" in sections:
         tiny(root, args.iterations)
+    if "state" in sections:
+        state_io(root, [int(n) for n in args.state_sizes.split(",") if n.strip()])
     if "prefetch" in sections:
         prefetch(root, args.prefetch_iters, args.prefetch_preset)
     print(f"\nend: {load()}")

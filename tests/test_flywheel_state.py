@@ -253,3 +253,35 @@ def test_a_version_1_state_with_history_migrates_and_keeps_every_value(tmp_path:
     assert again["version"] == 2 and again["history"][0]["val"] == original["history"][0]["val"]
     res = cli("status", cwd=tmp_path)
     assert res.returncode == 0 and "0.5881" in res.stdout and "0.5500" in res.stdout
+
+
+def test_libyaml_reads_and_writes_what_pure_python_yaml_does(tmp_path: Path) -> None:
+    """The loop reads and writes state.yaml with libyaml for speed; what it means must not change."""
+    import dataclasses
+
+    from forge.flywheel import state as state_module
+
+    (tmp_path / "state.yaml").write_text(V1_STATE)
+    state = load_state(tmp_path)
+    first = state.history[0]
+    state.history = [dataclasses.replace(first, iteration=i, seeds=list(range(4 * i, 4 * i + 4)))
+                     for i in range(1, 61)]
+
+    def pure(state: object) -> str:
+        return state_module.HEADER + yaml.dump(state.to_dict(), Dumper=yaml.SafeDumper, sort_keys=False,
+                                               default_flow_style=None, width=100)
+
+    assert state_module.render(state) == pure(state)  # a typical state: byte for byte, so diffs stay small
+    # Long text folds at other places (both valid YAML); every emitter/parser pair reads the same values.
+    state.status = "failed"
+    state.last_error = ("train: loss is nan at step 12 \u2014 'quotes', \"double\", a colon: and a # hash; "
+                        + "long text " * 20 + "\nsecond line\tand a tab")
+    for text in (state_module.render(state), pure(state)):
+        for loader in (yaml.SafeLoader, state_module._StrictLoader):
+            assert state_module.state_from_dict(yaml.load(text, Loader=loader)).to_dict() == state.to_dict()  # noqa: S506
+    save_state(tmp_path, state)
+    assert load_state(tmp_path).to_dict() == state.to_dict()
+    text = (tmp_path / "state.yaml").read_text()
+    (tmp_path / "state.yaml").write_text(text.replace("status: failed", "status: failed\nstatus: ready", 1))
+    with pytest.raises(StateError, match="duplicate key 'status'"):
+        load_state(tmp_path)

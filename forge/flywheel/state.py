@@ -162,11 +162,7 @@ def plan_seeds(config: Config, start: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """safe_load that refuses duplicate keys (YAML would silently keep the last one)."""
-
-
-def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -176,7 +172,19 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, d
     return loader.construct_mapping(node, deep=deep)
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+def strict_loader(base: type) -> type:
+    """A safe loader on ``base`` that refuses duplicate keys (YAML would silently keep the last one)."""
+    loader = type("StrictLoader", (base,), {"__doc__": strict_loader.__doc__})
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+    return loader
+
+
+#: libyaml's C parser and emitter where PyYAML has them: state.yaml gains an entry per iteration and is
+#: read and written several times per iteration, so with the pure-Python ones the loop's own time grew
+#: with every iteration (benchmarks/flywheel.py --sections state). Same values; only long text may fold
+#: at other places.
+_StrictLoader = strict_loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +279,7 @@ def load_state(root: str | os.PathLike) -> State:
 
 
 def render(state: State) -> str:
-    return HEADER + yaml.safe_dump(state.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+    return HEADER + yaml.dump(state.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=100)
 
 
 def save_state(root: str | os.PathLike, state: State) -> None:
