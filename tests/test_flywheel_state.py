@@ -285,3 +285,20 @@ def test_libyaml_reads_and_writes_what_pure_python_yaml_does(tmp_path: Path) -> 
     (tmp_path / "state.yaml").write_text(text.replace("status: failed", "status: failed\nstatus: ready", 1))
     with pytest.raises(StateError, match="duplicate key 'status'"):
         load_state(tmp_path)
+
+
+def test_a_nested_edit_that_breaks_the_state_never_becomes_the_backup(ws: Path) -> None:
+    """Saves skip re-reading a file they wrote themselves, but only when what they wrote was valid."""
+    good = (ws / "state.yaml").read_text()
+    state = load_state(ws)
+    state.wandb["mode"] = "cloud"  # inside a dict: not validated on assignment
+    save_state(ws, state)
+    save_state(ws, state)  # the file it replaces is not a valid state: it must not become the backup
+    assert (ws / BACKUP_FILE).read_text() == good
+    with pytest.raises(StateError, match="wandb.mode"):
+        load_state(ws)
+    state.wandb["mode"] = "offline"
+    save_state(ws, state)
+    save_state(ws, state)
+    assert load_state(ws).wandb["mode"] == "offline"
+    assert yaml.safe_load((ws / BACKUP_FILE).read_text())["wandb"]["mode"] == "offline"

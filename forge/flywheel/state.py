@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -231,8 +232,8 @@ def state_path(root: str | os.PathLike) -> Path:
     return Path(root) / STATE_FILE
 
 
-def _parse(path: Path) -> State:
-    raw = path.read_bytes()
+def _parse(path: Path, raw: bytes | None = None) -> State:
+    raw = path.read_bytes() if raw is None else raw
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -246,9 +247,26 @@ def _parse(path: Path) -> State:
         problem = getattr(exc, "problem", None) or ""
         raise StateError(f"{path} is not valid YAML{where}{': ' + problem if problem else ''}") from None
     try:
-        return state_from_dict(data)
+        state = state_from_dict(data)
     except StateError as exc:
         raise StateError(f"{path}: {exc}") from None
+    _known_good[path] = hashlib.sha256(raw).digest()
+    return state
+
+
+#: Digest of the bytes last read or written as a valid state, per file: a save checks that the file
+#: it is about to back up is a good state, and skips parsing it again when nothing has changed it.
+_known_good: dict[Path, bytes] = {}
+
+
+def _is_good(path: Path, raw: bytes) -> bool:
+    if _known_good.get(path) == hashlib.sha256(raw).digest():
+        return True
+    try:
+        _parse(path, raw)
+        return True
+    except StateError:
+        return False
 
 
 def _backup_is_good(root: Path) -> bool:
@@ -279,26 +297,35 @@ def load_state(root: str | os.PathLike) -> State:
 
 
 def render(state: State) -> str:
-    return HEADER + yaml.dump(state.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=100)
+    return _render(state.to_dict())
+
+
+def _render(data: dict[str, Any]) -> str:
+    return HEADER + yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=100)
 
 
 def save_state(root: str | os.PathLike, state: State) -> None:
     """Atomically replace state.yaml (temp + fsync + rename), keeping the previous good one as a backup."""
     path = state_path(root)
-    text = render(state)
+    data = state.to_dict()
+    text = _render(data)
     with _write_lock:
         if path.exists():
             if state.__dict__.get("migrated_from") and not (path.parent / V1_BACKUP_FILE).exists():
                 atomic_write(path.parent / V1_BACKUP_FILE, lambda fh: fh.write(path.read_bytes()))
             try:
-                _parse(path)
-                atomic_write(path.parent / BACKUP_FILE, lambda fh: fh.write(path.read_bytes()))
-            except StateError:
-                pass  # never let a corrupt file replace the last good backup
+                raw = path.read_bytes()
+                if _is_good(path, raw):  # never let a corrupt file replace the last good backup
+                    atomic_write(path.parent / BACKUP_FILE, lambda fh: fh.write(raw))
             except OSError:
                 pass  # a full disk: the backup is a convenience, the state itself must still be written
         atomic_write_text(path, text)
         fsync_dir(path.parent)
+        try:  # an edit inside a nested field escapes validation on assignment: check what was written
+            state_from_dict(data)
+            _known_good[path] = hashlib.sha256(text.encode("utf-8")).digest()
+        except StateError:
+            _known_good.pop(path, None)
     state.__dict__["migrated_from"] = None
 
 
