@@ -114,6 +114,31 @@ def text_table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any]]) 
                                                  for r in rows])
 
 
+def figure(**subplots: Any) -> tuple[Any, Any]:
+    """A matplotlib figure of two panels side by side, drawn off-screen (benchmarks run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, 2, figsize=(12, 4.5), **subplots)
+
+
+def save_figure(fig: Any, axes: tuple[Any, ...], curves: list[dict[str, Any]], title: str, path: Path) -> None:
+    """Grid and legend on every panel, the CPU in the title, then the PNG (its folder made)."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    cpu = curves[0].get("machine", {}).get("cpu", "")
+    fig.suptitle(f"{title} ({cpu})", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(obj, indent=1) + "\n")

@@ -29,7 +29,7 @@ from forge.ml.model import DominoTransformer, ModelConfig, count_parameters, pre
 from forge.ml.schedule import Budget, TrainClock
 from forge.ml.store import read_manifest
 from forge.ml.training import train
-from ttq.common import GOAL_QGAP, load_average, machine, parse_settings, text_table
+from ttq.common import GOAL_QGAP, figure, load_average, machine, parse_settings, save_figure, text_table
 from ttq.data import golden_val, random_move_q_gap, train_deals, train_seeds
 
 #: Minutes at which the table reports the curve (those within the budget).
@@ -151,12 +151,7 @@ def time_axis(curve: dict[str, Any]) -> tuple[str, str]:
 
 
 def plot(curves: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (by_time, by_samples) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    fig, (by_time, by_samples) = figure(sharey=True)
     key, xlabel = time_axis(curves[0])
     for c in curves:
         pts = c["points"]
@@ -168,17 +163,10 @@ def plot(curves: list[dict[str, Any]], path: Path) -> None:
         if random_gap is not None:
             ax.axhline(random_gap, color="grey", ls=":", lw=1, label="random legal move")
         ax.axhline(GOAL_QGAP, color="green", ls="--", lw=1, label=f"goal {GOAL_QGAP} (2 hours)")
-        ax.grid(alpha=0.3)
     by_time.set_xlabel(xlabel)
     by_samples.set_xlabel("training samples seen")
     by_time.set_ylabel("golden val Q-gap (points lost per move)")
-    by_time.legend(fontsize=8)
-    cpu = curves[0].get("machine", {}).get("cpu", "")
-    fig.suptitle(f"Time to quality from scratch ({cpu})", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, (by_time, by_samples), curves, "Time to quality from scratch", path)
 
 
 def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, val: dict[str, torch.Tensor],

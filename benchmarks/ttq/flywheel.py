@@ -22,7 +22,16 @@ from forge.flywheel.loop import request_stop, run_loop
 from forge.flywheel.state import load_state, new_state, save_state
 from forge.oracle.generate import generate
 from forge.ui.archiving import HOOKS
-from ttq.common import FLYWHEEL_GOALS, METRICS, flywheel_settings, load_average, machine, text_table
+from ttq.common import (
+    FLYWHEEL_GOALS,
+    METRICS,
+    figure,
+    flywheel_settings,
+    load_average,
+    machine,
+    save_figure,
+    text_table,
+)
 
 
 def _stop_after(root: Path, seconds: float, done: threading.Event) -> None:
@@ -112,12 +121,7 @@ def goals(rows: list[dict[str, Any]], budget_s: float) -> list[str]:
 def plot(curves: list[dict[str, Any]], path: Path) -> None:
     """Val Q-gap of each recorded iteration against the loop's wall-clock (left), with the goals
     as marks, and the share of each iteration the train stage took (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (gap, share) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (gap, share) = figure(gridspec_kw={"width_ratios": [2, 1]})
     for c in curves:
         rows = [r for r in c["iterations"] if r["minutes"] is not None and r["q_gap"] is not None]
         label = c.get("label") or c.get("started", "")
@@ -135,15 +139,7 @@ def plot(curves: list[dict[str, Any]], path: Path) -> None:
     share.set_xlabel("iteration")
     share.set_ylabel("train stage, % of the iteration")
     share.set_ylim(0, 100)
-    for ax in (gap, share):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    cpu = curves[0].get("machine", {}).get("cpu", "")
-    fig.suptitle(f"Flywheel from scratch, preset {curves[0].get('preset')} ({cpu})", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, (gap, share), curves, f"Flywheel from scratch, preset {curves[0].get('preset')}", path)
 
 
 def report(result: dict[str, Any]) -> None:
