@@ -40,7 +40,7 @@ from ttq.common import REPO, flywheel_settings, parse_budget, parse_settings, wr
 
 from forge.errors import ForgeError
 from forge.flywheel.config import load_preset
-from forge.ml.tokenize import SELECTIONS
+from forge.ml.settings import SELECTIONS
 
 #: Training deals of a curve or speed run unless --deals says otherwise.
 DEALS = 60

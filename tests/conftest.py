@@ -37,6 +37,21 @@ def wait_for(condition: Any, timeout: float, what: str) -> Any:
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+#: Markers of the slow kinds (pyproject.toml): a test carrying one is in the slow tier.
+SLOW_KINDS = ("loop", "notebooks", "install", "browser", "cluster")
+#: Fixtures that run real flywheel iterations: a test using one is a loop test.
+LOOP_FIXTURES = ("tiny_runs",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One rule for the tiers: the slow kinds, and tests on a real loop's workspace, are `slow`."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in LOOP_FIXTURES):
+            item.add_marker(pytest.mark.loop)
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def benchmark_deal() -> Solution:
     """Seed 0, sixes: the spec's known answer (about 15M states, ~1 s once compiled)."""

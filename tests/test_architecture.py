@@ -23,7 +23,7 @@ def lint_imports(*args: str) -> subprocess.CompletedProcess:
 def test_import_contracts_hold() -> None:
     res = lint_imports()
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert "4 kept, 0 broken" in res.stdout
+    assert "5 kept, 0 broken" in res.stdout
 
 
 def lint_copy(tmp_path: Path, appended: dict[str, str]) -> subprocess.CompletedProcess:
@@ -55,6 +55,29 @@ def test_the_contracts_catch_an_engine_layer_and_a_drawing_import(tmp_path: Path
     assert "forge.flywheel.records -> forge.flywheel.stages.train" in out
     assert "the engine draws nothing: presentation libraries are forge.ui's BROKEN" in out
     assert "forge.flywheel.status -> matplotlib" in out
+
+
+def test_the_light_core_contract_catches_a_lazy_heavy_import(tmp_path: Path) -> None:
+    """A configuration module reaching torch, even from inside a function, breaks the light-core contract."""
+    res = lint_copy(tmp_path, {"flywheel/config.py": "def _heavy():\n    import forge.ml.model"})
+    out = " ".join(res.stdout.split())
+    assert res.returncode != 0 and "a light core" in out and "BROKEN" in out
+    assert "forge.flywheel.config -> forge.ml.model" in out
+
+
+#: What must stay out of the light core's process: each costs seconds to import on 2 cores.
+HEAVY = ("torch", "lightning", "pyarrow", "polars")
+
+
+def test_status_and_the_cli_parser_load_no_heavy_library() -> None:
+    """`status`, `--help` and the panel start from these modules; the contract above cannot see runtime
+    imports through the stage registry, so this checks the modules a process really loads."""
+    code = ("import sys, forge.flywheel.status, forge.cli.flywheel as cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
 
 
 #: Where a ``forge.cli`` name may appear below the CLI layer: the commands' names as a person types them,

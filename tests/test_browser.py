@@ -40,7 +40,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1300")
 
-pytestmark = [pytest.mark.xdist_group("browser"), pytest.mark.skipif(
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"), pytest.mark.skipif(
     not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
     reason=f"no Chromium here ({CHROMIUM} / {CHROMEDRIVER} missing): "
            "apt-get install chromium chromium-driver (as .ci/run does) to run the browser test",

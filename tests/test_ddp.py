@@ -25,6 +25,8 @@ from forge.oracle.solve import solve
 TRAIN_DEALS, VAL_DEALS, SAMPLES, BATCH, EPOCHS = 8, 3, 60, 32, 2
 
 
+pytestmark = pytest.mark.cluster
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")

@@ -20,6 +20,9 @@ from forge.ml.store import load_split
 from forge.ml.tokenize import q_spread
 
 BUDGET, HORIZON, BATCH = 1500, 6000, 64
+
+pytestmark = pytest.mark.loop
+
 LEARNING = {"train_states": "decisions", "train_samples": BUDGET, "lr_horizon": HORIZON, "replay_iters": 1}
 
 

@@ -23,6 +23,8 @@ from conftest import FAKE_KEY, flywheel, wait_for
 from forge.flywheel.status import snapshot
 from forge.ui.panel import render
 
+pytestmark = pytest.mark.loop
+
 STAGE_FILES = ("01_generate", "02_tokenize", "03_train", "04_evaluate")
 REPO = Path(__file__).resolve().parents[1]
 

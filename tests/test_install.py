@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.install
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON3 = shutil.which("python3") or sys.executable
 

@@ -84,6 +84,7 @@ def test_a_schedule_laid_over_a_fraction_warms_up_then_anneals_to_the_floor():
     assert lrs[1.5] == lrs[1.0]  # and flat beyond it
 
 
+@pytest.mark.slow
 def test_tiny_budget_prints_the_curve_and_saves_json_and_plot(tmp_path):
     out = tmp_path / "out"
     run = _run("--preset", "tiny", "--budget", "3s", "--clock", "wall", "--deals", "2", "--points", "2",
@@ -116,6 +117,7 @@ def test_bad_request_is_one_line_not_a_traceback(tmp_path):
     assert "Traceback" not in run.stderr and "nonsense" in run.stderr
 
 
+@pytest.mark.slow
 def test_speed_mode_measures_each_variant_through_the_projects_training(tmp_path):
     out = tmp_path / "speed"
     run = _run("--preset", "tiny", "--speed", "base", "batch_size=32", "--speed-rounds", "2", "--speed-steps", "3",
@@ -128,6 +130,7 @@ def test_speed_mode_measures_each_variant_through_the_projects_training(tmp_path
     assert "CPU samples/s" in run.stdout
 
 
+@pytest.mark.loop
 def test_flywheel_mode_runs_a_real_loop_until_the_budget(tmp_path):
     out, ws = tmp_path / "fly", tmp_path / "ws"
     # the loop ends itself after one iteration, well within the budget (no timing in the test)

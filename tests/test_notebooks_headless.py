@@ -23,6 +23,8 @@ from test_dashboard import FAILED, failed_workspace
 from forge.flywheel.config import load_preset
 from forge.flywheel.state import new_state, save_state
 
+pytestmark = pytest.mark.notebooks
+
 REPO = Path(__file__).resolve().parents[1]
 BOOKS = REPO / "notebooks"
 STAGE_BOOKS = ("01_generate", "02_tokenize", "03_train", "04_evaluate")

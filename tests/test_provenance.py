@@ -13,8 +13,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import flywheel
 from test_flywheel_loop import by_hand, state
+
+pytestmark = pytest.mark.loop
 
 REPO = Path(__file__).resolve().parents[1]
 SCRATCH = "print('a scratch cell left in while exploring')"

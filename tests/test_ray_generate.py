@@ -29,7 +29,7 @@ from forge.oracle.shard import read_shard_info, shard_name  # noqa: E402
 from forge.oracle.verify import verify_shard  # noqa: E402
 
 # one local Ray cluster at a time on this machine: parallel test workers run these tests in one worker
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("ray")]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # Ray turns 127.0.0.1 and localhost into the machine's outward address; other loopback

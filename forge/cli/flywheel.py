@@ -22,7 +22,7 @@ from pathlib import Path
 from forge.commandline import FLYWHEEL as PROG
 from forge.commandline import ArgumentParser, UsageError, parse_seed_range, run_cli
 from forge.flywheel.state import WANDB_MODES
-from forge.ml.model import PRESETS as MODEL_PRESETS
+from forge.ml.model_presets import PRESETS as MODEL_PRESETS
 from forge.ml.settings import WANDB_PROJECT
 from forge.oracle.executors import EXECUTORS
 
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_baseline(path: str, model: str) -> str:
     """The baseline's absolute path, once it is known to be a checkpoint of ``model``'s architecture."""
     from forge.ml.checkpoints import baseline_architecture, same_shape
-    from forge.ml.model import PRESETS
+    from forge.ml.model_presets import PRESETS
 
     arch = baseline_architecture(path)  # CheckpointError: not a readable checkpoint of this project's model
     want = PRESETS[model]

@@ -15,9 +15,8 @@ from typing import Any
 import yaml
 
 from forge.errors import InputError
-from forge.ml.model import PRESETS as MODEL_PRESETS
-from forge.ml.settings import PRECISIONS
-from forge.ml.tokenize import SELECTIONS
+from forge.ml.model_presets import PRESETS as MODEL_PRESETS
+from forge.ml.settings import PRECISIONS, SELECTIONS
 from forge.oracle.executors import EXECUTORS
 from forge.oracle.rules import MAX_HAND, N_DECLS
 

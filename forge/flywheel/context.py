@@ -12,7 +12,7 @@ from forge.flywheel.paths import Workspace, find_root
 from forge.flywheel.records import HistoryEntry
 from forge.flywheel.state import State, StateError, load_state, planned_seeds
 from forge.oracle.deal import train_decl
-from forge.oracle.shard import shard_path
+from forge.oracle.shard_names import shard_path
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ Outputs are in the mover's perspective (the team to move wants them high) and no
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -14,6 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from forge.errors import InputError
+
+# the sizes by name live in a light module (configuration checks import them without torch)
+from forge.ml.model_presets import PRESETS as PRESETS
+from forge.ml.model_presets import ModelConfig as ModelConfig
+from forge.ml.model_presets import preset as preset
 from forge.ml.tokenize import FEATURE_VOCAB, N_FEATURES
 from forge.oracle.rules import MAX_HAND, TOTAL_POINTS
 
@@ -22,42 +26,6 @@ from forge.oracle.rules import MAX_HAND, TOTAL_POINTS
 WIDE_FEATURES = frozenset({0, 1, 4, 9, 10})
 #: Points that one unit of the value and Q heads stands for.
 VALUE_SCALE = float(TOTAL_POINTS)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    embed_dim: int = 128
-    n_heads: int = 8
-    n_layers: int = 4
-    ff_dim: int = 512
-    dropout: float = 0.0  # see PRESETS
-    norm_first: bool = False  # pre-norm layers (with a final LayerNorm): steadier at high lr
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def describe(self) -> str:
-        norm = ", pre-norm" if self.norm_first else ""
-        return f"embed {self.embed_dim}, {self.n_heads} heads, {self.n_layers} layers, ff {self.ff_dim}{norm}"
-
-
-#: Parameter counts: large 817,033 (the ~817K the project's figures use), small 106,162, tiny 18,705.
-#: No dropout: the flywheel sees fresh deals every iteration, and on this project's CPU dropout 0.1
-#: cost a third of the training throughput and learnt less per sample too (README, "Time to quality":
-#: val Q-gap 1.043 vs 0.857 after 8.3 CPU minutes from scratch, 60 deals x 10,000 samples, lr 1e-3).
-#: Checkpoints keep the dropout they were trained with.
-PRESETS: dict[str, ModelConfig] = {
-    "large": ModelConfig(128, 8, 4, 512, 0.0),
-    "small": ModelConfig(64, 4, 2, 256, 0.0),
-    "tiny": ModelConfig(32, 2, 2, 64, 0.0),
-}
-
-
-def preset(name: str) -> ModelConfig:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise InputError(f"unknown model preset {name!r} (choose {', '.join(PRESETS)})") from None
 
 
 class ModelOutput(NamedTuple):

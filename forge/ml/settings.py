@@ -5,16 +5,8 @@ from __future__ import annotations
 
 #: Precisions ``forge.ml.training.train`` accepts: "auto" (see ``resolve_precision``) or Lightning's names.
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+#: Which states training samples (forge.ml.tokenize explains each): "all" is the spec's rule.
+SELECTIONS: tuple[str, ...] = ("all", "decisions")
 #: The W&B project runs go to unless told otherwise (training runs and the flywheel's iterations alike).
 WANDB_PROJECT = "forge-texas42"
 
-
-def on_cuda(accelerator: str) -> bool:
-    """Whether an ``accelerator`` setting means a CUDA GPU ("auto": if torch sees one)."""
-    if accelerator in ("cuda", "gpu"):
-        return True
-    if accelerator != "auto":
-        return False
-    import torch
-
-    return torch.cuda.is_available()

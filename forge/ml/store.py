@@ -194,7 +194,7 @@ class _Shard:
     sha: str
     entry: Path
     k: int  # samples per shard of the split it belongs to
-    selection: str = "all"  # which states it samples (forge.ml.tokenize.SELECTIONS)
+    selection: str = "all"  # which states it samples (forge.ml.settings.SELECTIONS)
     meta: dict | None = None
 
 
@@ -359,7 +359,7 @@ def build_dataset(
     Splits are exactly as given (a shard may sit in one split only), concatenated in the given
     order. ``samples_per_shard`` is one count for every split or a count per split (golden sets
     are often sampled at their own rate). ``selection`` names the states a split samples from
-    (:data:`forge.ml.tokenize.SELECTIONS`; splits left out: "all"). Splits whose sources and
+    (:data:`forge.ml.settings.SELECTIONS`; splits left out: "all"). Splits whose sources and
     sampling did not change are left as they are. ``cache_dir`` defaults to ``<out_dir>/../cache``.
     A source may be :class:`Cached`: a shard known by its digest, whose file may be gone as long as
     its tokens are cached at this sampling (else MissingDataError naming it).

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from forge.errors import InputError
+from forge.ml.settings import SELECTIONS
 from forge.oracle.deal import deal
 from forge.oracle.rules import (
     COUNT,
@@ -62,13 +63,13 @@ def _check_columns(path: Path, pf: pq.ParquetFile) -> None:
         raise ShardError(f"{path}: column(s) {', '.join(wrong)} are not integers")
 
 
-#: Which of a shard's states training may sample (golden sets are always "all"):
+#: Which of a shard's states training may sample (:data:`forge.ml.settings.SELECTIONS`; golden sets are
+#: always "all"):
 #: - "all": every state, the spec's sampling rule;
 #: - "decisions": only states where a legal move can lose points (the mover's legal Q differ). Most
 #:   states teach the policy nothing: a single legal move, or every legal move optimal (74% of the
 #:   states of a full deal). Sampling among decisions spends every training step on a lesson; the
 #:   value head then sees only such states too.
-SELECTIONS: tuple[str, ...] = ("all", "decisions")
 
 
 def check_selection(selection: str) -> str:

@@ -45,10 +45,11 @@ from forge.commandline import TRAIN
 from forge.errors import ForgeError, InputError
 from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
 from forge.ml.data import DominoDataModule
+from forge.ml.devices import on_cuda
 from forge.ml.model import PRESETS, ModelConfig, preset
 from forge.ml.module import OPTIMIZER_STATES, SAMPLES_SEEN, DominoModule
 from forge.ml.schedule import Budget, budget_clock
-from forge.ml.settings import PRECISIONS, WANDB_PROJECT, on_cuda
+from forge.ml.settings import PRECISIONS, WANDB_PROJECT
 from forge.ml.store import StoreError, load_split, read_manifest
 
 BEST_METRIC = "val/q_gap"

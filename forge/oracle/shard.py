@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,8 @@ from forge import __version__
 from forge.atomic import atomic_write
 from forge.errors import ForgeError
 from forge.oracle.rules import DECL_NAMES, MAX_HAND, N_DECLS
+from forge.oracle.shard_names import SHARD_NAME as _SHARD_NAME
+from forge.oracle.shard_names import shard_name, shard_path
 
 if TYPE_CHECKING:  # the solver pulls in numba; readers of shards should not pay for it
     from forge.oracle.solve import Solution
@@ -46,19 +47,6 @@ class ShardInfo:
     decl_id: int
     hand_size: int
     rows: int
-
-
-#: Any file named like a shard (whatever its zero-padding): its name must be its metadata's.
-_SHARD_NAME = re.compile(r"seed_\d+_decl_\d+\.parquet")
-
-
-def shard_name(seed: int, decl_id: int) -> str:
-    """The one file name of a deal's shard (spec: "Shard file")."""
-    return f"seed_{seed:08d}_decl_{decl_id}.parquet"
-
-
-def shard_path(out_dir: str | os.PathLike, seed: int, decl_id: int) -> Path:
-    return Path(out_dir) / shard_name(seed, decl_id)
 
 
 def _metadata(sol: Solution) -> dict[bytes, bytes]:

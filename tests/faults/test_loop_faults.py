@@ -71,6 +71,7 @@ cp -a /mnt/. "{out}/ws/"
     assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
 
 
+@pytest.mark.loop
 def test_killing_the_loop_during_generate_kills_its_pool(tmp_path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
