@@ -108,11 +108,11 @@ def test_a_notebook_saved_by_jupyterlab_is_clean_for_git() -> None:
         assert strip_as_committed(saved) == text, name
 
 
-def test_readme_presets_table_matches_the_preset_files() -> None:
-    """The README's presets table restates templates/presets: every value in it must be the file's."""
+def test_the_presets_table_matches_the_preset_files() -> None:
+    """docs/flywheel.md's presets table restates templates/presets: every value in it must be the file's."""
     from forge.flywheel.config import load_preset, preset_names
 
-    lines = (REPO / "README.md").read_text().splitlines()
+    lines = (REPO / "docs" / "flywheel.md").read_text().splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("| preset |"))
     keys = [c.strip().strip("`") for c in lines[head].strip("|").split("|")][1:]
     rows = {}

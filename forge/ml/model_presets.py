@@ -26,7 +26,7 @@ class ModelConfig:
 
 #: Parameter counts: large 817,033 (the ~817K the project's figures use), small 106,162, tiny 18,705.
 #: No dropout: the flywheel sees fresh deals every iteration, and on this project's CPU dropout 0.1
-#: cost a third of the training throughput and learnt less per sample too (README, "Time to quality":
+#: cost a third of the training throughput and learnt less per sample too (docs/time-to-quality.md:
 #: val Q-gap 1.043 vs 0.857 after 8.3 CPU minutes from scratch, 60 deals x 10,000 samples, lr 1e-3).
 #: Checkpoints keep the dropout they were trained with.
 PRESETS: dict[str, ModelConfig] = {
