@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from forge.digests import DigestMemo
 from forge.errors import ForgeError
+from forge.flywheel import integrity
 from forge.flywheel.context import Context
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import generate, running
@@ -88,7 +89,28 @@ def intact(ctx: Context, result: TokenizeResult, memo: DigestMemo) -> str | None
         return "the tokenized dataset is gone"
     if have != result.outputs.splits:
         return "the tokenized dataset was rebuilt since"
+    for split, sums in result.outputs.splits.items():  # the arrays themselves, not only the manifest's word
+        problem = integrity.split_problem(ctx.ws.dataset, split, sums, memo, whose="recorded")
+        if problem:
+            return problem.replace(str(ctx.ws.root) + "/", "")
     return None
+
+
+def _drop_unvouched(ctx: Context, memo: DigestMemo) -> None:
+    """Delete a split on disk whose arrays are not what vouches for them (the golden sets' pin; this
+    iteration's recorded train split), so that the build writes it again from the token cache rather
+    than keeping it because its manifest says so (a manifest can be rewritten with the arrays)."""
+    import shutil
+
+    pin = integrity.current_pin(ctx.state, ctx.state.config_of(ctx.iteration))
+    recorded = STAGE.read(ctx.ws, ctx.iteration)
+    want = {s: pin.splits.get(s) for s in integrity.GOLDEN_SPLITS} if pin else {}
+    want["train"] = recorded.outputs.splits.get("train") if recorded is not None else None
+    for split, sums in want.items():
+        problem = integrity.split_problem(ctx.ws.dataset, split, sums, memo, whose="recorded")
+        if problem and (ctx.ws.dataset / split).is_dir():
+            print(f"{problem.replace(str(ctx.ws.root) + '/', '')}: rebuilding the {split} split")
+            shutil.rmtree(ctx.ws.dataset / split)
 
 
 def _window_sources(ctx: Context, cfg: TokenizeConfig, progress: StageProgress) -> list[Any]:
@@ -129,6 +151,7 @@ def work(ctx: Context, cfg: TokenizeConfig, progress: StageProgress, memo: Diges
     if missing:
         raise StageOrderError(f"shard {missing[0]} is missing: run the generate stage again")
     train = [] if ctx.is_pretrain else ctx.train_shards + _window_sources(ctx, cfg, progress)
+    _drop_unvouched(ctx, memo)
     progress.update(phase="tokenizing", detail="new shards are tokenized, the rest come from the cache", force=True)
     # One dataset for train and eval: golden splits keep their own sampling rate and, unchanged
     # from one iteration to the next, are left untouched on disk. Pretraining tokenizes its deals
