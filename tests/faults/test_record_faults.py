@@ -23,7 +23,6 @@ from conftest import flywheel
 from test_flywheel_loop import state
 
 from faults.test_state_faults import cli, one_line_error
-from forge.flywheel import integrity
 from forge.flywheel.config import ConfigError, config_from_dict, load_preset
 from forge.flywheel.context import context
 from forge.flywheel.lock import Heartbeat
@@ -116,11 +115,14 @@ def test_kind2_golden_shards_with_changed_values_are_solved_again(tiny_runs, tmp
     assert pq.read_schema(shard).metadata == table.schema.metadata  # the metadata kept
     res = flywheel(ws, "--once", "--no-wandb")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "seed_00000900_decl_0.parquet is not the golden shard pinned" in res.stdout + res.stderr
+    said = (ws / "archive" / "iter-0002" / "01_generate.ipynb").read_text()  # what the stage printed
+    assert "seed_00000900_decl_0.parquet is not the golden shard pinned" in said
     assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
 
 
 def test_kind2_golden_sets_are_pinned_and_a_change_is_a_new_series(tiny_runs) -> None:
+    from forge.flywheel import integrity
+
     st = load_state(tiny_runs["ws"])
     assert st.golden is not None and st.golden.series == 1 and st.golden.since == 1
     assert len(st.golden.shards) == 40 and set(st.golden.splits) == {"val", "test"}
@@ -148,6 +150,8 @@ def test_kind3_other_starting_weights_are_refused(tiny_runs, tmp_path: Path) -> 
 
 
 def test_kind3_a_missing_weights_hash_is_an_error(tiny_runs, tmp_path: Path) -> None:
+    from forge.flywheel import integrity
+
     ws = copy_of(tiny_runs["after_one"], tmp_path)
     entry = load_state(ws).history[-1]
     ckpt = ws / entry.checkpoint
@@ -199,20 +203,25 @@ def test_kind4_an_edited_result_is_never_recorded(tiny_runs, tmp_path: Path) -> 
 def test_kind5_token_arrays_changed_with_their_manifest_are_rebuilt(tiny_runs, tmp_path: Path) -> None:
     """The golden val split's Q values shuffled and the manifest's checksum updated to match: the next
     iteration tokenizes it again from the golden shards and scores what the untampered run scored."""
+    from forge.digests import sha256_file
+
     ws = copy_of(tiny_runs["after_one"], tmp_path)
     data = ws / "data" / "tokens" / "dataset"
     qvals = np.load(data / "val" / "qvals.npy")
     np.save(data / "val" / "qvals.npy", np.roll(qvals, 1, axis=0))
     manifest = json.loads((data / "manifest.json").read_text())
-    manifest["splits"]["val"]["checksums"]["qvals"] = "sha256:" + integrity.sha256_file(data / "val" / "qvals.npy")
+    manifest["splits"]["val"]["checksums"]["qvals"] = "sha256:" + sha256_file(data / "val" / "qvals.npy")
     (data / "manifest.json").write_text(json.dumps(manifest))
     res = flywheel(ws, "--once", "--no-wandb")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "val/qvals.npy is not the recorded one" in res.stdout + res.stderr
+    said = (ws / "archive" / "iter-0002" / "02_tokenize.ipynb").read_text()  # what the stage printed
+    assert "val/qvals.npy is not the recorded one" in said
     assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
 
 
 def test_kind5_evaluation_refuses_golden_arrays_that_are_not_the_pinned_ones(tiny_runs, tmp_path: Path) -> None:
+    from forge.flywheel import integrity
+
     ws = copy_of(tiny_runs["ws"], tmp_path)
     st = load_state(ws)
     data = ws / "data" / "tokens" / "dataset"
@@ -247,6 +256,8 @@ def test_kind7_a_seed_trained_twice_counts_once(tiny_runs, tmp_path: Path) -> No
     rewind(ws, seeds=[0, 1, 2, 3])
     st = load_state(ws)
     assert _history_entry(Workspace.at(ws), st, 1.0).total_seeds == 4
+    from forge.flywheel import integrity
+
     assert integrity.seeds_counted(st.history, [4, 5]) == 6
 
 
@@ -333,3 +344,41 @@ def test_init_takes_only_preset_names_from_the_presets_folder(tmp_path: Path) ->
     for name in (str(outside.with_suffix("")), "../../../" + str(outside.with_suffix("")).lstrip("/"), "x/../tiny"):
         one_line_error(cli("init", "--preset", name, "--wandb-group", "g", cwd=tmp_path), "unknown preset")
     assert not (tmp_path / "state.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_corrupt_token_cache_entry_is_rebuilt_without_a_manual_delete(tiny_runs, tmp_path: Path) -> None:
+    """Iteration 3 replays iteration 2's deals, whose shards were released (keep_shards: golden) and whose
+    tokens come from the cache: one entry corrupt, the deal is solved and tokenized again."""
+    from forge.ml.store import entry_path
+
+    ws = copy_of(tiny_runs["ws"], tmp_path)
+    shards = json.loads((ws / "runs" / "iter-0002" / "results" / "generate.json").read_text())["outputs"]["shards"]
+    rel, sha = next((r, s) for r, s in shards.items() if "golden" not in r)
+    assert not (ws / rel).exists()  # released once recorded
+    entry = entry_path(Workspace.at(ws).token_cache, sha, 64, 0)
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    res = flywheel(ws, "--once", "--no-wandb")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert state(ws)["history"][-1]["iteration"] == 3 and entry.is_file()
+
+
+def test_a_corrupt_token_dataset_makes_tokenize_run_again_naming_the_file(tiny_runs, tmp_path: Path) -> None:
+    """A split's array damaged after tokenize finished: tokenize is stale, naming the file (``retry``
+    resumes there and builds the split again), rather than train failing until someone deletes it."""
+    from forge.digests import DigestMemo
+    from forge.flywheel.stages import tokenize
+    from forge.flywheel.stages.fingerprint import viewed
+
+    ws = copy_of(tiny_runs["ws"], tmp_path)
+    rewind(ws)
+    tokens = ws / "data" / "tokens" / "dataset" / "train" / "tokens.npy"
+    ctx = context(ws)
+    result = tokenize.STAGE.read(ctx.ws, 2)
+    memo = DigestMemo(ctx.ws.digests)
+    assert tokenize.STAGE.intact(viewed(ctx, tokenize.STAGE), result, memo) is None
+    raw = bytearray(tokens.read_bytes())
+    raw[-1] ^= 1
+    tokens.write_bytes(bytes(raw))
+    why = tokenize.STAGE.intact(viewed(ctx, tokenize.STAGE), result, memo)
+    assert why is not None and why.startswith("data/tokens/dataset/train/tokens.npy is not the recorded one")

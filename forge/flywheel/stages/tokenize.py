@@ -116,7 +116,7 @@ def _drop_unvouched(ctx: Context, memo: DigestMemo) -> None:
 def _window_sources(ctx: Context, cfg: TokenizeConfig, progress: StageProgress) -> list[Any]:
     """The window's deals as the store takes them: a shard on disk, a digest whose tokens are cached
     at this sampling, or (neither) a shard solved again from its seed."""
-    from forge.ml.store import Cached, entry_path
+    from forge.ml.store import Cached, usable_entry
     from forge.oracle.deal import train_decl
     from forge.oracle.generate import generate as solve_all
 
@@ -128,8 +128,8 @@ def _window_sources(ctx: Context, cfg: TokenizeConfig, progress: StageProgress) 
         sha = recorded.get(ctx.ws.rel(path))
         if path.is_file():
             sources.append(path)
-        elif sha and entry_path(ctx.ws.token_cache, sha, cfg.samples_per_shard, cfg.global_seed,
-                                cfg.train_states).is_file():
+        elif sha and usable_entry(ctx.ws.token_cache, sha, cfg.samples_per_shard, cfg.global_seed,
+                                  cfg.train_states):  # a corrupt entry is removed: the deal is solved again
             sources.append(Cached(path, sha))
         else:
             sources.append(path)
