@@ -37,8 +37,10 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "golden_samples_per_shard": (1, 1_000_000),
     "playout_deals": (0, 100_000),
     "epochs": (1, 10_000),
-    "lr": (None, 10.0),
-    "scratch_lr": (None, 10.0),
+    # far past any stable rate (a diverging run is a real experiment: training stops at its first
+    # non-finite loss), yet far from overflowing a float32 update (1e300 did, naming nothing)
+    "lr": (None, 1e12),
+    "scratch_lr": (None, 1e12),
     "batch_size": (1, 1 << 20),
     "replay_iters": (0, 100_000),
     "global_seed": (0, MAX_SEED),
@@ -161,6 +163,10 @@ _KINDS = {
 }
 
 
+def _show(bound: float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
+
+
 def config_from_dict(data: Any) -> Config:
     """Validate a mapping into a Config; ConfigError names the first bad field.
 
@@ -185,9 +191,9 @@ def config_from_dict(data: Any) -> Config:
             if v is None:
                 continue
             if low is not None and v < low:
-                raise ConfigError(f"config.{name} must be at least {low:,}, got {v!r}")
+                raise ConfigError(f"config.{name} must be at least {_show(low)}, got {v!r}")
             if high is not None and v > high:
-                raise ConfigError(f"config.{name} must be at most {high:,}, got {v!r}")
+                raise ConfigError(f"config.{name} must be at most {_show(high)}, got {v!r}")
     for name in ("accelerator", "strategy"):
         if name in values and not _NAME.match(values[name]):
             raise ConfigError(f"config.{name} must be a name such as auto, cpu, gpu or ddp (lower-case letters, "

@@ -277,7 +277,11 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
     assert cur is not None
     name = stage.name
     changed = integrity.changed_result(ws, cur, name)
-    if changed:  # edited after the loop vouched for it: never reused, never recorded
+    if changed and _redone_by_hand(ws, stage, cur.iteration):  # vouched for as the loop first sees it
+        with store.edit() as st:
+            st.current.digests.pop(integrity.result_key(name), None)
+            st.current.notebooks.pop(name, None)  # archived again, as run by hand
+    elif changed:  # edited after the loop vouched for it: never reused, never recorded
         with store.edit() as st:
             kept = integrity.set_aside(ws, st.current, name)
         say(f"  {name:9s} runs again: {changed}" + (f" (kept as {ws.rel(kept)})" if kept else ""))
@@ -297,7 +301,7 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
                 _fail(ws, store, name, exc.summary, on_record, exc.notebook, exc.cell)
                 say(f"  {name:9s} FAILED to show its result: {exc.summary}")
                 return False
-        if not _vouch(ws, store, name, result, say, on_record):
+        if not _vouch(ws, store, name, result, say, on_record, fresh=False):
             return False
         with store.edit() as st:
             if name not in st.current.stages_completed:
@@ -319,6 +323,8 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         redo = later(name)
         st.current.stages_completed = [s for s in st.current.stages_completed if s not in redo]
         st.current.by_hand = [s for s in st.current.by_hand if s not in redo]  # the loop runs them now
+        for later_stage in redo:  # their results are about to be replaced: vouched for again when they finish
+            st.current.digests.pop(integrity.result_key(later_stage), None)
         st.current.stage = name
     t0, since = time.perf_counter(), time.time()
     try:
@@ -346,7 +352,7 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         raise
     took = round(time.perf_counter() - t0, 2)
     result = stage.read(ws, cur.iteration)
-    if not _vouch(ws, store, name, result, say, on_record):
+    if not _vouch(ws, store, name, result, say, on_record, fresh=True):
         return False
     with store.edit() as st:
         st.current.stages_completed.append(name)
@@ -363,13 +369,21 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
     return True
 
 
-def _vouch(ws: Workspace, store: StateStore, name: str, result: Any, say: Say, on_record: OnRecord | None) -> bool:
-    """Record the digest of a finished stage's result (kept unless the loop recorded one already: a result
-    changed since was set aside before the stage), and pin or check the golden sets it made; False if
-    they are not the pinned ones (recorded as the stage's failure)."""
+def _redone_by_hand(ws: Workspace, stage: Stage, iteration: int) -> bool:
+    """A result that changed since the loop vouched for it because a person ran the stage's notebook
+    again (its result says so, and it holds for the stage's inputs now): taken as run by hand."""
+    result = stage.read(ws, iteration)
+    return result is not None and result.ran_by == "hand"
+
+
+def _vouch(ws: Workspace, store: StateStore, name: str, result: Any, say: Say, on_record: OnRecord | None,
+           fresh: bool) -> bool:
+    """Record the digest of a finished stage's result (``fresh``: the loop just ran it; else kept if the
+    loop recorded one already: a result changed since was set aside before the stage), and pin or check
+    the golden sets it made; False if they are not the pinned ones (recorded as the stage's failure)."""
     try:
         with store.edit() as st:
-            if integrity.result_key(name) not in st.current.digests:
+            if fresh or integrity.result_key(name) not in st.current.digests:
                 integrity.record_result(ws, st.current, name)
             note = integrity.pin_golden(ws, st, name, result) if name in ("generate", "tokenize") and result else None
     except integrity.IntegrityError as exc:
@@ -431,6 +445,8 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
     if on_record is not None:
         on_record(ws.root)
     _announce(entry, say)
+    for note in store.take_notices():
+        say(f"  note: {note}")
     return None
 
 

@@ -311,7 +311,7 @@ def test_a_stale_upstream_result_is_called_stale_not_missing(tiny_runs, tmp_path
 
 
 @pytest.mark.parametrize("field, value, says", [
-    ("lr", 1e300, "config.lr must be at most 10"),
+    ("lr", 1e300, "config.lr must be at most 1e+12"),
     ("seeds_per_iter", 1_000_000, "config.seeds_per_iter must be at most 100,000"),
     ("epochs", 1_000_000, "config.epochs must be at most 10,000"),
     ("train_seconds", 1e-9, "config.train_seconds must be at least 1"),
