@@ -323,8 +323,9 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         redo = later(name)
         st.current.stages_completed = [s for s in st.current.stages_completed if s not in redo]
         st.current.by_hand = [s for s in st.current.by_hand if s not in redo]  # the loop runs them now
-        for later_stage in redo:  # their results are about to be replaced: vouched for again when they finish
-            st.current.digests.pop(integrity.result_key(later_stage), None)
+        # its result is about to be replaced, vouched for again when it finishes (a later stage found
+        # already done keeps its digest: its result must still be the one the loop recorded)
+        st.current.digests.pop(integrity.result_key(name), None)
         st.current.stage = name
     t0, since = time.perf_counter(), time.time()
     try:
