@@ -48,17 +48,18 @@ class IntegrityError(ForgeError):
     """A file does not hold what the record vouches for; the message names it and what to do."""
 
 
-def golden_key(config: Config) -> str:
-    """Identity of the golden sets a configuration makes (equal keys: comparable scores)."""
+def golden_key(config: Config | Any) -> str:
+    """Identity of the golden sets a configuration (or a stage's view holding GOLDEN_FIELDS) makes (equal
+    keys: comparable scores)."""
     fields = {f: getattr(config, f) for f in GOLDEN_FIELDS}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def same_series(entries: list[HistoryEntry], config: Config, fallback: Config) -> list[HistoryEntry]:
-    """The entries scored on the golden sets ``config`` makes (``fallback``: the config of an entry
-    recorded without one): only these are compared with an iteration run with ``config``."""
+def same_series(entries: list[HistoryEntry], config: Config | Any) -> list[HistoryEntry]:
+    """The entries scored on the golden sets ``config`` makes: only these are compared with an iteration
+    run with ``config`` (an entry recorded without its config, migrated from version 1, is taken as one)."""
     key = golden_key(config)
-    return [e for e in entries if e.digests.get(GOLDEN, golden_key(e.config or fallback)) == key]
+    return [e for e in entries if e.digests.get(GOLDEN, golden_key(e.config) if e.config else key) == key]
 
 
 # ---------------------------------------------------------------------------------------------- seeds
@@ -150,7 +151,7 @@ def check_start(ws: Workspace, previous: HistoryEntry, path: Path, sha: str | No
 # ---------------------------------------------------------------------------------------------- golden sets
 
 
-def current_pin(state: State, config: Config) -> GoldenPin | None:
+def current_pin(state: State, config: Config | Any) -> GoldenPin | None:
     """The pin of the golden sets ``config`` makes, if they are the pinned ones."""
     pin = state.golden
     return pin if pin is not None and pin.key == golden_key(config) else None

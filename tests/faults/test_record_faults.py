@@ -127,8 +127,8 @@ def test_kind2_golden_sets_are_pinned_and_a_change_is_a_new_series(tiny_runs) ->
     assert st.golden is not None and st.golden.series == 1 and st.golden.since == 1
     assert len(st.golden.shards) == 40 and set(st.golden.splits) == {"val", "test"}
     other = config_from_dict({**st.config.to_dict(), "golden_val_seeds": [903, 904, 905]})
-    assert integrity.same_series(st.history, st.config, st.config) == st.history
-    assert integrity.same_series(st.history, other, st.config) == []  # never compared with another set's scores
+    assert integrity.same_series(st.history, st.config) == st.history
+    assert integrity.same_series(st.history, other) == []  # never compared with another set's scores
 
 
 # ---------------------------------------------------------------------------------------------- kind 3
@@ -303,8 +303,9 @@ def test_a_stale_upstream_result_is_called_stale_not_missing(tiny_runs, tmp_path
     rewind(ws)
     (ws / "runs" / "iter-0002" / "results" / "train.json").unlink()
     edit(ws, lambda d: (d["config"].update(global_seed=7), (d["current"] or {}).pop("config", None)))
-    with pytest.raises(StageOrderError, match=r"the tokenize result is stale \(config.global_seed 0 -> 7\)"):
+    with pytest.raises(StageOrderError) as err:
         train.run(context(ws))
+    assert "the tokenize result is stale (" in str(err.value) and "has no result" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------- bounds

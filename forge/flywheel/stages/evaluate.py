@@ -16,14 +16,24 @@ from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, MetricSource, best_of, better, metric_label
 from forge.flywheel.stages import running, tokenize, train
-from forge.flywheel.stages.base import ConfigView, Stage, StageResult
+from forge.flywheel.stages.base import ConfigView, Stage, StageResult, untracked
 from forge.flywheel.state import State
+
+_GOLDEN = "the golden sets' identity: their content is in the inputs (the val/test splits' checksums)"
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluateConfig(ConfigView):
     playout_deals: int
     accelerator: str
+    # Which golden sets it scores on (integrity.golden_key: its comparison series, its pin): their content
+    # is among its inputs already, the val/test splits' checksums.
+    hand_size: int = untracked(_GOLDEN)
+    golden_val_seeds: list[int] = untracked(_GOLDEN)
+    golden_test_seeds: list[int] = untracked(_GOLDEN)
+    golden_decls: list[int] = untracked(_GOLDEN)
+    golden_samples_per_shard: int = untracked(_GOLDEN)
+    global_seed: int = untracked(_GOLDEN)
 
 
 class EvaluateResult(StageResult):
@@ -83,11 +93,7 @@ def work(ctx: Context, cfg: EvaluateConfig, progress: StageProgress, memo: Diges
     trained = train.STAGE.read(ctx.ws, ctx.iteration)
     assert trained is not None  # the fingerprint holds train's
     ckpt = ctx.ws.root / trained.checkpoint
-    # Which golden sets this iteration is scored on is the pin's business, not a stage input: the full
-    # configuration (its golden fields) decides the comparison series; their content is in this stage's
-    # inputs already (the val/test splits' checksums).
-    full = ctx.state.config_of(ctx.iteration)
-    pin = integrity.current_pin(ctx.state, full)
+    pin = integrity.current_pin(ctx.state, cfg)
     progress.update(phase="checking the golden sets", force=True)
     for split in integrity.GOLDEN_SPLITS:  # every evaluation reads the bytes it scores once more, in full
         problem = integrity.split_problem(ctx.ws.dataset, split, pin.splits.get(split) if pin else None,
@@ -100,7 +106,7 @@ def work(ctx: Context, cfg: EvaluateConfig, progress: StageProgress, memo: Diges
     progress.update(phase="golden test and play-out", force=True)
     test = score(ckpt, ctx.ws.dataset, "test", playout_deals=cfg.playout_deals, device=device)
     playout = {k: test.pop(k) for k in list(test) if k.startswith("playout")}
-    series = integrity.same_series(ctx.earlier(), full, ctx.state.config)  # scored on the same golden sets
+    series = integrity.same_series(ctx.earlier(), cfg)  # scored on the same golden sets
     prev = series[-1] if series else None
     best = best_of(series, *PRIMARY_METRIC)
     result = EvaluateResult(

@@ -26,6 +26,9 @@ class GenerateConfig(ConfigView):
     # Not read since the window's deals come from the token cache; kept so that recorded fingerprints hold.
     replay_iters: int
     executor: str = untracked("where deals are solved: every executor writes byte-identical shards")
+    # with the fields above, the golden sets' identity (their pin: integrity.golden_key); no shard depends on them
+    golden_samples_per_shard: int = untracked("how golden shards are sampled, not which are solved")
+    global_seed: int = untracked("the tokenizer's seed: solving does not read it")
     ray_address: str | None = untracked("which Ray cluster solves them: the shards are the same")
 
 
@@ -74,7 +77,7 @@ def intact(ctx: Context, result: GenerateResult, memo: DigestMemo) -> str | None
 def _drop_unpinned(ctx: Context, memo: DigestMemo) -> None:
     """Delete a golden shard whose content is not the pinned one, so that it is solved again: a shard's
     own metadata can be kept while its values change, so only the pin tells."""
-    pin = integrity.current_pin(ctx.state, ctx.state.config_of(ctx.iteration))
+    pin = integrity.current_pin(ctx.state, ctx.config)
     for rel, sha in (pin.shards if pin else {}).items():
         path = ctx.ws.root / rel
         if path.is_file() and memo.sha256(path) != sha:

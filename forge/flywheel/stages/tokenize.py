@@ -102,7 +102,7 @@ def _drop_unvouched(ctx: Context, memo: DigestMemo) -> None:
     than keeping it because its manifest says so (a manifest can be rewritten with the arrays)."""
     import shutil
 
-    pin = integrity.current_pin(ctx.state, ctx.state.config_of(ctx.iteration))
+    pin = integrity.current_pin(ctx.state, ctx.config)
     recorded = STAGE.read(ctx.ws, ctx.iteration)
     want = {s: pin.splits.get(s) for s in integrity.GOLDEN_SPLITS} if pin else {}
     want["train"] = recorded.outputs.splits.get("train") if recorded is not None else None
