@@ -372,7 +372,7 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
 
 def _redone_by_hand(ws: Workspace, stage: Stage, iteration: int) -> bool:
     """A result that changed since the loop vouched for it because a person ran the stage's notebook
-    again (its result says so, and it holds for the stage's inputs now): taken as run by hand."""
+    again (its result says so): taken, as any result run by hand, on its word (docs/records.md)."""
     result = stage.read(ws, iteration)
     return result is not None and result.ran_by == "hand"
 
