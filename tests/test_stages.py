@@ -90,9 +90,9 @@ def test_a_stage_reading_a_field_it_does_not_declare_fails_before_any_work(works
                                              r"declaring it: add it to GenerateConfig"):
         running.run(careless, ctx)
     assert careless.read(ctx.ws, ctx.iteration) is None and not list(workspace.rglob("*.parquet"))
-    # the context's own helpers read through the view as well: evaluate declares no golden seeds
-    with pytest.raises(AttributeError, match=r"the evaluate stage reads config\.golden_val_seeds"):
-        viewed(ctx, evaluate.STAGE).golden_jobs()
+    # the context's own helpers read through the view as well: evaluate declares no replay window
+    with pytest.raises(AttributeError, match=r"the evaluate stage reads config\.replay_iters"):
+        viewed(ctx, evaluate.STAGE).replay_seeds()
 
 
 def test_a_declared_field_enters_the_fingerprint_and_an_untracked_one_does_not(workspace: Path) -> None:

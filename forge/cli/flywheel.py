@@ -21,6 +21,7 @@ from pathlib import Path
 
 from forge.commandline import FLYWHEEL as PROG
 from forge.commandline import ArgumentParser, UsageError, parse_seed_range, run_cli
+from forge.flywheel.config import BOUNDS, MAX_SEED
 from forge.flywheel.state import WANDB_MODES
 from forge.ml.model_presets import PRESETS as MODEL_PRESETS
 from forge.ml.settings import WANDB_PROJECT
@@ -81,6 +82,15 @@ def _check_baseline(path: str, model: str) -> str:
     return str(Path(path).resolve())
 
 
+def _bounded(rng: range, option: str, most: float | None) -> range:
+    """A seed range within MAX_SEED (and at most ``most`` seeds): a bad one is refused here, never recorded."""
+    if rng.stop - 1 > MAX_SEED:
+        raise UsageError(f"{option}: seeds must be at most {MAX_SEED:,}, got {rng.stop - 1}")
+    if most is not None and len(rng) > most:
+        raise UsageError(f"{option}: at most {int(most):,} seeds per iteration, got {len(rng):,}")
+    return rng
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from forge.flywheel.config import load_preset
     from forge.flywheel.lock import FlywheelLock, LockHeld
@@ -91,8 +101,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if exists and not args.force:
         raise UsageError(f"{state_path(root)} exists; pass --force to replace it (the old one is kept as a "
                          "dated backup)")
-    if args.start_seed < 0:
-        raise UsageError(f"--start-seed must be non-negative, got {args.start_seed}")
+    if not 0 <= args.start_seed <= MAX_SEED:
+        raise UsageError(f"--start-seed must be 0..{MAX_SEED:,}, got {args.start_seed}")
     if args.seeds_per_iter is not None and args.seeds_per_iter < 1:
         raise UsageError(f"--seeds-per-iter must be at least 1, got {args.seeds_per_iter}")
     config = load_preset(args.preset, seeds_per_iter=args.seeds_per_iter, model=args.model)
@@ -105,7 +115,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
         if baseline:
             raise UsageError("--pretrain-seeds trains the baseline; it does not go with --baseline")
-        rng = parse_seed_range(args.pretrain_seeds)
+        rng = _bounded(parse_seed_range(args.pretrain_seeds), "--pretrain-seeds", None)
         chunk = args.pretrain_chunk or config.seeds_per_iter
         if chunk < 1:
             raise UsageError(f"--pretrain-chunk must be at least 1, got {chunk}")
@@ -146,7 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     seeds = None
     if args.seed_range:
-        seeds = training_seeds(load_state(args.root).config, parse_seed_range(args.seed_range))
+        rng = _bounded(parse_seed_range(args.seed_range), "--seed-range", BOUNDS["seeds_per_iter"][1])
+        seeds = training_seeds(load_state(args.root).config, rng)
         if not seeds:
             raise UsageError(f"seed range {args.seed_range} holds only golden seeds")
     updates = {}

@@ -8,6 +8,7 @@ the values it started with even if a preset file changes later.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,38 @@ from forge.oracle.rules import MAX_HAND, N_DECLS
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 PRESETS = TEMPLATES / "presets"
 KEEP_SHARDS = ("golden", "all")
+#: The largest seed (deal, tokenizer or training seed) the flywheel takes: far beyond any real run, and
+#: small enough that every seed, and the seeds counted on from it, stay exact in int64 and float64
+#: (polars columns, JSON) everywhere they go.
+MAX_SEED = 2**48
+#: Bounds checked at load, per field: (lowest, highest), None for no bound. A value outside names its
+#: field; the lows that were already checked elsewhere are here too, so that this is the one table.
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "seeds_per_iter": (1, 100_000),
+    "samples_per_shard": (1, 1_000_000),
+    "golden_samples_per_shard": (1, 1_000_000),
+    "playout_deals": (0, 100_000),
+    "epochs": (1, 10_000),
+    # far past any stable rate (a diverging run is a real experiment: training stops at its first
+    # non-finite loss), yet far from overflowing a float32 update (1e300 did, naming nothing)
+    "lr": (None, 1e12),
+    "scratch_lr": (None, 1e12),
+    "batch_size": (1, 1 << 20),
+    "replay_iters": (0, 100_000),
+    "global_seed": (0, MAX_SEED),
+    "train_seed": (0, MAX_SEED),
+    "golden_val_seeds": (0, MAX_SEED),  # each seed
+    "golden_test_seeds": (0, MAX_SEED),
+    "devices": (1, 4096),
+    "num_nodes": (1, 4096),
+    "val_samples": (1, None),
+    "train_samples": (1, 10**15),
+    "train_seconds": (1.0, 30 * 86400),  # under a second trains nothing: an iteration without training
+    "lr_horizon": (1, 10**15),
+    "stop_total_seeds": (0, MAX_SEED),
+}
+#: accelerator and strategy are names Lightning knows (cpu, gpu, ddp, fsdp, ...), never a path.
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class ConfigError(InputError):
@@ -129,6 +162,10 @@ _KINDS = {
 }
 
 
+def _show(bound: float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
+
+
 def config_from_dict(data: Any) -> Config:
     """Validate a mapping into a Config; ConfigError names the first bad field.
 
@@ -147,6 +184,19 @@ def config_from_dict(data: Any) -> Config:
                 raise ConfigError(f"config.{f.name} is missing")
             continue
         values[f.name] = _check(f.name, data[f.name], _KINDS[f.name])
+    for name, (low, high) in BOUNDS.items():
+        value = values.get(name)
+        for v in value if isinstance(value, list) else [value]:
+            if v is None:
+                continue
+            if low is not None and v < low:
+                raise ConfigError(f"config.{name} must be at least {_show(low)}, got {v!r}")
+            if high is not None and v > high:
+                raise ConfigError(f"config.{name} must be at most {_show(high)}, got {v!r}")
+    for name in ("accelerator", "strategy"):
+        if name in values and not _NAME.match(values[name]):
+            raise ConfigError(f"config.{name} must be a name such as auto, cpu, gpu or ddp (lower-case letters, "
+                              f"digits, _), got {values[name]!r}")
     cfg = Config(**values)
     if not 1 <= cfg.hand_size <= MAX_HAND:
         raise ConfigError(f"config.hand_size must be 1..{MAX_HAND}, got {cfg.hand_size}")
@@ -191,7 +241,7 @@ def preset_names() -> list[str]:
 def load_preset(name: str, **overrides: Any) -> Config:
     """The named preset from templates/presets, with ``overrides`` applied."""
     path = PRESETS / f"{name}.yaml"
-    if not path.is_file():
+    if name not in preset_names():  # a name from the folder, never a path (``../x``, ``/tmp/y``)
         raise ConfigError(f"unknown preset {name!r} (choose from: {', '.join(preset_names())})")
     data = yaml.safe_load(path.read_text()) or {}
     data.update({k: v for k, v in overrides.items() if v is not None}, preset=name)

@@ -100,7 +100,7 @@ def context(root: str | os.PathLike | None = None, iteration: int | None = None,
     if iteration is None or iteration == state.iteration:
         iteration = state.iteration
         seeds = planned_seeds(state)
-        return Context(ws, state, iteration, list(seeds), state.config, no_wandb, progress)
+        return Context(ws, state, iteration, list(seeds), state.config_of(iteration), no_wandb, progress)
     past = state.entry(iteration)
     if past is None:
         raise StateError(f"iteration {iteration} is neither in history nor the current one ({state.iteration})")

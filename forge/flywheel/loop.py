@@ -30,11 +30,11 @@ from pydantic import ValidationError
 
 from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError, describe_os_error, interruption
-from forge.flywheel import by_hand
+from forge.flywheel import by_hand, integrity
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
 from forge.flywheel.lock import LOCK_FILE, FlywheelLock, Heartbeat, LockHeld, describe_holder, lock_is_held, pid_alive
-from forge.flywheel.paths import Workspace
+from forge.flywheel.paths import STATE_FILE, Workspace
 from forge.flywheel.records import Attempt, HistoryEntry, describe_error
 from forge.flywheel.runner import LoopKernel, OnNotebook, StageFailed, execute_stage
 from forge.flywheel.stages import REGISTRY, Stage, later, stage_status
@@ -71,13 +71,33 @@ class IncompleteIteration(ForgeError):
 
 
 def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
+    """The iteration's record, from the results the loop vouched for (their digests), with the chain of
+    weights checked: a result edited since its stage finished, or weights that are not the ones recorded,
+    are never recorded (IncompleteIteration, IntegrityError)."""
     cur = state.current
     assert cur is not None
+    for name in REGISTRY:
+        changed = integrity.changed_result(ws, cur, name)
+        if changed or integrity.result_key(name) not in cur.digests:
+            raise IncompleteIteration(f"{changed or f'the loop vouched for no {name} result'}: not recorded; "
+                                      f"`{FLYWHEEL} retry` runs the {name} stage again")
     train = train_stage.STAGE.read(ws, cur.iteration)
     ev = evaluate_stage.STAGE.read(ws, cur.iteration)
     if train is None or ev is None:
         raise IncompleteIteration(f"the {'train' if train is None else 'evaluate'} result of iteration "
                                   f"{cur.iteration} is missing or unreadable")
+    config = state.config_of(cur.iteration)
+    weights = integrity.sha256_file(ws.root / train.outputs.checkpoint)
+    if weights != train.outputs.sha256 or ev.checkpoint != train.checkpoint:
+        raise IncompleteIteration(f"{train.outputs.checkpoint} is not the checkpoint the train stage recorded: "
+                                  f"`{FLYWHEEL} retry` trains again")
+    if train.started_from.startswith("iteration "):
+        before = state.entry(int(train.started_from.split()[1]))
+        start = ((train.inputs or {}).get("start") or {}).get("sha256")
+        if before is None or start is None:
+            raise IncompleteIteration(f"the train result of iteration {cur.iteration} says it started from "
+                                      f"{train.started_from} but records no such weights' sha256")
+        integrity.check_start(ws, before, ws.root / (train.resume or before.checkpoint or ""), start)
     fingerprints = {}
     for stage in REGISTRY.values():
         result = stage.read(ws, cur.iteration)
@@ -85,7 +105,7 @@ def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
             fingerprints[stage.name] = result.fingerprint
     return HistoryEntry(
         iteration=cur.iteration, seeds=cur.seeds, seed_range=cur.seed_range,
-        total_seeds=state.total_seeds + len(cur.seeds), config=state.config,
+        total_seeds=integrity.seeds_counted(state.history, cur.seeds), config=config,
         checkpoint=train.checkpoint, started_from=train.started_from,
         val=ev.val, test=ev.test, playout=ev.playout, delta_prev=ev.delta_prev, delta_best=ev.delta_best,
         is_best=ev.is_best, flags=list(ev.flags), wandb=ev.wandb,
@@ -94,6 +114,8 @@ def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
             seconds + sum(cur.timings.get(s, 0.0) for s in cur.by_hand), 2)},
         started_at=cur.started_at, finished_at=now(), fingerprints=fingerprints,
         provenance=dict(cur.provenance), attempts=list(cur.attempts),
+        digests={**{k: v for k, v in cur.digests.items() if k.startswith("result.")},
+                 integrity.CHECKPOINT: weights, integrity.GOLDEN: integrity.golden_key(config)},
     )
 
 
@@ -151,6 +173,7 @@ def run_loop(
         _check_startable(store.state)
         ensure_reserve(ws.root)
         sweep_leftovers(ws, older_than=600)  # what earlier loops' dead writers left behind
+        sweep_state_temps(ws)
         if config_updates:
             with store.edit() as st:
                 st.config = config_from_dict({**st.config.to_dict(), **config_updates})
@@ -174,6 +197,16 @@ def run_loop(
                     return code
                 if once:
                     return 0
+
+
+def _after_repair(summary: str) -> str:
+    """A stage that found state.yaml broken was told to restore the backup; the loop, which holds the
+    state, has written a good state.yaml since (its store writes back over an invalid file): say that."""
+    advice = "; fix it or restore the last good version"
+    if STATE_FILE not in summary or advice not in summary:
+        return summary
+    return (summary.split(advice)[0] + f"; the loop has written state.yaml again since (from its own copy), so "
+            f"`{FLYWHEEL} retry` goes on")
 
 
 _PID_TEMP = re.compile(r"^\..+\.(tmp|old)-(\d+)$")  # the token store's split folders being written
@@ -204,9 +237,26 @@ def sweep_leftovers(ws: Workspace, since: float | None = None, older_than: float
     return removed
 
 
+#: Temp files of state.yaml's atomic writes (forge.atomic: ``.<name>.<random>.tmp``) and of its backups.
+_STATE_TEMP = re.compile(rf"^\.{re.escape(STATE_FILE)}(\..+)?\.[^.]+\.tmp$")
+
+
+def sweep_state_temps(ws: Workspace, older_than: float = 60.0) -> list[Path]:
+    """Remove temp copies of state.yaml a killed writer left in the workspace (called holding the lock;
+    ``older_than`` spares one that a command outside the lock, a W&B sync, is writing right now)."""
+    removed = []
+    for path in ws.root.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if _STATE_TEMP.match(path.name) and time.time() - path.stat().st_mtime > older_than:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def _fail(ws: Workspace, store: StateStore, stage: str, summary: str, on_record: OnRecord | None,
           notebook: Path | None = None, cell: int | None = None) -> None:
     """Record a failed stage: status, last_error (stage and cause), the attempt, what to do next."""
+    summary = _after_repair(summary)
     with store.edit() as st:
         cur = st.current
         assert cur is not None
@@ -226,6 +276,17 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
     cur = store.state.current
     assert cur is not None
     name = stage.name
+    changed = integrity.changed_result(ws, cur, name)
+    if changed and _redone_by_hand(ws, stage, cur.iteration):  # vouched for as the loop first sees it
+        with store.edit() as st:
+            st.current.digests.pop(integrity.result_key(name), None)
+            st.current.notebooks.pop(name, None)  # archived again, as run by hand
+    elif changed:  # edited after the loop vouched for it: never reused, never recorded
+        with store.edit() as st:
+            kept = integrity.set_aside(ws, st.current, name)
+        say(f"  {name:9s} runs again: {changed}" + (f" (kept as {ws.rel(kept)})" if kept else ""))
+    for note in store.take_notices():
+        say(f"  note: {note}")
     ctx = context(ws.root, cur.iteration, no_wandb=no_wandb, progress=False, state=store.state)
     status = stage_status(ctx, stage)
     if status.done:
@@ -240,6 +301,8 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
                 _fail(ws, store, name, exc.summary, on_record, exc.notebook, exc.cell)
                 say(f"  {name:9s} FAILED to show its result: {exc.summary}")
                 return False
+        if not _vouch(ws, store, name, result, say, on_record, fresh=False):
+            return False
         with store.edit() as st:
             if name not in st.current.stages_completed:
                 st.current.stages_completed.append(name)
@@ -260,6 +323,9 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         redo = later(name)
         st.current.stages_completed = [s for s in st.current.stages_completed if s not in redo]
         st.current.by_hand = [s for s in st.current.by_hand if s not in redo]  # the loop runs them now
+        # its result is about to be replaced, vouched for again when it finishes (a later stage found
+        # already done keeps its digest: its result must still be the one the loop recorded)
+        st.current.digests.pop(integrity.result_key(name), None)
         st.current.stage = name
     t0, since = time.perf_counter(), time.time()
     try:
@@ -287,6 +353,8 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         raise
     took = round(time.perf_counter() - t0, 2)
     result = stage.read(ws, cur.iteration)
+    if not _vouch(ws, store, name, result, say, on_record, fresh=True):
+        return False
     with store.edit() as st:
         st.current.stages_completed.append(name)
         st.current.timings[name] = took
@@ -299,6 +367,32 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
     ran = store.state.current.provenance.get(name)
     mark = " (notebook modified: see its diff)" if ran is not None and ran.modified else ""
     say(f"  {name:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}{mark}")
+    return True
+
+
+def _redone_by_hand(ws: Workspace, stage: Stage, iteration: int) -> bool:
+    """A result that changed since the loop vouched for it because a person ran the stage's notebook
+    again (its result says so): taken, as any result run by hand, on its word (docs/records.md)."""
+    result = stage.read(ws, iteration)
+    return result is not None and result.ran_by == "hand"
+
+
+def _vouch(ws: Workspace, store: StateStore, name: str, result: Any, say: Say, on_record: OnRecord | None,
+           fresh: bool) -> bool:
+    """Record the digest of a finished stage's result (``fresh``: the loop just ran it; else kept if the
+    loop recorded one already: a result changed since was set aside before the stage), and pin or check
+    the golden sets it made; False if they are not the pinned ones (recorded as the stage's failure)."""
+    try:
+        with store.edit() as st:
+            if fresh or integrity.result_key(name) not in st.current.digests:
+                integrity.record_result(ws, st.current, name)
+            note = integrity.pin_golden(ws, st, name, result) if name in ("generate", "tokenize") and result else None
+    except integrity.IntegrityError as exc:
+        _fail(ws, store, name, str(exc), on_record)
+        say(f"  {name:9s} FAILED: {exc}")
+        return False
+    if note:
+        say(f"  note: {note}")
     return True
 
 
@@ -332,7 +426,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
                 return 1
     try:
         entry = _history_entry(ws, store.state, time.perf_counter() - start)
-    except (ValidationError, IncompleteIteration) as exc:  # e.g. a non-finite metric: never recorded
+    except (ValidationError, IncompleteIteration, integrity.IntegrityError) as exc:  # e.g. a non-finite metric
         why = describe_error(exc) if isinstance(exc, ValidationError) else str(exc)
         _fail(ws, store, evaluate_stage.STAGE.name, f"result cannot be recorded: {why}", on_record)
         say(f"  evaluate  FAILED: {store.state.last_error}")
@@ -352,6 +446,8 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
     if on_record is not None:
         on_record(ws.root)
     _announce(entry, say)
+    for note in store.take_notices():
+        say(f"  note: {note}")
     return None
 
 
@@ -441,6 +537,7 @@ def retry(root: str | Path = ".") -> str:
     ws = Workspace.at(root)
     try:
         with FlywheelLock(ws.root):
+            sweep_state_temps(ws)
             store = StateStore(ws.root)
             with store.edit() as st:
                 if st.status not in ("failed", "running"):

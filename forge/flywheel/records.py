@@ -130,6 +130,15 @@ class Current:
     provenance: dict[str, Provenance] = Field(default_factory=dict)
     attempts: list[Attempt] = Field(default_factory=list)
     by_hand: list[str] = Field(default_factory=list)  # stages a person ran in a notebook, not the loop
+    # The configuration this iteration runs with, pinned when it starts or resumes: its stages read this,
+    # and its history entry records it (an edit of state.yaml's config applies from the next iteration).
+    config: Config | None = None
+    digests: dict[str, str] = Field(default_factory=dict)  # what the loop vouches for: forge.flywheel.integrity
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _valid_config(cls, value: Any) -> Config | None:
+        return valid_config(value)
 
     @field_validator("stages_completed", "by_hand")
     @classmethod
@@ -147,6 +156,19 @@ class Current:
         if not seeds:
             raise ValueError("must name at least one seed")
         return seeds
+
+
+@dataclass(config=STRICT)
+class GoldenPin:
+    """The content of the golden val/test sets a workspace's iterations are scored on, pinned when first
+    made (:mod:`forge.flywheel.integrity`): each evaluation checks it. Other golden sets (another
+    configuration) start a new comparison ``series``."""
+
+    key: str  # forge.flywheel.integrity.golden_key of the configuration that made them
+    series: Annotated[int, Field(ge=1)]
+    since: Annotated[int, Field(ge=0)]  # the first iteration scored on them
+    shards: dict[str, str] = Field(default_factory=dict)  # workspace path -> sha256
+    splits: dict[str, dict[str, str]] = Field(default_factory=dict)  # val/test -> array -> "sha256:..."
 
 
 def valid_config(value: Any) -> Config | None:
@@ -188,6 +210,9 @@ class HistoryEntry:
     flags: list[str] = Field(default_factory=list)  # tracked metrics that got worse than the best
     by_hand: list[str] = Field(default_factory=list)  # stages a person ran in a notebook, not the loop
     extra: dict[str, Any] = Field(default_factory=dict)  # keys of a migrated entry this version does not know
+    # sha256 of what the iteration produced and read, bound into the record (forge.flywheel.integrity):
+    # "checkpoint" (its weights), "result.<stage>" (each stage result file), "golden" (the golden sets' pin)
+    digests: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("by_hand")
     @classmethod

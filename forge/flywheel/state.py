@@ -36,11 +36,12 @@ from pydantic.dataclasses import dataclass
 from forge.atomic import atomic_write, atomic_write_text, fsync_dir
 from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError
-from forge.flywheel.config import Config
+from forge.flywheel.config import MAX_SEED, Config
 from forge.flywheel.paths import STATE_FILE
 from forge.flywheel.records import (
     STRICT,
     Current,
+    GoldenPin,
     HistoryEntry,
     Pretrain,
     describe_error,
@@ -78,13 +79,14 @@ class State:
     wandb: dict[str, str] = Field(default_factory=lambda: {"project": WANDB_PROJECT, "group": "default",
                                                             "mode": "offline"})
     baseline_checkpoint: str | None = None
-    next_seed: int = Field(default=0, ge=0)
+    next_seed: int = Field(default=0, ge=0, le=MAX_SEED)
     current: Current | None = None
     last_error: str | None = None
     next_action: str | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     version: int = STATE_VERSION
     pretrain: Pretrain | None = None
+    golden: GoldenPin | None = None  # the golden sets' pinned content (forge.flywheel.integrity)
 
     @field_validator("config", mode="before")
     @classmethod
@@ -136,13 +138,16 @@ class State:
     def config_of(self, iteration: int) -> Config:
         """The configuration iteration ``iteration`` ran (or runs) with: its own snapshot if recorded."""
         past = self.entry(iteration)
-        return past.config if past is not None and past.config is not None else self.config
+        if past is not None and past.config is not None:
+            return past.config
+        cur = self.current
+        return cur.config if cur is not None and cur.iteration == iteration and cur.config is not None else self.config
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: to_plain(getattr(self, f.name)) for f in fields(self)}
         order = ["version", "status", "next_action", "last_error", "wandb", "config", "baseline_checkpoint",
-                 "pretrain", "next_seed", "current", "history"]
-        return {k: data[k] for k in order}
+                 "pretrain", "next_seed", "golden", "current", "history"]
+        return {k: data[k] for k in order if k != "golden" or data[k] is not None}
 
 
 def training_seeds(config: Config, seeds: Iterable[int]) -> list[int]:
@@ -224,8 +229,24 @@ def state_from_dict(data: Any) -> State:
     if state.current is not None and state.history and state.current.iteration <= state.history[-1].iteration:
         raise StateError(f"current.iteration {state.current.iteration} is already in history "
                          f"(last recorded iteration: {state.history[-1].iteration})")
+    trained = _golden_trained(state)
+    if trained:
+        raise StateError(trained)
     state.__dict__["migrated_from"] = version if version != STATE_VERSION else None
     return state
+
+
+def _golden_trained(state: State) -> str | None:
+    """A golden seed that was (or is being) trained on: its scores would measure memory, not play."""
+    trained = set(state.current.seeds) if state.current is not None else set()
+    for entry in state.history:
+        trained.update(entry.seeds)
+    for name in ("golden_val_seeds", "golden_test_seeds"):
+        hit = sorted(set(getattr(state.config, name)) & trained)
+        if hit:
+            return (f"config.{name} holds seed(s) already trained on ({', '.join(map(str, hit[:5]))}): a golden set "
+                    "never holds a training deal")
+    return None
 
 
 def state_path(root: str | os.PathLike) -> Path:
@@ -369,6 +390,7 @@ def begin_iteration(state: State, seeds: list[int] | None = None) -> Current:
         state.current = Current(iteration=state.iteration, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1],
                                 started_at=now())
     cur = state.current
+    cur.config = state.config  # pinned: what this iteration's stages read and its history entry records
     cur.pid, cur.host, cur.heartbeat = os.getpid(), socket.gethostname(), now()
     state.status = "running"
     state.last_error = None
@@ -408,9 +430,47 @@ class StateStore:
         self.root = Path(root)
         self.state = load_state(self.root)
         self._lock = threading.RLock()
+        self._seen = _stamp(state_path(self.root))
+        self.notices: list[str] = []  # what the loop should tell its user (an edit applied later, a repair)
 
     def edit(self) -> _Edit:
         return _Edit(self)
+
+    def take_notices(self) -> list[str]:
+        with self._lock:
+            notes, self.notices = self.notices, []
+        return notes
+
+    def _adopt_edits(self) -> None:
+        """state.yaml was changed by someone else since this store wrote it: a valid config edit is kept
+        for the next iteration (the one under way keeps the config pinned in ``current.config``, so the
+        record shows what its stages used); anything else is the loop's to write and is written back."""
+        path = state_path(self.root)
+        stamp = _stamp(path)
+        if stamp == self._seen:
+            return
+        self._seen = stamp
+        try:
+            disk = _parse(path)
+        except (StateError, OSError) as exc:
+            self.notices.append(f"{exc}: the loop wrote its own copy back (that edit is not applied)")
+            return
+        if disk.config != self.state.config:
+            old, new = self.state.config.to_dict(), disk.config.to_dict()
+            what = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in old if old[k] != new[k])
+            self.state.config = disk.config
+            cur = self.state.current
+            when = (f"applies from iteration {cur.iteration + 1} (iteration {cur.iteration} keeps the config it "
+                    "started with)") if cur is not None else "applies from the next iteration"
+            self.notices.append(f"config edited while the loop runs ({what}): {when}")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 class _Edit:
@@ -419,6 +479,11 @@ class _Edit:
 
     def __enter__(self) -> State:
         self.store._lock.acquire()
+        try:
+            self.store._adopt_edits()
+        except BaseException:
+            self.store._lock.release()
+            raise
         return self.store.state
 
     def __exit__(self, exc_type: type | None, *exc: object) -> None:
@@ -427,6 +492,7 @@ class _Edit:
                 # an edit that raised is not saved (nor rotated into .bak); what is on disk stands
                 with contextlib.suppress(StateError, OSError):
                     self.store.state = load_state(self.store.root)
+                    self.store._seen = _stamp(state_path(self.store.root))
                 return
             try:
                 save_state(self.store.root, self.store.state)
@@ -434,5 +500,6 @@ class _Edit:
                 if err.errno != errno.ENOSPC or not _release_reserve(self.store.root):
                     raise
                 save_state(self.store.root, self.store.state)  # the disk is full: use the space held back
+            self.store._seen = _stamp(state_path(self.store.root))
         finally:
             self.store._lock.release()

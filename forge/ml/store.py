@@ -166,6 +166,19 @@ def _read_entry(path: Path, expect: Mapping[str, object], arrays: bool) -> tuple
     return meta, data
 
 
+def usable_entry(cache_dir: str | Path, sha: str, samples_per_shard: int, global_seed: int,
+                 selection: str = "all") -> bool:
+    """Whether shard ``sha``'s tokens are cached at this sampling and pass their checks. A corrupt entry
+    is removed (with a warning naming it), so that the caller tokenizes, or solves, that shard again."""
+    path = entry_path(Path(cache_dir), sha, samples_per_shard, global_seed, selection)
+    if not path.exists():
+        return False
+    if _read_entry(path, _expected(sha, samples_per_shard, global_seed, selection), arrays=True) is None:
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
 def _tokenize_into_cache(shard: Path, entry: Path, expect: Mapping[str, object]) -> tuple[dict, dict]:
     info = read_shard_info(shard)
     arrays = tokenize_shard(shard, int(expect["samples_per_shard"]), int(expect["global_seed"]),
@@ -411,7 +424,8 @@ def build_dataset(
     for s in missing:  # check every footer first: a bad shard fails before any long work
         if not s.path.is_file():
             raise MissingDataError(f"{s.path}: the shard is gone and its tokens are not cached at this sampling "
-                                   f"(k={s.k}, global seed {g}, {s.selection} states): generate it again")
+                                   f"(k={s.k}, global seed {g}, {s.selection} states; cache entry {s.entry} is "
+                                   "missing or corrupt): generate it again")
         read_shard_info(s.path)
     for s in tqdm(missing, desc="tokenizing shards", unit="shard", disable=not progress or not missing):
         s.meta = _tokenize_into_cache(s.path, s.entry, expect(s))[0]

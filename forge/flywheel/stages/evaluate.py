@@ -10,19 +10,30 @@ from typing import Any
 from pydantic import Field
 
 from forge.digests import DigestMemo
+from forge.flywheel import integrity
 from forge.flywheel.context import Context
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, MetricSource, best_of, better, metric_label
 from forge.flywheel.stages import running, tokenize, train
-from forge.flywheel.stages.base import ConfigView, Stage, StageResult
+from forge.flywheel.stages.base import ConfigView, Stage, StageResult, untracked
 from forge.flywheel.state import State
+
+_GOLDEN = "the golden sets' identity: their content is in the inputs (the val/test splits' checksums)"
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluateConfig(ConfigView):
     playout_deals: int
     accelerator: str
+    # Which golden sets it scores on (integrity.golden_key: its comparison series, its pin): their content
+    # is among its inputs already, the val/test splits' checksums.
+    hand_size: int = untracked(_GOLDEN)
+    golden_val_seeds: list[int] = untracked(_GOLDEN)
+    golden_test_seeds: list[int] = untracked(_GOLDEN)
+    golden_decls: list[int] = untracked(_GOLDEN)
+    golden_samples_per_shard: int = untracked(_GOLDEN)
+    global_seed: int = untracked(_GOLDEN)
 
 
 class EvaluateResult(StageResult):
@@ -35,6 +46,7 @@ class EvaluateResult(StageResult):
     best_iteration: int | None = None  # the iteration compared with as "best" (None: the first)
     primary_metric: str = metric_label(*PRIMARY_METRIC)
     is_best: bool = False
+    golden_series: int | None = None  # the golden sets' comparison series (None: not pinned when evaluated)
     total_seeds: int | None = None  # None: a past iteration evaluated again
     flags: list[str] = Field(default_factory=list)  # tracked metrics worse than the best iteration's
     wandb: dict[str, Any] | None = None
@@ -81,20 +93,29 @@ def work(ctx: Context, cfg: EvaluateConfig, progress: StageProgress, memo: Diges
     trained = train.STAGE.read(ctx.ws, ctx.iteration)
     assert trained is not None  # the fingerprint holds train's
     ckpt = ctx.ws.root / trained.checkpoint
+    pin = integrity.current_pin(ctx.state, cfg)
+    progress.update(phase="checking the golden sets", force=True)
+    for split in integrity.GOLDEN_SPLITS:  # every evaluation reads the bytes it scores once more, in full
+        problem = integrity.split_problem(ctx.ws.dataset, split, pin.splits.get(split) if pin else None,
+                                          whose=f"pinned golden {split}")
+        if problem:
+            raise integrity.IntegrityError(f"{problem}: not scored; `retry` tokenizes the golden sets again")
     device = eval_device(cfg.accelerator)
     progress.update(phase="golden val", force=True)
     val = score(ckpt, ctx.ws.dataset, "val", device=device)
     progress.update(phase="golden test and play-out", force=True)
     test = score(ckpt, ctx.ws.dataset, "test", playout_deals=cfg.playout_deals, device=device)
     playout = {k: test.pop(k) for k in list(test) if k.startswith("playout")}
-    prev = ctx.previous()
-    best = best_of(ctx.earlier(), *PRIMARY_METRIC)
+    series = integrity.same_series(ctx.earlier(), cfg)  # scored on the same golden sets
+    prev = series[-1] if series else None
+    best = best_of(series, *PRIMARY_METRIC)
     result = EvaluateResult(
         checkpoint=trained.checkpoint, val=val, test=test, playout=playout,
         delta_prev=_deltas(val, prev.val if prev else None), delta_best=_deltas(val, best.val if best else None),
         best_iteration=best.iteration if best else None, primary_metric=metric_label(*PRIMARY_METRIC),
         is_best=best is None or better(PRIMARY_METRIC[1], val[PRIMARY_METRIC[1]], best.metric(*PRIMARY_METRIC)),
-        total_seeds=ctx.state.total_seeds + len(ctx.seeds) if not ctx.is_past else None,
+        golden_series=pin.series if pin else None,
+        total_seeds=integrity.seeds_counted(ctx.earlier(), ctx.seeds) if not ctx.is_past else None,
     )
     result.flags = regressions(result, best)
     progress.update(phase="W&B", force=True)

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from forge.digests import DigestMemo
+from forge.flywheel import integrity
 from forge.flywheel.context import Context
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import running
@@ -25,6 +26,9 @@ class GenerateConfig(ConfigView):
     # Not read since the window's deals come from the token cache; kept so that recorded fingerprints hold.
     replay_iters: int
     executor: str = untracked("where deals are solved: every executor writes byte-identical shards")
+    # with the fields above, the golden sets' identity (their pin: integrity.golden_key); no shard depends on them
+    golden_samples_per_shard: int = untracked("how golden shards are sampled, not which are solved")
+    global_seed: int = untracked("the tokenizer's seed: solving does not read it")
     ray_address: str | None = untracked("which Ray cluster solves them: the shards are the same")
 
 
@@ -70,6 +74,17 @@ def intact(ctx: Context, result: GenerateResult, memo: DigestMemo) -> str | None
     return None
 
 
+def _drop_unpinned(ctx: Context, memo: DigestMemo) -> None:
+    """Delete a golden shard whose content is not the pinned one, so that it is solved again: a shard's
+    own metadata can be kept while its values change, so only the pin tells."""
+    pin = integrity.current_pin(ctx.state, ctx.config)
+    for rel, sha in (pin.shards if pin else {}).items():
+        path = ctx.ws.root / rel
+        if path.is_file() and memo.sha256(path) != sha:
+            print(f"{rel} is not the golden shard pinned for this workspace (sha256 {sha[:12]}...): solving it again")
+            path.unlink()
+
+
 def work(ctx: Context, cfg: GenerateConfig, progress: StageProgress, memo: DigestMemo,
          workers: int | None = None) -> GenerateResult:
     from tqdm.auto import tqdm
@@ -83,6 +98,7 @@ def work(ctx: Context, cfg: GenerateConfig, progress: StageProgress, memo: Diges
         ("train", "training deals", [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds],
          ctx.ws.shards(cfg.hand_size)),
     )
+    _drop_unpinned(ctx, memo)
     summary: dict[str, Any] = {"written": 0, "kept": 0, "shards": []}
     shards: dict[str, str] = {}
     for name, what, jobs, out in groups:

@@ -46,6 +46,10 @@ def run(stage: Stage[Any, R], ctx: Context, force: bool = False, **options: Any)
         if status.fingerprint is None:
             up = stage.upstream.name if stage.upstream else "the stage before"
             why = "; ".join(status.reasons) or f"{up} has no result yet"
+            before = stage_status(ctx, stage.upstream, memo) if stage.upstream is not None else None
+            if before is not None and before.stale:  # it has one, made from other inputs than now
+                raise StageOrderError(f"iteration {ctx.iteration}: the {up} result is stale ("
+                                      f"{'; '.join(before.reasons)}): run the {up} stage again first")
             raise StageOrderError(f"iteration {ctx.iteration}: {why}: run the {up} stage first")
         if status.done and not force and recorded is not None:
             print(f"iteration {ctx.iteration} {stage.name}: already done (inputs unchanged, fingerprint "

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from forge.digests import DigestMemo
 from forge.errors import ForgeError
+from forge.flywheel import integrity
 from forge.flywheel.context import Context
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import generate, running
@@ -88,13 +89,34 @@ def intact(ctx: Context, result: TokenizeResult, memo: DigestMemo) -> str | None
         return "the tokenized dataset is gone"
     if have != result.outputs.splits:
         return "the tokenized dataset was rebuilt since"
+    for split, sums in result.outputs.splits.items():  # the arrays themselves, not only the manifest's word
+        problem = integrity.split_problem(ctx.ws.dataset, split, sums, memo, whose="recorded")
+        if problem:
+            return problem.replace(str(ctx.ws.root) + "/", "")
     return None
+
+
+def _drop_unvouched(ctx: Context, memo: DigestMemo) -> None:
+    """Delete a split on disk whose arrays are not what vouches for them (the golden sets' pin; this
+    iteration's recorded train split), so that the build writes it again from the token cache rather
+    than keeping it because its manifest says so (a manifest can be rewritten with the arrays)."""
+    import shutil
+
+    pin = integrity.current_pin(ctx.state, ctx.config)
+    recorded = STAGE.read(ctx.ws, ctx.iteration)
+    want = {s: pin.splits.get(s) for s in integrity.GOLDEN_SPLITS} if pin else {}
+    want["train"] = recorded.outputs.splits.get("train") if recorded is not None else None
+    for split, sums in want.items():
+        problem = integrity.split_problem(ctx.ws.dataset, split, sums, memo, whose="recorded")
+        if problem and (ctx.ws.dataset / split).is_dir():
+            print(f"{problem.replace(str(ctx.ws.root) + '/', '')}: rebuilding the {split} split")
+            shutil.rmtree(ctx.ws.dataset / split)
 
 
 def _window_sources(ctx: Context, cfg: TokenizeConfig, progress: StageProgress) -> list[Any]:
     """The window's deals as the store takes them: a shard on disk, a digest whose tokens are cached
     at this sampling, or (neither) a shard solved again from its seed."""
-    from forge.ml.store import Cached, entry_path
+    from forge.ml.store import Cached, usable_entry
     from forge.oracle.deal import train_decl
     from forge.oracle.generate import generate as solve_all
 
@@ -106,8 +128,8 @@ def _window_sources(ctx: Context, cfg: TokenizeConfig, progress: StageProgress) 
         sha = recorded.get(ctx.ws.rel(path))
         if path.is_file():
             sources.append(path)
-        elif sha and entry_path(ctx.ws.token_cache, sha, cfg.samples_per_shard, cfg.global_seed,
-                                cfg.train_states).is_file():
+        elif sha and usable_entry(ctx.ws.token_cache, sha, cfg.samples_per_shard, cfg.global_seed,
+                                  cfg.train_states):  # a corrupt entry is removed: the deal is solved again
             sources.append(Cached(path, sha))
         else:
             sources.append(path)
@@ -129,6 +151,7 @@ def work(ctx: Context, cfg: TokenizeConfig, progress: StageProgress, memo: Diges
     if missing:
         raise StageOrderError(f"shard {missing[0]} is missing: run the generate stage again")
     train = [] if ctx.is_pretrain else ctx.train_shards + _window_sources(ctx, cfg, progress)
+    _drop_unvouched(ctx, memo)
     progress.update(phase="tokenizing", detail="new shards are tokenized, the rest come from the cache", force=True)
     # One dataset for train and eval: golden splits keep their own sampling rate and, unchanged
     # from one iteration to the next, are left untouched on disk. Pretraining tokenizes its deals

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from forge.atomic import atomic_write
 from forge.digests import DigestMemo
+from forge.flywheel import integrity
 from forge.flywheel.context import Context
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import running, tokenize
@@ -169,6 +170,14 @@ def work(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMe
     if ctx.is_pretrain:
         return pretrain(ctx, cfg, progress, memo, callbacks)
     resume, lr, origin = peak_lr(ctx, cfg)
+    previous = ctx.previous()
+    if resume is not None and previous is not None and origin == f"iteration {previous.iteration}":
+        integrity.check_start(ctx.ws, previous, resume)  # exactly the weights it recorded, or no training
+    tokenized = tokenize.STAGE.read(ctx.ws, ctx.iteration)
+    problem = integrity.split_problem(ctx.ws.dataset, "train", tokenized.outputs.splits.get("train") if tokenized
+                                      else None, memo, whose="tokenize stage's recorded train")
+    if problem:
+        raise integrity.IntegrityError(f"{problem}: not trained on; `retry` tokenizes it again")
     run_dir = ctx.ws.run_dir(ctx.iteration)
     run = settings(ctx, cfg, data=ctx.ws.dataset, run_dir=run_dir / "train", lr=lr, resume=resume,
                    val_samples=cfg.val_samples)
