@@ -13,7 +13,8 @@ The headline figure of the project, in four modes (each a module of ``benchmarks
 - ``--flywheel quick|standard|tiny``: a real loop in a fresh workspace until the budget is spent;
 - ``--compare a.json b.json ...``: saved runs side by side.
 
-Each run writes ``curve.json`` (and ``curve.png`` for curves) under ``--out``. Data are built with
+Each run writes ``curve.json`` (and ``curve.png`` with its Q-gap, ``curve-metrics.png`` with the
+reference catalog's other metrics, for curves and flywheel runs) under ``--out``. Data are built with
 the project's public functions and cached under ``--data``; the time spent making data is
 reported apart from the training clock.
 

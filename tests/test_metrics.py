@@ -120,3 +120,63 @@ def test_q_gap_per_trick_depth_averages_each_depths_gaps():
     split.update(LOGITS[2:], QVALS[2:], LEGAL[2:], TEAMS[2:], TARGETS[2:], DECLS[2:], depths=torch.tensor([2, 5]))
     assert {k: v for k, v in split.compute().items() if "depth" in k} == {k: v for k, v in m.items() if "depth" in k}
     assert not any("depth" in k for k in compute_metrics(LOGITS, QVALS, LEGAL, TEAMS, TARGETS, DECLS))
+
+
+def test_blunder_means_a_gap_over_ten_points_not_ten():
+    # Team 0 movers; the model picks slot 1 each time: gaps 10 (not a blunder) and 11 (a blunder).
+    qvals = torch.tensor([_row(10, 0), _row(11, 0)], dtype=torch.int8)
+    legal = (qvals != X).to(torch.int8)
+    logits = torch.tensor([[0.0, 1.0] + [5.0] * 5] * 2)  # large logits on illegal slots never count
+    m = compute_metrics(logits, qvals, legal, torch.zeros(2, dtype=torch.int8), torch.zeros(2, dtype=torch.int8),
+                        torch.zeros(2, dtype=torch.int8))
+    assert m["q_gap"] == pytest.approx(10.5)
+    assert m["blunder_rate"] == pytest.approx(1 / 2)
+    assert m["zero_regret"] == 0
+
+
+def test_zero_regret_counts_the_chosen_moves_q_equal_to_the_best_in_the_movers_view():
+    # Team 1 minimises: Q [3, -2, -2] has best -2 at slots 1 and 2; slot 2 is zero-regret, slot 0 is not.
+    qvals = torch.tensor([_row(3, -2, -2), _row(3, -2, -2)], dtype=torch.int8)
+    legal = (qvals != X).to(torch.int8)
+    logits = torch.full((2, 7), -1.0)
+    logits[0, 2], logits[1, 0] = 1.0, 1.0
+    m = compute_metrics(logits, qvals, legal, torch.ones(2, dtype=torch.int8), torch.ones(2, dtype=torch.int8),
+                        torch.zeros(2, dtype=torch.int8))
+    assert m["zero_regret"] == pytest.approx(1 / 2)
+    assert m["accuracy"] == 0  # the target is slot 1 (lowest index among ties)
+    assert m["q_gap"] == pytest.approx(5 / 2)
+
+
+def test_value_mae_and_q_mae_are_in_points_whatever_the_batching():
+    # Value 0.25 and Q 0.5 of 42 points everywhere: errors against V = 5 (team 0) and -4 (team 1 sees +4).
+    values = torch.tensor([5, -4], dtype=torch.int8)
+    qvals = torch.tensor([_row(21, 0), _row(-21, X, 21)], dtype=torch.int8)
+    legal = (qvals != X).to(torch.int8)
+    teams = torch.tensor([0, 1], dtype=torch.int8)
+    value, q = torch.full((2,), 0.25), torch.full((2, 7), 0.5)
+    args = (torch.zeros(2, 7), qvals, legal, teams, torch.zeros(2, dtype=torch.int8), torch.zeros(2, dtype=torch.int8))
+    whole = compute_metrics(*args, value=value, values=values, q=q)
+    # |10.5 - 5| and |10.5 - 4|; Q (mover's view) 21, 0 | 21, -21 against 21 on legal slots only
+    assert whole["value_mae"] == pytest.approx((5.5 + 6.5) / 2)
+    assert whole["q_mae"] == pytest.approx((0 + 21 + 0 + 42) / 4)
+    acc = MoveMetrics()
+    for i in range(2):
+        acc.update(*(a[i:i + 1] for a in args), value=value[i:i + 1], values=values[i:i + 1], q=q[i:i + 1])
+    assert acc.compute()["value_mae"] == pytest.approx(whole["value_mae"])
+    assert acc.compute()["q_mae"] == pytest.approx(whole["q_mae"])  # per legal move, not per state
+
+
+def test_the_catalogue_declares_every_metric_the_views_and_flags_use():
+    from forge.flywheel.records import HIGHER_IS_BETTER, TRACKED
+    from forge.ml.catalog import CATALOG, REFERENCE_FIGURES, REFERENCE_FIVE
+    from forge.ui.metric_info import info
+
+    m = compute_metrics(LOGITS, QVALS, LEGAL, TEAMS, TARGETS, DECLS, value=VALUE_PRED, values=VALUES,
+                        q=torch.zeros(4, 7))
+    assert set(REFERENCE_FIVE) <= m.keys()
+    assert {k for k in m if "/" not in k} <= CATALOG.keys()
+    assert {("val", name) for name in REFERENCE_FIVE} <= set(TRACKED)
+    assert "zero_regret" in HIGHER_IS_BETTER and "q_mae" not in HIGHER_IS_BETTER
+    assert info("q_mae").unit == info("value_mae").unit == "points"
+    shuffle = REFERENCE_FIGURES["Q-Val Shuffle (3.3M)"]
+    assert [shuffle[n] for n in REFERENCE_FIVE] == [0.074, 0.994, 0.0024, 1.90, 0.96]

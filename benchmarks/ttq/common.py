@@ -18,6 +18,7 @@ import yaml
 from forge.atomic import atomic_write_text
 from forge.errors import InputError
 from forge.flywheel.config import ConfigError, config_from_dict, load_preset
+from forge.ml.catalog import CATALOG, REFERENCE_FIGURES, REFERENCE_FIVE
 from forge.ml.model import ModelConfig
 from forge.ml.module import DominoModule
 
@@ -26,7 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 #: within two hours (the trainer), and the flywheel's at 30 minutes and 2 hours.
 GOAL_QGAP = 0.30
 FLYWHEEL_GOALS = ((30, 1.0), (120, 0.6))
-METRICS = ("q_gap", "decision_q_gap", "accuracy", "blunder_rate")
+#: What a curve point or a flywheel iteration records: the reference catalog's five metrics and ours.
+METRICS = (*REFERENCE_FIVE, "decision_q_gap", "accuracy")
+#: The reference's model whose figures the plots mark (forge.ml.catalog.REFERENCE_FIGURES).
+REFERENCE_MODEL = next(iter(REFERENCE_FIGURES))
 
 
 def parse_budget(text: str) -> float:
@@ -137,6 +141,54 @@ def save_figure(fig: Any, axes: tuple[Any, ...], curves: list[dict[str, Any]], t
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def metrics_path(plot: Path) -> Path:
+    """Where the reference metrics' figure goes beside a Q-gap plot: ``curve.png`` -> ``curve-metrics.png``."""
+    return plot.with_name(f"{plot.stem}-metrics.png")
+
+
+def five_metrics_figure(curves: list[dict[str, Any]], rows: str, x: str, xlabel: str, path: Path,
+                        title: str) -> None:
+    """The reference catalog's other four metrics against ``x`` for each curve's ``rows`` (points or
+    iterations): value MAE and Q-MAE in points (left), zero-regret and blunder rate in % (right), the
+    reference's published figures as dotted lines."""
+    fig, (mae, share) = figure()
+    ref = REFERENCE_FIGURES[REFERENCE_MODEL]
+    for c in curves:
+        label = c.get("label") or c.get("started", "")
+        for name, ax, scale, style in (("value_mae", mae, 1, "o-"), ("q_mae", mae, 1, "s--"),
+                                       ("zero_regret", share, 100, "o-"), ("blunder_rate", share, 100, "s--")):
+            pts = [r for r in c[rows] if r.get(name) is not None and r.get(x) is not None]
+            if pts:
+                ax.plot([r[x] for r in pts], [scale * r[name] for r in pts], style, ms=3,
+                        label=f"{label} {CATALOG[name].label}".strip())
+    for name, ax, scale in (("value_mae", mae, 1), ("q_mae", mae, 1), ("zero_regret", share, 100),
+                            ("blunder_rate", share, 100)):
+        ax.axhline(scale * ref[name], color="grey", ls=":", lw=1,
+                   label=f"{REFERENCE_MODEL} {CATALOG[name].label}: {scale * ref[name]:g}")
+    share.set_yscale("log")
+    for ax in (mae, share):
+        ax.set_xlabel(xlabel)
+    mae.set_ylabel("mean absolute error (points)")
+    share.set_ylabel("% of golden val states (log)")
+    save_figure(fig, (mae, share), curves, title, path)
+
+
+def reference_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The last row's five reference metrics beside each reference model's published figures."""
+    def cell(name: str, value: float | None) -> str:
+        if value is None:
+            return f"{'-':>12}"
+        return f"{100 * value:11.2f}%" if CATALOG[name].unit.startswith("share") else f"{value:12.3f}"
+
+    head = f"{'golden val':<32}" + "".join(f"{CATALOG[n].label:>12}" for n in REFERENCE_FIVE)
+    lines = [head, "-" * len(head)]
+    for model, figures in REFERENCE_FIGURES.items():
+        lines.append(f"{'reference ' + model:<32}" + "".join(cell(n, figures.get(n)) for n in REFERENCE_FIVE))
+    if rows:
+        lines.append(f"{'this run, last':<32}" + "".join(cell(n, rows[-1].get(n)) for n in REFERENCE_FIVE))
+    return lines
 
 
 def write_json(path: Path, obj: Any) -> None:

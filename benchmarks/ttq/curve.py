@@ -29,7 +29,18 @@ from forge.ml.model import DominoTransformer, ModelConfig, count_parameters, pre
 from forge.ml.schedule import Budget, TrainClock
 from forge.ml.store import read_manifest
 from forge.ml.training import train
-from ttq.common import GOAL_QGAP, figure, load_average, machine, parse_settings, save_figure, text_table
+from ttq.common import (
+    GOAL_QGAP,
+    figure,
+    five_metrics_figure,
+    load_average,
+    machine,
+    metrics_path,
+    parse_settings,
+    reference_lines,
+    save_figure,
+    text_table,
+)
 from ttq.data import golden_val, random_move_q_gap, train_deals, train_seeds
 
 #: Minutes at which the table reports the curve (those within the budget).
@@ -48,12 +59,14 @@ class Point:
     decision_q_gap: float | None  # Q-gap on the states where a move can lose points
     accuracy: float
     blunder_rate: float
-    value_mae: float | None
+    value_mae: float | None  # points; None: the value head was not trained
     train_loss: float  # mean over the steps since the previous point
     samples_per_s: float  # wall-clock, over the steps since the previous point
     lr: float
     eval_s: float
     ema_q_gap: float | None = None  # the same model's exponential moving average of weights (--ema)
+    zero_regret: float | None = None  # share of states whose move is optimal (None in runs saved before it)
+    q_mae: float | None = None  # points, over legal moves; None: the Q head was not trained
 
 
 def eval_marks(budget: float, points: int, in_seconds: bool = True) -> list[float]:
@@ -109,8 +122,9 @@ class Curve(L.Callback):
     def _score(self, trainer: L.Trainer, pl_module: L.LightningModule, clock: TrainClock) -> None:
         start = time.perf_counter()
         was_training = pl_module.model.training
-        m = evaluate_model(pl_module.model, self.val, self.eval_batch, with_value=True,
-                           move_head=pl_module.move_head)
+        heads = pl_module.trained_heads  # an untrained head's error means nothing
+        m = evaluate_model(pl_module.model, self.val, self.eval_batch, with_value="value" in heads,
+                           with_q="q" in heads, move_head=pl_module.move_head)
         ema = None
         if self.averaged is not None:
             ema = evaluate_model(self.averaged.module, self.val, self.eval_batch, with_value=False,
@@ -122,7 +136,8 @@ class Curve(L.Callback):
         point = Point(
             minutes=wall / 60, cpu_minutes=cpu / 60, samples=samples, epochs=samples / self.n_train,
             q_gap=m["q_gap"], decision_q_gap=m.get("decision_q_gap"), accuracy=m["accuracy"],
-            blunder_rate=m["blunder_rate"], value_mae=m.get("value_mae"), train_loss=self._loss / max(1, self._steps),
+            blunder_rate=m["blunder_rate"], value_mae=m.get("value_mae"), zero_regret=m["zero_regret"],
+            q_mae=m.get("q_mae"), train_loss=self._loss / max(1, self._steps),
             samples_per_s=(samples - self._window[0]) / window if window > 0 else float("nan"),
             lr=trainer.optimizers[0].param_groups[0]["lr"], eval_s=time.perf_counter() - start, ema_q_gap=ema,
         )
@@ -130,7 +145,10 @@ class Curve(L.Callback):
         self._loss, self._steps, self._window = 0.0, 0, (samples, wall)
         if self.verbose:
             print(f"  {point.minutes:7.2f} min ({point.cpu_minutes:.2f} CPU)  {point.samples:>10,} samples  "
-                  f"Q-gap {point.q_gap:.3f}  acc {point.accuracy:.3f}  ({point.samples_per_s:,.0f} samples/s)"
+                  f"Q-gap {point.q_gap:.3f}  acc {point.accuracy:.3f}"
+                  + (f"  value MAE {point.value_mae:.2f}" if point.value_mae is not None else "")
+                  + (f"  Q-MAE {point.q_mae:.2f}" if point.q_mae is not None else "")
+                  + f"  ({point.samples_per_s:,.0f} samples/s)"
                   + (f"  EMA Q-gap {ema:.3f}" if ema is not None else ""),
                   file=sys.stderr, flush=True)
 
@@ -139,7 +157,8 @@ def table(points: list[dict[str, Any]]) -> str:
     return text_table([("minutes", "minutes", "8.2f"), ("CPU min", "cpu_minutes", "8.2f"),
                        ("samples", "samples", ">11,"), ("epochs", "epochs", "7.2f"), ("Q-gap", "q_gap", "7.3f"),
                        ("decisions", "decision_q_gap", "10.3f"), ("accuracy", "accuracy", "9.4f"),
-                       ("blunders", "blunder_rate", "9.4f"), ("loss", "train_loss", "7.4f"),
+                       ("0-regret", "zero_regret", "9.4f"), ("blunders", "blunder_rate", "9.4f"),
+                       ("value MAE", "value_mae", "10.2f"), ("Q-MAE", "q_mae", "6.2f"), ("loss", "train_loss", "7.4f"),
                        ("samples/s", "samples_per_s", "10,.0f"), ("EMA Q-gap", "ema_q_gap", "10.3f")], points)
 
 
@@ -167,12 +186,16 @@ def plot(curves: list[dict[str, Any]], path: Path) -> None:
     by_samples.set_xlabel("training samples seen")
     by_time.set_ylabel("golden val Q-gap (points lost per move)")
     save_figure(fig, (by_time, by_samples), curves, "Time to quality from scratch", path)
+    five_metrics_figure(curves, "points", key, xlabel, metrics_path(path),
+                        "The reference catalog's metrics from scratch")
 
 
 def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, val: dict[str, torch.Tensor],
                 n_train: int, out: Path) -> tuple[list[Point], dict[str, Any]]:
     cfg = load_preset(args.preset)
     model_over, module_kwargs = parse_settings(args.set)  # checked in main already
+    # the preset's head weights, as the flywheel trains with them, unless --set says otherwise
+    module_kwargs = {"value_weight": cfg.value_weight, "q_weight": cfg.q_weight, **module_kwargs}
     config = ModelConfig(**{**preset(args.model or cfg.model).to_dict(), **model_over})
     lr = args.lr if args.lr is not None else cfg.scratch_lr
     batch_size = args.batch_size or cfg.batch_size
@@ -241,4 +264,5 @@ def report(result: dict[str, Any], out: Path) -> None:
           f"{d['val_states']:,} golden states (random legal move: Q-gap {result['random_q_gap']:.3f}); data made "
           f"now: {d['deals_made_now']} deals in {d['deals_s']} s, golden in {d['golden_made_s']} s (not counted)")
     print(table(result["points"]))
+    print("\n".join(reference_lines(result["points"])))
     plot([result], out / "curve.png")

@@ -26,9 +26,12 @@ from ttq.common import (
     FLYWHEEL_GOALS,
     METRICS,
     figure,
+    five_metrics_figure,
     flywheel_settings,
     load_average,
     machine,
+    metrics_path,
+    reference_lines,
     save_figure,
     text_table,
 )
@@ -97,7 +100,9 @@ def flywheel_table(rows: list[dict[str, Any]]) -> str:
     return text_table([("iter", "iteration", ">4"), ("seeds", "seeds", ">6"), ("iter s", "seconds", "7.0f"),
                        ("cum. min", "minutes", "9.2f"), ("Q-gap", "q_gap", "7.3f"),
                        ("decisions", "decision_q_gap", "10.3f"), ("accuracy", "accuracy", "9.4f"),
-                       ("blunders", "blunder_rate", "9.4f"), ("train share", "train_share", "12.0%")], rows)
+                       ("0-regret", "zero_regret", "9.4f"), ("blunders", "blunder_rate", "9.4f"),
+                       ("value MAE", "value_mae", "10.2f"), ("Q-MAE", "q_mae", "6.2f"),
+                       ("train share", "train_share", "12.0%")], rows)
 
 
 def goals(rows: list[dict[str, Any]], budget_s: float) -> list[str]:
@@ -140,10 +145,13 @@ def plot(curves: list[dict[str, Any]], path: Path) -> None:
     share.set_ylabel("train stage, % of the iteration")
     share.set_ylim(0, 100)
     save_figure(fig, (gap, share), curves, f"Flywheel from scratch, preset {curves[0].get('preset')}", path)
+    five_metrics_figure(curves, "iterations", "minutes", "loop wall-clock minutes", metrics_path(path),
+                        f"The reference catalog's metrics, flywheel preset {curves[0].get('preset')}")
 
 
 def report(result: dict[str, Any]) -> None:
     print(f"flywheel preset {result['preset']}: golden sets ready in {result['golden_s']} s (not counted)")
     print(flywheel_table(result["iterations"]))
+    print("\n".join(reference_lines(result["iterations"])))
     for line in goals(result["iterations"], result["budget_s"]):
         print(line)

@@ -114,6 +114,12 @@ class Config:
     # to the next. Its peak is scratch_lr for a flywheel that started from scratch, lr from a baseline.
     # null: each iteration fine-tunes with a fresh warm-up and cosine (at lr).
     lr_horizon: int | None = None
+    # Loss weights of the value head (the state's value) and of the Q head (every legal move's Q), beside the
+    # policy's weight 1; their targets are points / 42 in the loss and their errors are reported in points
+    # (value MAE, Q-MAE). The defaults are what a state.yaml written before these fields trained with (no Q
+    # head); the presets choose their own (README, "Time to quality").
+    value_weight: float = 0.5
+    q_weight: float = 0.0
 
     @property
     def golden_seeds(self) -> set[int]:
@@ -158,7 +164,7 @@ _KINDS = {
     "train_seed": "int", "val_samples": "int?", "precision": "str", "accelerator": "str", "devices": "int",
     "strategy": "str", "num_nodes": "int", "compile": "bool", "keep_shards": "str", "executor": "str",
     "ray_address": "str?", "prefetch_next": "bool", "train_states": "str", "train_samples": "int?",
-    "train_seconds": "float?", "lr_horizon": "int?",
+    "train_seconds": "float?", "lr_horizon": "int?", "value_weight": "float", "q_weight": "float",
 }
 
 

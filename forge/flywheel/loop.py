@@ -41,6 +41,7 @@ from forge.flywheel.stages import REGISTRY, Stage, later, stage_status
 from forge.flywheel.stages import evaluate as evaluate_stage
 from forge.flywheel.stages import train as train_stage
 from forge.flywheel.state import State, StateStore, begin_iteration, ensure_reserve, load_state, now, plan_seeds
+from forge.ml.catalog import REFERENCE_FIVE
 
 Say = Callable[[str], None]
 OnRecord = Callable[[Path], None]
@@ -524,7 +525,7 @@ def release_shards(ws: Workspace, state: State, iteration: int) -> int:
 
 def _announce(entry: HistoryEntry, say: Say) -> None:
     val = entry.val or {}
-    parts = [f"{k} {val[k]:.4f}" for k in ("accuracy", "q_gap", "blunder_rate") if k in val]
+    parts = [f"{k} {val[k]:.4f}" for k in ("accuracy", *REFERENCE_FIVE) if k in val]
     say(f"iteration {entry.iteration} done: val {', '.join(parts) or 'n/a'}")
     if entry.is_best:
         say(f"  new best: {entry.checkpoint}")

@@ -15,17 +15,16 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from forge.flywheel.config import Config, ConfigError, config_from_dict
+from forge.ml.catalog import HIGHER_IS_BETTER as HIGHER_IS_BETTER  # re-exported: the views import them from here
+from forge.ml.catalog import TRACKED as TRACKED
 
 #: The stage names state.yaml may hold (its schema): the stage registry, forge.flywheel.stages.REGISTRY,
 #: checks on import that it holds these stages in this order.
 StageName = Literal["generate", "tokenize", "train", "evaluate"]
 _STAGE_NAMES: tuple[str, ...] = get_args(StageName)
-#: The metric that decides "best" (lower is better), the metrics whose regressions against the best
-#: iteration are flagged, and the metrics that are better higher (every other one is better lower).
+#: The metric that decides "best" (lower is better). The metrics whose regressions against the best
+#: iteration are flagged, and those better higher, are the catalogue's (forge.ml.catalog).
 PRIMARY_METRIC = ("val", "q_gap")
-TRACKED = (("val", "q_gap"), ("val", "accuracy"), ("val", "blunder_rate"), ("val", "value_mae"), ("test", "q_gap"),
-           ("playout", "playout_points_lost"))
-HIGHER_IS_BETTER = frozenset({"accuracy", "zero_regret", "playout_perfect_hands"})
 
 
 class MetricSource(Protocol):

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from forge.ml.catalog import BLUNDER_THRESHOLD as BLUNDER_THRESHOLD  # defined by the catalogue
 from forge.oracle.rules import DECL_NAMES, MAX_HAND, N_DECLS, TOTAL_POINTS
 
-BLUNDER_THRESHOLD = 10
 MAX_GAP = 2 * TOTAL_POINTS
 _NEG = -1000
 

@@ -33,6 +33,16 @@ class ModelOutput(NamedTuple):
     value: Tensor  # (B,) state value for the mover, in units of 42 points
     q: Tensor  # (B, 7) Q per local domino for the mover, in units of 42 points
 
+    @property
+    def value_points(self) -> Tensor:
+        """(B,) the state's value in points for the mover's team (the oracle's V times the mover's sign)."""
+        return self.value * VALUE_SCALE
+
+    @property
+    def q_points(self) -> Tensor:
+        """(B, 7) each local domino's Q in points for the mover's team (illegal slots mean nothing)."""
+        return self.q * VALUE_SCALE
+
 
 #: Heads a model can play by: "policy" (its move logits) or "q" (the move of highest predicted Q).
 MOVE_HEADS: tuple[str, ...] = ("policy", "q")

@@ -1,8 +1,9 @@
 """What each recorded metric is: a short label, its unit and a one-line meaning, for every view.
 
 The metrics themselves are defined in :mod:`forge.ml.metrics` (per state) and
-:mod:`forge.ml.playout` (play-outs); this is the one place that says, for people, what their
-numbers mean (the CLI's tables, the panel, the archive index and the notebooks all read it).
+:mod:`forge.ml.playout` (play-outs), and catalogued (label, unit, direction, meaning) in
+:mod:`forge.ml.catalog`; this gives people those descriptions (the CLI's tables, the panel, the
+archive index and the notebooks all read it).
 Per-declaration, per-depth and per-deal metrics are described from their family's entry.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forge.flywheel.records import HIGHER_IS_BETTER
-from forge.ml.metrics import BLUNDER_THRESHOLD
+from forge.ml.catalog import CATALOG
 
 SPLITS = {"val": "golden val", "test": "golden test", "playout": "golden test play-outs"}
 
@@ -27,40 +28,8 @@ class MetricInfo:
         return f"{self.label} ({self.unit})" if self.unit else self.label
 
 
-METRICS: dict[str, MetricInfo] = {
-    "accuracy": MetricInfo("accuracy", "share of states",
-                           "the model's move is the oracle's move (the lowest-index optimal one on a tie)"),
-    "zero_regret": MetricInfo("zero-regret", "share of states", "the model's move is one of the optimal moves"),
-    "q_gap": MetricInfo("Q-gap", "points / move",
-                        "how many points worse the model's move is than the best move (Q of the best minus Q of the "
-                        "chosen, team score difference), mean over states; 0 is perfect"),
-    "blunder_rate": MetricInfo("blunder rate", "share of states",
-                               f"moves that lose more than {BLUNDER_THRESHOLD} points against the best move"),
-    "p99_gap": MetricInfo("p99 gap", "points", "the Q-gap that 99% of the model's moves stay within"),
-    "value_mae": MetricInfo("value MAE", "points",
-                            "mean absolute error of the value head's V (final score difference to come) "
-                            "against the oracle's"),
-    "q_mae": MetricInfo("Q MAE", "points", "mean absolute error of the Q head on legal moves"),
-    "tie_rate": MetricInfo("tie rate", "share of states", "states where more than one move is optimal"),
-    "decision_q_gap": MetricInfo("decision Q-gap", "points / move",
-                                 "Q-gap over decisions only, the states where a legal move can lose points "
-                                 "(Q-gap = decision Q-gap x decision share)"),
-    "decision_share": MetricInfo("decision share", "share of states", "states where a legal move can lose points"),
-    "n": MetricInfo("states", "states", "golden states scored"),
-    "playout_points_lost": MetricInfo(
-        "play-out lost", "points / hand",
-        "the model plays all four seats of a golden test hand; each move's Q-gap, summed over the hand's "
-        "moves (both teams), mean over hands; 0 is perfect play"),
-    "playout_points_lost_team0": MetricInfo("play-out lost, team 0", "points / hand",
-                                            "the same, team 0's moves only"),
-    "playout_points_lost_team1": MetricInfo("play-out lost, team 1", "points / hand",
-                                            "the same, team 1's moves only"),
-    "playout_outcome_error": MetricInfo(
-        "outcome error", "points / hand",
-        "how far the hand's final score difference as played ends from perfect play's, mean over hands"),
-    "playout_perfect_hands": MetricInfo("perfect hands", "share of hands", "hands played without losing a point"),
-    "playout_deals": MetricInfo("play-out hands", "hands", "golden test hands played out"),
-}
+#: Each catalogued metric's label, unit and meaning (forge.ml.catalog declares them).
+METRICS: dict[str, MetricInfo] = {name: MetricInfo(m.label, m.unit, m.meaning) for name, m in CATALOG.items()}
 #: Families: metric name prefix -> how to describe one member (the suffix is the declaration, depth or deal).
 _FAMILIES = {
     "q_gap/depth": lambda k: MetricInfo(f"Q-gap after {k} trick{'' if k == '1' else 's'}", "points / move",

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 SETTINGS_FILE = "train-settings.json"
 RESULT_FILE = "train-result.json"
+#: TrainSettings fields that are DominoModule arguments (train's ``module_kwargs``), not train's own.
+HEAD_WEIGHTS = ("value_weight", "q_weight")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class TrainSettings:
     max_seconds: float | None = None
     lr_horizon: int | None = None  # one schedule over every sample the weights have seen
     continuing: bool = False  # the resume checkpoint's optimiser state and sample count go on
+    value_weight: float = 0.5  # the value and Q heads' loss weights (DominoModule's)
+    q_weight: float = 0.0
 
     @property
     def processes(self) -> int:
@@ -71,6 +75,7 @@ class TrainSettings:
         """``train``'s keyword arguments (its first, the dataset, is ``data``)."""
         args = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         args.pop("data")
+        args["module_kwargs"] = {name: args.pop(name) for name in HEAD_WEIGHTS}
         return args
 
     def to_json(self) -> str:

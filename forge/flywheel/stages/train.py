@@ -57,6 +57,8 @@ class TrainConfig(ConfigView):
     train_samples: int | None = added("training budgets")
     train_seconds: float | None = added("training budgets")
     lr_horizon: int | None = added("the continuing schedule")
+    value_weight: float = added("the heads' loss weights")
+    q_weight: float = added("the heads' loss weights")
     # Read by pretraining only. Its deals' hand size and tokenizer seed are those generate and
     # tokenize ran with (their fingerprints are this stage's upstream); its sample count is in the
     # inputs' pretrain section; its executor does not change a shard.
@@ -132,7 +134,8 @@ def settings(ctx: Context, cfg: TrainConfig, *, data: Path, run_dir: Path, lr: f
                          max_samples=cfg.train_samples if budget else None,
                          max_seconds=cfg.train_seconds if budget else None,
                          lr_horizon=cfg.lr_horizon if budget else None,
-                         continuing=budget and cfg.lr_horizon is not None and resume is not None)
+                         continuing=budget and cfg.lr_horizon is not None and resume is not None,
+                         value_weight=cfg.value_weight, q_weight=cfg.q_weight)
 
 
 def peak_lr(ctx: Context, cfg: TrainConfig) -> tuple[Path | None, float, str]:

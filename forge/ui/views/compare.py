@@ -23,6 +23,7 @@ from forge.errors import InputError
 from forge.flywheel.paths import find_root
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, HistoryEntry, best_of, better
 from forge.flywheel.state import load_state
+from forge.ml.catalog import REFERENCE_FIVE
 from forge.oracle.rules import DECL_NAMES, MAX_HAND
 from forge.ui.metric_info import direction as better_when
 from forge.ui.metric_info import info, label
@@ -30,8 +31,8 @@ from forge.ui.views.display import Options, choose, frame_html, show
 
 #: The metrics compared, in order: (where measured, name).
 METRIC_ROWS: tuple[tuple[str, str], ...] = (
-    *(("val", n) for n in ("q_gap", "accuracy", "zero_regret", "blunder_rate", "p99_gap", "value_mae", "q_mae")),
-    *(("test", n) for n in ("q_gap", "accuracy", "zero_regret", "blunder_rate", "value_mae")),
+    *(("val", n) for n in (*REFERENCE_FIVE, "accuracy", "p99_gap")),
+    *(("test", n) for n in (*REFERENCE_FIVE, "accuracy")),
     *(("playout", n) for n in ("playout_points_lost", "playout_outcome_error", "playout_perfect_hands")),
 )
 DECL_ROWS = tuple(f"q_gap/{name}" for name in DECL_NAMES)

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from forge.flywheel.records import HIGHER_IS_BETTER, PRIMARY_METRIC, MetricSource, best_of, better
 from forge.flywheel.stages.evaluate import EvaluateResult
+from forge.ml.catalog import REFERENCE_FIVE
 from forge.ml.checkpoints import load_module
 from forge.ml.data import spread_indices
 from forge.ml.inference import inference_net
@@ -38,7 +39,7 @@ SUBSET = 3000
 #: Rows of the comparison table: (result section, metric name).
 COMPARED: tuple[tuple[str, str], ...] = (
     *((split, name) for split in ("val", "test")
-      for name in ("q_gap", "accuracy", "zero_regret", "blunder_rate", "p99_gap", "value_mae")),
+      for name in (*REFERENCE_FIVE, "accuracy", "p99_gap")),
     ("playout", "playout_points_lost"),
     ("playout", "playout_outcome_error"),
 )

@@ -1,0 +1,81 @@
+"""The value and Q heads speak in points: their targets' scale (points / 42 in the loss), their outputs
+in points, and the flywheel's configuration that trains them beside the policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from forge.flywheel.config import config_from_dict, load_preset
+from forge.flywheel.stages.fitting import TrainSettings
+from forge.ml.model import VALUE_SCALE, DominoTransformer, preset
+from forge.ml.module import DominoModule, q_loss, value_loss
+from forge.oracle.rules import TOTAL_POINTS
+
+X = -128
+
+
+def test_value_target_is_the_movers_v_over_42_points():
+    teams = torch.tensor([0, 1, 0])
+    values = torch.tensor([42, 42, -21], dtype=torch.int8)  # team-0 units; team 1's mover sees -42
+    exact = torch.tensor([1.0, -1.0, -0.5])
+    assert value_loss(exact, values, teams) == 0
+    # an error of 42 points on one state of three: MSE (1 + 0 + 0) / 3 in units of 42 points
+    torch.testing.assert_close(value_loss(exact + torch.tensor([1.0, 0, 0]), values, teams), torch.tensor(1 / 3))
+    assert VALUE_SCALE == TOTAL_POINTS == 42
+
+
+def test_q_target_is_the_movers_q_over_42_points_on_legal_moves_only():
+    qvals = torch.tensor([[21, X, X, X, X, X, X], [21, -21, X, X, X, X, X]], dtype=torch.int8)
+    legal = (qvals != X).to(torch.int8)
+    teams = torch.tensor([0, 1])
+    q = torch.tensor([[0.5, 9, 9, 9, 9, 9, 9], [-0.5, 0.5 + 1.0, 9, 9, 9, 9, 9]])  # one 42-point error
+    torch.testing.assert_close(q_loss(q, qvals, legal, teams), torch.tensor(1 / 3))  # 3 legal moves
+
+
+def test_heads_output_points_for_every_hand_slot_and_the_state():
+    model = DominoTransformer(preset("tiny")).eval()
+    for head, bias in ((model.value_head, 0.25), (model.q_head, -0.5)):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.constant_(head.bias, bias)
+    b = 5
+    tokens = torch.zeros(b, 32, 12, dtype=torch.int8)
+    out = model(tokens, torch.ones(b, 32, dtype=torch.int8), torch.tensor([0, 1, 2, 3, 0]))
+    assert out.q_points.shape == (b, 7) and out.value_points.shape == (b,)
+    torch.testing.assert_close(out.value_points, torch.full((b,), 10.5))  # 0.25 of 42 points
+    torch.testing.assert_close(out.q_points, torch.full((b, 7), -21.0))
+
+
+def test_presets_train_the_q_head_beside_the_policy():
+    for name in ("tiny", "quick", "standard"):
+        cfg = load_preset(name)
+        assert cfg.q_weight > 0 and cfg.value_weight > 0, name
+        module = DominoModule.from_preset("tiny", value_weight=cfg.value_weight, q_weight=cfg.q_weight)
+        assert module.trained_heads == ("policy", "value", "q") and module.move_head == "policy"
+
+
+def test_a_config_written_before_the_head_weights_keeps_what_it_trained():
+    old = load_preset("quick").to_dict()
+    del old["q_weight"], old["value_weight"]
+    cfg = config_from_dict(old)
+    assert (cfg.q_weight, cfg.value_weight) == (0.0, 0.5)  # no Q head, the value weight it had
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "1"])
+def test_head_weights_are_checked(bad):
+    from forge.flywheel.config import ConfigError
+
+    with pytest.raises(ConfigError, match="config.q_weight"):
+        config_from_dict({**load_preset("quick").to_dict(), "q_weight": bad})
+
+
+def test_the_train_stage_passes_the_head_weights_to_the_module(tmp_path):
+    from pathlib import Path
+
+    settings = TrainSettings(data=tmp_path, run_dir=Path("r"), epochs=1, lr=1e-3, model="tiny", resume=None,
+                             val_samples=None, batch_size=8, seed=0, precision="32", accelerator="cpu", devices=1,
+                             strategy="auto", num_nodes=1, compile=False, value_weight=2.0, q_weight=3.0)
+    args = settings.arguments()
+    assert args["module_kwargs"] == {"value_weight": 2.0, "q_weight": 3.0}
+    assert "q_weight" not in args and "value_weight" not in args
+    assert TrainSettings.from_json(settings.to_json()) == settings  # the child process's copy
