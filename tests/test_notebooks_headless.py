@@ -83,6 +83,8 @@ def check_shows_the_work(name: str, nb: Any) -> None:
     """At least one figure, every section marker of ``name``, no error and no widget (headless)."""
     outputs = html_outputs(nb)
     assert any("image/png" in d for d in outputs), f"{name} shows no figure"
+    panels = [d for d in outputs if 'class="forge-panel"' in d.get("text/html", "")]
+    assert len(panels) == 1, f"{name} shows the status panel {len(panels)} times"
     shown = " ".join(d.get("text/html", "") for d in outputs)
     for marker in SECTIONS[name]:
         assert f'class="{marker}"' in shown, f"{name} does not show {marker}"

@@ -237,6 +237,24 @@ def test_two_iterations_side_by_side(tmp_path: Path) -> None:
     trends = compare.trend_figure(runs)
     assert len([ax for ax in trends.axes if ax.lines]) == 6  # every tracked metric
 
+    # with the states each figure is over (recorded since): an empty depth is shown, a thin one gets no verdict
+    counted = []
+    for i, gap in ((1, 0.6), (2, 0.5)):
+        entry = _entry(i, gap, 8.0, i == 2, [])
+        entry.val.update({"n/depth0": 0, "n/depth1": 5, "n/depth2": 400, "q_gap/depth2": gap, "n/notrump": 4000,
+                          "n/sixes": 4000})
+        del entry.val["q_gap/depth0"]
+        counted.append(entry)
+    a, b = compare.load_runs([workspace(tmp_path / "counted", counted)])
+    depth = {r["metric"]: r for r in compare.breakdown_frame(a, b, compare.DEPTH_ROWS).iter_rows(named=True)}
+    assert list(depth) == ["val Q-gap after 0 tricks", "val Q-gap after 1 trick", "val Q-gap after 2 tricks"]
+    assert depth["val Q-gap after 0 tricks"]["note"] == "A: no states; B: no states"
+    assert (depth["val Q-gap after 1 trick"]["A states"], depth["val Q-gap after 1 trick"]["better"]) == (5, "")
+    assert depth["val Q-gap after 1 trick"]["note"] == "A: too few states; B: too few states"
+    assert (depth["val Q-gap after 2 tricks"]["B states"], depth["val Q-gap after 2 tricks"]["better"]) == (400, "B")
+    fig = compare.breakdown_figure(a, b)
+    assert "400" in [t.get_text() for t in fig.axes[1].texts] and any(p.get_hatch() for p in fig.axes[1].patches)
+
     old = compare.load_runs([workspace(tmp_path / "old", [_entry(1, 0.6, 8.0, True, [], depth=False)])])[0]
     assert "not recorded for these iterations" in compare.pair_html(old, old)
 

@@ -63,6 +63,9 @@ METRICS: dict[str, MetricInfo] = {
 }
 #: Families: metric name prefix -> how to describe one member (the suffix is the declaration, depth or deal).
 _FAMILIES = {
+    "n/depth": lambda k: MetricInfo(f"states after {k} trick{'' if k == '1' else 's'}", "states",
+                                    f"how many states the Q-gap after {k} trick{'' if k == '1' else 's'} is over"),
+    "n/": lambda d: MetricInfo(f"states, {d}", "states", f"how many states of hands declared {d} were scored"),
     "q_gap/depth": lambda k: MetricInfo(f"Q-gap after {k} trick{'' if k == '1' else 's'}", "points / move",
                                         f"Q-gap over states with {k} trick{'' if k == '1' else 's'} completed"),
     "q_gap/": lambda d: MetricInfo(f"Q-gap, {d}", "points / move", f"Q-gap over states of hands declared {d}"),
