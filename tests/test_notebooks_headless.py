@@ -217,7 +217,7 @@ def test_train_notebook_says_which_epoch_it_kept_and_how_fast_it_trained(stage_r
         cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
         return " ".join(o["data"].get("text/html", "") for o in cell.outputs if "data" in o)
 
-    assert "lowest val Q-gap" in shown("kept_frame")
+    assert "lowest val Q-gap" in shown("kept_html") and "forge-val-note" in shown("kept_html")
     # the live curve watched the steps (headless it measures, it does not draw)
     assert "samples / s (training steps)" in shown("throughput_frame")
 

@@ -238,6 +238,47 @@ def test_kept_epoch_is_the_one_the_checkpoint_callback_saved(data) -> None:
     assert speed["samples / s (training steps)"].item() == round(data["curve"].samples_per_second)
 
 
+def _texts(fig) -> str:
+    """Every word a figure shows: titles, axis labels, tick labels, legends."""
+    out = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), *(t.get_text() for t in ax.get_xticklabels())]
+        legend = ax.get_legend()
+        out += [t.get_text() for t in legend.get_texts()] if legend else []
+    return " ".join(out)
+
+
+def test_a_budget_run_is_shown_in_the_budget_terms(data, tmp_path) -> None:
+    """No epoch words where there are no epochs, one validation point per check, samples of the budget,
+    and which val states each figure is on."""
+    budget = 600
+    curve = training.LiveCurve(redraw=False)
+    run = train(data["dataset"], epochs=None, max_samples=budget, lr=3e-3, batch_size=64, model="tiny",
+                run_dir=tmp_path, wandb=False, seed=0, progress=False, val_samples=100,
+                trainer_kwargs={"callbacks": [curve]})
+    frame = training.metrics_frame(run.metrics_csv)
+    settings = training.run_settings(run.metrics_csv)
+    assert training.budget_text(settings) == "600 samples"
+    result = _trained(kept_reason="the last weights: a training budget (600 samples) keeps where training stands",
+                      samples=run.samples, train_seconds=1.5, seconds=3.0)
+    epoch, why = training.kept_checkpoint(result, frame)
+    assert epoch is None and why == result.kept_reason  # not "lowest val/q_gap over epochs 1..2"
+    fig = training.curves_figure(frame, epoch, settings)
+    words = _texts(fig)
+    assert "epoch" not in words.lower() and "a budget run: 600 samples" in words
+    assert "validation on 100 golden val states" in words and "samples trained on" in words
+    checks = fig.axes[1].lines[0].get_xdata()
+    assert len(checks) == len(curve.val) and len(set(checks)) == len(checks)  # one point per check
+    kept = training.kept_frame(result, frame, settings)
+    assert kept["kept"].item() == "the last weights" and "its val Q-gap (100 golden val states)" in kept.columns
+    assert "all golden val states" in training.kept_html(result, frame, settings)  # the history's figure differs
+    speed = training.throughput_frame(result, frame, curve, settings)
+    assert "epochs" not in speed.columns and speed["budget"].item() == "600 samples"
+    assert speed["samples trained on"].item() == run.samples and speed["minutes of training"].item() == 0.03
+    live = _texts(curve.figure())
+    assert f"{curve.samples:,} of 600 samples" in live and "per check" in live and "epoch" not in live
+
+
 # ---------------------------------------------------------------------------------------------- 04 evaluate
 
 def test_per_sample_gaps_agree_with_the_metrics_module(data) -> None:
