@@ -94,6 +94,6 @@ def next_steps(root: str | Path) -> str:
         lines.append(f"  cd {ws.root} && {jupyter} lab --notebook-dir=. notebooks/00_status.ipynb   the live panel, "
                      "with Start / Stop / Retry")
     else:
-        lines.append(f"  {jupyter} lab --notebook-dir={NOTEBOOKS.parent} notebooks/00_status.ipynb   the live "
-                     f"panel (set root = \"{ws.root}\" in its first cell), with Start / Stop / Retry")
+        lines.append(f"  cd {NOTEBOOKS.parent} && {jupyter} lab --notebook-dir=. notebooks/00_status.ipynb   the "
+                     f"live panel (set root = \"{ws.root}\" in its first cell), with Start / Stop / Retry")
     return "\n".join(lines)
