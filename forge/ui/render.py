@@ -14,7 +14,7 @@ from typing import Any
 
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, metric_label
 from forge.flywheel.runner import ERROR_ANCHOR
-from forge.ui.metric_info import column_info
+from forge.ui.metric_info import column_info, flag_text
 from forge.ui.text import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
 
 BADGE_COLOURS = {
@@ -105,7 +105,7 @@ def mark_cell(row: dict[str, Any], best_iteration: int | None) -> tuple[str, str
     classes = " ".join(c for c, on in (("forge-best", best), ("forge-flagged", bool(flags))) if on)
     attrs = (f' class="{classes}"' if classes else "") + (f' style="background:{ROW_BEST}"' if best else "")
     marks = (badge("best", f"the best iteration by {metric_label(*PRIMARY_METRIC)}", "forge-best-badge") if best
-             else "") + (" " + badge("flagged", "; ".join(flags), "forge-flag") if flags else "")
+             else "") + (" " + badge("flagged", "; ".join(flag_text(f) for f in flags), "forge-flag") if flags else "")
     return attrs, marks.strip()
 
 
