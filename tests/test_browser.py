@@ -33,6 +33,8 @@ import pytest
 import yaml
 from test_dashboard import FAILED, failed_workspace
 
+from forge.ui.metric_info import flag_text
+
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -232,7 +234,7 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
     assert len(best) == 1 and best[0].find_element(By.CSS_SELECTOR, "td").text == FAILED["best"]
     assert best[0].value_of_css_property("background-color") in ("rgb(223, 243, 223)", "rgba(223, 243, 223, 1)")
     flag = best[0].find_element(By.CSS_SELECTOR, ".forge-flag")
-    assert flag.get_attribute("title") == FAILED["flag"] and flag.text == "flagged"
+    assert flag.get_attribute("title") == flag_text(FAILED["flag"]) and flag.text == "flagged"
     assert flag.value_of_css_property("background-color") in ("rgb(230, 97, 1)", "rgba(230, 97, 1, 1)")
     wait(20).until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".widget-button")))
     ARTIFACTS.mkdir(exist_ok=True)

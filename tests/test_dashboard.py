@@ -199,19 +199,84 @@ def test_a_failing_action_is_reported_in_the_message_line(tmp_path: Path) -> Non
         board.stop()
 
 
-def test_a_message_clears_once_the_flywheel_moves_on(tmp_path: Path) -> None:
-    """"already running" under a later "ready", or "started" under "crashed", would mislead."""
+def test_a_message_stays_and_is_greyed_once_the_flywheel_moves_on(tmp_path: Path) -> None:
+    """"already running" under a later "ready", or "started" under "crashed", would mislead; but the
+    answer (a log path, say) must stay readable until the next click replaces it."""
     ws = failed_workspace(tmp_path / "ws")
     board = Dashboard(ws, live=True, interval=3600)  # refreshed by hand below, not by the thread
     try:
         board.buttons["stop"].click()
-        assert "nothing to stop" in board.message.value
-        board.panel.refresh()  # nothing changed: the answer stays
-        assert "nothing to stop" in board.message.value
+        assert "nothing to stop" in board.message.value and "forge-message-earlier" not in board.message.value
+        board.panel.refresh()  # nothing changed: the answer stays as it was
+        assert "nothing to stop" in board.message.value and "moved on" not in board.message.value
         retry_iteration(ws)  # someone else (a terminal, another notebook) moves the flywheel on
         board.panel.refresh()
-        assert board.message.value == ""
-        board.buttons["retry"].click()  # an action's own change does not clear its answer
-        assert "nothing to retry" in board.message.value
+        assert "nothing to stop" in board.message.value  # still readable...
+        assert "forge-message-earlier" in board.message.value and "moved on since" in board.message.value  # ...marked
+        board.buttons["retry"].click()  # the next click replaces it; an action's own change does not grey it
+        assert "nothing to retry" in board.message.value and "nothing to stop" not in board.message.value
+        assert "moved on" not in board.message.value
     finally:
         board.stop()
+
+
+def test_a_button_answers_at_once_and_is_disabled_while_its_action_runs(tmp_path: Path) -> None:
+    ws = failed_workspace(tmp_path / "ws")
+    board = Dashboard(ws, live=True, interval=3600)
+    try:
+        seen: list[str] = []
+        board.message.observe(lambda change: seen.append(change["new"]), "value")
+        during: list[bool] = []
+        real = board.run
+
+        def run(action, working=None):
+            def watched(root):
+                during.append(all(b.disabled for b in board.buttons.values()))
+                return action(root)
+            return real(watched, working)
+
+        board.run = run  # the click's callback calls it through the instance
+        board.buttons["start"].click()
+        assert len(seen) == 2 and "waiting for it to claim the iteration" in seen[0]  # before the action answered
+        assert "iteration 3 failed" in seen[1]
+        assert during == [True] and not any(b.disabled for b in board.buttons.values())
+    finally:
+        board.stop()
+
+
+def test_a_refresh_leaves_the_parts_of_the_panel_it_did_not_change(tmp_path: Path) -> None:
+    """While a loop runs, the heartbeat changes every refresh; the history (its folded legend, its
+    commands to copy) must not be re-rendered, or the browser collapses and unselects it."""
+    ws = failed_workspace(tmp_path / "ws")
+    board = Dashboard(ws, live=True, interval=3600)
+    try:
+        writes: dict[str, int] = {name: 0 for name in board.panel.parts}
+        for name, widget in board.panel.parts.items():
+            widget.observe(lambda _c, n=name: writes.__setitem__(n, writes[n] + 1), "value")
+        st = load_state(ws)  # the loop's heartbeat and stage move on
+        st.current.heartbeat = "2025-01-01T00:06:00+00:00"
+        st.current.stage = "evaluate"
+        save_state(ws, st)
+        board.panel.refresh()
+        assert writes["status"] == 1 and writes["history"] == 0 and writes["plot"] == 0
+        assert "what the columns mean" in board.panel.parts["history"].value
+        st.history = st.history[:1]  # the history changes: now its part is rendered again
+        save_state(ws, st)
+        board.panel.refresh()
+        assert writes["history"] == 1
+    finally:
+        board.stop()
+
+
+def test_a_cell_ending_with_show_panel_shows_the_panel_once(tmp_path: Path) -> None:
+    """05_explore and 06_compare end a cell with show_panel(...): its value must not be shown again."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    ws = failed_workspace(tmp_path / "ws")
+    shell = InteractiveShell.instance()
+    with capture_output() as shown:
+        ran = shell.run_cell(f"from forge.ui.panel import show_panel\nshow_panel({str(ws)!r}, live=False)")
+    panels = [o for o in shown.outputs if 'class="forge-panel"' in o.data.get("text/html", "")]
+    assert len(panels) == 1
+    assert ran.result is None  # the cell's value, which a notebook would display again under it

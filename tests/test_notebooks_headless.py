@@ -85,6 +85,8 @@ def check_shows_the_work(name: str, nb: Any) -> None:
     """At least one figure, every section marker of ``name``, no error and no widget (headless)."""
     outputs = html_outputs(nb)
     assert any("image/png" in d for d in outputs), f"{name} shows no figure"
+    panels = [d for d in outputs if 'class="forge-panel"' in d.get("text/html", "")]
+    assert len(panels) == 1, f"{name} shows the status panel {len(panels)} times"
     shown = " ".join(d.get("text/html", "") for d in outputs)
     for marker in SECTIONS[name]:
         assert f'class="{marker}"' in shown, f"{name} does not show {marker}"
@@ -217,7 +219,7 @@ def test_train_notebook_says_which_epoch_it_kept_and_how_fast_it_trained(stage_r
         cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
         return " ".join(o["data"].get("text/html", "") for o in cell.outputs if "data" in o)
 
-    assert "lowest val Q-gap" in shown("kept_frame")
+    assert "lowest val Q-gap" in shown("kept_html") and "forge-val-note" in shown("kept_html")
     # the live curve watched the steps (headless it measures, it does not draw)
     assert "samples / s (training steps)" in shown("throughput_frame")
 

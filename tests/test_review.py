@@ -102,7 +102,7 @@ def test_the_best_iteration_is_the_one_with_the_best_primary_metric_and_keeps_it
     assert 'class="forge-best forge-flagged"' in rows[2] and f"background:{ROW_BEST}" in rows[2]
     assert "forge-best" not in rows[1] and "forge-best" not in rows[3] and "forge-flagged" in rows[3]
     assert html.count('class="forge-best-badge"') == 1 and html.count('class="forge-flag"') == 2
-    assert f'title="{FLAG}"' in html  # hover: which metric
+    assert 'title="val value MAE 9.5000 points is worse than the best iteration&#x27;s (iteration 1' in html
 
     # the archive index: the same rule
     index = write_index(ws).read_text()
@@ -237,6 +237,24 @@ def test_two_iterations_side_by_side(tmp_path: Path) -> None:
     trends = compare.trend_figure(runs)
     assert len([ax for ax in trends.axes if ax.lines]) == 6  # every tracked metric
 
+    # with the states each figure is over (recorded since): an empty depth is shown, a thin one gets no verdict
+    counted = []
+    for i, gap in ((1, 0.6), (2, 0.5)):
+        entry = _entry(i, gap, 8.0, i == 2, [])
+        entry.val.update({"n/depth0": 0, "n/depth1": 5, "n/depth2": 400, "q_gap/depth2": gap, "n/notrump": 4000,
+                          "n/sixes": 4000})
+        del entry.val["q_gap/depth0"]
+        counted.append(entry)
+    a, b = compare.load_runs([workspace(tmp_path / "counted", counted)])
+    depth = {r["metric"]: r for r in compare.breakdown_frame(a, b, compare.DEPTH_ROWS).iter_rows(named=True)}
+    assert list(depth) == ["val Q-gap after 0 tricks", "val Q-gap after 1 trick", "val Q-gap after 2 tricks"]
+    assert depth["val Q-gap after 0 tricks"]["note"] == "A: no states; B: no states"
+    assert (depth["val Q-gap after 1 trick"]["A states"], depth["val Q-gap after 1 trick"]["better"]) == (5, "")
+    assert depth["val Q-gap after 1 trick"]["note"] == "A: too few states; B: too few states"
+    assert (depth["val Q-gap after 2 tricks"]["B states"], depth["val Q-gap after 2 tricks"]["better"]) == (400, "B")
+    fig = compare.breakdown_figure(a, b)
+    assert "400" in [t.get_text() for t in fig.axes[1].texts] and any(p.get_hatch() for p in fig.axes[1].patches)
+
     old = compare.load_runs([workspace(tmp_path / "old", [_entry(1, 0.6, 8.0, True, [], depth=False)])])[0]
     assert "not recorded for these iterations" in compare.pair_html(old, old)
 
@@ -279,3 +297,25 @@ def test_the_index_compares_any_two_iterations(tmp_path: Path) -> None:
         assert (ws / "archive" / href).resolve().exists(), href
     assert 'target="_blank"' not in page.split("forge-history")[1].split("</table>")[0]
     assert "forge-by-hand" in row_html(page, 3) and "forge-by-hand" not in row_html(page, 2)
+
+
+def test_flags_titles_and_the_history_legend_read_well(tmp_path: Path) -> None:
+    from forge.ui.archiving import page_title
+    from forge.ui.metric_info import flag_text
+    from forge.ui.plots import history_figure
+    from forge.ui.render import mark_cell
+
+    raw = "playout playout_points_lost 59.0000 is worse than the best (iteration 2: 41.0000)"
+    readable = flag_text(raw)
+    assert readable == ("play-out lost 59.0000 points / hand is worse than the best iteration's (iteration 2: "
+                        "41.0000 points / hand; lower is better)")
+    _, marks = mark_cell({"iteration": 3, "flags": [raw]}, None)
+    assert "play-out lost 59.0000 points / hand" in marks and "playout_points_lost" not in marks
+    assert flag_text("something else") == "something else"
+    assert page_title(tmp_path / "archive" / "iter-0003" / "03_train.ipynb") == "03_train · iteration 3"
+    # the legend lies outside both axes (inside, it covered the accuracy points)
+    fig = history_figure([h.to_dict() for h in history()], 2)
+    fig.canvas.draw()
+    legend = fig.axes[0].get_legend().get_window_extent()
+    assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+    assert legend.y0 >= 0  # and inside the picture

@@ -463,3 +463,16 @@ def test_bad_budgets_are_refused_before_any_run_folder(mini, tmp_path, kwargs, m
     with pytest.raises(InputError, match=message):
         train(mini, **{"epochs": 1, "model": "tiny", "run_dir": tmp_path, **FAST, **kwargs})
     assert not (tmp_path / "domino").exists()
+
+
+def test_a_budget_run_validates_once_per_check_and_its_bar_ends_full(mini, tmp_path, capsys):
+    """A budget that ends mid-epoch: Lightning scores the weights at that epoch's end; the run must not
+    score them a second time (one point logged as two epochs), and its bar counts the budget, full at the end."""
+    res = train(mini, epochs=None, max_samples=1000, model="tiny", batch_size=64, lr=1e-3, run_dir=tmp_path,
+                **{**FAST, "progress": True})
+    rows = [r for r in csv.DictReader(res.metrics_csv.open()) if r.get("val/q_gap")]
+    epochs = {int(r["epoch"]) for r in csv.DictReader(res.metrics_csv.open()) if r.get("train/loss")}
+    assert len(rows) == len({r["step"] for r in rows}) == len(epochs) >= 2  # one per epoch trained in, the last too
+    shown = capsys.readouterr()
+    bar = (shown.out + shown.err).replace("\r", "\n")
+    assert "training done (budget 1,000 samples reached): 100%" in bar and "Epoch " not in bar

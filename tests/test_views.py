@@ -33,7 +33,7 @@ from forge.ml.store import build_dataset, load_split, read_manifest
 from forge.ml.tokenize import F_DECL, featurize
 from forge.ml.training import train
 from forge.oracle.deal import deal
-from forge.oracle.rules import DECL_NAMES, ILLEGAL_Q, domino_name
+from forge.oracle.rules import DECL_NAMES, ILLEGAL_Q, MAX_HAND, domino_name
 from forge.oracle.shard import write_shard
 from forge.oracle.shard_rows import ShardRows
 from forge.oracle.solve import solve
@@ -238,6 +238,47 @@ def test_kept_epoch_is_the_one_the_checkpoint_callback_saved(data) -> None:
     assert speed["samples / s (training steps)"].item() == round(data["curve"].samples_per_second)
 
 
+def _texts(fig) -> str:
+    """Every word a figure shows: titles, axis labels, tick labels, legends."""
+    out = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), *(t.get_text() for t in ax.get_xticklabels())]
+        legend = ax.get_legend()
+        out += [t.get_text() for t in legend.get_texts()] if legend else []
+    return " ".join(out)
+
+
+def test_a_budget_run_is_shown_in_the_budget_terms(data, tmp_path) -> None:
+    """No epoch words where there are no epochs, one validation point per check, samples of the budget,
+    and which val states each figure is on."""
+    budget = 600
+    curve = training.LiveCurve(redraw=False)
+    run = train(data["dataset"], epochs=None, max_samples=budget, lr=3e-3, batch_size=64, model="tiny",
+                run_dir=tmp_path, wandb=False, seed=0, progress=False, val_samples=100,
+                trainer_kwargs={"callbacks": [curve]})
+    frame = training.metrics_frame(run.metrics_csv)
+    settings = training.run_settings(run.metrics_csv)
+    assert training.budget_text(settings) == "600 samples"
+    result = _trained(kept_reason="the last weights: a training budget (600 samples) keeps where training stands",
+                      samples=run.samples, train_seconds=1.5, seconds=3.0)
+    epoch, why = training.kept_checkpoint(result, frame)
+    assert epoch is None and why == result.kept_reason  # not "lowest val/q_gap over epochs 1..2"
+    fig = training.curves_figure(frame, epoch, settings)
+    words = _texts(fig)
+    assert "epoch" not in words.lower() and "a budget run: 600 samples" in words
+    assert "validation on 100 golden val states" in words and "samples trained on" in words
+    checks = fig.axes[1].lines[0].get_xdata()
+    assert len(checks) == len(curve.val) and len(set(checks)) == len(checks)  # one point per check
+    kept = training.kept_frame(result, frame, settings)
+    assert kept["kept"].item() == "the last weights" and "its val Q-gap (100 golden val states)" in kept.columns
+    assert "all golden val states" in training.kept_html(result, frame, settings)  # the history's figure differs
+    speed = training.throughput_frame(result, frame, curve, settings)
+    assert "epochs" not in speed.columns and speed["budget"].item() == "600 samples"
+    assert speed["samples trained on"].item() == run.samples and speed["minutes of training"].item() == 0.03
+    live = _texts(curve.figure())
+    assert f"{curve.samples:,} of 600 samples" in live and "per check" in live and "epoch" not in live
+
+
 # ---------------------------------------------------------------------------------------------- 04 evaluate
 
 def test_per_sample_gaps_agree_with_the_metrics_module(data) -> None:
@@ -263,13 +304,42 @@ def test_per_sample_gaps_agree_with_the_metrics_module(data) -> None:
     # the evaluation's own per-depth figures (q_gap/depth<k>) are the per-sample view's, depth by depth
     for k, gap in depth.select("tricks played", "Q-gap").iter_rows():
         assert gap == pytest.approx(want[f"q_gap/depth{k}"], abs=1e-12)
-    assert sorted(int(k.removeprefix("q_gap/depth")) for k in want if "depth" in k) == depth["tricks played"].to_list()
+    assert sorted(int(k.removeprefix("q_gap/depth")) for k in want if k.startswith("q_gap/depth")) == depth[
+        "tricks played"].to_list()
+    # every mean is recorded with the number of states it is over, and every depth is counted, empty ones too
+    counts = dict(depth.select("tricks played", "samples").iter_rows())
+    assert [want[f"n/depth{k}"] for k in range(MAX_HAND)] == [counts.get(k, 0) for k in range(MAX_HAND)]
+    for name, n in by_decl.select("declaration", "samples").iter_rows():
+        assert want[f"n/{name}"] == n
     # and the evaluation records them over the whole split (one batch, as above: the same fp32 sums)
     scored = evaluate(data["checkpoint"], data["dataset"], "val", batch_size=len(arrays["targets"]))
     assert {k: v for k, v in scored.items() if "depth" in k} == pytest.approx(
         {k: v for k, v in want.items() if "depth" in k}, abs=1e-12)
     fig = evaluation.calibration_figure(pred)
     assert len(fig.axes[0].collections[0].get_offsets()) == len(pred.index)
+
+
+def test_per_group_bars_carry_their_counts_and_never_hide_an_empty_or_thin_group(data) -> None:
+    """The issue's val split: depth 0 with no states, depth 1 with 5; neither may read as perfect play."""
+    from forge.ui.views import breakdown
+
+    pred = evaluation.predict_subset(data["checkpoint"], data["dataset"], "val", limit=50)
+    counts = [0, 5, 273, 4786, 18243, 6604, 89]
+    val = {"n": sum(counts), "q_gap": 1.0, "q_gap/sixes": 0.9, "n/sixes": 30000, "q_gap/notrump": 0.0,
+           "n/notrump": 3}
+    val |= {f"n/depth{k}": n for k, n in enumerate(counts)}
+    val |= {f"q_gap/depth{k}": 0.0 if k in (1, 6) else 1.0 for k, n in enumerate(counts) if n}
+    result = EvaluateResult(checkpoint="x.ckpt", val=val, test={})
+    fig = evaluation.gap_figure(result, pred)
+    ax_decl, ax_depth = fig.axes
+    depth_notes = [t.get_text() for t in ax_depth.texts]
+    assert [t.get_text() for t in ax_depth.get_xticklabels()] == [str(k) for k in range(7)]  # depth 0 shown
+    assert depth_notes[0] == "no states" and depth_notes[1] == "n=5\ntoo few" and depth_notes[2] == "n=273"
+    assert depth_notes[-1] == "n=89\ntoo few"
+    thin = [p for p in ax_depth.patches if p.get_hatch()]
+    assert len(thin) == 2 and len(ax_depth.patches) == 6  # depths 1 and 6 hatched; depth 0 has no bar
+    assert [t.get_text() for t in ax_decl.texts] == ["n=30,000", "n=3\ntoo few"]
+    assert breakdown.FEW_NOTE in fig.texts[0].get_text()
 
 
 def test_blunders_are_the_costliest_mistakes_drawn_as_positions(data) -> None:

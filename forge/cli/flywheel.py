@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 
 from forge.commandline import FLYWHEEL as PROG
@@ -150,6 +151,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from forge.cli.watch import StageLines, next_steps
     from forge.flywheel.loop import run_loop
     from forge.flywheel.state import load_state, training_seeds
     from forge.ui.archiving import HOOKS
@@ -165,8 +167,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         updates["executor"] = args.executor or "ray"
     if args.ray_address:
         updates["ray_address"] = args.ray_address
-    return run_loop(args.root, once=args.once, seeds=seeds, no_wandb=args.no_wandb,
-                    say=lambda msg: print(msg, flush=True), config_updates=updates, **HOOKS)
+    lock = threading.Lock()
+
+    def say(msg: str) -> None:  # the loop and the stage-progress thread print whole lines, one at a time
+        with lock:
+            print(msg, flush=True)
+
+    try:
+        with StageLines(args.root, say):
+            return run_loop(args.root, once=args.once, seeds=seeds, no_wandb=args.no_wandb, say=say,
+                            config_updates=updates, **HOOKS)
+    finally:
+        say(next_steps(args.root))
 
 
 def cmd_retry(args: argparse.Namespace) -> int:

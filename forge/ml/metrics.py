@@ -11,7 +11,8 @@ Definitions (per sample; Q turned into the mover's perspective first, team 1 min
   only if it was trained (:func:`forge.ml.module.trained_heads`), since an untrained head's
   error means nothing.
 - ``q_gap/<decl>``: mean gap per declaration; ``q_gap/depth<k>``: mean gap over states after k
-  completed tricks (given the samples' depths).
+  completed tricks (given the samples' depths); ``n/<decl>`` and ``n/depth<k>`` (ints): how many
+  states each of those means is over (every depth, 0 when a depth has none).
 - ``decision_q_gap``: mean gap over decisions only, the states where a legal move can lose
   points (on every other state any legal move is optimal, so its gap is 0); ``decision_share``:
   their share of the states. ``q_gap = decision_q_gap * decision_share``.
@@ -165,9 +166,13 @@ class MoveMetrics:
             nd = int(self.gap_hist[d].sum())
             if nd:
                 out[f"q_gap/{DECL_NAMES[d]}"] = float((self.gap_hist[d].double() * gaps).sum()) / nd
+                out[f"n/{DECL_NAMES[d]}"] = nd
+        depths_given = bool(self.depth_n.sum())
         for k in range(MAX_HAND):
             if self.depth_n[k]:
                 out[f"q_gap/depth{k}"] = float(self.depth_gaps[k]) / float(self.depth_n[k])
+            if depths_given:  # every depth, an empty one too: a view must say "no states", not omit it
+                out[f"n/depth{k}"] = int(self.depth_n[k])
         for i in range(MAX_HAND):
             if self.pred_slot[i]:
                 out[f"tiebreak/slot{i}"] = float(self.tiebreak_slot[i]) / float(self.pred_slot[i])

@@ -180,8 +180,7 @@ class DominoModule(L.LightningModule):
         )
 
     def _log_metrics(self, metrics: MoveMetrics, prefix: str) -> None:
-        values = metrics.compute()
-        values.pop("n", None)
+        values = {k: v for k, v in metrics.compute().items() if k != "n" and not k.startswith("n/")}  # counts
         self.log(f"{prefix}/q_gap", float(values.pop("q_gap")), prog_bar=True)
         self.log_dict({f"{prefix}/{k}": float(v) for k, v in values.items()})
         metrics.reset()

@@ -43,6 +43,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from forge.commandline import TRAIN
 from forge.errors import ForgeError, InputError
+from forge.ml.budget_bar import BudgetProgressBar
 from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
 from forge.ml.data import DominoDataModule
 from forge.ml.devices import on_cuda
@@ -426,7 +427,11 @@ def train(
     # so "last" gets its own every-epoch callback rather than save_last on the "best" one.
     last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
     counter = Budget(budget)
-    callbacks: list[L.Callback] = [FiniteGuard(), counter, last_cb, LearningRateMonitor(logging_interval="step")]
+    validated = LastValidation()
+    callbacks: list[L.Callback] = [FiniteGuard(), counter, last_cb, LearningRateMonitor(logging_interval="step"),
+                                   validated]
+    if budget is not None and progress:  # Lightning's bar would stop part-way through an epoch, drawn as failed
+        callbacks.append(BudgetProgressBar())
     best_cb = None
     if has_val and budget is None:  # a budget run keeps its last weights (a continuing schedule goes on from them)
         best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=BEST_METRIC, mode="min",
@@ -479,7 +484,7 @@ def train(
     try:
         _fit(trainer, module, data)
         if budget is not None:  # stopped mid-epoch: score the final weights once, and keep them
-            if has_val:
+            if has_val and validated.step != trainer.global_step:  # not already, at an epoch's end
                 _validate(trainer, module, data)
             trainer.save_checkpoint(ckpt_dir / "last.ckpt")
         bad = nonfinite_tensors(module.state_dict())
@@ -511,6 +516,17 @@ def train(
         samples=module.samples_seen - samples_before,
         samples_seen=module.samples_seen,
     )
+
+
+class LastValidation(L.Callback):
+    """The step of the last validation during fit: a budget run that stopped at an epoch's end has
+    scored its final weights already, and must not log the same point a second time."""
+
+    step: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.step = trainer.global_step
 
 
 def _validate(trainer: L.Trainer, module: DominoModule, data: DominoDataModule) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,18 @@ def _exporter():
     return HTMLExporter(template_name="lab")
 
 
+def page_title(notebook: Path) -> str:
+    """``03_train · iteration 3``: what a browser tab of an archived page says (nbconvert's default: "Notebook")."""
+    match = re.fullmatch(r"iter-(\d+)", notebook.parent.name)
+    return f"{notebook.stem} · iteration {int(match.group(1))}" if match else notebook.stem
+
+
 def export_html(notebook: Path) -> Path:
     """Write ``<notebook>.html`` beside an executed notebook (outputs as they were, no re-run)."""
     import nbformat
 
-    body, _ = _exporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    body, _ = _exporter().from_notebook_node(nbformat.read(notebook, as_version=4),
+                                             resources={"metadata": {"name": page_title(notebook)}})
     out = notebook.with_suffix(".html")
     atomic_write_text(out, body)
     return out

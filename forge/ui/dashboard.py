@@ -10,6 +10,7 @@ browser, so tests call them directly.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import os
 from collections.abc import Callable
@@ -120,12 +121,28 @@ ACTIONS: dict[str, tuple[str, str, str, Callable[[str | os.PathLike], Outcome]]]
     "stop": ("Stop after stage", "stop", "the running loop stops after its current stage", request_stop),
     "retry": ("Retry", "redo", "mark a failed or crashed iteration ready again", retry_iteration),
 }
+#: What a button says the moment it is pressed, before its action answers (Start waits for the loop's claim).
+WORKING = {
+    "start": f"starting a loop: waiting for it to claim the iteration (up to {START_WAIT_SECONDS:.0f} s)...",
+    "stop": "asking the loop to stop...",
+    "retry": "marking the iteration ready again...",
+}
 
 
-def outcome_html(outcome: Outcome) -> str:
-    colour = "#1a7f37" if outcome.ok else "#b2182b"
-    return (f'<div class="forge-message" style="color:{colour};font:13px/1.5 system-ui,sans-serif">'
-            f"{html.escape(outcome.message)}</div>")
+def outcome_html(outcome: Outcome, at: str | None = None, earlier: bool = False) -> str:
+    """The message line: the outcome, at the time it was given; ``earlier``: the flywheel has moved on
+    since, so it is greyed and says so (kept readable, e.g. its log path, until the next click replaces it)."""
+    colour = "#777" if earlier else "#1a7f37" if outcome.ok else "#b2182b"
+    when = f"{at}: " if at else ""
+    note = " (the flywheel has moved on since: the panel above is current)" if earlier else ""
+    css = "forge-message forge-message-earlier" if earlier else "forge-message"
+    return (f'<div class="{css}" style="color:{colour};font:13px/1.5 system-ui,sans-serif">'
+            f"{html.escape(when + outcome.message)}{html.escape(note)}</div>")
+
+
+def working_html(text: str) -> str:
+    return (f'<div class="forge-message forge-working" style="color:#555;font:13px/1.5 system-ui,sans-serif">'
+            f"{html.escape(text)}</div>")
 
 
 def commands_html(root: Path) -> str:
@@ -158,30 +175,41 @@ class Dashboard:
             for name, (label, icon, tooltip, action) in ACTIONS.items():
                 button = widgets.Button(description=label, icon=icon, tooltip=tooltip,
                                         layout=widgets.Layout(width="auto"))
-                button.on_click(lambda _b, act=action: self.run(act))
+                button.on_click(lambda _b, act=action, nm=name: self.run(act, WORKING[nm]))
                 self.buttons[name] = button
             self.controls = widgets.VBox([widgets.HBox(list(self.buttons.values())), self.message])
+        self._last: tuple[Outcome, str] | None = None
 
-    def run(self, action: Callable[[str | os.PathLike], Outcome]) -> Outcome:
+    def run(self, action: Callable[[str | os.PathLike], Outcome], working: str | None = None) -> Outcome:
         """Run an action and show its outcome; widget callbacks swallow exceptions, so show those too.
 
-        The message answers the click; it is cleared as soon as the flywheel's state moves on (a
-        "started" under a later "crashed" badge, or "already running" under "ready", would mislead).
+        The click is answered at once (``working``, the buttons disabled while the action runs: Start
+        waits for the loop to claim the iteration). The outcome then stays, with its time, until the
+        next click replaces it; once the flywheel's state moves on it is greyed and says so (a
+        "started" under a later "crashed" badge would mislead, but its log path must stay readable).
         """
+        if self.message is not None and working:
+            self.message.value = working_html(working)
+        for button in self.buttons.values():
+            button.disabled = True
         try:
             outcome = action(self.root)
         except Exception as exc:  # noqa: BLE001 - a click must always answer in the message line
             outcome = Outcome(False, f"error: {type(exc).__name__}: {exc}")
+        finally:
+            for button in self.buttons.values():
+                button.disabled = False
         self.panel.on_change = None  # the action's own state change is what the message reports
         self.panel.refresh()
+        self._last = (outcome, dt.datetime.now().strftime("%H:%M:%S"))
         if self.message is not None:
-            self.message.value = outcome_html(outcome)
-        self.panel.on_change = self._clear_message
+            self.message.value = outcome_html(outcome, self._last[1])
+        self.panel.on_change = self._mark_earlier
         return outcome
 
-    def _clear_message(self, _snap: dict[str, Any]) -> None:
-        if self.message is not None:
-            self.message.value = ""
+    def _mark_earlier(self, _snap: dict[str, Any]) -> None:
+        if self.message is not None and self._last is not None:
+            self.message.value = outcome_html(*self._last, earlier=True)
 
     def display(self) -> None:
         from IPython.display import HTML, display

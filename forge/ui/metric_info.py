@@ -9,6 +9,7 @@ Per-declaration, per-depth and per-deal metrics are described from their family'
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from forge.flywheel.records import HIGHER_IS_BETTER
@@ -32,6 +33,9 @@ class MetricInfo:
 METRICS: dict[str, MetricInfo] = {name: MetricInfo(m.label, m.unit, m.meaning) for name, m in CATALOG.items()}
 #: Families: metric name prefix -> how to describe one member (the suffix is the declaration, depth or deal).
 _FAMILIES = {
+    "n/depth": lambda k: MetricInfo(f"states after {k} trick{'' if k == '1' else 's'}", "states",
+                                    f"how many states the Q-gap after {k} trick{'' if k == '1' else 's'} is over"),
+    "n/": lambda d: MetricInfo(f"states, {d}", "states", f"how many states of hands declared {d} were scored"),
     "q_gap/depth": lambda k: MetricInfo(f"Q-gap after {k} trick{'' if k == '1' else 's'}", "points / move",
                                         f"Q-gap over states with {k} trick{'' if k == '1' else 's'} completed"),
     "q_gap/": lambda d: MetricInfo(f"Q-gap, {d}", "points / move", f"Q-gap over states of hands declared {d}"),
@@ -101,3 +105,20 @@ _OTHER_COLUMNS = {
     ("timings",): MetricInfo("train share", "share of the iteration",
                              "the train stage's part of the iteration's wall-clock (the loop exists to train)"),
 }
+
+
+_FLAG = re.compile(r"(?P<split>val|test|playout) (?P<name>\S+) (?P<mine>\S+) is worse than the best "
+                   r"\(iteration (?P<best>\d+): (?P<theirs>\S+)\)")
+
+
+def flag_text(flag: str) -> str:
+    """A recorded flag (``playout playout_points_lost 59.0000 is worse than the best (iteration 2: 41.0000)``)
+    in readable words: ``play-out lost 59.0000 points / hand is worse than iteration 2's 41.0000``; a flag
+    of another form is returned as it is."""
+    m = _FLAG.fullmatch(flag.strip())
+    if m is None:
+        return flag
+    unit = info(m["name"]).unit
+    unit = f" {unit}" if unit else ""
+    return (f"{label(m['split'], m['name'])} {m['mine']}{unit} is worse than the best iteration's "
+            f"(iteration {m['best']}: {m['theirs']}{unit}; {direction(m['name'])} is better)")

@@ -16,7 +16,7 @@ from typing import Any
 
 from forge.flywheel.status import snapshot
 from forge.ui.plots import history_png
-from forge.ui.render import panel_html
+from forge.ui.render import PANEL_STYLE, panel_html, panel_parts
 
 REFRESH_SECONDS = 5.0
 
@@ -44,6 +44,14 @@ def _render(snap: dict[str, Any], base: str | os.PathLike | None = None, links: 
     return panel_html(snap, base=base or Path.cwd(), plot_png=plot, links=links)
 
 
+def _render_parts(snap: dict[str, Any], links: bool = True) -> dict[str, str]:
+    """The live panel's parts (see :func:`forge.ui.render.panel_parts`), each in its own panel-styled div."""
+    plot = _history_plot(snap["history"], snap.get("best_iteration"))
+    parts = panel_parts(snap, base=Path.cwd(), plot_png=plot, links=links)
+    return {name: f'<div class="forge-panel" style="{PANEL_STYLE}">{part}</div>' if part else ""
+            for name, part in parts.items()}
+
+
 def state_key(snap: dict[str, Any]) -> tuple:
     """What a message about the flywheel is about: once this changes, an old message is stale."""
     cur = snap.get("current") or {}
@@ -51,7 +59,12 @@ def state_key(snap: dict[str, Any]) -> tuple:
 
 
 class Panel:
-    """Displayable status panel; ``stop()`` ends its refresh thread."""
+    """Displayable status panel; ``stop()`` ends its refresh thread.
+
+    Live, it is a box of one HTML widget per part of the panel (status, history, plot); a refresh
+    sets only the parts whose HTML changed, so what a reader does in an unchanged part (a legend
+    expanded, a command selected for copying) survives the refreshes of a running loop.
+    """
 
     def __init__(self, root: str | os.PathLike = ".", live: bool | None = None, interval: float = REFRESH_SECONDS):
         self.root = Path(root).resolve()
@@ -60,11 +73,14 @@ class Panel:
         self.html = _render(self.snap, links=self.live)  # headless: a snapshot read later from the archive
         self.on_change: Any = None  # called with the new snapshot when the flywheel's state changes
         self._widget = None
+        self.parts: dict[str, Any] = {}  # live: part name -> its HTML widget
         self._stop = threading.Event()
         if self.live:
             import ipywidgets as widgets
 
-            self._widget = widgets.HTML(value=self.html)
+            self.parts = {name: widgets.HTML(value=html) for name, html in _render_parts(self.snap).items()}
+            self._widget = widgets.VBox(list(self.parts.values()), layout=widgets.Layout(
+                border="1px solid #ccc", padding="4px 8px", margin="4px 0")).add_class("forge-live-panel")
             threading.Thread(target=self._refresh, args=(interval,), name="forge-panel", daemon=True).start()
 
     def refresh(self) -> None:
@@ -72,14 +88,17 @@ class Panel:
         try:
             snap = snapshot(self.root)
             self.html = _render(snap, links=self.live)
+            parts = _render_parts(snap) if self.parts else {}
         except Exception as exc:  # noqa: BLE001 - a half-written state must not kill the panel
             self.html = f"<div class='forge-panel'>status unavailable: {exc}</div>"
+            parts = {"status": self.html} if self.parts else {}
         else:
             changed, self.snap = state_key(snap) != state_key(self.snap), snap
             if changed and self.on_change is not None:
                 self.on_change(snap)
-        if self._widget is not None:
-            self._widget.value = self.html
+        for name, html in parts.items():
+            if self.parts[name].value != html:  # an unchanged part is left alone (see the class docstring)
+                self.parts[name].value = html
 
     def _refresh(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -99,10 +118,11 @@ class Panel:
         return bundle
 
 
-def show_panel(root: str | os.PathLike = ".", live: bool | None = None) -> Panel:
-    """Display the panel in the current notebook and return it."""
+def show_panel(root: str | os.PathLike = ".", live: bool | None = None) -> None:
+    """Display the panel in the current notebook.
+
+    Returns nothing: a notebook cell ending with this call would otherwise display the returned panel
+    a second time (its last expression's value), a whole duplicate panel under the first."""
     from IPython.display import display
 
-    panel = Panel(root, live=live)
-    display(panel)
-    return panel
+    display(Panel(root, live=live))

@@ -32,7 +32,10 @@ def _history_axes(ax_gap, history: list[dict[str, Any]], best_iteration: int | N
     ax_acc = ax_gap.twinx()
     lines += ax_acc.plot(seeds, accs, "s--", color="#2b7de9", label="val accuracy (share of states, right)")
     ax_acc.set_ylabel("accuracy", color="#2b7de9")
-    ax_gap.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="best")  # both axes' lines in one
+    # both axes' lines in one legend, under the plot: inside it, "best" placement sees only the left axis'
+    # lines and the legend covered the accuracy points
+    ax_gap.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3),
+                  ncol=2, frameon=False)
     ax_gap.set_title("history")
 
 
@@ -48,7 +51,12 @@ def history_png(history: list[dict[str, Any]], best_iteration: int | None = None
     """Q-gap and accuracy against seeds trained, as base64 PNG (None without evaluated iterations)."""
     if not any(h.get("val") for h in history):
         return None
-    fig, ax = plt.subplots(figsize=(6, 2.8))
+    return base64.b64encode(png_bytes(history_figure(history, best_iteration))).decode()
+
+
+def history_figure(history: list[dict[str, Any]], best_iteration: int | None = None):
+    """Q-gap and accuracy against seeds trained, the legend under the axes."""
+    fig, ax = plt.subplots(figsize=(6, 3.3))
     _history_axes(ax, history, best_iteration)
     fig.tight_layout()
-    return base64.b64encode(png_bytes(fig)).decode()
+    return fig

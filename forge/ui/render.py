@@ -14,7 +14,7 @@ from typing import Any
 
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, metric_label
 from forge.flywheel.runner import ERROR_ANCHOR
-from forge.ui.metric_info import column_info
+from forge.ui.metric_info import column_info, flag_text
 from forge.ui.text import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
 
 BADGE_COLOURS = {
@@ -105,7 +105,7 @@ def mark_cell(row: dict[str, Any], best_iteration: int | None) -> tuple[str, str
     classes = " ".join(c for c, on in (("forge-best", best), ("forge-flagged", bool(flags))) if on)
     attrs = (f' class="{classes}"' if classes else "") + (f' style="background:{ROW_BEST}"' if best else "")
     marks = (badge("best", f"the best iteration by {metric_label(*PRIMARY_METRIC)}", "forge-best-badge") if best
-             else "") + (" " + badge("flagged", "; ".join(flags), "forge-flag") if flags else "")
+             else "") + (" " + badge("flagged", "; ".join(flag_text(f) for f in flags), "forge-flag") if flags else "")
     return attrs, marks.strip()
 
 
@@ -185,6 +185,10 @@ def _files_line(snap: dict[str, Any], root: Path, base: Path) -> str:
     return f'<div class="forge-files" style="color:#555">files: {" &middot; ".join(items)}</div>'
 
 
+PANEL_STYLE = "font:13px/1.5 system-ui,sans-serif"
+PANEL_BOX = "border:1px solid #ccc;border-radius:6px;padding:8px 12px;margin:4px 0"
+
+
 def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot_png: str | None = None,
                links: bool = True) -> str:
     """The status panel: badge, current iteration and stage, heartbeat, error, next action, history.
@@ -192,13 +196,20 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
     Links are relative to ``base`` (the folder of the notebook or page showing the panel). Without
     ``links`` the panel is a dated snapshot (an executed notebook's: read later from the archive,
     its links would point nowhere, and its state is that of the time it ran)."""
+    parts = panel_parts(snap, base, plot_png, links)
+    return "\n".join([f'<div class="forge-panel" style="{PANEL_STYLE};{PANEL_BOX}">', *parts.values(), "</div>"])
+
+
+def panel_parts(snap: dict[str, Any], base: str | os.PathLike | None = None, plot_png: str | None = None,
+                links: bool = True) -> dict[str, str]:
+    """The panel in parts that change at different paces: ``status`` (every refresh while a stage runs:
+    heartbeat, elapsed time, log tail), ``history`` (once per iteration: the table, its legends) and
+    ``plot``. The live panel updates each part on its own, so a refresh leaves a part it did not change
+    as it was (an expanded legend stays expanded, a selected command stays selected)."""
     root = Path(snap["root"])
     base = (Path(base) if base is not None else root) if links else None
     cur = snap.get("current")
-    lines = [
-        '<div class="forge-panel" style="font:13px/1.5 system-ui,sans-serif;border:1px solid #ccc;'
-        'border-radius:6px;padding:8px 12px;margin:4px 0">',
-    ]
+    lines: list[str] = []
     if not links:
         taken = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         lines.append(f'<div class="forge-snapshot" style="color:#8c510a;font-size:12px">status as this notebook ran '
@@ -245,10 +256,7 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
                  f'mode {esc(wb.get("mode"))}{report}</div>')
     if base is not None:
         lines.append(_files_line(snap, root, base))
-    if snap.get("history"):
-        lines.append(history_table(snap["history"], root, base, snap.get("best_iteration")))
-    if plot_png:
-        lines.append(f'<img alt="val Q-gap and accuracy against seeds trained" '
-                     f'src="data:image/png;base64,{plot_png}"/>')
-    lines.append("</div>")
-    return "\n".join(lines)
+    history = history_table(snap["history"], root, base, snap.get("best_iteration")) if snap.get("history") else ""
+    plot = (f'<img alt="val Q-gap and accuracy against seeds trained" src="data:image/png;base64,{plot_png}"/>'
+            if plot_png else "")
+    return {"status": "\n".join(line for line in lines if line), "history": history, "plot": plot}

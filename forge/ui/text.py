@@ -14,7 +14,7 @@ from forge.flywheel.archive import iteration_rows
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import PRIMARY_METRIC, best_of, metric_label
 from forge.flywheel.state import load_state
-from forge.ui.metric_info import column_info
+from forge.ui.metric_info import column_info, flag_text
 
 #: History columns shown everywhere: (label, where in a history entry). Durations are seconds in
 #: the record and minutes on screen: :func:`column_text` does that in one place.
@@ -135,7 +135,7 @@ def format_text(snap: dict[str, Any]) -> str:
         flagged = [(h["iteration"], f) for h in snap["history"] for f in h.get("flags") or []]
         if flagged:
             lines.append("flagged (worse than the best earlier iteration's when recorded):")
-            lines += [f"  iteration {i}: {f}" for i, f in flagged]
+            lines += [f"  iteration {i}: {flag_text(f)}" for i, f in flagged]
     return "\n".join(lines)
 
 

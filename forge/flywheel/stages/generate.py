@@ -5,6 +5,7 @@ iterations; the tokenize stage reads their states from the token cache.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -64,10 +65,21 @@ def inputs(ctx: Context, cfg: GenerateConfig, upstream: None, memo: DigestMemo) 
     return {"seeds": ctx.seeds, "replay_seeds": ctx.replay_seeds()}
 
 
+def released(ctx: Context) -> set[Path]:
+    """The training shards the loop deleted on purpose once ``ctx``'s iteration was recorded (keep_shards:
+    golden, see ``forge.flywheel.loop.release_shards``): their tokens stay cached, nothing runs again."""
+    if not ctx.is_past or ctx.state.config_of(ctx.iteration).keep_shards != "golden":
+        return set()
+    return {ctx.shard(seed) for seed in ctx.seeds + ctx.replay_seeds()}
+
+
 def intact(ctx: Context, result: GenerateResult, memo: DigestMemo) -> str | None:
+    gone_on_purpose = released(ctx)
     for rel, sha in result.outputs.shards.items():
         path = ctx.ws.root / rel
         if not path.is_file():
+            if path in gone_on_purpose:
+                continue
             return f"shard {rel} is gone"
         if memo.sha256(path) != sha:
             return f"shard {rel} changed since it was generated"

@@ -25,6 +25,14 @@ from forge.flywheel.stages.fingerprint import digest, stage_status, viewed
 R = TypeVar("R", bound=StageResult)
 
 
+def _first_change(ctx: Context, stage: Stage, memo: DigestMemo) -> list[str]:
+    """Why ``stage`` no longer matches its inputs, from the first stage up its chain that changed itself
+    ("tokenize runs again first" says nothing about a recorded iteration, which never runs again)."""
+    while stage.upstream is not None and not stage_status(ctx, stage.upstream, memo).done:
+        stage = stage.upstream
+    return [f"{stage.name}: {why}" for why in stage_status(ctx, stage, memo).reasons] or ["unknown"]
+
+
 def run(stage: Stage[Any, R], ctx: Context, force: bool = False, **options: Any) -> R:
     """``stage`` for ``ctx``'s iteration: its recorded result if that still holds, else its work,
     recorded. ``options`` go to the stage's work (a notebook's live curve, say)."""
@@ -36,9 +44,10 @@ def run(stage: Stage[Any, R], ctx: Context, force: bool = False, **options: Any)
             if force:
                 raise StageOrderError(f"iteration {ctx.iteration} is recorded in history; redoing its {stage.name} "
                                       "stage would overwrite what the history, W&B and later iterations describe")
-            if not status.done:
-                print(f"iteration {ctx.iteration} {stage.name} is stale ({'; '.join(status.reasons)}); showing its "
-                      "recorded result, which history keeps.")
+            if not status.done:  # a recorded iteration never runs again: say what moved on, not what would rerun
+                since = "; ".join(_first_change(ctx, stage, memo))
+                print(f"iteration {ctx.iteration} is recorded in history: showing its {stage.name} result as recorded "
+                      f"(nothing runs again; the workspace has changed since: {since})")
             return recorded
         if not ctx.is_past and not os.environ.get(LOOP_ENV) and lock_is_held(ctx.ws.root):
             raise StageOrderError(f"a flywheel loop is running in {ctx.ws.root}: it runs iteration {ctx.iteration}'s "

@@ -27,6 +27,7 @@ from forge.ml.catalog import REFERENCE_FIVE
 from forge.oracle.rules import DECL_NAMES, MAX_HAND
 from forge.ui.metric_info import direction as better_when
 from forge.ui.metric_info import info, label
+from forge.ui.views import breakdown
 from forge.ui.views.display import Options, choose, frame_html, show
 
 #: The metrics compared, in order: (where measured, name).
@@ -145,8 +146,24 @@ def metrics_frame(a: Run, b: Run, rows: Sequence[tuple[str, str]] = METRIC_ROWS)
 
 
 def breakdown_frame(a: Run, b: Run, names: Sequence[str], split: str = "val") -> pl.DataFrame:
-    """Q-gap per declaration or per trick depth (``names``: DECL_ROWS or DEPTH_ROWS) for A and B."""
-    return metrics_frame(a, b, [(split, n) for n in names]).drop("meaning", "better when")
+    """Q-gap per declaration or per trick depth (``names``: DECL_ROWS or DEPTH_ROWS) for A and B, each
+    beside the number of states it is over; a group with too few states (or none) gets no verdict and
+    says so (rows neither run recorded at all are left out)."""
+    out = []
+    for name in names:
+        va, vb = a.metric(split, name), b.metric(split, name)
+        na, nb = (breakdown.states(getattr(r.entry, split, None), name) for r in (a, b))
+        if va is None and vb is None and not (na == 0 or nb == 0):
+            continue
+        ok = breakdown.readable(na) and breakdown.readable(nb) and va is not None and vb is not None
+        notes = [f"{tag}: {why}" for tag, n in (("A", na), ("B", nb)) if (why := breakdown.verdict(n))
+                 and why != "states not recorded"]
+        out.append({"metric": label(split, name), "unit": info(name).unit, "A": va, "A states": na, "B": vb,
+                    "B states": nb, "B − A": vb - va if va is not None and vb is not None else None,
+                    "better": _verdict(name, va, vb) if ok else "", "note": "; ".join(notes)})
+    return pl.DataFrame(out, schema={"metric": pl.String, "unit": pl.String, "A": pl.Float64, "A states": pl.Int64,
+                                     "B": pl.Float64, "B states": pl.Int64, "B − A": pl.Float64,
+                                     "better": pl.String, "note": pl.String})
 
 
 def config_diff(a: Run, b: Run) -> pl.DataFrame:
@@ -179,20 +196,33 @@ def breakdown_figure(a: Run, b: Run, split: str = "val") -> Figure | None:
             for names, xlabel, ticks in panels]
     if not any(present for *_, present in kept):
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
     for ax, (_names, xlabel, ticks, present) in zip(axes, kept):
         xs = range(len(present))
         for shift, run, colour, tag in ((-0.2, a, A_COLOUR, "A"), (0.2, b, B_COLOUR, "B")):
-            ax.bar([x + shift for x in xs], [run.metric(split, n) or 0.0 for n in present], width=0.4, color=colour,
-                   label=f"{tag}: {run.label}")
+            legend = f"{tag}: {run.label}"  # on the run's first bar only
+            for x, name in zip(xs, present):
+                value, n = run.metric(split, name), breakdown.states(getattr(run.entry, split, None), name)
+                if value is None:
+                    continue
+                ok = breakdown.readable(n)
+                ax.bar(x + shift, value, width=0.4, color=colour if ok else "#ddd", hatch=None if ok else "//",
+                       edgecolor=colour, label=legend)
+                legend = None
+                if n is not None:
+                    ax.annotate(f"{n:,}", (x + shift, value), ha="center", va="bottom", fontsize=6, rotation=90,
+                                color="#333" if ok else "#b2182b")
         ax.set_xticks(list(xs), ticks, rotation=45 if xlabel == "declaration" else 0, ha="right"
                       if xlabel == "declaration" else "center", fontsize=8)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Q-gap (points / move)")
         ax.set_title(f"{split} Q-gap by {xlabel.split()[-1] if xlabel == 'declaration' else 'trick depth'}",
                      fontsize=10)
+        ax.margins(y=0.25)
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.text(0.5, 0.005, f"numbers on the bars: states each is over; hatched grey: {breakdown.FEW_NOTE}",
+             ha="center", fontsize=8, color="#555")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
@@ -205,7 +235,9 @@ def pair_html(a: Run, b: Run) -> str:
     for title, names, css in (("Q-gap per declaration (golden val)", DECL_ROWS, "forge-compare-decl"),
                               ("Q-gap per trick depth (golden val)", DEPTH_ROWS, "forge-compare-depth")):
         frame = breakdown_frame(a, b, names)
-        body = frame_html(frame, css, text_colour=_verdict_colour) if len(frame) else \
+        few = (f'<p style="font:12px system-ui,sans-serif;color:#555">states: how many golden val states each '
+               f"figure is over; no verdict where a side has {breakdown.FEW_NOTE.split(':')[0]}</p>")
+        body = frame_html(frame, css, text_colour=_verdict_colour) + few if len(frame) else \
             f'<p class="{css}">not recorded for these iterations (recorded since per-depth metrics were added)</p>'
         parts += [f"<h4>{title}</h4>", body]
     diff = config_diff(a, b)

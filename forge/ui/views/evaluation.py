@@ -31,6 +31,7 @@ from forge.ml.store import load_split
 from forge.ml.tokenize import F_DECL
 from forge.oracle.rules import DECL_NAMES
 from forge.ui.metric_info import info, label
+from forge.ui.views import breakdown
 from forge.ui.views.display import frame_html
 from forge.ui.views.positions import board_html, decode_sample, sample_tricks_played
 
@@ -193,34 +194,55 @@ def gap_frame(pred: Predictions, by: str) -> pl.DataFrame:
     return out
 
 
+def _bars(ax: Any, labels: list[str], values: list[float | None], counts: list[int | None], colour: str) -> None:
+    """One bar per group with its state count above it; a group with too few states is drawn hatched
+    grey and says so, one with none says "no states" where its bar would be."""
+    top = max([v for v, n in zip(values, counts) if v is not None] or [1.0])
+    for x, (value, n) in enumerate(zip(values, counts)):
+        if value is None or n == 0:
+            ax.annotate("no states", (x, 0), ha="center", va="bottom", fontsize=7, color="#777", rotation=90)
+            continue
+        ok = breakdown.readable(n)
+        ax.bar(x, value, color=colour if ok else "#ddd", hatch=None if ok else "//", edgecolor="#999" if not ok
+               else colour)
+        text = "" if n is None else f"n={n:,}" + ("" if ok else "\ntoo few")
+        ax.annotate(text, (x, value + 0.01 * top), ha="center", va="bottom", fontsize=7,
+                    color="#333" if ok else "#b2182b")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylim(0, top * 1.3)
+
+
 def gap_figure(result: EvaluateResult, pred: Predictions) -> Figure:
-    """Val Q-gap per declaration and per trick depth: the stage's own figures over the whole split
-    (an evaluation recorded before per-depth metrics existed: per depth from the subset)."""
+    """Val Q-gap per declaration and per trick depth: the stage's own figures over the whole split, the
+    number of states above each bar, every depth shown (an empty one says so), a group of fewer than
+    ``breakdown.MIN_STATES`` states hatched grey (an evaluation recorded before per-depth metrics
+    existed: per depth from the subset, with its counts)."""
     val = result.val
-    fig, (ax_decl, ax_depth) = plt.subplots(1, 2, figsize=(11, 3.4))
-    names = [n for n in DECL_NAMES if f"q_gap/{n}" in val]
-    ax_decl.bar(range(len(names)), [val[f"q_gap/{n}"] for n in names], color="#fdae61")
-    ax_decl.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    fig, (ax_decl, ax_depth) = plt.subplots(1, 2, figsize=(11, 3.6))
+    decls = [(m, name) for m, name in breakdown.groups("declaration") if m in val]
+    _bars(ax_decl, [name for _, name in decls], [val[m] for m, _ in decls],
+          [breakdown.states(val, m) for m, _ in decls], "#fdae61")
+    ax_decl.tick_params(axis="x", rotation=45, labelsize=8)
     ax_decl.set_ylabel("Q-gap (points / move)")
-    ax_decl.set_title(f"val Q-gap by declaration ({int(val.get('n', 0)):,} samples)", fontsize=10)
-    recorded = {int(k.removeprefix("q_gap/depth")): v for k, v in val.items() if k.startswith("q_gap/depth")}
-    depth = gap_frame(pred, "tricks played")
-    counts = dict(depth.select("tricks played", "samples").iter_rows())
-    if recorded:
-        xs, ys = zip(*sorted(recorded.items()))
-        title = f"val Q-gap by trick depth ({int(val.get('n', 0)):,} samples)"
+    ax_decl.set_title(f"val Q-gap by declaration ({int(val.get('n', 0)):,} states)", fontsize=10)
+    depths = breakdown.groups("depth")
+    if any(m in val for m, _ in depths):
+        values = [val.get(m) for m, _ in depths]
+        counts = [breakdown.states(val, m) for m, _ in depths]
+        title = f"val Q-gap by trick depth ({int(val.get('n', 0)):,} states)"
     else:
-        xs, ys = depth["tricks played"].to_list(), depth["Q-gap"].to_list()
-        title = f"{pred.split} Q-gap by trick depth ({len(pred.index):,} samples)"
-    ax_depth.bar(xs, ys, color="#74add1")
-    if not recorded:
-        for x, y in zip(xs, ys):
-            ax_depth.annotate(f"n={counts.get(x, 0)}", (x, y), ha="center", va="bottom", fontsize=7)
-    ax_depth.set_xticks(list(xs))
+        frame = gap_frame(pred, "tricks played")
+        found = {k: (g, n) for k, n, g in frame.select("tricks played", "samples", "Q-gap").iter_rows()}
+        values = [found.get(k, (None, 0))[0] for k in range(len(depths))]
+        counts = [found.get(k, (None, 0))[1] for k in range(len(depths))]
+        title = f"{pred.split} Q-gap by trick depth ({len(pred.index):,} states of the subset)"
+    _bars(ax_depth, [label for _, label in depths], values, counts, "#74add1")
     ax_depth.set_xlabel("tricks already played")
     ax_depth.set_ylabel("Q-gap (points / move)")
     ax_depth.set_title(title, fontsize=10)
-    fig.tight_layout()
+    fig.text(0.5, 0.005, f"n: states each bar is over; hatched grey: {breakdown.FEW_NOTE}", ha="center",
+             fontsize=8, color="#555")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 

@@ -1,0 +1,35 @@
+"""The loop's terminal is never silent for a whole stage, and ends by saying where to look next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import wait_for
+
+from forge.cli.watch import StageLines, next_steps
+from forge.flywheel.config import load_preset
+from forge.flywheel.paths import Workspace
+from forge.flywheel.progress import StageProgress
+from forge.flywheel.state import new_state, save_state
+
+
+def test_a_running_stage_says_it_started_and_how_far_it_got(tmp_path: Path) -> None:
+    save_state(tmp_path, new_state(load_preset("tiny"), "watch"))
+    ws = Workspace.at(tmp_path)
+    said: list[str] = []
+    with StageLines(tmp_path, said.append, every=0.3, poll=0.05):
+        with StageProgress(ws, 1, "generate") as progress:
+            wait_for(lambda: any("generate  started" in s for s in said), 10, "the stage's first line")
+            progress.update("solving deals", 2, 4, force=True)
+            wait_for(lambda: any("solving deals, 2/4" in s for s in said), 10, "a progress line")
+    assert sum("started" in s for s in said) == 1  # one start line per stage, then progress lines
+
+
+def test_the_loop_ends_by_saying_where_to_look(tiny_runs) -> None:
+    log = str(tiny_runs["log"])
+    for stage in ("generate", "tokenize", "train", "evaluate"):
+        assert f"  {stage:9s} started" in log
+    assert "look at:" in log and "python -m forge.cli.flywheel status" in log
+    assert "archive/index.html" in log and "jupyter lab --notebook-dir=" in log and "00_status.ipynb" in log
+    text = next_steps(tiny_runs["ws"])
+    assert str(Path(tiny_runs["ws"]) / "archive" / "index.html") in text
