@@ -24,6 +24,7 @@ from forge.oracle.rules import MAX_HAND, N_DECLS
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 PRESETS = TEMPLATES / "presets"
 KEEP_SHARDS = ("golden", "all")
+RETENTIONS = ("prune", "keep")
 
 
 class ConfigError(InputError):
@@ -82,6 +83,15 @@ class Config:
     # to the next. Its peak is scratch_lr for a flywheel that started from scratch, lr from a baseline.
     # null: each iteration fine-tunes with a fresh warm-up and cosine (at lr).
     lr_horizon: int | None = None
+    # Disk (forge.flywheel.retention, docs/disk.md): with retention "prune", once an iteration is recorded every
+    # older one but the newest retain_last and (retain_best) the best keeps only its record, stage results,
+    # training curve and gzip-compressed notebooks and logs: its checkpoints, HTML pages and W&B debug files
+    # go, and the token-cache entries of its deals once it leaves the replay window. "keep": nothing is pruned.
+    retention: str = "prune"
+    retain_last: int = 3
+    retain_best: bool = True
+    retain_images: int = 10  # of the pruned iterations, every Nth keeps its notebooks' plots (0: none)
+    retain_logs: int = 10  # loop and kernel logs kept (runs/loop-*.log, runs/logs/kernel-*.log), newest first
 
     @property
     def golden_seeds(self) -> set[int]:
@@ -126,7 +136,8 @@ _KINDS = {
     "train_seed": "int", "val_samples": "int?", "precision": "str", "accelerator": "str", "devices": "int",
     "strategy": "str", "num_nodes": "int", "compile": "bool", "keep_shards": "str", "executor": "str",
     "ray_address": "str?", "prefetch_next": "bool", "train_states": "str", "train_samples": "int?",
-    "train_seconds": "float?", "lr_horizon": "int?",
+    "train_seconds": "float?", "lr_horizon": "int?", "retention": "str", "retain_last": "int", "retain_best": "bool",
+    "retain_images": "int", "retain_logs": "int",
 }
 
 
@@ -163,6 +174,11 @@ def config_from_dict(data: Any) -> Config:
         raise ConfigError(f"config.executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
     if cfg.keep_shards not in KEEP_SHARDS:
         raise ConfigError(f"config.keep_shards must be one of {', '.join(KEEP_SHARDS)}, got {cfg.keep_shards!r}")
+    if cfg.retention not in RETENTIONS:
+        raise ConfigError(f"config.retention must be one of {', '.join(RETENTIONS)}, got {cfg.retention!r}")
+    for name in ("retain_last", "retain_logs"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"config.{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"config.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.train_states not in SELECTIONS:
