@@ -42,7 +42,7 @@ _PRUNE = textwrap.dedent("""
 
 def _consistent(ws, state) -> None:
     for entry in state.history:
-        for stage, rel in entry.notebooks.items():
+        for rel in entry.notebooks.values():
             path = ws.root / rel
             assert path.is_file() or path.with_name(path.name + ".gz").is_file(), f"{rel}: neither plain nor .gz"
     page = history_table([h.to_dict() for h in state.history], ws.root, ws.root / "archive", None)
