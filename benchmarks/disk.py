@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         pruned = simulate(args.iterations, "prune", Path(tmp) / "prune")
         log = retention.read_disk_log(Workspace.at(Path(tmp) / "prune"))
     mb = 2**20
-    print(f"quick-sized iterations, simulated; retention code: forge.flywheel.retention (defaults: retain_last 3, "
-          f"retain_best, retain_images 10)")
+    print("quick-sized iterations, simulated; retention code: forge.flywheel.retention (defaults: retain_last 3, "
+          "retain_best, retain_images 10)")
     print(f"without retention (retention: keep, {keep['iterations']} iterations): "
-          f"{keep['per_iteration'] / mb:.2f} MB per iteration -> {keep['per_iteration'] * args.iterations / mb:,.0f} MB "
-          f"after {args.iterations}")
+          f"{keep['per_iteration'] / mb:.2f} MB per iteration -> "
+          f"{keep['per_iteration'] * args.iterations / mb:,.0f} MB after {args.iterations}")
     print(f"with retention (retention: prune, {pruned['iterations']} iterations): workspace "
           f"{pruned['bytes'] / mb:,.1f} MB, {pruned['per_iteration'] / mb:.3f} MB per iteration on average "
           f"(goal <= 0.5)")
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         per = (tail[-1][2] - tail[0][2]) / (tail[-1][1] - tail[0][1])
         print(f"  growth over the last {tail[-1][1] - tail[0][1]} iterations: {per / mb:.3f} MB per iteration "
               f"(at 550 iterations a day: {per * 550 / mb:,.0f} MB/day)")
-    print(f"  retention code: {pruned['retention_s']:.1f} s in all, {pruned['retention_s'] / args.iterations * 1000:.1f} "
-          f"ms per iteration (disk walk for the rate included); benchmark {time.perf_counter() - started:.0f} s")
+    each = pruned["retention_s"] / args.iterations * 1000
+    print(f"  retention code: {pruned['retention_s']:.1f} s in all, {each:.1f} ms per iteration (disk walk for the rate included); benchmark {time.perf_counter() - started:.0f} s")
     return 0 if pruned["per_iteration"] <= 0.5 * mb else 1
 
 

@@ -6,6 +6,7 @@ files, the benchmark ``quick``-sized ones."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -38,8 +39,14 @@ class Sizes:
     seeds: int = 4
 
 
+@functools.cache
+def _random(n: int) -> bytes:
+    """Incompressible bytes (one draw per size: each file is compressed on its own)."""
+    return os.urandom(n)
+
+
 def _notebook(text: int, image: int) -> bytes:
-    png = base64.b64encode(os.urandom(image * 3 // 4)).decode()
+    png = base64.b64encode(_random(image * 3 // 4)).decode()
     words = ("<td>0.1234</td><td>val q_gap</td>" * (text // 32 + 1))[:text]
     nb = {"cells": [{"cell_type": "code", "source": "show()", "metadata": {}, "execution_count": 1, "outputs": [
         {"output_type": "display_data", "metadata": {}, "data": {"text/html": words, "text/plain": "<table>"}},
@@ -70,7 +77,7 @@ def add_iteration(ws: Workspace, state: State, iteration: int, q_gap: float, siz
     (run / "logs").mkdir(parents=True, exist_ok=True)
     for stage in ("generate", "tokenize", "train", "evaluate"):
         (run / "logs" / f"{stage}.log").write_text("line of output\n" * (sizes.stage_log // 15))
-    ckpt = os.urandom(sizes.checkpoint)
+    ckpt = _random(sizes.checkpoint)
     (run / "model.ckpt").write_bytes(ckpt)
     version = run / "train" / "domino" / "version_0"
     (version / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -78,7 +85,7 @@ def add_iteration(ws: Workspace, state: State, iteration: int, q_gap: float, siz
     (version / "metrics.csv").write_text("epoch,step,train/loss\n" + "0,1,0.5\n" * (sizes.metrics_csv // 8))
     wb = run / "wandb" / f"offline-run-20260101_000000-{iteration:08d}"
     (wb / "logs").mkdir(parents=True, exist_ok=True)
-    (wb / f"run-{iteration:08d}.wandb").write_bytes(os.urandom(sizes.wandb_run))
+    (wb / f"run-{iteration:08d}.wandb").write_bytes(_random(sizes.wandb_run))
     (wb / "logs" / "debug-internal.log").write_bytes(b"x" * sizes.wandb_logs)
     train = {ws.rel(ws.shards(cfg.hand_size) / f"seed_{s:08d}.parquet"): shard_sha(s) for s in seeds}
     golden = {ws.rel(ws.golden(cfg.hand_size) / "seed_00000900_decl_0.parquet"): shard_sha(10**9)}
@@ -88,7 +95,7 @@ def add_iteration(ws: Workspace, state: State, iteration: int, q_gap: float, siz
     for s in seeds:
         entry = entry_path(ws.token_cache, shard_sha(s), cfg.samples_per_shard, cfg.global_seed, cfg.train_states)
         entry.parent.mkdir(parents=True, exist_ok=True)
-        entry.write_bytes(os.urandom(sizes.token_entry))
+        entry.write_bytes(_random(sizes.token_entry))
     wandb = {"mode": "offline", "dir": ws.rel(wb), "sync": f"wandb sync {ws.rel(wb)}"}
     if synced:
         wandb = {**wandb, "mode": "synced", "url": f"https://wandb.ai/x/y/runs/{iteration}"}

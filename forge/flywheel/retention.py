@@ -219,8 +219,11 @@ def _release_tokens(ws: Workspace, iteration: int, needed: set[str]) -> int:
     return freed
 
 
-def _mark(path: Path, freed: int) -> None:
-    atomic_write_text(path, json.dumps({"at": time.time(), "freed": freed}) + "\n", fsync=False)
+def _mark(path: Path, freed: int, size: int | None = None) -> None:
+    """Mark a step done; ``size``: the pruned iteration's bytes from now on (its folders do not change
+    again), so that :func:`disk_total` need not walk them."""
+    data = {"at": time.time(), "freed": freed, **({"bytes": size} if size is not None else {})}
+    atomic_write_text(path, json.dumps(data) + "\n", fsync=False)
 
 
 def rotate_logs(ws: Workspace, keep: int, max_bytes: int = LOG_MAX_BYTES) -> list[str]:
@@ -284,7 +287,7 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
         run = ws.run_dir(it)
         if it not in whole and not (run / PRUNED).is_file():
             freed = _prune_files(ws, state, it)
-            _mark(run / PRUNED, freed)
+            _mark(run / PRUNED, freed, _tree(run) + _tree(ws.archive(it)))
             done.iterations.append(it)
             done.freed += freed
         if it not in window and not (run / TOKENS_RELEASED).is_file():
@@ -305,15 +308,39 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
 
 
 def disk_total(ws: Workspace) -> int:
-    """Bytes under the workspace (what ``du`` counts as file sizes; links not followed)."""
-    return _tree(ws.root)
+    """Bytes under the workspace (file sizes; links not followed). A pruned iteration's folders count
+    as its marker recorded them (they do not change again), so that the walk does not grow with the
+    history: a marker without the figure counts its folders walked."""
+    total = _tree(ws.root, skip={"runs", "archive"})
+    for top in ("runs", "archive"):
+        total += _tree(ws.root / top, skip_iterations=True)
+    for run in (ws.root / "runs").glob("iter-*"):
+        size = _pruned_size(run)
+        if size is None:
+            total += _tree(run) + _tree(ws.root / "archive" / run.name)
+        else:
+            total += size
+    for archive in (ws.root / "archive").glob("iter-*"):  # an archive without a run folder
+        if not (ws.root / "runs" / archive.name).is_dir():
+            total += _tree(archive)
+    return total
 
 
-def _tree(path: Path) -> int:
+def _pruned_size(run: Path) -> int | None:
+    try:
+        return int(json.loads((run / PRUNED).read_text())["bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _tree(path: Path, skip: set[str] | None = None, skip_iterations: bool = False) -> int:
+    """Bytes under ``path``, less its entries named in ``skip`` (and ``iter-*`` folders, ``skip_iterations``)."""
     total = 0
     try:
         with os.scandir(path) as entries:
             for e in entries:
+                if (skip and e.name in skip) or (skip_iterations and e.name.startswith("iter-")):
+                    continue
                 if e.is_dir(follow_symlinks=False):
                     total += _tree(Path(e.path))
                 elif e.is_file(follow_symlinks=False):
