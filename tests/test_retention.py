@@ -74,8 +74,12 @@ def test_prune_keeps_best_last_and_resume_checkpoint(tmp_path: Path) -> None:
     assert golden.is_file() and stray.is_file()
     # the size noted for the rate (pruned iterations counted from their markers) is the size walked
     assert abs(retention.disk_total(ws) - retention._tree(ws.root)) < 100 * len(GAPS)  # markers themselves
-    # idempotent: nothing left to do; a new best replaces the old one, which is pruned in its turn
+    # idempotent: nothing left to do (its summary lost too: the markers say what was done)
     assert not retention.prune(ws.root, state)
+    summary = ws.root / "runs" / retention.SUMMARY
+    summary.unlink()
+    assert not retention.prune(ws.root, state) and retention.read_summary(ws).pruned.keys() == {1, 3, 4, 5}
+    # a new best replaces the old one, which is pruned in its turn
     add_iteration(ws, state, 9, 0.1)
     again = retention.prune(ws.root, state)
     assert again.iterations == [2, 6] and again.released == [7]

@@ -48,6 +48,8 @@ GZ = ".gz"
 #: Disk use over time (one JSON line per prune), for ``status``'s rate; the newest lines kept.
 DISK_LOG = "disk.jsonl"
 DISK_LOG_LINES = 500
+#: The markers' summary (a cache of them): runs/retention.json.
+SUMMARY = "retention.json"
 #: A loop or kernel log larger than this keeps only its newest half (rotated in place).
 LOG_MAX_BYTES = 8 * 2**20
 
@@ -83,10 +85,6 @@ def in_window(state: State) -> set[int]:
     the token cache keeps their entries."""
     n = state.config.replay_iters
     return {h.iteration for h in state.history[-n:]} if n > 0 else set()
-
-
-def is_pruned(ws: Workspace, iteration: int) -> bool:
-    return (ws.run_dir(iteration) / PRUNED).is_file()
 
 
 def _size(path: Path) -> int:
@@ -276,27 +274,38 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
     ws = Workspace.at(root)
     cfg = state.config
     done = Pruned()
-    recorded = [h.iteration for h in state.history]
     if cfg.retention == "keep":
         return done
     whole, window = kept_whole(state), in_window(state)
     if state.current is not None:  # never the iteration under way (it is not in history anyway)
         whole.add(state.current.iteration)
+    summary = read_summary(ws)
+    pruned, released = summary.pruned, summary.released
+    known = (len(pruned), len(released))
     needed: set[str] | None = None
-    for it in recorded:
-        run = ws.run_dir(it)
-        if it not in whole and not (run / PRUNED).is_file():
-            freed = _prune_files(ws, state, it)
-            _mark(run / PRUNED, freed, _tree(run) + _tree(ws.archive(it)))
-            done.iterations.append(it)
-            done.freed += freed
-        if it not in window and not (run / TOKENS_RELEASED).is_file():
-            if needed is None:  # the window's deals (a seed trained twice included) keep their tokens
-                needed = set().union(*(_train_shas(ws, w) for w in window)) if window else set()
-            freed = _release_tokens(ws, it, needed)
-            _mark(run / TOKENS_RELEASED, freed)
-            done.released.append(it)
-            done.freed += freed
+    for it in (h.iteration for h in state.history):
+        if it not in whole and it not in pruned:
+            run = ws.run_dir(it)
+            size = _pruned_size(run)
+            if size is None:  # not pruned yet, or a prune a kill interrupted: (again) from the start
+                freed = _prune_files(ws, state, it)
+                size = _tree(run) + _tree(ws.archive(it))
+                _mark(run / PRUNED, freed, size)
+                done.iterations.append(it)
+                done.freed += freed
+            pruned[it] = size
+        if it not in window and it not in released:
+            run = ws.run_dir(it)
+            if not (run / TOKENS_RELEASED).is_file():
+                if needed is None:  # the window's deals (a seed trained twice included) keep their tokens
+                    needed = set().union(*(_train_shas(ws, w) for w in window)) if window else set()
+                freed = _release_tokens(ws, it, needed)
+                _mark(run / TOKENS_RELEASED, freed)
+                done.released.append(it)
+                done.freed += freed
+            released.add(it)
+    if (len(pruned), len(released)) != known:
+        write_summary(ws, summary)
     done.logs = rotate_logs(ws, cfg.retain_logs)
     # W&B's artifact cache (runs/wandb/cache, see forge.flywheel.tracking.wandb_dirs): copies of what was
     # uploaded or downloaded, never needed again by the loop; no W&B run is open between iterations
@@ -304,25 +313,60 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
     return done
 
 
+@dataclass
+class Summary:
+    """``runs/retention.json``: which iterations' markers say pruned (with their sizes) and released, so
+    that a prune and the disk figure do not read every iteration's folder. Only a cache: the markers
+    are the truth, and a summary lost or damaged is rebuilt from them."""
+
+    pruned: dict[int, int] = field(default_factory=dict)  # iteration -> its bytes once pruned
+    released: set[int] = field(default_factory=set)
+
+
+def _summary_path(ws: Workspace) -> Path:
+    return ws.root / "runs" / SUMMARY
+
+
+def read_summary(ws: Workspace) -> Summary:
+    try:
+        data = json.loads(_summary_path(ws).read_text())
+        return Summary({int(k): int(v) for k, v in data["pruned"].items()}, {int(i) for i in data["released"]})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return Summary()
+
+
+def write_summary(ws: Workspace, summary: Summary) -> None:
+    atomic_write_text(_summary_path(ws), json.dumps({"pruned": {str(k): v for k, v in sorted(summary.pruned.items())},
+                                                     "released": sorted(summary.released)}), fsync=False)
+
+
 # ------------------------------------------------------------------------------------- disk over time
 
 
 def disk_total(ws: Workspace) -> int:
     """Bytes under the workspace (file sizes; links not followed). A pruned iteration's folders count
-    as its marker recorded them (they do not change again), so that the walk does not grow with the
-    history: a marker without the figure counts its folders walked."""
+    as the prune measured them (they do not change again: :class:`Summary`), so that the walk does not
+    grow with the history."""
     total = _tree(ws.root, skip={"runs", "archive"})
-    for top in ("runs", "archive"):
-        total += _tree(ws.root / top, skip_iterations=True)
-    for run in (ws.root / "runs").glob("iter-*"):
-        size = _pruned_size(run)
-        if size is None:
-            total += _tree(run) + _tree(ws.root / "archive" / run.name)
-        else:
-            total += size
-    for archive in (ws.root / "archive").glob("iter-*"):  # an archive without a run folder
-        if not (ws.root / "runs" / archive.name).is_dir():
-            total += _tree(archive)
+    pruned = read_summary(ws).pruned
+    runs, archive = ws.root / "runs", ws.root / "archive"
+    with_run: set[str] = set()
+    try:
+        with os.scandir(runs) as entries:
+            for e in entries:
+                if e.name.startswith("iter-") and e.is_dir(follow_symlinks=False):
+                    with_run.add(e.name)
+                    number = e.name[5:]
+                    size = pruned.get(int(number)) if number.isdigit() else None
+                    total += size if size is not None else _tree(Path(e.path)) + _tree(archive / e.name)
+    except OSError:
+        pass
+    total += _tree(runs, skip_iterations=True) + _tree(archive, skip_iterations=True)
+    try:
+        with os.scandir(archive) as entries:  # an iteration's archive without its run folder
+            total += sum(_tree(Path(e.path)) for e in entries if e.name.startswith("iter-") and e.name not in with_run)
+    except OSError:
+        pass
     return total
 
 
