@@ -53,9 +53,13 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "train_seconds": (1.0, 30 * 86400),  # under a second trains nothing: an iteration without training
     "lr_horizon": (1, 10**15),
     "stop_total_seeds": (0, MAX_SEED),
+    "retain_last": (1, 100_000),
+    "retain_images": (0, 100_000),
+    "retain_logs": (1, 100_000),
 }
 #: accelerator and strategy are names Lightning knows (cpu, gpu, ddp, fsdp, ...), never a path.
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RETENTIONS = ("prune", "keep")
 
 
 class ConfigError(InputError):
@@ -120,6 +124,15 @@ class Config:
     # head); the presets choose their own (README, "Time to quality").
     value_weight: float = 0.5
     q_weight: float = 0.0
+    # Disk (forge.flywheel.retention, docs/disk.md): with retention "prune", once an iteration is recorded every
+    # older one but the newest retain_last and (retain_best) the best keeps only its record, stage results,
+    # training curve and gzip-compressed notebooks and logs: its checkpoints, HTML pages and W&B debug files
+    # go, and the token-cache entries of its deals once it leaves the replay window. "keep": nothing is pruned.
+    retention: str = "prune"
+    retain_last: int = 3
+    retain_best: bool = True
+    retain_images: int = 10  # of the pruned iterations, every Nth keeps its notebooks' plots (0: none)
+    retain_logs: int = 10  # loop and kernel logs kept (runs/loop-*.log, runs/logs/kernel-*.log), newest first
 
     @property
     def golden_seeds(self) -> set[int]:
@@ -165,6 +178,7 @@ _KINDS = {
     "strategy": "str", "num_nodes": "int", "compile": "bool", "keep_shards": "str", "executor": "str",
     "ray_address": "str?", "prefetch_next": "bool", "train_states": "str", "train_samples": "int?",
     "train_seconds": "float?", "lr_horizon": "int?", "value_weight": "float", "q_weight": "float",
+    "retention": "str", "retain_last": "int", "retain_best": "bool", "retain_images": "int", "retain_logs": "int",
 }
 
 
@@ -218,6 +232,8 @@ def config_from_dict(data: Any) -> Config:
         raise ConfigError(f"config.executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
     if cfg.keep_shards not in KEEP_SHARDS:
         raise ConfigError(f"config.keep_shards must be one of {', '.join(KEEP_SHARDS)}, got {cfg.keep_shards!r}")
+    if cfg.retention not in RETENTIONS:
+        raise ConfigError(f"config.retention must be one of {', '.join(RETENTIONS)}, got {cfg.retention!r}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"config.precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.train_states not in SELECTIONS:

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError, describe_os_error, interruption
-from forge.flywheel import by_hand, integrity
+from forge.flywheel import by_hand, integrity, retention
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
 from forge.flywheel.lock import LOCK_FILE, FlywheelLock, Heartbeat, LockHeld, describe_holder, lock_is_held, pid_alive
@@ -175,6 +175,7 @@ def run_loop(
         ensure_reserve(ws.root)
         sweep_leftovers(ws, older_than=600)  # what earlier loops' dead writers left behind
         sweep_state_temps(ws)
+        retention.apply(ws.root, store.state, say)  # finishes a prune a kill interrupted
         if config_updates:
             with store.edit() as st:
                 st.config = config_from_dict({**st.config.to_dict(), **config_updates})
@@ -444,6 +445,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
         freed = release_shards(ws, store.state, entry.iteration)
         if freed:
             say(f"  deleted {freed} training shard(s) (tokenized; keep_shards: golden)")
+    retention.apply(ws.root, store.state, say, entry.iteration)
     if on_record is not None:
         on_record(ws.root)
     _announce(entry, say)

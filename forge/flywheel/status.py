@@ -19,6 +19,7 @@ from forge.flywheel.lock import heartbeat_age, liveness, pid_alive
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import read_progress
 from forge.flywheel.records import PRIMARY_METRIC, best_of, metric_label
+from forge.flywheel.retention import disk_rate, read_disk_log
 from forge.flywheel.stages import REGISTRY, iteration_status
 from forge.flywheel.state import State, load_state
 
@@ -82,6 +83,15 @@ def disk_use(ws: Workspace, hand_size: int) -> dict[str, int]:
             "archive": _size(ws.root / "archive")}
 
 
+def disk_growth(ws: Workspace) -> dict[str, Any] | None:
+    """The workspace's size as last noted by the loop and its growth at the current rate (bytes per day
+    and per iteration, over the newest day of the loop's disk log: forge.flywheel.retention)."""
+    samples = read_disk_log(ws)
+    if not samples:
+        return None
+    return {"bytes": samples[-1][2], "iteration": samples[-1][1], "rate": disk_rate(samples)}
+
+
 def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bool = False) -> dict[str, Any]:
     """Everything a status view shows, as plain data (also the ``status --json`` output)."""
     ws = Workspace.at(root)
@@ -131,6 +141,7 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
         "best_iteration": best.iteration if best is not None else None,
         "history": history,
         "disk": disk_use(ws, state.config.hand_size) if disk else None,
+        "disk_growth": disk_growth(ws) if disk else None,
     }
 
 

@@ -11,6 +11,7 @@ iteration.
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,16 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[Any]]]:
     return (rows[0], rows[1:]) if rows else ([], [])
 
 
+def wandb_dirs(root: Path) -> dict[str, str]:
+    """Where W&B keeps its files, as environment variables: all under the workspace's ``runs/wandb``
+    (by default W&B stages artifact files and caches under the home folder, so an offline run
+    referred to files outside the workspace, which a copied workspace could not sync, and nothing
+    ever cleaned them: docs/disk.md)."""
+    base = root / "runs" / "wandb"
+    return {"WANDB_DATA_DIR": str(base / "data"), "WANDB_CACHE_DIR": str(base / "cache"),
+            "WANDB_ARTIFACT_DIR": str(base / "artifacts")}
+
+
 def log_iteration(ctx: Context, trained: Any, summary: Any) -> dict[str, Any] | None:
     """Log the iteration as one W&B run; returns where to find it (url, or local dir + sync command).
     ``trained`` and ``summary`` are the train stage's result and the evaluate stage's (this module
@@ -49,6 +60,7 @@ def log_iteration(ctx: Context, trained: Any, summary: Any) -> dict[str, Any] | 
     name = f"iter-{ctx.iteration:04d}"
     run_dir = ctx.ws.run_dir(ctx.iteration)
     try:
+        os.environ.update(wandb_dirs(ctx.ws.root))  # before W&B starts its service, which inherits them
         import wandb
 
         run = wandb.init(
@@ -71,7 +83,9 @@ def log_iteration(ctx: Context, trained: Any, summary: Any) -> dict[str, Any] | 
             metadata={"iteration": ctx.iteration, "parent": f"iter-{ctx.iteration - 1:04d}" if ctx.previous() else None,
                       "val_q_gap": summary.val.get("q_gap")},
         )
-        artifact.add_file(str(ctx.ws.root / trained.checkpoint), name="model.ckpt")
+        # "immutable": the run refers to the checkpoint where it lies (never rewritten in place) instead of a
+        # staged copy of it; a checkpoint pruned before `sync` is not uploaded (docs/disk.md)
+        artifact.add_file(str(ctx.ws.root / trained.checkpoint), name="model.ckpt", policy="immutable")
         if mode == "online" and ctx.previous():
             run.use_artifact(f"{project}/model-{group}:iter-{ctx.iteration - 1:04d}")
         run.log_artifact(artifact, aliases=[name, "latest"])

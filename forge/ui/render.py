@@ -54,10 +54,23 @@ def link(root: Path, target: str | None, base: Path | None, label: str, anchor: 
     html_version = path.with_suffix(".html")
     if path.suffix == ".ipynb" and html_version.is_file():
         path = html_version
+    elif not path.exists():
+        return pruned_label(root, target, label)
     href = os.path.relpath(path, base) + ("/" if path.is_dir() else "")
     href += f"#{anchor}" if anchor and path.suffix == ".html" else ""
     tab = ' target="_blank"' if new_tab else ""
     return f'<a href="{esc(href)}"{tab}>{esc(label)}</a>'
+
+
+def pruned_label(root: Path, target: str, label: str) -> str:
+    """What a link to a file the retention policy pruned shows instead (docs/disk.md): the label,
+    marked pruned, naming the compressed copy if there is one; "missing" for a file simply gone."""
+    packed = root / (target + ".gz")
+    if packed.is_file():
+        tip = f"pruned by the retention policy (docs/disk.md); kept compressed: {target}.gz"
+        return f'<span class="forge-pruned" title="{esc(tip)}" style="color:#777">{esc(label)} (pruned)</span>'
+    return (f'<span class="forge-missing" title="{esc(target)} is not on disk" style="color:#777">'
+            f"{esc(label)} (missing)</span>")
 
 
 def badge(status: str, title: str | None = None, css: str = "forge-badge", small: bool = False) -> str:

@@ -94,6 +94,19 @@ def train_share(timings: Any) -> float | None:
         else None
 
 
+def disk_growth_text(growth: dict[str, Any] | None) -> str:
+    """How fast the workspace grows at the current rate (the loop notes its size after each iteration)."""
+    rate = (growth or {}).get("rate")
+    if not rate:
+        return "disk growth: not known yet (the loop notes the workspace's size after each iteration)"
+    span = duration(rate["over_s"]) if rate["over_s"] < 5400 else f"{rate['over_s'] / 3600:.1f} h"
+    per_it = rate.get("bytes_per_iteration")
+    each = f"{per_it / 2**20:,.2f} MB per iteration, " if per_it is not None else ""
+    return (f"disk growth: {rate['bytes_per_day'] / 2**20:,.1f} MB/day at the current rate ({each}over the last "
+            f"{rate['over_iterations']} iteration(s), {span}); workspace {growth['bytes'] / 2**20:,.1f} MB after "
+            f"iteration {growth['iteration']} (retention: docs/disk.md)")
+
+
 def format_text(snap: dict[str, Any]) -> str:
     """The ``status`` command's plain-text view."""
     lines = [f"status: {snap['status']}   preset {snap['preset']}   iteration {snap['iteration']}   "
@@ -125,6 +138,7 @@ def format_text(snap: dict[str, Any]) -> str:
         lines.append(f"next: {snap['next_action']}")
     if snap.get("disk"):
         lines.append("disk: " + ", ".join(f"{kind} {size / 2**20:,.1f} MB" for kind, size in snap["disk"].items()))
+        lines.append(disk_growth_text(snap.get("disk_growth")))
     if snap["history"]:
         lines.append("")
         lines.append(format_history(snap["history"], snap.get("best_iteration")))
