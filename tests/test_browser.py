@@ -550,3 +550,27 @@ def test_the_live_panel_shows_progress_inside_a_running_stage(running_lab, brows
     finally:
         loop.send_signal(signal.SIGTERM)  # stops like Ctrl+C; SIGINT may be ignored under a test worker
         loop.wait(timeout=120)
+
+
+def test_the_archive_index_fits_a_1400_px_window(browser, tmp_path: Path) -> None:
+    """Every column (the evaluate notebooks, the W&B runs) in view at 1,400 px, no sideways scrolling."""
+    from test_review import workspace
+
+    from forge.flywheel.state import load_state, save_state
+    from forge.ui.archive_page import write_index
+
+    ws = workspace(tmp_path / "ws")
+    state = load_state(ws)
+    for h in state.history:
+        run = ws / f"runs/iter-{h.iteration:04d}/domino/version_0/wandb/offline-run-20260101_000000-abcdefgh"
+        h.wandb = {"dir": str(run), "sync": f"wandb sync {run}"}
+        h.notebooks = {s: f"archive/iter-{h.iteration:04d}/{n}.ipynb" for s, n in (
+            ("generate", "01_generate"), ("tokenize", "02_tokenize"), ("train", "03_train"),
+            ("evaluate", "04_evaluate"))}
+        h.by_hand = ["generate", "tokenize", "train", "evaluate"]
+    save_state(ws, state)
+    browser.get((write_index(ws)).as_uri())
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    view = browser.execute_script("return window.innerWidth")
+    assert view <= 1400 and width <= view, f"the index needs {width} px in a {view} px window"
+    assert browser.title == "forge archive"
