@@ -36,7 +36,7 @@ from pydantic.dataclasses import dataclass
 from forge.atomic import atomic_write, atomic_write_text, fsync_dir
 from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError
-from forge.flywheel.config import Config
+from forge.flywheel.config import TEMPLATES, Config
 from forge.flywheel.paths import STATE_FILE
 from forge.flywheel.records import (
     STRICT,
@@ -277,9 +277,17 @@ def _backup_is_good(root: Path) -> bool:
         return False
 
 
+#: The project's own workspace starts from this committed copy: its state.yaml, rewritten by every run,
+#: is not tracked by git (a tracked one showed hundreds of changed lines after any run).
+STATE_TEMPLATE = TEMPLATES / "state.yaml"
+
+
 def load_state(root: str | os.PathLike) -> State:
     path = state_path(root)
     backup = path.parent / BACKUP_FILE
+    if not path.is_file() and not backup.is_file() and path.parent.resolve() == STATE_TEMPLATE.parents[1] \
+            and STATE_TEMPLATE.is_file():  # a fresh clone's first run: a fresh flywheel, as committed
+        atomic_write_text(path, STATE_TEMPLATE.read_text())
     if not path.is_file():
         if backup.is_file():
             raise StateError(f"{path} not found, but a backup exists: `cp {backup} {path}` restores it "
