@@ -1,4 +1,4 @@
-"""Independent brute-force Texas 42 oracle, written straight from ``shared/texas42-spec.md``.
+"""Independent brute-force Texas 42 oracle, written straight from ``docs/rules.md``.
 
 It exists to check the fast solver, so it deliberately shares no code with the ``forge``
 package: the deal, the rules, the packing and the search are all restated here, as plainly

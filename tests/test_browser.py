@@ -119,6 +119,7 @@ def serve(ws: Path, tmp_path: Path) -> Iterator[dict[str, object]]:
          "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ws}",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
          "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: its commands (save) for the test
+         f"--config={REPO / 'jupyter_server_config.py'}",  # as the README starts it (git status after a save)
          *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI containers run as root
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -237,6 +238,24 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
     assert flag.get_attribute("title") == flag_text(FAILED["flag"]) and flag.text == "flagged"
     assert flag.value_of_css_property("background-color") in ("rgb(230, 97, 1)", "rgba(230, 97, 1, 1)")
     wait(20).until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".widget-button")))
+
+    # what a reader does in the panel survives its refreshes: an expanded legend, a selected text
+    browser.find_element(By.CSS_SELECTOR, ".forge-columns summary").click()
+    selected = browser.execute_script(
+        "const range = document.createRange();"
+        "range.selectNodeContents(document.querySelector('.forge-history tr.forge-best td'));"
+        "window.getSelection().removeAllRanges(); window.getSelection().addRange(range);"
+        "return window.getSelection().toString();")
+    assert selected == FAILED["best"]
+    from forge.flywheel.state import load_state, save_state
+
+    st = load_state(lab["ws"])  # the flywheel's state moves on elsewhere (a terminal, another notebook)
+    st.next_action = "read the failing cell, then retry (edited while the panel was open)"
+    save_state(lab["ws"], st)
+    wait(30).until(lambda d: "edited while the panel was open" in text_of(".forge-next"))  # refreshed
+    assert browser.execute_script("return document.querySelector('.forge-columns').open") is True
+    assert browser.execute_script("return window.getSelection().toString()") == selected
+
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "status-panel.png"
     browser.save_screenshot(str(shot))
@@ -340,9 +359,20 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
     to state.yaml and to runs/ open in JupyterLab, and an archived page links back to the index."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
+    from test_git_clean import git
     from test_packaging import strip_as_committed
 
     ws = Path(fresh_lab["ws"])
+    # the notebooks under git as in a clone set up by the README's main command (its filter)
+    git(ws, "init", "-q")
+    for key, value in (("user.email", "t@example.com"), ("user.name", "t"),
+                       ("filter.nbstripout.clean", f"{sys.executable} -m nbstripout"),
+                       ("filter.nbstripout.smudge", "cat"), ("filter.nbstripout.required", "true"),
+                       ("filter.nbstripout.extrakeys", "metadata.language_info")):
+        git(ws, "config", key, value)
+    shutil.copy(REPO / ".gitattributes", ws / ".gitattributes")
+    git(ws, "add", ".gitattributes", "notebooks")
+    git(ws, "commit", "-qm", "notebooks as committed")
     ARTIFACTS.mkdir(exist_ok=True)
     for name, selectors, dropdowns in STEPS:
         run_to_the_end(browser, fresh_lab, name)
@@ -370,6 +400,8 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
     for name, *_ in STEPS:
         saved = (ws / "notebooks" / f"{name}.ipynb").read_text()
         assert strip_as_committed(saved) == (REPO / "notebooks" / f"{name}.ipynb").read_text(), name
+    # and `git status` says so (it compared each saved notebook through the filter: JupyterLab's post-save hook)
+    assert git(ws, "status", "--porcelain", "--", "notebooks") == ""
 
     # Start records the iteration: every stage already done, archived from the notebooks as saved
     open_and_run_all(browser, fresh_lab, "notebooks/00_status.ipynb")
@@ -550,3 +582,27 @@ def test_the_live_panel_shows_progress_inside_a_running_stage(running_lab, brows
     finally:
         loop.send_signal(signal.SIGTERM)  # stops like Ctrl+C; SIGINT may be ignored under a test worker
         loop.wait(timeout=120)
+
+
+def test_the_archive_index_fits_a_1400_px_window(browser, tmp_path: Path) -> None:
+    """Every column (the evaluate notebooks, the W&B runs) in view at 1,400 px, no sideways scrolling."""
+    from test_review import workspace
+
+    from forge.flywheel.state import load_state, save_state
+    from forge.ui.archive_page import write_index
+
+    ws = workspace(tmp_path / "ws")
+    state = load_state(ws)
+    for h in state.history:
+        run = ws / f"runs/iter-{h.iteration:04d}/domino/version_0/wandb/offline-run-20260101_000000-abcdefgh"
+        h.wandb = {"dir": str(run), "sync": f"wandb sync {run}"}
+        h.notebooks = {s: f"archive/iter-{h.iteration:04d}/{n}.ipynb" for s, n in (
+            ("generate", "01_generate"), ("tokenize", "02_tokenize"), ("train", "03_train"),
+            ("evaluate", "04_evaluate"))}
+        h.by_hand = ["generate", "tokenize", "train", "evaluate"]
+    save_state(ws, state)
+    browser.get((write_index(ws)).as_uri())
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    view = browser.execute_script("return window.innerWidth")
+    assert view <= 1400 and width <= view, f"the index needs {width} px in a {view} px window"
+    assert browser.title == "forge archive"

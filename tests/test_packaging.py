@@ -148,9 +148,14 @@ def _cell_value(text: str) -> object:
 def test_committed_state_is_a_fresh_flywheel_of_its_preset() -> None:
     """A clone's first `flywheel --once` starts from state.yaml as committed: a fresh flywheel whose
     config is exactly its preset's today (a preset edit must be followed by `init --force` here)."""
+    import shutil
+    import tempfile
+
     from forge.flywheel.config import load_preset
     from forge.flywheel.state import load_state
 
-    st = load_state(REPO)
+    with tempfile.TemporaryDirectory() as fresh:  # state.yaml is untracked: a clone's first run copies the template
+        shutil.copy(REPO / "templates" / "state.yaml", Path(fresh) / "state.yaml")
+        st = load_state(fresh)
     assert (st.status, st.current, st.history, st.next_seed, st.last_error) == ("ready", None, [], 0, None)
     assert st.config.to_dict() == load_preset(st.config.preset).to_dict()

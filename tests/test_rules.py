@@ -1,6 +1,6 @@
 """Hand-worked rules cases for ``forge.oracle.rules`` (spec: Dominoes, Deal, Declarations, tricks).
 
-Expected outcomes are written out by hand from ``shared/texas42-spec.md``; the package is only
+Expected outcomes are written out by hand from ``docs/rules.md``; the package is only
 asked for the answer under test. Domino ids in this file come from the spec's formula via
 :func:`d`, not from the package.
 """

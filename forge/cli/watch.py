@@ -90,10 +90,10 @@ def next_steps(root: str | Path) -> str:
     index = ws.root / "archive" / "index.html"
     if index.is_file():
         lines.append(f"  {index}   every iteration's metrics and notebooks; compare any two (open in a browser)")
+    lab = f"{jupyter} lab --config=jupyter_server_config.py --notebook-dir=. notebooks/00_status.ipynb"
     if ws.root == NOTEBOOKS.parent:
-        lines.append(f"  cd {ws.root} && {jupyter} lab --notebook-dir=. notebooks/00_status.ipynb   the live panel, "
-                     "with Start / Stop / Retry")
+        lines.append(f"  cd {ws.root} && {lab}   the live panel, with Start / Stop / Retry")
     else:
-        lines.append(f"  cd {NOTEBOOKS.parent} && {jupyter} lab --notebook-dir=. notebooks/00_status.ipynb   the "
-                     f"live panel (set root = \"{ws.root}\" in its first cell), with Start / Stop / Retry")
+        lines.append(f"  cd {NOTEBOOKS.parent} && {lab}   the live panel (set root = \"{ws.root}\" in its first "
+                     "cell), with Start / Stop / Retry")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Texas 42 rules as lookup tables: the single source of truth for every other module.
 
-Everything here follows ``shared/texas42-spec.md``. The solver, the tokenizer and the play-out
+Everything here follows ``docs/rules.md``. The solver, the tokenizer and the play-out
 evaluation import these tables; none of them restates a rule.
 """
 

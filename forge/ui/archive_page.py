@@ -126,8 +126,9 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     base = ws.root / "archive"
     base.mkdir(parents=True, exist_ok=True)
     head = "".join(column_head(label, path) for label, path in HISTORY_COLUMNS)
-    head += "<th></th><th>status</th>" + "".join(f"<th>{s}</th>" for s in REGISTRY)
-    head += "<th>failed attempts</th><th>W&amp;B</th>"
+    # the stages' notebooks in one column, one per line, and a W&B command that wraps: the page fits a
+    # 1,400 px window (a column per stage and an unbroken `wandb sync` path needed about 2,100)
+    head += "<th></th><th>status</th><th>notebooks</th><th>failed attempts</th><th>W&amp;B</th>"
     body = []
     for row in iteration_rows(state):
         cells = [f"<td>{esc(column_text(label, row, path))}</td>" for label, path in HISTORY_COLUMNS]
@@ -135,16 +136,17 @@ def write_index(root: str | os.PathLike = ".") -> Path:
         cells.append(f'<td style="text-align:left;white-space:nowrap">{marks}</td>')
         title = f' title="{esc(row["error"])}"' if row.get("error") else ""
         cells.append(f"<td{title}>{badge(row['status'])}</td>")
-        for s, stage in REGISTRY.items():
-            label = stage.notebook.split("_")[1].split(".")[0]
-            cells.append(f'<td style="text-align:left">{stage_links(row, ws.root, base, s, label, new_tab=False)}</td>')
+        books = "".join(f"<div>{stage_links(row, ws.root, base, s, s, new_tab=False)}</div>"
+                        for s in REGISTRY if (row.get("notebooks") or {}).get(s))
+        cells.append(f'<td class="forge-notebooks" style="text-align:left">{books or "-"}</td>')
         attempts = " ".join(
             link(ws.root, a.get("notebook"), base, f"{a['number']}: {a['stage']}" +
                  (f" cell {a['cell']}" if a.get("cell") else ""), ERROR_ANCHOR, new_tab=False) if a.get("notebook")
             else esc(a["stage"])
             for a in row.get("attempts") or [])
         cells.append(f"<td>{attempts or '-'}</td>")
-        cells.append(f"<td>{wandb_cell(row.get('wandb'), ws.root, base)}</td>")
+        cells.append(f'<td class="forge-wandb" style="text-align:left;max-width:18em">'
+                     f"{wandb_cell(row.get('wandb'), ws.root, base)}</td>")
         body.append(f"<tr{attrs}>{''.join(cells)}</tr>")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>forge archive</title>

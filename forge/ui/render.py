@@ -89,7 +89,8 @@ def wandb_cell(info: dict[str, Any] | None, root: Path, base: Path | None) -> st
     if info.get("error"):
         return f'<span title="{esc(info["error"])}">error</span>'
     if info.get("dir"):
-        return f'<code title="{esc(info.get("sync", ""))}">{esc(info.get("sync") or info["dir"])}</code>'
+        return (f'<code title="{esc(info.get("sync", ""))}" style="word-break:break-all;font-size:11px">'
+                f'{esc(info.get("sync") or info["dir"])}</code>')
     return "-"
 
 
