@@ -70,7 +70,7 @@ _VERSION_ENV = "FORGE_TRAIN_VERSION"
 
 
 @dataclass
-class TrainResult:
+class RunResult:
     run_dir: Path  # <run_dir>/domino/version_N
     last_checkpoint: Path
     best_checkpoint: Path | None  # None without a validation split
@@ -90,14 +90,14 @@ def best_epoch(per_epoch: Mapping[int, float]) -> int | None:
     return min(per_epoch, key=per_epoch.__getitem__) if per_epoch else None
 
 
-def result_dict(result: TrainResult) -> dict[str, Any]:
-    """A TrainResult as JSON-able data (paths as text), e.g. for a caller in another process."""
+def result_dict(result: RunResult) -> dict[str, Any]:
+    """A RunResult as JSON-able data (paths as text), e.g. for a caller in another process."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
 
 
-def result_from_dict(data: dict[str, Any]) -> TrainResult:
+def result_from_dict(data: dict[str, Any]) -> RunResult:
     paths = ("run_dir", "last_checkpoint", "best_checkpoint", "metrics_csv", "wandb_dir")
-    return TrainResult(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()})
+    return RunResult(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()})
 
 
 class TrainingDiverged(ForgeError):
@@ -362,7 +362,7 @@ def train(
     clock: str = "wall",
     lr_horizon: int | None = None,
     continuing: bool = False,
-) -> TrainResult:
+) -> RunResult:
     """Train (or fine-tune from ``resume``) and return the run's checkpoints and final metrics.
 
     ``model`` is a preset name or a :class:`ModelConfig` (or its dict); None means the
@@ -504,7 +504,7 @@ def train(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = Path(best_cb.best_model_path) if best_cb is not None and best_cb.best_model_path else None
     best_score = best_cb.best_model_score if best_cb is not None else None
-    return TrainResult(
+    return RunResult(
         run_dir=version_dir,
         last_checkpoint=Path(last_cb.best_model_path or ckpt_dir / "last.ckpt"),
         best_checkpoint=best,

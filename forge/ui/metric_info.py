@@ -70,18 +70,6 @@ def direction(name: str) -> str:
     return "higher" if base in HIGHER_IS_BETTER else "lower"
 
 
-def legend_lines(names: list[str]) -> list[str]:
-    """``label (unit, which way is better): meaning`` for each metric name, once each."""
-    seen, out = set(), []
-    for name in names:
-        if name in seen:
-            continue
-        seen.add(name)
-        m = info(name)
-        out.append(f"{m.label} ({m.unit}, {direction(name)} is better): {m.meaning}")
-    return out
-
-
 def column_info(path: tuple[str, ...]) -> MetricInfo:
     """Unit and meaning of a history column (``HISTORY_COLUMNS``' paths into a history entry)."""
     head = path[0]

@@ -26,7 +26,7 @@ from forge.flywheel.stages.base import StageError
 
 if TYPE_CHECKING:
     from forge.flywheel.progress import StageProgress
-    from forge.ml.training import TrainResult as RunResult
+    from forge.ml.training import RunResult
 
 SETTINGS_FILE = "train-settings.json"
 RESULT_FILE = "train-result.json"
