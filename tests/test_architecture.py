@@ -127,3 +127,16 @@ def test_no_stage_is_special_cased_outside_its_module() -> None:
     hits = [(p.relative_to(REPO).as_posix(), n) for p in sorted((REPO / "forge").rglob("*.py"))
             for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bstage(\.name)? ==", line)]
     assert hits == []
+
+
+def test_tests_share_code_only_through_helpers() -> None:
+    """A test module never imports another test module or conftest: shared test code is tests/helpers."""
+    tests = REPO / "tests"
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        if "helpers" in path.relative_to(tests).parts:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.match(r"\s*(from|import)\s+(conftest|test_\w+|tests\.)", line):
+                found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not found, found

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_dashboard import FAILED, failed_workspace
+from helpers.notebooks import git, strip_as_committed
+from helpers.workspaces import FAILED, failed_workspace, reviewed_workspace
 
 from forge.ui.metric_info import flag_text
 
@@ -359,8 +360,6 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
     to state.yaml and to runs/ open in JupyterLab, and an archived page links back to the index."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from test_git_clean import git
-    from test_packaging import strip_as_committed
 
     ws = Path(fresh_lab["ws"])
     # the notebooks under git as in a clone set up by the README's main command (its filter)
@@ -586,12 +585,11 @@ def test_the_live_panel_shows_progress_inside_a_running_stage(running_lab, brows
 
 def test_the_archive_index_fits_a_1400_px_window(browser, tmp_path: Path) -> None:
     """Every column (the evaluate notebooks, the W&B runs) in view at 1,400 px, no sideways scrolling."""
-    from test_review import workspace
 
     from forge.flywheel.state import load_state, save_state
     from forge.ui.archive_page import write_index
 
-    ws = workspace(tmp_path / "ws")
+    ws = reviewed_workspace(tmp_path / "ws")
     state = load_state(ws)
     for h in state.history:
         run = ws / f"runs/iter-{h.iteration:04d}/domino/version_0/wandb/offline-run-20260101_000000-abcdefgh"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import wait_for
+from helpers.processes import wait_for
 
 from forge.cli.watch import StageLines, next_steps
 from forge.flywheel.config import load_preset

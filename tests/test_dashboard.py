@@ -12,54 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import wait_for
+from helpers.processes import wait_for
+from helpers.workspaces import FAILED, failed_workspace
 
 from forge.flywheel.config import load_preset
 from forge.flywheel.lock import FlywheelLock, lock_is_held
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import HistoryEntry
-from forge.flywheel.state import Current, load_state, new_state, save_state
+from forge.flywheel.state import load_state, new_state, save_state
 from forge.ui.dashboard import Dashboard, find_root, request_stop, retry_iteration, start_iteration
-
-#: What the prepared failed workspace holds, for assertions on every view of it.
-FAILED = {
-    "status": "failed",
-    "iteration": "3",
-    "stage": "train",
-    "group": "prepared-group",
-    "error": "train: cell 3: RuntimeError: prepared failure 4217",
-    "accuracies": ("0.7313", "0.8521"),
-    "q_gaps": ("0.6402", "0.3917"),
-    # iteration 1 was the best when it was recorded; iteration 2 beat it on val Q-gap but its value error
-    # got worse (flagged): 2 alone is the best, its flag shown beside it
-    "best": "2",
-    "flag": "val value_mae 9.5000 is worse than the best (iteration 1: 8.0000)",
-}
-
-
-def _entry(iteration: int, accuracy: float, q_gap: float, value_mae: float, flags: list[str]) -> HistoryEntry:
-    seeds = list(range(4 * (iteration - 1), 4 * iteration))
-    return HistoryEntry(iteration=iteration, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1],
-                        total_seeds=4 * iteration, val={"accuracy": accuracy, "q_gap": q_gap, "blunder_rate": 0.05,
-                                                        "value_mae": value_mae},
-                        timings={"total": 90.0 * iteration}, is_best=True, flags=flags)
-
-
-def failed_workspace(root: Path) -> Path:
-    """A workspace whose iteration 3 failed in train after two finished iterations (no data on disk)."""
-    root.mkdir(parents=True, exist_ok=True)
-    state = new_state(load_preset("tiny"), FAILED["group"])
-    state.history = [_entry(1, 0.7313, 0.6402, 8.0, []), _entry(2, 0.8521, 0.3917, 9.5, [FAILED["flag"]])]
-    state.next_seed = 8
-    state.current = Current(iteration=3, seeds=[8, 9, 10, 11], seed_range=[8, 12],
-                            stages_completed=["generate", "tokenize"], stage="train",
-                            started_at="2025-01-01T00:00:00+00:00", pid=999_999, host="elsewhere",
-                            heartbeat="2025-01-01T00:05:00+00:00")
-    state.status = "failed"
-    state.last_error = FAILED["error"]
-    state.next_action = "read archive/iter-0003/03_train.ipynb, fix the cause, then retry"
-    save_state(root, state)
-    return root
 
 
 def status(ws: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import near_ties
+from helpers.numerics import near_ties
 
 from forge.ml.checkpoints import load_module, read_checkpoint
 from forge.ml.data import load_tensors

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import flywheel
-from test_flywheel_loop import edit_state, result, start_loop_until, state, training_steps
+from helpers.loop import edit_state, flywheel, result, start_loop_until, state, training_steps
 
 from forge.ml.schedule import lr_factor
 from forge.ml.store import load_split

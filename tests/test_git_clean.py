@@ -5,33 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from test_packaging import filter_extra_keys
+from helpers.notebooks import git, repo_with_filter
 
 from forge.ui.git_save import post_save
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
-
-
-def repo_with_filter(root: Path) -> Path:
-    """A repository whose notebooks git filters as the README's main command sets it up."""
-    root.mkdir()
-    git(root, "init", "-q")
-    for key, value in (("user.email", "t@example.com"), ("user.name", "t"),
-                       ("filter.nbstripout.clean", f"{sys.executable} -m nbstripout"),
-                       ("filter.nbstripout.smudge", "cat"), ("filter.nbstripout.required", "true"),
-                       ("filter.nbstripout.extrakeys", filter_extra_keys())):
-        git(root, "config", key, value)
-    shutil.copy(REPO / ".gitattributes", root / ".gitattributes")
-    return root
 
 
 def saved_by_jupyterlab(committed: str, source_edit: str | None = None) -> str:

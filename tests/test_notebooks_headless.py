@@ -18,7 +18,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from test_dashboard import FAILED, failed_workspace
+from helpers.workspaces import FAILED, failed_workspace
 
 from forge.flywheel.config import load_preset
 from forge.flywheel.state import new_state, save_state

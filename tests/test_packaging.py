@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from helpers.notebooks import strip_as_committed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,25 +59,6 @@ def test_committed_notebooks_carry_no_outputs() -> None:
 def test_notebooks_are_filtered_by_nbstripout() -> None:
     attributes = (REPO / ".gitattributes").read_text()
     assert "notebooks/*.ipynb filter=nbstripout" in attributes
-
-
-def filter_extra_keys() -> str:
-    """The metadata the README's main command has the nbstripout filter strip besides its defaults."""
-    import re
-
-    main = next(line for line in (REPO / "README.md").read_text().splitlines() if "nbstripout --install" in line)
-    found = re.search(r"git config filter\.nbstripout\.extrakeys (\S+)", main)
-    assert found, "the README's main command must configure the filter's extra keys"
-    return found.group(1)
-
-
-def strip_as_committed(text: str) -> str:
-    """A notebook as git's clean filter stores it, configured as the README's main command does."""
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "nbstripout", "--extra-keys", filter_extra_keys()], input=text,
-                          capture_output=True, text=True, check=True).stdout
 
 
 def test_committed_notebooks_are_what_the_filter_writes() -> None:
@@ -154,8 +136,8 @@ def test_committed_state_is_a_fresh_flywheel_of_its_preset() -> None:
     from forge.flywheel.config import load_preset
     from forge.flywheel.state import load_state
 
-    with tempfile.TemporaryDirectory() as fresh:  # state.yaml is untracked: a clone's first run copies the template
-        shutil.copy(REPO / "templates" / "state.yaml", Path(fresh) / "state.yaml")
+    with tempfile.TemporaryDirectory() as fresh:
+        shutil.copy(REPO / "state.yaml", Path(fresh) / "state.yaml")
         st = load_state(fresh)
     assert (st.status, st.current, st.history, st.next_seed, st.last_error) == ("ready", None, [], 0, None)
     assert st.config.to_dict() == load_preset(st.config.preset).to_dict()

@@ -14,8 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import flywheel
-from test_flywheel_loop import by_hand, state
+from helpers.loop import by_hand, flywheel, state
 
 pytestmark = pytest.mark.loop
 

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[test]' brings it)")
+
+from helpers.processes import wait_for
 
 from forge.oracle.generate import generate  # noqa: E402
 from forge.oracle.ray_pool import ClusterError  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import wait_for
+from helpers.processes import wait_for
 
 from forge.flywheel import retention
 from forge.flywheel.config import ConfigError, load_preset

@@ -16,58 +16,20 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers.workspaces import reviewed_entry, reviewed_history, reviewed_workspace
 
 from forge.errors import InputError
 from forge.flywheel import by_hand, progress
 from forge.flywheel.archive_note import NOTE_TAG, add_note
-from forge.flywheel.config import load_preset
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import HistoryEntry
 from forge.flywheel.runner import failing_cell
 from forge.flywheel.stages.base import StageResult
-from forge.flywheel.state import new_state, save_state
 from forge.flywheel.status import snapshot
 from forge.ui.archive_page import write_index
 from forge.ui.metric_info import column_info, info
 from forge.ui.render import ROW_BEST, history_table, panel_html
 from forge.ui.text import HISTORY_COLUMNS, format_archive, format_text
 from forge.ui.views import compare
-
-FLAG = "val value_mae 9.5000 is worse than the best (iteration 1: 8.0000)"
-
-
-def _entry(i: int, gap: float, value_mae: float, is_best: bool, flags: list[str], lr: float = 3e-4,
-           depth: bool = True, epochs: int = 2) -> HistoryEntry:
-    seeds = list(range(4 * (i - 1), 4 * i))
-    val = {"q_gap": gap, "accuracy": 0.8 + i / 100, "blunder_rate": 0.05, "value_mae": value_mae,
-           "q_gap/notrump": gap / 2, "q_gap/sixes": gap * 2}
-    if depth:
-        val.update({"q_gap/depth0": gap * 3, "q_gap/depth1": gap / 3})
-    config = load_preset("tiny").to_dict() | {"lr": lr, "epochs": epochs}
-    return HistoryEntry(iteration=i, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1], total_seeds=4 * i,
-                        config=config, val=val, test={"q_gap": gap + 0.1}, playout={"playout_points_lost": 12.0 - i},
-                        is_best=is_best, flags=flags, timings={"total": 60.0 * i},
-                        notebooks={"train": f"archive/iter-{i:04d}/03_train.ipynb"},
-                        by_hand=["train"] if i == 3 else [])
-
-
-def history() -> list[HistoryEntry]:
-    return [_entry(1, 0.60, 8.0, True, []), _entry(2, 0.50, 9.5, True, [FLAG]),
-            _entry(3, 0.55, 9.0, False, ["val q_gap 0.5500 is worse than the best (iteration 2: 0.5000)"], lr=1e-3)]
-
-
-def workspace(root: Path, entries: list[HistoryEntry] | None = None) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    state = new_state(load_preset("tiny"), "review")
-    state.history = history() if entries is None else entries
-    state.next_seed = 4 * len(state.history)
-    save_state(root, state)
-    for h in state.history:
-        for nb in h.notebooks.values():  # an archived notebook and its HTML, for the links
-            (root / nb).parent.mkdir(parents=True, exist_ok=True)
-            (root / nb).write_text("{}")
-            (root / nb).with_suffix(".html").write_text("<html></html>")
-    return root
 
 
 def rows_of(html: str) -> dict[int, str]:
@@ -84,7 +46,7 @@ def row_html(html: str, iteration: int) -> str:
 
 
 def test_the_best_iteration_is_the_one_with_the_best_primary_metric_and_keeps_its_flag(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "ws")
+    ws = reviewed_workspace(tmp_path / "ws")
     snap = snapshot(ws)
     assert snap["best_iteration"] == 2  # not 1, which was best when it was recorded
 
@@ -112,9 +74,9 @@ def test_the_best_iteration_is_the_one_with_the_best_primary_metric_and_keeps_it
 
 
 def test_a_single_iteration_is_the_best_and_none_is_marked_without_history(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "one", [_entry(1, 0.6, 8.0, True, [])])
+    ws = reviewed_workspace(tmp_path / "one", [reviewed_entry(1, 0.6, 8.0, True, [])])
     assert snapshot(ws)["best_iteration"] == 1
-    empty = workspace(tmp_path / "none", [])
+    empty = reviewed_workspace(tmp_path / "none", [])
     snap = snapshot(empty)
     assert snap["best_iteration"] is None and "forge-best" not in panel_html(snap)
 
@@ -132,7 +94,7 @@ def test_every_history_column_and_compared_metric_has_a_unit_and_a_meaning(tmp_p
         assert info(name).unit and info(name).meaning, name
     assert info("q_gap/depth3").label == "Q-gap after 3 tricks" and info("q_gap/notrump").unit == "points / move"
     assert info("playout_points_lost").unit == "points / hand"
-    snap = snapshot(workspace(tmp_path / "ws"))
+    snap = snapshot(reviewed_workspace(tmp_path / "ws"))
     text = format_text(snap)
     assert "points / hand" in text and "play-out lost: golden test play-outs:" in text
     html = panel_html(snap)
@@ -143,7 +105,7 @@ def test_every_history_column_and_compared_metric_has_a_unit_and_a_meaning(tmp_p
 
 
 def test_panel_links_resolve_from_the_notebook_and_a_snapshot_has_none(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "ws")
+    ws = reviewed_workspace(tmp_path / "ws")
     (ws / "archive" / "index.html").write_text("<html></html>")
     snap = snapshot(ws)
     live = panel_html(snap, base=ws / "notebooks")
@@ -208,7 +170,7 @@ def test_a_by_hand_result_names_its_notebook_only_where_the_kernel_knows_it(tmp_
 
 
 def test_two_iterations_side_by_side(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "ws")
+    ws = reviewed_workspace(tmp_path / "ws")
     runs = compare.load_runs([ws])
     assert [r.label for r in runs] == ["ws · iteration 1", "ws · iteration 2 (best)", "ws · iteration 3"]
     a, b = compare.default_pair(runs)
@@ -240,12 +202,12 @@ def test_two_iterations_side_by_side(tmp_path: Path) -> None:
     # with the states each figure is over (recorded since): an empty depth is shown, a thin one gets no verdict
     counted = []
     for i, gap in ((1, 0.6), (2, 0.5)):
-        entry = _entry(i, gap, 8.0, i == 2, [])
+        entry = reviewed_entry(i, gap, 8.0, i == 2, [])
         entry.val.update({"n/depth0": 0, "n/depth1": 5, "n/depth2": 400, "q_gap/depth2": gap, "n/notrump": 4000,
                           "n/sixes": 4000})
         del entry.val["q_gap/depth0"]
         counted.append(entry)
-    a, b = compare.load_runs([workspace(tmp_path / "counted", counted)])
+    a, b = compare.load_runs([reviewed_workspace(tmp_path / "counted", counted)])
     depth = {r["metric"]: r for r in compare.breakdown_frame(a, b, compare.DEPTH_ROWS).iter_rows(named=True)}
     assert list(depth) == ["val Q-gap after 0 tricks", "val Q-gap after 1 trick", "val Q-gap after 2 tricks"]
     assert depth["val Q-gap after 0 tricks"]["note"] == "A: no states; B: no states"
@@ -255,14 +217,15 @@ def test_two_iterations_side_by_side(tmp_path: Path) -> None:
     fig = compare.breakdown_figure(a, b)
     assert "400" in [t.get_text() for t in fig.axes[1].texts] and any(p.get_hatch() for p in fig.axes[1].patches)
 
-    old = compare.load_runs([workspace(tmp_path / "old", [_entry(1, 0.6, 8.0, True, [], depth=False)])])[0]
+    old_entry = reviewed_entry(1, 0.6, 8.0, True, [], depth=False)
+    old = compare.load_runs([reviewed_workspace(tmp_path / "old", [old_entry])])[0]
     assert "not recorded for these iterations" in compare.pair_html(old, old)
 
 
 def test_variants_run_side_by_side_in_two_workspaces(tmp_path: Path) -> None:
-    first = workspace(tmp_path / "base")
-    second = workspace(tmp_path / "lr-1e-3", [_entry(1, 0.45, 8.0, True, [], lr=1e-3, epochs=3),
-                                              _entry(2, 0.47, 8.5, False, [], lr=1e-3, epochs=3)])
+    first = reviewed_workspace(tmp_path / "base")
+    second = reviewed_workspace(tmp_path / "lr-1e-3", [reviewed_entry(1, 0.45, 8.0, True, [], lr=1e-3, epochs=3),
+                                              reviewed_entry(2, 0.47, 8.5, False, [], lr=1e-3, epochs=3)])
     runs = compare.load_runs([first, "../lr-1e-3"])  # the others relative to the first workspace
     assert compare.workspaces(runs) == ["base", "lr-1e-3"]
     a, b = compare.default_pair(runs)
@@ -280,7 +243,7 @@ def test_variants_run_side_by_side_in_two_workspaces(tmp_path: Path) -> None:
 
 
 def test_the_index_compares_any_two_iterations(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "ws")
+    ws = reviewed_workspace(tmp_path / "ws")
     page = write_index(ws).read_text()
     data = json.loads(re.search(r'id="forge-compare-data">(.*?)</script>', page, re.S).group(1))
     assert [r["iteration"] for r in data["runs"]] == [1, 2, 3]
@@ -314,7 +277,7 @@ def test_flags_titles_and_the_history_legend_read_well(tmp_path: Path) -> None:
     assert flag_text("something else") == "something else"
     assert page_title(tmp_path / "archive" / "iter-0003" / "03_train.ipynb") == "03_train · iteration 3"
     # the legend lies outside both axes (inside, it covered the accuracy points)
-    fig = history_figure([h.to_dict() for h in history()], 2)
+    fig = history_figure([h.to_dict() for h in reviewed_history()], 2)
     fig.canvas.draw()
     legend = fig.axes[0].get_legend().get_window_extent()
     assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import near_ties
+from helpers.numerics import near_ties
 
 from forge.cli import eval as eval_cli
 from forge.cli import train as train_cli

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAKE_KEY, flywheel, wait_for
-from test_flywheel_loop import alive, descendants, edit_state, state
+from helpers.loop import FAKE_KEY, edit_state, flywheel, state
+from helpers.processes import alive, descendants, wait_for
 
 
 def _can_mount_tmpfs() -> bool:

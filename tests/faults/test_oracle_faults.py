@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import wait_for
+from helpers.processes import wait_for
 
 from forge.ml.tokenize import tokenize_shard
 from forge.oracle.generate import generate

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import flywheel
-from test_flywheel_loop import state
+from helpers.loop import flywheel, state
 
 from faults.test_state_faults import cli, one_line_error
 from forge.flywheel.config import ConfigError, config_from_dict, load_preset

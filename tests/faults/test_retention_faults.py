@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import wait_for
+from helpers.processes import wait_for
 
 from forge.flywheel import retention
 from forge.flywheel.state import load_state, save_state
