@@ -192,9 +192,9 @@ def test_kind4_a_result_edited_before_it_is_recorded_is_run_again(tiny_runs, tmp
     path.write_text(json.dumps(data, indent=2))
     res = flywheel(ws, "--once", "--no-wandb")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "evaluate  runs again: runs/iter-0002/results/evaluate.json changed" in res.stdout
     entry = state(ws)["history"][-1]
     assert entry["iteration"] == 2 and entry["val"] == removed["val"] and entry["is_best"] == removed["is_best"]
+    assert "evaluate  runs again: runs/iter-0002/results/evaluate.json changed" in res.stdout
     assert (path.parent / "evaluate.json.changed").is_file()  # the edited one is kept, for review
 
 
