@@ -101,22 +101,33 @@ def test_kind1_a_config_edit_mid_run_is_recorded_as_used_and_applies_next_iterat
 
 @pytest.mark.slow
 def test_kind2_golden_shards_with_changed_values_are_solved_again(tiny_runs, tmp_path: Path) -> None:
-    """A golden val shard's Q values changed, its parquet metadata (seed, decl, rows) kept: the next
-    iteration solves it again and scores exactly what the untampered run scored."""
+    """A golden val shard's Q values changed so that every legal move is optimal (each legal Q set to V),
+    its parquet metadata kept: the shard still verifies (V is the best Q, illegal moves hold -128), so only
+    its pinned digest tells. The next iteration solves it again and scores what the untampered run did."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from forge.oracle.rules import ILLEGAL_Q
+    from forge.oracle.shard import Q_COLUMNS, WRITE_OPTIONS
+    from forge.oracle.verify import verify_shard
 
     ws = copy_of(tiny_runs["after_one"], tmp_path)
     shard = ws / "data" / "golden-h3" / "seed_00000900_decl_0.parquet"
     table = pq.read_table(shard)
-    q0 = table.column("q0").to_numpy()
-    forged = table.set_column(table.schema.get_field_index("q0"), "q0", [np.where(q0 > -100, 0, q0).astype(np.int8)])
-    pq.write_table(forged, shard, compression="none")
-    assert pq.read_schema(shard).metadata == table.schema.metadata  # the metadata kept
+    v = table.column("V").to_numpy()
+    forged = table
+    for name in Q_COLUMNS:
+        q = table.column(name).to_numpy()
+        forged = forged.set_column(forged.schema.get_field_index(name), forged.schema.field(name),
+                                   [pa.array(np.where(q == ILLEGAL_Q, q, v).astype(np.int8))])
+    assert not forged.equals(table)
+    pq.write_table(forged, shard, **WRITE_OPTIONS)
+    assert pq.read_schema(shard).metadata == table.schema.metadata and verify_shard(shard) == []
     res = flywheel(ws, "--once", "--no-wandb")
     assert res.returncode == 0, res.stdout + res.stderr
+    assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
     said = (ws / "archive" / "iter-0002" / "01_generate.ipynb").read_text()  # what the stage printed
     assert "seed_00000900_decl_0.parquet is not the golden shard pinned" in said
-    assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
 
 
 def test_kind2_golden_sets_are_pinned_and_a_change_is_a_new_series(tiny_runs) -> None:
@@ -180,9 +191,9 @@ def test_kind4_a_result_edited_before_it_is_recorded_is_run_again(tiny_runs, tmp
     path.write_text(json.dumps(data, indent=2))
     res = flywheel(ws, "--once", "--no-wandb")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "evaluate  runs again: runs/iter-0002/results/evaluate.json changed" in res.stdout
     entry = state(ws)["history"][-1]
     assert entry["iteration"] == 2 and entry["val"] == removed["val"] and entry["is_best"] == removed["is_best"]
+    assert "evaluate  runs again: runs/iter-0002/results/evaluate.json changed" in res.stdout
     assert (path.parent / "evaluate.json.changed").is_file()  # the edited one is kept, for review
 
 
@@ -208,14 +219,15 @@ def test_kind5_token_arrays_changed_with_their_manifest_are_rebuilt(tiny_runs, t
     data = ws / "data" / "tokens" / "dataset"
     qvals = np.load(data / "val" / "qvals.npy")
     np.save(data / "val" / "qvals.npy", np.roll(qvals, 1, axis=0))
-    manifest = json.loads((data / "manifest.json").read_text())
+    # the manifest names its sources by absolute path: as if the workspace had not been copied here
+    manifest = json.loads((data / "manifest.json").read_text().replace(str(tiny_runs["after_one"]), str(ws)))
     manifest["splits"]["val"]["checksums"]["qvals"] = "sha256:" + sha256_file(data / "val" / "qvals.npy")
     (data / "manifest.json").write_text(json.dumps(manifest))
     res = flywheel(ws, "--once", "--no-wandb")
     assert res.returncode == 0, res.stdout + res.stderr
+    assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
     said = (ws / "archive" / "iter-0002" / "02_tokenize.ipynb").read_text()  # what the stage printed
     assert "val/qvals.npy is not the recorded one" in said
-    assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
 
 
 def test_kind5_evaluation_refuses_golden_arrays_that_are_not_the_pinned_ones(tiny_runs, tmp_path: Path) -> None:
