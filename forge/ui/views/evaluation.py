@@ -26,7 +26,7 @@ from forge.ml.checkpoints import load_module
 from forge.ml.data import spread_indices
 from forge.ml.inference import inference_net
 from forge.ml.metrics import BLUNDER_THRESHOLD, move_gaps, predict, team_sign
-from forge.ml.model import VALUE_SCALE, move_scores
+from forge.ml.model import move_scores
 from forge.ml.store import load_split
 from forge.ml.tokenize import F_DECL
 from forge.oracle.rules import DECL_NAMES
@@ -175,8 +175,8 @@ def predict_subset(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, s
         part = slice(start, start + batch_size)
         out = net(*(torch.from_numpy(arrays[k][part]) for k in ("tokens", "masks", "players")))
         logits.append(move_scores(out, module.move_head).float())  # the scores it plays by
-        value.append(out.value.float() * VALUE_SCALE)
-        q.append(out.q.float() * VALUE_SCALE)
+        value.append(out.value_points.float())
+        q.append(out.q_points.float())
     cat = (lambda xs: torch.cat(xs).numpy()) if len(index) else (lambda xs: np.zeros((0, 7), np.float32))
     return Predictions(split, index, arrays, cat(logits), cat(value).reshape(-1) if len(index) else np.zeros(0),
                        cat(q) if "q" in module.trained_heads else None)
