@@ -524,8 +524,9 @@ def test_compare_notebook_and_the_archive_index_compare_two_iterations(two_itera
     text = browser.find_element(By.ID, "forge-compare").text
     assert f"A: ws · iteration {other} · B: ws · iteration {best} (best)" in text
     metrics = browser.find_element(By.CSS_SELECTOR, "#forge-compare .forge-compare-metrics").text
-    assert "val Q-gap points / move lower" in metrics and "Q-gap after 0 tricks" in browser.find_element(
-        By.CSS_SELECTOR, "#forge-compare .forge-compare-depth").text
+    depth = browser.find_element(By.CSS_SELECTOR, "#forge-compare .forge-compare-depth").text
+    assert "val Q-gap points / move lower" in metrics and "Q-gap after 0 tricks" in depth
+    assert "A states" in depth and "B states" in depth  # redrawn for the picked pair with the counts
     browser.execute_script("document.getElementById('compare').scrollIntoView()")
     shot(browser, "archive-index-compare")
     browser.find_element(By.CSS_SELECTOR, "table.forge-history tr.forge-best").find_element(

@@ -216,6 +216,8 @@ def test_two_iterations_side_by_side(tmp_path: Path) -> None:
     assert (depth["val Q-gap after 2 tricks"]["B states"], depth["val Q-gap after 2 tricks"]["better"]) == (400, "B")
     fig = compare.breakdown_figure(a, b)
     assert "400" in [t.get_text() for t in fig.axes[1].texts] and any(p.get_hatch() for p in fig.axes[1].patches)
+    page = compare.index_data([a, b])  # the archive index redraws a picked pair with the same counts
+    assert page["runs"][0]["values"]["val"]["n/depth1"] == 5 and page["min_states"] == 100
 
     old_entry = reviewed_entry(1, 0.6, 8.0, True, [], depth=False)
     old = compare.load_runs([reviewed_workspace(tmp_path / "old", [old_entry])])[0]

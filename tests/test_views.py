@@ -334,7 +334,7 @@ def test_per_group_bars_carry_their_counts_and_never_hide_an_empty_or_thin_group
     ax_decl, ax_depth = fig.axes
     depth_notes = [t.get_text() for t in ax_depth.texts]
     assert [t.get_text() for t in ax_depth.get_xticklabels()] == [str(k) for k in range(7)]  # depth 0 shown
-    assert depth_notes[0] == "no states" and depth_notes[1] == "n=5\ntoo few" and depth_notes[2] == "n=273"
+    assert depth_notes[0] == "no\nstates" and depth_notes[1] == "n=5\ntoo few" and depth_notes[2] == "n=273"
     assert depth_notes[-1] == "n=89\ntoo few"
     thin = [p for p in ax_depth.patches if p.get_hatch()]
     assert len(thin) == 2 and len(ax_depth.patches) == 6  # depths 1 and 6 hatched; depth 0 has no bar

@@ -68,16 +68,24 @@ function draw() {
     const rows = [];
     for (const row of sec.rows) {
       const va = (a.values[row.split] || {})[row.name], vb = (b.values[row.split] || {})[row.name];
-      if (va === undefined && vb === undefined) continue;
+      // per declaration / depth: the states each figure is over (see forge.ui.views.breakdown)
+      const count = k === 0 ? null : "n/" + row.name.split("/")[1];
+      const na = count && (a.values[row.split] || {})[count], nb = count && (b.values[row.split] || {})[count];
+      if (va === undefined && vb === undefined && na !== 0 && nb !== 0) continue;
       const diff = va !== undefined && vb !== undefined ? g4(vb - va) : "";
       const cells = [esc(row.label), esc(row.unit)];
       if (k === 0) cells.push(row.better);
-      cells.push(g4(va), g4(vb), diff, coloured(verdict(row, va, vb)));
-      if (k === 0) cells.push(esc(row.meaning));
+      const few = n => n === 0 ? "no states"
+        : n !== undefined && n !== null && n < DATA.min_states ? "too few states" : "";
+      if (k === 0) cells.push(g4(va), g4(vb), diff, coloured(verdict(row, va, vb)), esc(row.meaning));
+      else {
+        const note = [["A", na], ["B", nb]].filter(([, n]) => few(n)).map(([t, n]) => `${t}: ${few(n)}`).join("; ");
+        cells.push(g4(va), g4(na), g4(vb), g4(nb), diff, note ? "" : coloured(verdict(row, va, vb)), esc(note));
+      }
       rows.push(cells);
     }
     const head = k === 0 ? ["metric", "unit", "better when", "A", "B", "B − A", "better", "meaning"]
-                         : ["metric", "unit", "A", "B", "B − A", "better"];
+                         : ["metric", "unit", "A", "A states", "B", "B states", "B − A", "better", "note"];
     html += `<h4>${esc(sec.title)}</h4>` + (rows.length ? table(sec.css, head, rows)
       : `<p class="${sec.css}">not recorded for these iterations</p>`);
   });

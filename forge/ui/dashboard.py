@@ -133,11 +133,11 @@ def outcome_html(outcome: Outcome, at: str | None = None, earlier: bool = False)
     """The message line: the outcome, at the time it was given; ``earlier``: the flywheel has moved on
     since, so it is greyed and says so (kept readable, e.g. its log path, until the next click replaces it)."""
     colour = "#777" if earlier else "#1a7f37" if outcome.ok else "#b2182b"
-    when = f"{at}: " if at else ""
-    note = " (the flywheel has moved on since: the panel above is current)" if earlier else ""
+    when = f" (at {at})" if at else ""
+    note = "; the flywheel has moved on since: the panel above is current" if earlier else ""
     css = "forge-message forge-message-earlier" if earlier else "forge-message"
     return (f'<div class="{css}" style="color:{colour};font:13px/1.5 system-ui,sans-serif">'
-            f"{html.escape(when + outcome.message)}{html.escape(note)}</div>")
+            f"{html.escape(outcome.message + when + note)}</div>")
 
 
 def working_html(text: str) -> str:

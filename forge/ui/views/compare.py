@@ -350,14 +350,17 @@ def index_data(runs: Sequence[Run]) -> dict[str, Any]:
         return [{"split": s, "name": n, "label": label(s, n), "unit": info(n).unit, "better": better_when(n),
                  "meaning": info(n).meaning} for s, n in names]
 
+    counts = {breakdown.count_name(n) for n in (*DECL_ROWS, *DEPTH_ROWS)}
     return {
+        "min_states": breakdown.MIN_STATES,
         "sections": [{"title": "Metrics", "css": "forge-compare-metrics", "rows": rows(METRIC_ROWS)},
                      {"title": "Q-gap per declaration (golden val)", "css": "forge-compare-decl",
                       "rows": rows([("val", n) for n in DECL_ROWS])},
                      {"title": "Q-gap per trick depth (golden val)", "css": "forge-compare-depth",
                       "rows": rows([("val", n) for n in DEPTH_ROWS])}],
         "runs": [{"label": r.label, "iteration": r.iteration,
-                  "values": {s: {n: r.metric(s, n) for n in {*(m for _, m in METRIC_ROWS), *DECL_ROWS, *DEPTH_ROWS}
+                  "values": {s: {n: r.metric(s, n) for n in {*(m for _, m in METRIC_ROWS), *DECL_ROWS, *DEPTH_ROWS,
+                                                             *counts}
                                  if r.metric(s, n) is not None} for s in ("val", "test", "playout")},
                   "config": r.entry.config.to_dict() if r.entry.config else {}} for r in runs],
     }

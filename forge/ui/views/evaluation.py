@@ -200,7 +200,7 @@ def _bars(ax: Any, labels: list[str], values: list[float | None], counts: list[i
     top = max([v for v, n in zip(values, counts) if v is not None] or [1.0])
     for x, (value, n) in enumerate(zip(values, counts)):
         if value is None or n == 0:
-            ax.annotate("no states", (x, 0), ha="center", va="bottom", fontsize=7, color="#777", rotation=90)
+            ax.annotate("no\nstates", (x, 0.01 * top), ha="center", va="bottom", fontsize=7, color="#777")
             continue
         ok = breakdown.readable(n)
         ax.bar(x, value, color=colour if ok else "#ddd", hatch=None if ok else "//", edgecolor="#999" if not ok

@@ -238,8 +238,8 @@ def curves_figure(frame: pl.DataFrame, kept_epoch: int | None = None,
         ax_lr.plot(steps, rates, lw=1.2, marker="." if len(steps) < 30 else None, label=column)
     ax_lr.set_xlabel(x_label)
     ax_lr.set_ylabel("learning rate")
-    ax_lr.set_title("learning rate as logged (linear warm-up, then cosine"
-                    + (" over the budget)" if budget else ")"), fontsize=9)
+    ax_lr.set_title("learning rate: warm-up, then cosine over the budget" if budget
+                    else "learning rate as logged (linear warm-up, then cosine)", fontsize=9)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     if lr_columns(frame):
         ax_lr.legend(fontsize=7)
