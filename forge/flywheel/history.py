@@ -1,0 +1,457 @@
+"""The flywheel's history: ``history.jsonl``, one compact JSON line per finished iteration, only ever appended.
+
+Why a file of its own: state.yaml is rewritten at every stage boundary, and with the history inside it
+every rewrite (and every read by a stage, the panel or ``status``) grew with the history: at 2,000
+iterations a load took 6 s. Here recording an iteration appends one line, and state.yaml keeps a
+:class:`Summary` (entries, the file's length, the last iteration, seeds trained, the best iteration,
+the last entry's configuration) so that the loop and the views read only the lines they show.
+
+A line is compact: an entry's configuration is written in full once (the first entry), then only the
+keys that changed since the entry before, as ``{"from": old, "to": new}``, so a page can be read
+backwards from the summary's last configuration as well as forwards from the first line; ``delta_best``
+only where it differs from ``delta_prev``; fields at their default left out.
+
+Safety: an append is one write of whole lines, fsynced before state.yaml counts them. A kill mid-append
+leaves at most a torn last line (no newline): readers ignore it, the next writer cuts it off, keeps
+its bytes in ``history.jsonl.torn`` and says so; earlier lines are never touched. Whole lines beyond
+the summary's length (a kill between the append and the state.yaml write) are counted on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from forge.atomic import atomic_write, fsync_dir
+from forge.errors import ForgeError
+from forge.flywheel.config import Config
+from forge.flywheel.records import PRIMARY_METRIC, STRICT, HistoryEntry, better, describe_error, valid_config
+
+HISTORY_FILE = "history.jsonl"
+TORN_FILE = "history.jsonl.torn"
+FORMAT = 1
+_ENTRY = TypeAdapter(HistoryEntry)
+_DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+             for f in dataclasses.fields(HistoryEntry)
+             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+
+
+class HistoryError(ForgeError, ValueError):
+    """history.jsonl is missing, cut short or holds a bad line; the message names the file and line."""
+
+
+@dataclass(config=STRICT)
+class Summary:
+    """What state.yaml keeps of the history: enough for the loop and the views' first page."""
+
+    file: str = HISTORY_FILE
+    format: int = FORMAT
+    entries: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)  # the file's length these entries take (later bytes: not counted yet)
+    last_iteration: int | None = None
+    total_seeds: int = Field(default=0, ge=0)
+    best_iteration: int | None = None  # by the primary metric (records.PRIMARY_METRIC), the first on a tie
+    best_value: float | None = None
+    last_config: dict[str, Any] | None = None  # the last entry's configuration, to read pages backwards
+
+
+# ---------------------------------------------------------------------------------------------- one line
+
+
+def _config_dict(config: Config | None) -> dict[str, Any] | None:
+    return None if config is None else config.to_dict()
+
+
+def compact(entry: HistoryEntry, before: dict[str, Any] | None, first: bool) -> dict[str, Any]:
+    """``entry`` as its line: the configuration as changes from ``before`` (the previous entry's)."""
+    data = {f.name: getattr(entry, f.name) for f in dataclasses.fields(HistoryEntry) if f.name != "config"}
+    data = json.loads(json.dumps({k: v for k, v in data.items()}, default=_plain))
+    if data.get("delta_best") == data.get("delta_prev"):
+        data.pop("delta_best")
+    data = {k: v for k, v in data.items() if k not in _DEFAULTS or v != _DEFAULTS[k]}
+    if "delta_best" not in data and entry.delta_best != entry.delta_prev:
+        data["delta_best"] = {}  # an empty delta_best beside a non-empty delta_prev
+    config = _config_dict(entry.config)
+    if first or before is None:
+        if config is not None or first:
+            data["config"] = config
+    elif config is None:
+        data["config"], data["config_prev"] = None, before
+    else:
+        changes = {k: {"from": before[k], "to": config[k]} if k in before else {"to": config[k]}
+                   for k in config if k not in before or before[k] != config[k]}
+        changes |= {k: {"from": before[k]} for k in before if k not in config}
+        if changes:
+            data["config_changes"] = changes
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot write {type(value).__name__} into the history")
+
+
+def config_after(line: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The configuration of the entry ``line`` holds, the previous entry's being ``before``."""
+    if "config" in line:
+        return line["config"]
+    config = None if before is None else dict(before)
+    for key, change in (line.get("config_changes") or {}).items():
+        if config is None:
+            config = {}
+        if "to" in change:
+            config[key] = change["to"]
+        else:
+            config.pop(key, None)
+    return config
+
+
+def config_before(line: dict[str, Any], after: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The previous entry's configuration, the configuration of the entry ``line`` holds being ``after``."""
+    if "config" in line:
+        return line.get("config_prev")
+    config = None if after is None else dict(after)
+    for key, change in (line.get("config_changes") or {}).items():
+        if config is None:
+            config = {}
+        if "from" in change:
+            config[key] = change["from"]
+        else:
+            config.pop(key, None)
+    return config
+
+
+_configs: dict[str, Config | None] = {}
+
+
+def _config(config: dict[str, Any] | None) -> Config | None:
+    """One Config object per distinct configuration (they are shared by many entries)."""
+    if config is None:
+        return None
+    key = json.dumps(config, sort_keys=True)
+    if key not in _configs:
+        _configs[key] = valid_config(config)
+    return _configs[key]
+
+
+def expand(line: dict[str, Any], config: dict[str, Any] | None) -> HistoryEntry:
+    """The entry a line holds, its configuration already worked out; ValueError names the field."""
+    data = {k: v for k, v in line.items() if k not in ("config", "config_changes", "config_prev")}
+    data.setdefault("delta_best", data.get("delta_prev", {}))
+    try:
+        entry = _ENTRY.validate_json(json.dumps(data), strict=True)
+        entry.__dict__["config"] = _config(config)  # already validated (and shared)
+    except ValidationError as exc:
+        raise ValueError(describe_error(exc)) from None
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------- the history
+
+
+class History:
+    """The history as a sequence of :class:`HistoryEntry`, read from ``history.jsonl`` only as far as asked.
+
+    ``len``, ``[-1]``, :meth:`tail`, :meth:`entry` of a recent iteration and :meth:`best` cost the same
+    at 10 or 10,000 entries; iterating over all of it reads the whole file (once: kept in memory).
+    Entries appended are pending until :meth:`flush` (state.yaml's save) writes them.
+    """
+
+    def __init__(self, entries: Any = (), summary: Summary | None = None, path: Path | None = None):
+        self.summary = summary if summary is not None else Summary()
+        self.path = path
+        self.torn: bytes | None = None  # a torn last line found beyond the counted bytes
+        self._pending: list[HistoryEntry] = []
+        self._lines: dict[int, HistoryEntry] = {}  # position -> entry read from the file
+        for entry in entries:
+            self.append(entry if isinstance(entry, HistoryEntry) else _ENTRY.validate_json(
+                json.dumps(entry, default=_plain), strict=True))
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    @property
+    def _on_disk(self) -> int:
+        return self.summary.entries - len(self._pending)
+
+    def __len__(self) -> int:
+        return self.summary.entries
+
+    def __bool__(self) -> bool:
+        return self.summary.entries > 0
+
+    def __iter__(self) -> Iterator[HistoryEntry]:
+        if len(self._lines) < self._on_disk:
+            self._read_all()
+        yield from (self._lines[i] for i in range(self._on_disk))
+        yield from list(self._pending)
+
+    def __reversed__(self) -> Iterator[HistoryEntry]:
+        n, step = len(self), 16
+        got = 0
+        while got < n:
+            step = min(n, max(step, got * 2))
+            page = self.tail(step)
+            yield from reversed(page[: len(page) - got])
+            got = len(page)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        n = len(self)
+        if isinstance(index, slice):
+            start, stop, stride = index.indices(n)
+            return self.tail(n - start)[: max(0, stop - start)][::stride] if start < n else []
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("history index out of range")
+        return self.tail(n - index)[0]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, History):
+            other = list(other)
+        return isinstance(other, list) and list(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"History({self.summary.entries} entries, {self.path or 'in memory'})"
+
+    def tail(self, count: int) -> list[HistoryEntry]:
+        """The last ``count`` entries, oldest first, reading only their lines."""
+        count = max(0, min(count, len(self)))
+        pending = self._pending[max(0, len(self._pending) - count):]
+        want = count - len(pending)
+        first = self._on_disk - want
+        if want and any(i not in self._lines for i in range(first, self._on_disk)):
+            self._read_tail(want)
+        return [self._lines[i] for i in range(first, self._on_disk)] + pending
+
+    def entry(self, iteration: int) -> HistoryEntry | None:
+        """The entry of ``iteration`` (iterations increase: a recent one is found reading few lines)."""
+        last = self.summary.last_iteration
+        if last is None or iteration > last:
+            return None
+        for entry in reversed(self):
+            if entry.iteration == iteration:
+                return entry
+            if entry.iteration < iteration:
+                return None
+        return None
+
+    def before(self, iteration: int, count: int) -> list[HistoryEntry]:
+        """Up to ``count`` entries of iterations before ``iteration``, oldest first."""
+        out: list[HistoryEntry] = []
+        for entry in reversed(self):
+            if len(out) >= count:
+                break
+            if entry.iteration < iteration:
+                out.append(entry)
+        return out[::-1]
+
+    def best(self, before: int | None = None) -> HistoryEntry | None:
+        """The best entry by the primary metric (of those before iteration ``before``), from the summary
+        where it knows (every entry is before ``before``), else by reading them all."""
+        s = self.summary
+        if before is None or s.last_iteration is None or before > s.last_iteration:
+            return self.entry(s.best_iteration) if s.best_iteration is not None else None
+        from forge.flywheel.records import best_of
+
+        return best_of((h for h in self if h.iteration < before), *PRIMARY_METRIC)
+
+    # -- the file -------------------------------------------------------------------------------------
+
+    def _error(self, line_no: int, problem: str) -> HistoryError:
+        return HistoryError(f"{self.path} line {line_no}: {problem}")
+
+    def _parse_line(self, raw: bytes, line_no: int) -> dict[str, Any]:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise self._error(line_no, "not a JSON line (restore the file from a backup)") from None
+        if not isinstance(data, dict):
+            raise self._error(line_no, f"must be a mapping, got {type(data).__name__}")
+        return data
+
+    def _expand(self, data: dict[str, Any], config: dict[str, Any] | None, line_no: int) -> HistoryEntry:
+        try:
+            return expand(data, config)
+        except ValueError as exc:
+            raise self._error(line_no, str(exc)) from None
+
+    def _read_all(self) -> None:
+        assert self.path is not None
+        with open(self.path, "rb") as fh:
+            raw = fh.read(self.summary.bytes)
+        config: dict[str, Any] | None = None
+        for i, line in enumerate(raw.splitlines()[: self._on_disk]):
+            data = self._parse_line(line, i + 1)
+            config = config_after(data, config)
+            if i not in self._lines:
+                self._lines[i] = self._expand(data, config, i + 1)
+
+    def _read_tail(self, count: int) -> None:
+        """Read the last ``count`` lines on disk backwards from the summary's last configuration."""
+        assert self.path is not None
+        end, disk = self.summary.bytes, self._on_disk
+        per_line = max(256, end // max(1, disk))
+        size = min(end, per_line * (count + 1) * 2)
+        with open(self.path, "rb") as fh:
+            while True:
+                fh.seek(end - size)
+                chunk = fh.read(size)
+                lines = chunk.split(b"\n")[:-1]  # the bytes end with a newline
+                if size == end or len(lines) > count:
+                    break
+                size = min(end, size * 4)
+        lines = lines if size == end else lines[1:]  # the first may be cut
+        lines = lines[-count:]
+        config = self._last_disk_config()
+        for k, line in enumerate(reversed(lines)):
+            pos = disk - 1 - k
+            data = self._parse_line(line, pos + 1)
+            if pos not in self._lines:
+                self._lines[pos] = self._expand(data, config, pos + 1)
+            config = config_before(data, config)
+
+    def _last_disk_config(self) -> dict[str, Any] | None:
+        """The configuration of the last entry on disk: the summary's, or the one before the first pending."""
+        return self._pending[0].__dict__["_config_before"] if self._pending else self.summary.last_config
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def append(self, entry: HistoryEntry) -> None:
+        """Add a finished iteration (written by the next :meth:`flush`); iterations must increase."""
+        s = self.summary
+        if s.last_iteration is not None and entry.iteration <= s.last_iteration:
+            raise ValueError(f"history iterations must increase, got iteration {entry.iteration} after "
+                             f"{s.last_iteration}")
+        entry.__dict__["_config_before"] = s.last_config
+        entry.__dict__["_first"] = s.entries == 0
+        self._pending.append(entry)
+        self._count(entry, _config_dict(entry.config))
+
+    def _count(self, entry: HistoryEntry, config: dict[str, Any] | None) -> None:
+        s = self.summary
+        s.__dict__.update(entries=s.entries + 1, last_iteration=entry.iteration, total_seeds=entry.total_seeds,
+                          last_config=config)
+        value = entry.metric(*PRIMARY_METRIC)
+        if value is not None and (s.best_value is None or better(PRIMARY_METRIC[1], value, s.best_value)):
+            s.__dict__.update(best_iteration=entry.iteration, best_value=value)
+
+    def bind(self, path: Path) -> None:
+        """Read ``path`` as this history's file: check its length, count whole lines beyond the summary
+        (written before a kill kept state.yaml from counting them) and note a torn last line."""
+        self.path = path
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+            if self.summary.entries:
+                raise HistoryError(f"{path} is missing, but state.yaml counts {self.summary.entries} iteration(s) "
+                                   "in it: restore it from a backup") from None
+        s = self.summary
+        if size < s.bytes:
+            raise HistoryError(f"{path} is {size} bytes, shorter than the {s.bytes} state.yaml counts: it was "
+                               "cut or edited; restore it from a backup")
+        if size == s.bytes:
+            return
+        with open(path, "rb") as fh:
+            fh.seek(s.bytes)
+            extra = fh.read(size - s.bytes)
+        *whole, rest = extra.split(b"\n")
+        config = s.last_config
+        for line in whole:
+            try:
+                data = json.loads(line)
+                new_config = config_after(data, config)
+                entry = expand(data, new_config)
+            except (ValueError, TypeError):
+                self.torn = line + b"\n" + rest
+                return
+            self._lines[s.entries] = entry
+            self._count(entry, new_config)
+            s.__dict__["bytes"] = s.bytes + len(line) + 1
+            config = new_config
+        self.torn = rest or None
+
+    def repair(self) -> str | None:
+        """Cut a torn last line off the file (kept in history.jsonl.torn); what was done, or None."""
+        if self.path is None or not self.torn:
+            return None
+        torn_path = self.path.with_name(TORN_FILE)
+        with open(torn_path, "ab") as fh:
+            fh.write(self.torn + (b"" if self.torn.endswith(b"\n") else b"\n"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(self.path, "r+b") as fh:
+            fh.truncate(self.summary.bytes)
+            os.fsync(fh.fileno())
+        self.torn = None
+        return (f"{self.path.name}: cut off a torn last line ({torn_path.name} keeps its bytes); the iterations "
+                "before it are intact")
+
+    def flush(self, path: Path) -> str | None:
+        """Write pending entries to ``path`` (appended, fsynced); a history read from another file, or
+        none, is written there whole. Returns what a repair did, if one was needed."""
+        said = None
+        if self.path != path:
+            lines = b""
+            if self.path is not None and self._on_disk:
+                with open(self.path, "rb") as fh:
+                    lines = fh.read(self.summary.bytes)
+            lines += self._pending_lines()
+            atomic_write(path, lambda fh: fh.write(lines))
+            fsync_dir(path.parent)
+            self._settle(path, len(lines))
+            return None
+        if not self._pending:
+            return None
+        size = path.stat().st_size if path.exists() else 0
+        if size != self.summary.bytes:
+            if size < self.summary.bytes:
+                raise HistoryError(f"{path} shrank to {size} bytes while the loop held it ({self.summary.bytes} "
+                                   "expected): restore it from a backup")
+            with open(path, "rb") as fh:
+                fh.seek(self.summary.bytes)
+                self.torn = fh.read()
+            said = self.repair()
+        data = self._pending_lines()
+        new = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, self.summary.bytes)  # a full disk: no torn line left behind
+                raise
+        finally:
+            os.close(fd)
+        if new:
+            fsync_dir(path.parent)
+        self._settle(path, self.summary.bytes + len(data))
+        return said
+
+    def _pending_lines(self) -> bytes:
+        out = []
+        for entry in self._pending:
+            line = compact(entry, entry.__dict__.get("_config_before"), entry.__dict__.get("_first", False))
+            out.append(json.dumps(line, separators=(",", ":"), allow_nan=False).encode() + b"\n")
+        return b"".join(out)
+
+    def _settle(self, path: Path, size: int) -> None:
+        start = self._on_disk
+        for k, entry in enumerate(self._pending):
+            self._lines[start + k] = entry
+        self._pending = []
+        self.path = path
+        self.summary.__dict__["bytes"] = size
