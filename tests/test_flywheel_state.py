@@ -240,7 +240,7 @@ def test_a_version_1_state_with_history_migrates_and_keeps_every_value(tmp_path:
     (tmp_path / "state.yaml").write_text(V1_STATE)
     original = yaml.safe_load(V1_STATE)
     state = load_state(tmp_path)
-    assert state.version == 2 and [h.iteration for h in state.history] == [1, 2]
+    assert state.version == 3 and [h.iteration for h in state.history] == [1, 2]
     for entry, old in zip(state.history, original["history"]):
         for key, value in old.items():
             kept = entry.extra[key] if key in entry.extra else getattr(entry, key)

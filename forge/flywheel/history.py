@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
 
 from forge.atomic import atomic_write, fsync_dir
 from forge.errors import ForgeError
@@ -38,9 +39,17 @@ HISTORY_FILE = "history.jsonl"
 TORN_FILE = "history.jsonl.torn"
 FORMAT = 1
 _ENTRY = TypeAdapter(HistoryEntry)
-_DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-             for f in dataclasses.fields(HistoryEntry)
-             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+
+
+def _default(field: dataclasses.Field) -> Any:
+    default = field.default
+    if isinstance(default, FieldInfo):
+        return default.get_default(call_default_factory=True)
+    return default
+
+
+#: Each field's default: a line leaves out a field at its default.
+_DEFAULTS = {f.name: _default(f) for f in dataclasses.fields(HistoryEntry) if f.default is not dataclasses.MISSING}
 
 
 class HistoryError(ForgeError, ValueError):
@@ -154,6 +163,18 @@ def expand(line: dict[str, Any], config: dict[str, Any] | None) -> HistoryEntry:
     return entry
 
 
+def _lines(entries: list[HistoryEntry]) -> bytes:
+    out, before = [], None
+    for k, entry in enumerate(entries):
+        out.append(_line(compact(entry, before, k == 0)))
+        before = _config_dict(entry.config)
+    return b"".join(out)
+
+
+def _line(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
 # ---------------------------------------------------------------------------------------------- the history
 
 
@@ -171,6 +192,7 @@ class History:
         self.torn: bytes | None = None  # a torn last line found beyond the counted bytes
         self._pending: list[HistoryEntry] = []
         self._lines: dict[int, HistoryEntry] = {}  # position -> entry read from the file
+        self._rewrite = False
         for entry in entries:
             self.append(entry if isinstance(entry, HistoryEntry) else _ENTRY.validate_json(
                 json.dumps(entry, default=_plain), strict=True))
@@ -401,12 +423,16 @@ class History:
         """Write pending entries to ``path`` (appended, fsynced); a history read from another file, or
         none, is written there whole. Returns what a repair did, if one was needed."""
         said = None
-        if self.path != path:
+        if self.path != path or self._rewrite:
             lines = b""
-            if self.path is not None and self._on_disk:
+            if self._rewrite:
+                lines = _lines(list(self))
+            elif self.path is not None and self._on_disk:
                 with open(self.path, "rb") as fh:
                     lines = fh.read(self.summary.bytes)
-            lines += self._pending_lines()
+            if not self._rewrite:
+                lines += self._pending_lines()
+            self._rewrite = False
             atomic_write(path, lambda fh: fh.write(lines))
             fsync_dir(path.parent)
             self._settle(path, len(lines))
@@ -441,12 +467,15 @@ class History:
         self._settle(path, self.summary.bytes + len(data))
         return said
 
+    def rewrite(self) -> None:
+        """Have the next :meth:`flush` write the whole file again (atomically) from the entries in
+        memory: for amendments to recorded entries (a W&B URL after ``sync``), never for the loop."""
+        list(self)
+        self._rewrite = True
+
     def _pending_lines(self) -> bytes:
-        out = []
-        for entry in self._pending:
-            line = compact(entry, entry.__dict__.get("_config_before"), entry.__dict__.get("_first", False))
-            out.append(json.dumps(line, separators=(",", ":"), allow_nan=False).encode() + b"\n")
-        return b"".join(out)
+        return b"".join(_line(compact(e, e.__dict__.get("_config_before"), e.__dict__.get("_first", False)))
+                        for e in self._pending)
 
     def _settle(self, path: Path, size: int) -> None:
         start = self._on_disk

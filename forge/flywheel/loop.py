@@ -40,7 +40,17 @@ from forge.flywheel.runner import LoopKernel, OnNotebook, StageFailed, execute_s
 from forge.flywheel.stages import REGISTRY, Stage, later, stage_status
 from forge.flywheel.stages import evaluate as evaluate_stage
 from forge.flywheel.stages import train as train_stage
-from forge.flywheel.state import State, StateStore, begin_iteration, ensure_reserve, load_state, now, plan_seeds
+from forge.flywheel.state import (
+    State,
+    StateStore,
+    begin_iteration,
+    ensure_reserve,
+    finish_recording,
+    load_state,
+    now,
+    plan_seeds,
+)
+from forge.flywheel.timekeeping import SPAN, TOTAL, Clock, fold_crash, span
 
 Say = Callable[[str], None]
 OnRecord = Callable[[Path], None]
@@ -70,7 +80,8 @@ class IncompleteIteration(ForgeError):
     """The iteration's train or evaluate result is missing or unreadable, so it cannot be recorded."""
 
 
-def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
+def _history_entry(ws: Workspace, state: State) -> HistoryEntry:
+    """The record of the iteration in progress; its timings are true over every run (forge.flywheel.timekeeping)."""
     cur = state.current
     assert cur is not None
     train = train_stage.STAGE.read(ws, cur.iteration)
@@ -83,16 +94,19 @@ def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
         result = stage.read(ws, cur.iteration)
         if result is not None and result.fingerprint is not None:
             fingerprints[stage.name] = result.fingerprint
+    finished = now()
+    timings = {**cur.timings, TOTAL: round(cur.timings.get(TOTAL, 0.0) + sum(
+        cur.timings.get(s, 0.0) for s in cur.by_hand), 2)}  # stages run by hand: work the loops' clocks did not see
+    if (took := span(cur.started_at, finished)) is not None:
+        timings[SPAN] = took
     return HistoryEntry(
         iteration=cur.iteration, seeds=cur.seeds, seed_range=cur.seed_range,
         total_seeds=state.total_seeds + len(cur.seeds), config=state.config,
         checkpoint=train.checkpoint, started_from=train.started_from,
         val=ev.val, test=ev.test, playout=ev.playout, delta_prev=ev.delta_prev, delta_best=ev.delta_best,
         is_best=ev.is_best, flags=list(ev.flags), wandb=ev.wandb,
-        # the total counts the work of stages run by hand, which the loop's own clock did not see
-        notebooks=dict(cur.notebooks), by_hand=list(cur.by_hand), timings={**cur.timings, "total": round(
-            seconds + sum(cur.timings.get(s, 0.0) for s in cur.by_hand), 2)},
-        started_at=cur.started_at, finished_at=now(), fingerprints=fingerprints,
+        notebooks=dict(cur.notebooks), by_hand=list(cur.by_hand), timings=timings,
+        started_at=cur.started_at, finished_at=finished, fingerprints=fingerprints,
         provenance=dict(cur.provenance), attempts=list(cur.attempts),
     )
 
@@ -210,6 +224,10 @@ def _fail(ws: Workspace, store: StateStore, stage: str, summary: str, on_record:
     with store.edit() as st:
         cur = st.current
         assert cur is not None
+        clock = getattr(store, "clock", None)
+        if clock is not None:  # the failed attempt's seconds count
+            clock.stop(cur)
+            clock.lap(cur)
         st.status = "failed"
         st.last_error = f"{stage}: {summary}"
         cur.attempts.append(Attempt(number=len(cur.attempts) + 1, stage=stage, error=summary, at=now(), cell=cell,
@@ -261,7 +279,8 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         st.current.stages_completed = [s for s in st.current.stages_completed if s not in redo]
         st.current.by_hand = [s for s in st.current.by_hand if s not in redo]  # the loop runs them now
         st.current.stage = name
-    t0, since = time.perf_counter(), time.time()
+        store.clock.start(name)
+    since = time.time()
     try:
         try:
             done = execute_stage(ws, stage, cur.iteration, kernel, no_wandb, attempt=len(cur.attempts) + 1,
@@ -277,6 +296,8 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
     except KeyboardInterrupt as exc:
         how = interruption(exc)
         with store.edit() as st:
+            store.clock.stop(st.current)  # the stopped attempt's seconds count
+            store.clock.lap(st.current)
             st.status, st.current.stage = "ready", None
             st.last_error = f"interrupted ({how}) during {name} of iteration {cur.iteration}"
             st.next_action = f"`{FLYWHEEL}` resumes iteration {cur.iteration} at {name}"
@@ -285,11 +306,11 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         summary = f"{type(exc).__name__}: {describe_os_error(exc) if isinstance(exc, OSError) else exc}"
         _fail(ws, store, name, summary, on_record)
         raise
-    took = round(time.perf_counter() - t0, 2)
     result = stage.read(ws, cur.iteration)
     with store.edit() as st:
         st.current.stages_completed.append(name)
-        st.current.timings[name] = took
+        took = store.clock.stop(st.current)  # summed over the stage's attempts
+        store.clock.lap(st.current)
         st.current.notebooks[name] = ws.rel(done.notebook)
         if result is not None and result.fingerprint is not None:
             st.current.fingerprints[name] = result.fingerprint
@@ -307,7 +328,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
                    ahead: contextlib.ExitStack) -> int | None:
     """One iteration; returns an exit code to stop the loop, None to go on. ``ahead`` holds the
     previous iteration's prefetch, joined before this one's first stage (its wait counts here)."""
-    start = time.perf_counter()
+    store.clock = Clock()
     ahead.close()
     with store.edit() as st:
         if seeds and st.current is not None and st.current.seeds != seeds:
@@ -321,6 +342,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
             if ws.stop_file.exists():
                 ws.stop_file.unlink()
                 with store.edit() as st:
+                    store.clock.lap(st.current)
                     st.status, st.current.stage = "ready", None
                     st.next_action = (f"stopped on request; `{FLYWHEEL}` resumes iteration {cur.iteration} at "
                                       f"{stage.name}")
@@ -331,20 +353,17 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
             if not _run_stage(ws, store, kernel, stage, no_wandb, say, on_record, on_notebook):
                 return 1
     try:
-        entry = _history_entry(ws, store.state, time.perf_counter() - start)
+        with store.edit() as st:
+            store.clock.lap(st.current)
+        entry = _history_entry(ws, store.state)
     except (ValidationError, IncompleteIteration) as exc:  # e.g. a non-finite metric: never recorded
         why = describe_error(exc) if isinstance(exc, ValidationError) else str(exc)
         _fail(ws, store, evaluate_stage.STAGE.name, f"result cannot be recorded: {why}", on_record)
         say(f"  evaluate  FAILED: {store.state.last_error}")
         return 1
     with store.edit() as st:
-        st.history.append(entry)
-        if (entry.wandb or {}).get("report"):
-            st.wandb["report"] = entry.wandb["report"]
-        st.next_seed = max(st.next_seed, max(entry.seeds) + 1)
-        st.current, st.status, st.last_error = None, "ready", None
-        upcoming = plan_seeds(st.config, st.next_seed)
-        st.next_action = f"`{FLYWHEEL}` runs iteration {entry.iteration + 1} (seeds {upcoming[0]}..{upcoming[-1]})"
+        st.history.append(entry)  # appended to history.jsonl before state.yaml counts it
+        finish_recording(st, entry)
     if store.state.config.keep_shards == "golden":
         freed = release_shards(ws, store.state, entry.iteration)
         if freed:
@@ -446,6 +465,8 @@ def retry(root: str | Path = ".") -> str:
                 if st.status not in ("failed", "running"):
                     raise FlywheelError(f"nothing to retry: status is {st.status}")
                 done = st.current.stages_completed if st.current else []
+                if st.status == "running":  # a killed loop: count the seconds it spent since its last lap
+                    fold_crash(ws.root, st.current)
                 st.status, st.last_error = "ready", None
                 if st.current is not None:
                     st.current.stage = None

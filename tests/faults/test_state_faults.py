@@ -151,10 +151,10 @@ def test_heartbeat_survives_a_failed_write(ws: Path) -> None:
     store = StateStore(ws)
     with store.edit() as st:
         begin_iteration(st)
-    path = ws / "state.yaml"
+    path = ws / ".flywheel.heartbeat"  # the heartbeat's own file (state.yaml is not rewritten by it)
     hb = Heartbeat(store, interval=0.05)
     with hb:
-        aside = ws / "state.yaml.aside"
+        aside = ws / "heartbeat.aside"
         os.replace(path, aside)
         path.mkdir()  # every write fails while a folder stands where state.yaml goes
         deadline = time.monotonic() + 30
