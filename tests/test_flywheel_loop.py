@@ -20,6 +20,7 @@ import pytest
 import yaml
 from conftest import FAKE_KEY, flywheel, wait_for
 
+from forge.flywheel.state import load_state
 from forge.flywheel.status import snapshot
 from forge.ui.panel import render
 
@@ -28,11 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def state(ws: Path) -> dict:
-    return yaml.safe_load((ws / "state.yaml").read_text())
+    """state.yaml as data, with its history as the loop recorded it (in history.jsonl)."""
+    data = yaml.safe_load((ws / "state.yaml").read_text())
+    data["history"] = [h.to_dict() for h in load_state(ws).history]
+    return data
 
 
 def edit_state(ws: Path, change) -> None:
-    data = state(ws)
+    """Edit state.yaml by hand, as a person would."""
+    data = yaml.safe_load((ws / "state.yaml").read_text())
     change(data)
     (ws / "state.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 

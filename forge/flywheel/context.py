@@ -61,11 +61,12 @@ class Context:
         return [shard_path(out, s, d) for s, d in self.golden_jobs(split)]
 
     def earlier(self) -> list[HistoryEntry]:
+        """Every entry before this iteration (reads the whole history: prefer previous/replay_seeds)."""
         return [h for h in self.state.history if h.iteration < self.iteration]
 
     def previous(self) -> HistoryEntry | None:
         """History entry of the iteration before this one, if any."""
-        earlier = self.earlier()
+        earlier = self.state.history.before(self.iteration, 1)
         return earlier[-1] if earlier else None
 
     def replay_seeds(self) -> list[int]:
@@ -73,7 +74,8 @@ class Context:
         pretraining deals: the baseline holds them, and they are many)."""
         if self.config.replay_iters <= 0:
             return []
-        earlier = [h for h in self.earlier() if h.iteration > 0]
+        earlier = [h for h in self.state.history.before(self.iteration, self.config.replay_iters + 1)
+                   if h.iteration > 0]
         return [s for h in earlier[-self.config.replay_iters:] for s in h.seeds]
 
     def starting_point(self) -> tuple[Path | None, float, str]:

@@ -166,6 +166,7 @@ class Heartbeat:
                 self.failures += 1
 
     def __enter__(self) -> Heartbeat:
+        self.store.heartbeat = self
         self.beat()
         self._thread.start()
         return self

@@ -280,6 +280,8 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         st.current.by_hand = [s for s in st.current.by_hand if s not in redo]  # the loop runs them now
         st.current.stage = name
         store.clock.start(name)
+    if getattr(store, "heartbeat", None) is not None:
+        store.heartbeat.beat()  # the stage and its start, for the seconds a kill would cut short
     since = time.time()
     try:
         try:

@@ -245,7 +245,7 @@ def state_from_dict(data: Any) -> State:
         state = _STATE.validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
         raise StateError(describe_error(exc)) from None
-    if version != STATE_VERSION:
+    if version != STATE_VERSION or isinstance(data.get("history"), list):  # a history held in memory
         _check_current(state)
     state.__dict__["migrated_from"] = version if version != STATE_VERSION else None
     return state
@@ -297,7 +297,7 @@ def _parse(path: Path, raw: bytes | None = None) -> State:
         state = state_from_dict(data)
     except StateError as exc:
         raise StateError(f"{path}: {exc}") from None
-    if state.__dict__.get("migrated_from") is None:
+    if isinstance(data, dict) and isinstance(data.get("history"), dict):  # version 3: bind its file
         try:
             state.history.bind(path.parent / state.history.summary.file)
             _check_current(state)

@@ -12,8 +12,9 @@ from typing import Any
 
 from forge.flywheel.archive import iteration_rows
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import PRIMARY_METRIC, best_of, metric_label
+from forge.flywheel.records import PRIMARY_METRIC, metric_label
 from forge.flywheel.state import load_state
+from forge.flywheel.status import HISTORY_PAGE
 from forge.ui.metric_info import column_info
 
 #: History columns shown everywhere: (label, where in a history entry). Durations are seconds in
@@ -171,8 +172,8 @@ def format_archive(root: str | os.PathLike = ".") -> str:
               "by hand", "modified", "failed attempts", ""]
     units = ["", "", ""] + [column_info(m).unit for m in metrics] + [""] * 5
     rows = [labels, units]
-    best = best_of(state.history, *PRIMARY_METRIC)
-    for row in iteration_rows(state):
+    best = state.history.best()
+    for row in iteration_rows(state, last=HISTORY_PAGE):
         books = row.get("notebooks") or {}
         folder = Path(next(iter(books.values()))).parent.name if books else "-"
         mark = ("*" if best is not None and row["status"] == "done" and row["iteration"] == best.iteration else ""
@@ -188,6 +189,9 @@ def format_archive(root: str | os.PathLike = ".") -> str:
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(labels))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    if len(state.history) > HISTORY_PAGE:
+        lines.append(f"(the newest {HISTORY_PAGE} of {len(state.history)} recorded iterations; every one is in "
+                     "history.jsonl)")
     lines.append(f"(* the best iteration by {metric_label(*PRIMARY_METRIC)}; ! a tracked metric was worse than "
                  "the best earlier iteration's when it was recorded; by hand: stages a person ran in a notebook)")
     index = ws.root / "archive" / "index.html"

@@ -13,7 +13,7 @@ from forge.digests import DigestMemo
 from forge.flywheel.context import Context
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import StageProgress
-from forge.flywheel.records import PRIMARY_METRIC, TRACKED, MetricSource, best_of, better, metric_label
+from forge.flywheel.records import PRIMARY_METRIC, TRACKED, MetricSource, better, metric_label
 from forge.flywheel.stages import running, tokenize, train
 from forge.flywheel.stages.base import ConfigView, Stage, StageResult
 from forge.flywheel.state import State
@@ -88,7 +88,7 @@ def work(ctx: Context, cfg: EvaluateConfig, progress: StageProgress, memo: Diges
     test = score(ckpt, ctx.ws.dataset, "test", playout_deals=cfg.playout_deals, device=device)
     playout = {k: test.pop(k) for k in list(test) if k.startswith("playout")}
     prev = ctx.previous()
-    best = best_of(ctx.earlier(), *PRIMARY_METRIC)
+    best = ctx.state.history.best(before=ctx.iteration)  # from the history's summary, not all of it
     result = EvaluateResult(
         checkpoint=trained.checkpoint, val=val, test=test, playout=playout,
         delta_prev=_deltas(val, prev.val if prev else None), delta_best=_deltas(val, best.val if best else None),
