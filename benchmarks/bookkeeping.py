@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from forge.flywheel.history import HISTORY_FILE, History, Summary, compact, config_after
+from forge.flywheel.history import HISTORY_FILE, History, Summary, carried_after, carried_of, compact
 from forge.flywheel.lock import Heartbeat
 from forge.flywheel.records import PRIMARY_METRIC, better
 from forge.flywheel.stages import REGISTRY
@@ -45,7 +45,7 @@ def grow(ws: Path, size: int) -> None:
     state = load_state(FIXTURE)
     template = list(state.history)
     state.current, state.status, state.last_error = None, "ready", None
-    lines, config, before, best = [], None, None, (None, None)
+    lines, carried, before, best = [], None, None, (None, None)
     for k in range(size):
         src = template[k % len(template)]
         line = compact(src, before, k == 0)
@@ -54,8 +54,8 @@ def grow(ws: Path, size: int) -> None:
         line.update(iteration=it, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1], total_seeds=4 * it,
                     checkpoint=f"runs/iter-{it:04d}/model.ckpt", started_from=f"iteration {k}" if k else "scratch")
         line["val"] = {**line["val"], "q_gap": line["val"]["q_gap"] + 1.0 / it}  # improves slowly: bests spread out
-        config = config_after(line, config)
-        before = src.config.to_dict() if src.config is not None else None
+        carried = carried_after(line, carried)
+        before = carried_of(src)
         value = line["val"]["q_gap"]
         if best[1] is None or better(PRIMARY_METRIC[1], value, best[1]):
             best = (it, value)
@@ -63,7 +63,8 @@ def grow(ws: Path, size: int) -> None:
     data = b"".join(lines)
     (ws / HISTORY_FILE).write_bytes(data)
     summary = Summary(entries=size, bytes=len(data), last_iteration=size, total_seeds=4 * size,
-                      best_iteration=best[0], best_value=best[1], last_config=config)
+                      best_iteration=best[0], best_value=best[1], last_config=carried["config"],
+                      last_provenance=carried["provenance"])
     state.history = History(summary=summary, path=ws / HISTORY_FILE)
     state.next_seed = 4 * size
     state.__dict__["migrated_from"] = None

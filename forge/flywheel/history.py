@@ -6,10 +6,11 @@ iterations a load took 6 s. Here recording an iteration appends one line, and st
 :class:`Summary` (entries, the file's length, the last iteration, seeds trained, the best iteration,
 the last entry's configuration) so that the loop and the views read only the lines they show.
 
-A line is compact: an entry's configuration is written in full once (the first entry), then only the
-keys that changed since the entry before, as ``{"from": old, "to": new}``, so a page can be read
-backwards from the summary's last configuration as well as forwards from the first line; ``delta_best``
-only where it differs from ``delta_prev``; fields at their default left out.
+A line is compact: an entry's configuration and notebook provenance are written in full once (the
+first entry), then only the keys that changed since the entry before, as ``{"from": old, "to": new}``
+(``config_changes``), so a page can be read backwards from the summary's last ones as well as
+forwards from the first line; ``delta_best`` only where it differs from ``delta_prev``; fields at
+their default left out.
 
 Safety: an append is one write of whole lines, fsynced before state.yaml counts them. A kill mid-append
 leaves at most a torn last line (no newline): readers ignore it, the next writer cuts it off, keeps
@@ -68,37 +69,54 @@ class Summary:
     total_seeds: int = Field(default=0, ge=0)
     best_iteration: int | None = None  # by the primary metric (records.PRIMARY_METRIC), the first on a tie
     best_value: float | None = None
-    last_config: dict[str, Any] | None = None  # the last entry's configuration, to read pages backwards
+    last_config: dict[str, Any] | None = None  # the last entry's configuration and provenance, to read
+    last_provenance: dict[str, Any] | None = None  # pages backwards
 
 
 # ---------------------------------------------------------------------------------------------- one line
+
+
+#: Fields most entries share with the one before: written in full once, then as changes.
+CARRIED = ("config", "provenance")
+Carried = dict[str, Any]  # field -> its plain value (None: the entry has none)
+_CARRIED_KEYS = frozenset(k for f in CARRIED for k in (f, f"{f}_changes", f"{f}_prev"))
 
 
 def _config_dict(config: Config | None) -> dict[str, Any] | None:
     return None if config is None else config.to_dict()
 
 
-def compact(entry: HistoryEntry, before: dict[str, Any] | None, first: bool) -> dict[str, Any]:
-    """``entry`` as its line: the configuration as changes from ``before`` (the previous entry's)."""
-    data = {f.name: getattr(entry, f.name) for f in dataclasses.fields(HistoryEntry) if f.name != "config"}
-    data = json.loads(json.dumps({k: v for k, v in data.items()}, default=_plain))
+def carried_of(entry: HistoryEntry) -> Carried:
+    provenance = json.loads(json.dumps(entry.provenance, default=_plain))
+    return {"config": _config_dict(entry.config), "provenance": provenance}
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    changes = {k: {"from": before[k], "to": after[k]} if k in before else {"to": after[k]}
+               for k in after if k not in before or before[k] != after[k]}
+    return changes | {k: {"from": before[k]} for k in before if k not in after}
+
+
+def compact(entry: HistoryEntry, before: Carried | None, first: bool) -> dict[str, Any]:
+    """``entry`` as its line: its configuration and provenance as changes from ``before`` (the previous
+    entry's), delta_best only where it differs from delta_prev, defaults left out."""
+    data = {f.name: getattr(entry, f.name) for f in dataclasses.fields(HistoryEntry) if f.name not in CARRIED}
+    data = json.loads(json.dumps(data, default=_plain))
     if data.get("delta_best") == data.get("delta_prev"):
         data.pop("delta_best")
     data = {k: v for k, v in data.items() if k not in _DEFAULTS or v != _DEFAULTS[k]}
     if "delta_best" not in data and entry.delta_best != entry.delta_prev:
         data["delta_best"] = {}  # an empty delta_best beside a non-empty delta_prev
-    config = _config_dict(entry.config)
-    if first or before is None:
-        if config is not None or first:
-            data["config"] = config
-    elif config is None:
-        data["config"], data["config_prev"] = None, before
-    else:
-        changes = {k: {"from": before[k], "to": config[k]} if k in before else {"to": config[k]}
-                   for k in config if k not in before or before[k] != config[k]}
-        changes |= {k: {"from": before[k]} for k in before if k not in config}
-        if changes:
-            data["config_changes"] = changes
+    now = carried_of(entry)
+    for field in CARRIED:
+        value, prev = now[field], (before or {}).get(field)
+        if first or prev is None:
+            if value is not None or first:
+                data[field] = value
+        elif value is None:
+            data[field], data[f"{field}_prev"] = None, prev
+        elif changes := _changes(prev, value):
+            data[f"{field}_changes"] = changes
     return data
 
 
@@ -108,34 +126,30 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} into the history")
 
 
-def config_after(line: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The configuration of the entry ``line`` holds, the previous entry's being ``before``."""
-    if "config" in line:
-        return line["config"]
-    config = None if before is None else dict(before)
-    for key, change in (line.get("config_changes") or {}).items():
-        if config is None:
-            config = {}
-        if "to" in change:
-            config[key] = change["to"]
+def _apply(value: dict[str, Any] | None, changes: dict[str, Any], side: str) -> dict[str, Any] | None:
+    if not changes:
+        return value
+    out = {} if value is None else dict(value)
+    for key, change in changes.items():
+        if side in change:
+            out[key] = change[side]
         else:
-            config.pop(key, None)
-    return config
+            out.pop(key, None)
+    return out
 
 
-def config_before(line: dict[str, Any], after: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The previous entry's configuration, the configuration of the entry ``line`` holds being ``after``."""
-    if "config" in line:
-        return line.get("config_prev")
-    config = None if after is None else dict(after)
-    for key, change in (line.get("config_changes") or {}).items():
-        if config is None:
-            config = {}
-        if "from" in change:
-            config[key] = change["from"]
-        else:
-            config.pop(key, None)
-    return config
+def carried_after(line: dict[str, Any], before: Carried | None) -> Carried:
+    """The configuration and provenance of the entry ``line`` holds, the previous entry's being ``before``."""
+    before = before or {}
+    return {f: line[f] if f in line else _apply(before.get(f), line.get(f"{f}_changes") or {}, "to")
+            for f in CARRIED}
+
+
+def carried_before(line: dict[str, Any], after: Carried | None) -> Carried:
+    """The previous entry's configuration and provenance, this entry's being ``after``."""
+    after = after or {}
+    return {f: line.get(f"{f}_prev") if f in line else _apply(after.get(f), line.get(f"{f}_changes") or {}, "from")
+            for f in CARRIED}
 
 
 _configs: dict[str, Config | None] = {}
@@ -151,10 +165,12 @@ def _config(config: dict[str, Any] | None) -> Config | None:
     return _configs[key]
 
 
-def expand(line: dict[str, Any], config: dict[str, Any] | None) -> HistoryEntry:
-    """The entry a line holds, its configuration already worked out; ValueError names the field."""
-    data = {k: v for k, v in line.items() if k not in ("config", "config_changes", "config_prev")}
+def expand(line: dict[str, Any], carried: Carried) -> HistoryEntry:
+    """The entry a line holds, its configuration and provenance already worked out; ValueError names the field."""
+    data = {k: v for k, v in line.items() if k not in _CARRIED_KEYS}
     data.setdefault("delta_best", data.get("delta_prev", {}))
+    data["provenance"] = carried.get("provenance") or {}
+    config = carried.get("config")
     try:
         entry = _ENTRY.validate_json(json.dumps(data), strict=True)
         entry.__dict__["config"] = _config(config)  # already validated (and shared)
@@ -167,7 +183,7 @@ def _lines(entries: list[HistoryEntry]) -> bytes:
     out, before = [], None
     for k, entry in enumerate(entries):
         out.append(_line(compact(entry, before, k == 0)))
-        before = _config_dict(entry.config)
+        before = carried_of(entry)
     return b"".join(out)
 
 
@@ -216,7 +232,7 @@ class History:
         yield from list(self._pending)
 
     def __reversed__(self) -> Iterator[HistoryEntry]:
-        n, step = len(self), 16
+        n, step = len(self), 4
         got = 0
         while got < n:
             step = min(n, max(step, got * 2))
@@ -301,9 +317,9 @@ class History:
             raise self._error(line_no, f"must be a mapping, got {type(data).__name__}")
         return data
 
-    def _expand(self, data: dict[str, Any], config: dict[str, Any] | None, line_no: int) -> HistoryEntry:
+    def _expand(self, data: dict[str, Any], carried: Carried, line_no: int) -> HistoryEntry:
         try:
-            return expand(data, config)
+            return expand(data, carried)
         except ValueError as exc:
             raise self._error(line_no, str(exc)) from None
 
@@ -311,12 +327,12 @@ class History:
         assert self.path is not None
         with open(self.path, "rb") as fh:
             raw = fh.read(self.summary.bytes)
-        config: dict[str, Any] | None = None
+        carried: Carried | None = None
         for i, line in enumerate(raw.splitlines()[: self._on_disk]):
             data = self._parse_line(line, i + 1)
-            config = config_after(data, config)
+            carried = carried_after(data, carried)
             if i not in self._lines:
-                self._lines[i] = self._expand(data, config, i + 1)
+                self._lines[i] = self._expand(data, carried, i + 1)
 
     def _read_tail(self, count: int) -> None:
         """Read the last ``count`` lines on disk backwards from the summary's last configuration."""
@@ -334,17 +350,19 @@ class History:
                 size = min(end, size * 4)
         lines = lines if size == end else lines[1:]  # the first may be cut
         lines = lines[-count:]
-        config = self._last_disk_config()
+        carried = self._last_disk_carried()
         for k, line in enumerate(reversed(lines)):
             pos = disk - 1 - k
             data = self._parse_line(line, pos + 1)
             if pos not in self._lines:
-                self._lines[pos] = self._expand(data, config, pos + 1)
-            config = config_before(data, config)
+                self._lines[pos] = self._expand(data, carried, pos + 1)
+            carried = carried_before(data, carried)
 
-    def _last_disk_config(self) -> dict[str, Any] | None:
-        """The configuration of the last entry on disk: the summary's, or the one before the first pending."""
-        return self._pending[0].__dict__["_config_before"] if self._pending else self.summary.last_config
+    def _last_disk_carried(self) -> Carried:
+        """What the last entry on disk carries: the summary's, or what the first pending one came after."""
+        if self._pending:
+            return self._pending[0].__dict__["_carried_before"] or {}
+        return {"config": self.summary.last_config, "provenance": self.summary.last_provenance}
 
     # -- writing --------------------------------------------------------------------------------------
 
@@ -354,15 +372,15 @@ class History:
         if s.last_iteration is not None and entry.iteration <= s.last_iteration:
             raise ValueError(f"history iterations must increase, got iteration {entry.iteration} after "
                              f"{s.last_iteration}")
-        entry.__dict__["_config_before"] = s.last_config
+        entry.__dict__["_carried_before"] = {"config": s.last_config, "provenance": s.last_provenance}
         entry.__dict__["_first"] = s.entries == 0
         self._pending.append(entry)
-        self._count(entry, _config_dict(entry.config))
+        self._count(entry, carried_of(entry))
 
-    def _count(self, entry: HistoryEntry, config: dict[str, Any] | None) -> None:
+    def _count(self, entry: HistoryEntry, carried: Carried) -> None:
         s = self.summary
         s.__dict__.update(entries=s.entries + 1, last_iteration=entry.iteration, total_seeds=entry.total_seeds,
-                          last_config=config)
+                          last_config=carried["config"], last_provenance=carried["provenance"])
         value = entry.metric(*PRIMARY_METRIC)
         if value is not None and (s.best_value is None or better(PRIMARY_METRIC[1], value, s.best_value)):
             s.__dict__.update(best_iteration=entry.iteration, best_value=value)
@@ -388,19 +406,18 @@ class History:
             fh.seek(s.bytes)
             extra = fh.read(size - s.bytes)
         *whole, rest = extra.split(b"\n")
-        config = s.last_config
+        carried: Carried = {"config": s.last_config, "provenance": s.last_provenance}
         for line in whole:
             try:
                 data = json.loads(line)
-                new_config = config_after(data, config)
-                entry = expand(data, new_config)
+                carried = carried_after(data, carried)
+                entry = expand(data, carried)
             except (ValueError, TypeError):
                 self.torn = line + b"\n" + rest
                 return
             self._lines[s.entries] = entry
-            self._count(entry, new_config)
+            self._count(entry, carried)
             s.__dict__["bytes"] = s.bytes + len(line) + 1
-            config = new_config
         self.torn = rest or None
 
     def repair(self) -> str | None:
@@ -474,7 +491,7 @@ class History:
         self._rewrite = True
 
     def _pending_lines(self) -> bytes:
-        return b"".join(_line(compact(e, e.__dict__.get("_config_before"), e.__dict__.get("_first", False)))
+        return b"".join(_line(compact(e, e.__dict__.get("_carried_before"), e.__dict__.get("_first", False)))
                         for e in self._pending)
 
     def _settle(self, path: Path, size: int) -> None:
