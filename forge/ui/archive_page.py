@@ -122,7 +122,7 @@ def _older(count: int) -> str:
     if count <= HISTORY_PAGE:
         return ""
     return (f'<p class="forge-older">the newest {HISTORY_PAGE} of {count} recorded iterations; every one is in '
-            '<code>history.jsonl</code> (one JSON line each) and <code>flywheel archive</code> pages it</p>')
+            '<code>history.jsonl</code> (one JSON line each)</p>')
 
 
 def write_index(root: str | os.PathLike = ".") -> Path:

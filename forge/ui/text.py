@@ -85,7 +85,8 @@ def column_text(label: str, entry: dict[str, Any], path: tuple[str, ...]) -> str
 
 
 def train_share(timings: Any) -> float | None:
-    """The share of an iteration's wall-clock its train stage took (the loop exists to train)."""
+    """The share of an iteration's time its train stage took, all attempts over every run's time
+    (forge.flywheel.timekeeping: at most 1; pauses between runs are not the iteration's time)."""
     if not isinstance(timings, dict):
         return None
     train, total = timings.get("train"), timings.get("total")
@@ -127,10 +128,13 @@ def format_text(snap: dict[str, Any]) -> str:
     if snap["history"]:
         lines.append("")
         lines.append(format_history(snap["history"], snap.get("best_iteration")))
+        if snap.get("history_count", 0) > len(snap["history"]):
+            lines.append(f"(the newest {len(snap['history'])} of {snap['history_count']} recorded iterations; "
+                         "every one is in history.jsonl)")
         shares = [s for s in (train_share(h.get("timings")) for h in snap["history"][-3:]) if s is not None]
         if shares:
             lines.append(f"training took {sum(shares) / len(shares):.0%} of the last {len(shares)} iteration(s)' "
-                         "wall-clock (train stage / iteration)")
+                         "time (train stage / iteration, over every run; pauses not counted)")
         flagged = [(h["iteration"], f) for h in snap["history"] for f in h.get("flags") or []]
         if flagged:
             lines.append("flagged (worse than the best earlier iteration's when recorded):")
