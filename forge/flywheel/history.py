@@ -328,7 +328,7 @@ class History:
         with open(self.path, "rb") as fh:
             raw = fh.read(self.summary.bytes)
         carried: Carried | None = None
-        for i, line in enumerate(raw.splitlines()[: self._on_disk]):
+        for i, line in enumerate(raw.split(b"\n")[: self._on_disk]):
             data = self._parse_line(line, i + 1)
             carried = carried_after(data, carried)
             if i not in self._lines:
