@@ -269,7 +269,10 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
                 if archived.by_hand and name not in st.current.by_hand:
                     st.current.by_hand.append(name)
                 if result is not None and result.seconds is not None:
-                    st.current.timings[name] = float(result.seconds)
+                    # by hand: the person's run (added to the total at the record); a loop stopped before
+                    # recording it: its attempts were timed already, the result's own seconds are at most that
+                    own = float(result.seconds)
+                    st.current.timings[name] = own if archived.by_hand else max(own, st.current.timings.get(name, 0.0))
         say(f"  {name:9s} already done" + (f" ({archived.how})" if archived is not None else ""))
         return True
     if status.stale:
