@@ -247,10 +247,11 @@ def test_a_version_1_state_with_history_migrates_and_keeps_every_value(tmp_path:
             assert kept == value, key  # every value, metrics included, as it was
         assert entry.config is None  # version 1 did not record it: unknown, not today's config
     assert state.history[0].extra == {"best_before": None}
-    save_state(tmp_path, state)  # the first save writes version 2 and keeps the original
+    save_state(tmp_path, state)  # the first save writes version 3 (and history.jsonl) and keeps the original
     assert (tmp_path / "state.yaml.v1.bak").read_text() == V1_STATE
     again = yaml.safe_load((tmp_path / "state.yaml").read_text())
-    assert again["version"] == 2 and again["history"][0]["val"] == original["history"][0]["val"]
+    assert again["version"] == 3 and again["history"]["entries"] == 2
+    assert load_state(tmp_path).history[0].val == original["history"][0]["val"]
     res = cli("status", cwd=tmp_path)
     assert res.returncode == 0 and "0.5881" in res.stdout and "0.5500" in res.stdout
 
