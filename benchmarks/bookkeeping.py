@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from forge.flywheel.history import HISTORY_FILE, History, Summary, carried_after, carried_of, compact
+from forge.flywheel.history import HISTORY_FILE, History, Summary, carried_of, compact
 from forge.flywheel.lock import Heartbeat
 from forge.flywheel.records import PRIMARY_METRIC, better
 from forge.flywheel.stages import REGISTRY
@@ -45,21 +45,24 @@ def grow(ws: Path, size: int) -> None:
     state = load_state(FIXTURE)
     template = list(state.history)
     state.current, state.status, state.last_error = None, "ready", None
-    lines, carried, before, best = [], None, None, (None, None)
+    n = len(template)
+    # each template's line once (after the template before it), then only the iteration's own fields change
+    compacted = {(k, k == 0): compact(template[k], carried_of(template[k - 1]) if k else None, k == 0)
+                 for k in range(n)}
+    compacted[(0, False)] = compact(template[0], carried_of(template[-1]), False)
+    lines, best = [], (None, None)
     for k in range(size):
-        src = template[k % len(template)]
-        line = compact(src, before, k == 0)
+        line = dict(compacted[(k % n, k == 0)])
         it = k + 1
         seeds = list(range(4 * k, 4 * k + 4))
         line.update(iteration=it, seeds=seeds, seed_range=[seeds[0], seeds[-1] + 1], total_seeds=4 * it,
                     checkpoint=f"runs/iter-{it:04d}/model.ckpt", started_from=f"iteration {k}" if k else "scratch")
         line["val"] = {**line["val"], "q_gap": line["val"]["q_gap"] + 1.0 / it}  # improves slowly: bests spread out
-        carried = carried_after(line, carried)
-        before = carried_of(src)
         value = line["val"]["q_gap"]
         if best[1] is None or better(PRIMARY_METRIC[1], value, best[1]):
             best = (it, value)
         lines.append(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+    carried = carried_of(template[(size - 1) % n])
     data = b"".join(lines)
     (ws / HISTORY_FILE).write_bytes(data)
     summary = Summary(entries=size, bytes=len(data), last_iteration=size, total_seeds=4 * size,
