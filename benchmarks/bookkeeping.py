@@ -32,7 +32,7 @@ from pathlib import Path
 from forge.flywheel.history import HISTORY_FILE, History, Summary, carried_of, compact
 from forge.flywheel.lock import Heartbeat
 from forge.flywheel.records import PRIMARY_METRIC, better
-from forge.flywheel.stages import REGISTRY
+from forge.flywheel.stages import REGISTRY, tokenize
 from forge.flywheel.state import StateStore, begin_iteration, finish_recording, load_state, save_state
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "state-v2"
@@ -96,6 +96,8 @@ def one_iteration(ws: Path, store: StateStore) -> None:
         ctx = context(ws)  # what the stage's kernel reads
         ctx.previous()
         ctx.replay_seeds()
+        if name == "tokenize":
+            tokenize.window(ctx)  # its fingerprint's inputs: the replay window's recorded shards
         if name == "evaluate":
             ctx.state.history.best(before=ctx.iteration)
         with store.edit() as st:
