@@ -17,10 +17,9 @@ overhead  For each preset in ``--presets`` a fresh workspace: iteration 1 warms 
           notebooks, model and golden sets); the overhead does not depend on the amount of data.
 tiny      The tiny preset, ``--iterations`` ``--once`` commands: non-training time per iteration
           (bar: the last is not slower than the first).
-state     The cost of reading and writing state.yaml as the history grows: one real tiny iteration's
-          history entry copied to ``--state-sizes`` iterations, ``load_state`` and ``save_state``
-          timed (median of 5) with libyaml's C parser/emitter (what the loop uses) and PyYAML's
-          pure-Python ones. The loop reads and writes the file several times per iteration.
+state     The bookkeeping against the history's length (benchmarks/bookkeeping.py): histories of
+          ``--state-sizes`` entries grown from the recorded fixture; a heartbeat, an iteration's own
+          bookkeeping, and the first render of status, the panel, the archive index and 06_compare.
 prefetch  The quick preset in two fresh workspaces, ``prefetch_next`` false and true: a warm-up
           iteration each, then ``--prefetch-iters`` ``--once`` iterations each, interleaved
           (off, on, off, on, ...) so that the machine's load falls on both alike. Prints each
@@ -33,13 +32,12 @@ under ``--workdir`` (default data/bench-flywheel, git-ignored), filled by the fi
 that makes them. The load average is printed with every figure: the machine may be shared.
 
     python benchmarks/flywheel.py [--sections overhead,tiny,state,prefetch] [--presets quick,standard]
-        [--iterations 5] [--state-sizes 25,100,400] [--prefetch-iters 3] [--workdir DIR]
+        [--iterations 5] [--state-sizes 10,10000] [--prefetch-iters 3] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -51,12 +49,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forge.flywheel import state as state_module
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import HistoryEntry
 from forge.flywheel.stages import REGISTRY
-from forge.flywheel.state import StateStore, load_state, save_state
+from forge.flywheel.state import StateStore
 
 #: The standard preset cut down to minutes per iteration on 2 cores (an iteration takes an hour
 #: otherwise). Kept as the preset has them: model (large), notebooks, golden seeds and declarations,
@@ -269,38 +266,12 @@ def tiny(root: Path, iterations: int) -> None:
           f"(iterations 2..{iterations}: min {min(steady):.1f}s, max {max(steady):.1f}s; bar: last <= first)")
 
 
-def state_io(root: Path, sizes: list[int], repeats: int = 5) -> None:
-    ws = fresh(root, "state", "tiny", 8)
-    cli(ws, "--once", "--no-wandb")
-    state = load_state(ws)
-    real = state.history[-1]
-    per_entry = len(state_module.render(dataclasses.replace(state, history=[real]))) - len(
-        state_module.render(dataclasses.replace(state, history=[])))
-    yaml_ = state_module.yaml
-    engines = {"libyaml": (state_module._StrictLoader, state_module._Dumper),
-               "pure Python": (state_module.strict_loader(yaml_.SafeLoader), yaml_.SafeDumper)}
-    print(f"\nstate: state.yaml read and write time by history length (one history entry: {per_entry:,} bytes), "
-          f"median of {repeats}")
-    print(f"{'iterations':>10s} {'KB':>7s} {'engine':>12s} {'load ms':>9s} {'save ms':>9s}   load")
-    try:
-        for n in sizes:
-            history = [dataclasses.replace(real, iteration=i) for i in range(1, n + 1)]
-            grown = dataclasses.replace(state, history=history)
-            size = len(state_module.render(grown).encode()) / 1024
-            for name, (loader, dumper) in engines.items():
-                state_module._StrictLoader, state_module._Dumper = loader, dumper
-                loads, saves = [], []
-                for _ in range(repeats):
-                    t = time.perf_counter()
-                    save_state(ws, grown)
-                    saves.append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    load_state(ws)
-                    loads.append(time.perf_counter() - t)
-                print(f"{n:10d} {size:7.0f} {name:>12s} {1000 * statistics.median(loads):9.1f} "
-                      f"{1000 * statistics.median(saves):9.1f}   {load()[5:]}")
-    finally:
-        state_module._StrictLoader, state_module._Dumper = engines["libyaml"]
+def state_io(root: Path, sizes: list[int]) -> None:
+    """The bookkeeping against the history's length: benchmarks/bookkeeping.py."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bookkeeping
+
+    bookkeeping.run(root, sizes, load)
 
 
 def prefetch(root: Path, iterations: int, preset: str) -> None:
@@ -350,7 +321,7 @@ def main() -> None:
     parser.add_argument("--sections", default="overhead,tiny,state,prefetch", help="comma-separated, in this order")
     parser.add_argument("--presets", default="quick,standard", help="presets of the overhead section")
     parser.add_argument("--iterations", type=int, default=5, help="tiny iterations")
-    parser.add_argument("--state-sizes", default="25,100,400", help="history lengths of the state section")
+    parser.add_argument("--state-sizes", default="10,10000", help="history lengths of the state section")
     parser.add_argument("--prefetch-iters", type=int, default=3, help="measured iterations per prefetch setting")
     parser.add_argument("--prefetch-preset", default="quick", help="preset of the prefetch section")
     args = parser.parse_args()

@@ -137,6 +137,6 @@ def test_tests_share_code_only_through_helpers() -> None:
         if "helpers" in path.relative_to(tests).parts:
             continue
         for n, line in enumerate(path.read_text().splitlines(), 1):
-            if re.match(r"\s*(from|import)\s+(conftest|test_\w+|tests\.)", line):
+            if re.match(r"\s*(from|import)\s+(conftest|test_\w+|tests\.|faults\.)", line):
                 found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert not found, found

@@ -417,7 +417,9 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
     cells = [c.text for c in row.find_elements(By.CSS_SELECTOR, "td")]
     assert cells[0] == "1" and float(cells[10]) > 0  # minutes: the by-hand work, not 0.0
     assert len(row.find_elements(By.CSS_SELECTOR, ".forge-by-hand")) == 4
-    history = yaml.safe_load((ws / "state.yaml").read_text())["history"][0]
+    from forge.flywheel.state import load_state
+
+    history = load_state(ws).history[0].to_dict()
     assert history["by_hand"] == ["generate", "tokenize", "train", "evaluate"]
     for stage, (name, *_) in zip(history["by_hand"], STEPS):
         note = "".join(json.loads((ws / history["notebooks"][stage]).read_text())["cells"][0]["source"])

@@ -240,17 +240,18 @@ def test_a_version_1_state_with_history_migrates_and_keeps_every_value(tmp_path:
     (tmp_path / "state.yaml").write_text(V1_STATE)
     original = yaml.safe_load(V1_STATE)
     state = load_state(tmp_path)
-    assert state.version == 2 and [h.iteration for h in state.history] == [1, 2]
+    assert state.version == 3 and [h.iteration for h in state.history] == [1, 2]
     for entry, old in zip(state.history, original["history"]):
         for key, value in old.items():
             kept = entry.extra[key] if key in entry.extra else getattr(entry, key)
             assert kept == value, key  # every value, metrics included, as it was
         assert entry.config is None  # version 1 did not record it: unknown, not today's config
     assert state.history[0].extra == {"best_before": None}
-    save_state(tmp_path, state)  # the first save writes version 2 and keeps the original
+    save_state(tmp_path, state)  # the first save writes version 3 (and history.jsonl) and keeps the original
     assert (tmp_path / "state.yaml.v1.bak").read_text() == V1_STATE
     again = yaml.safe_load((tmp_path / "state.yaml").read_text())
-    assert again["version"] == 2 and again["history"][0]["val"] == original["history"][0]["val"]
+    assert again["version"] == 3 and again["history"]["entries"] == 2
+    assert load_state(tmp_path).history[0].val == original["history"][0]["val"]
     res = cli("status", cwd=tmp_path)
     assert res.returncode == 0 and "0.5881" in res.stdout and "0.5500" in res.stdout
 

@@ -244,13 +244,17 @@ def test_explore_notebook_runs_headless_with_its_parameters(headless, looped: Pa
 def test_compare_notebook_runs_headless_on_two_workspaces(headless, looped: Path, tmp_path: Path) -> None:
     """06_compare on the looped workspace and a variant of it (its state.yaml with another learning rate:
     the comparison reads only the records)."""
-    import yaml
+    import dataclasses
+
+    from forge.flywheel.config import config_from_dict
+    from forge.flywheel.state import load_state, save_state
 
     variant = tmp_path / "variant"
     variant.mkdir()
-    data = yaml.safe_load((looped / "state.yaml").read_text())
-    data["config"]["lr"] = data["history"][0]["config"]["lr"] = 1e-3
-    (variant / "state.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    state = load_state(looped)
+    state.config = config_from_dict({**state.config.to_dict(), "lr": 1e-3})
+    state.history = [dataclasses.replace(h, config=state.config) if h.iteration == 1 else h for h in state.history]
+    save_state(variant, state)
     nb = execute(BOOKS / f"{COMPARE}.ipynb", tmp_path / f"{COMPARE}.ipynb", looped,
                  {"root": str(looped), "others": [str(variant)], "a": "1", "b": "variant:1"})
     check_shows_the_work(COMPARE, nb)

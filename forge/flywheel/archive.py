@@ -13,9 +13,10 @@ from forge.flywheel.records import to_plain
 from forge.flywheel.state import State
 
 
-def iteration_rows(state: State) -> list[dict[str, Any]]:
-    """One row per iteration: finished ones from history, plus the current one if any."""
-    rows: list[dict[str, Any]] = [{**h.to_dict(), "status": "done"} for h in state.history]
+def iteration_rows(state: State, last: int | None = None) -> list[dict[str, Any]]:
+    """One row per iteration: finished ones from history (the ``last`` newest, or all), plus the current one."""
+    entries = state.history if last is None else state.history.tail(last)
+    rows: list[dict[str, Any]] = [{**h.to_dict(), "status": "done"} for h in entries]
     if state.current is not None:
         cur = state.current
         rows.append({"iteration": cur.iteration, "seed_range": cur.seed_range, "notebooks": cur.notebooks,

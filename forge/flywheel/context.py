@@ -61,20 +61,26 @@ class Context:
         return [shard_path(out, s, d) for s, d in self.golden_jobs(split)]
 
     def earlier(self) -> list[HistoryEntry]:
+        """Every entry before this iteration (reads the whole history: prefer previous/replay_seeds)."""
         return [h for h in self.state.history if h.iteration < self.iteration]
 
     def previous(self) -> HistoryEntry | None:
         """History entry of the iteration before this one, if any."""
-        earlier = self.earlier()
+        earlier = self.state.history.before(self.iteration, 1)
         return earlier[-1] if earlier else None
 
-    def replay_seeds(self) -> list[int]:
-        """Seeds of the ``replay_iters`` iterations before this one, trained on again (never the
-        pretraining deals: the baseline holds them, and they are many)."""
+    def window(self) -> list[HistoryEntry]:
+        """The ``replay_iters`` iterations before this one, whose deals it trains on again (never the
+        pretraining: the baseline holds its deals, and they are many); read from the history's end."""
         if self.config.replay_iters <= 0:
             return []
-        earlier = [h for h in self.earlier() if h.iteration > 0]
-        return [s for h in earlier[-self.config.replay_iters:] for s in h.seeds]
+        earlier = [h for h in self.state.history.before(self.iteration, self.config.replay_iters + 1)
+                   if h.iteration > 0]
+        return earlier[-self.config.replay_iters:]
+
+    def replay_seeds(self) -> list[int]:
+        """Seeds of the replay window's iterations (:meth:`window`), trained on again."""
+        return [s for h in self.window() for s in h.seeds]
 
     def starting_point(self) -> tuple[Path | None, float, str]:
         """Checkpoint training starts from, its learning rate, and a label: the previous iteration's >

@@ -21,7 +21,6 @@ state.yaml's digests and pin) makes a change indistinguishable from a real one (
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -31,28 +30,17 @@ from forge.digests import DigestMemo, sha256_file
 from forge.errors import ForgeError
 from forge.flywheel.config import Config
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import Current, GoldenPin, HistoryEntry
+from forge.flywheel.records import GOLDEN, GOLDEN_FIELDS, Current, GoldenPin, HistoryEntry, golden_key
 
 if TYPE_CHECKING:
     from forge.flywheel.state import State
 
-#: The configuration fields that decide the golden sets' content (shards and their tokenization).
-GOLDEN_FIELDS = ("hand_size", "golden_val_seeds", "golden_test_seeds", "golden_decls", "golden_samples_per_shard",
-                 "global_seed")
 GOLDEN_SPLITS = ("val", "test")
 CHECKPOINT = "checkpoint"
-GOLDEN = "golden"
 
 
 class IntegrityError(ForgeError):
     """A file does not hold what the record vouches for; the message names it and what to do."""
-
-
-def golden_key(config: Config | Any) -> str:
-    """Identity of the golden sets a configuration (or a stage's view holding GOLDEN_FIELDS) makes (equal
-    keys: comparable scores)."""
-    fields = {f: getattr(config, f) for f in GOLDEN_FIELDS}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def same_series(entries: list[HistoryEntry], config: Config | Any) -> list[HistoryEntry]:
@@ -60,17 +48,6 @@ def same_series(entries: list[HistoryEntry], config: Config | Any) -> list[Histo
     run with ``config`` (an entry recorded without its config, migrated from version 1, is taken as one)."""
     key = golden_key(config)
     return [e for e in entries if e.digests.get(GOLDEN, golden_key(e.config) if e.config else key) == key]
-
-
-# ---------------------------------------------------------------------------------------------- seeds
-
-
-def seeds_counted(history: list[HistoryEntry], seeds: list[int]) -> int:
-    """Distinct seeds trained over ``history`` and ``seeds``: a seed trained twice counts once."""
-    found: set[int] = set(seeds)
-    for entry in history:
-        found.update(entry.seeds)
-    return len(found)
 
 
 # ---------------------------------------------------------------------------------------------- results

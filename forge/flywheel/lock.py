@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from forge.errors import ForgeError
+from forge.flywheel import beat as beats
 from forge.flywheel.state import State, StateStore, now
 
 LOCK_FILE = ".flywheel.lock"
@@ -84,7 +85,10 @@ def lock_is_held(root: str | os.PathLike) -> bool:
     return False
 
 
-def heartbeat_age(state: State) -> float | None:
+def heartbeat_age(state: State, root: str | os.PathLike | None = None) -> float | None:
+    """Seconds since the loop running ``state.current`` last beat (its heartbeat file, where ``root`` is given)."""
+    if root is not None:
+        beats.overlay(root, state.current)
     if state.current is None or not state.current.heartbeat:
         return None
     beat = dt.datetime.fromisoformat(state.current.heartbeat)
@@ -100,7 +104,7 @@ def liveness(root: str | os.PathLike, state: State) -> str:
         return "crashed"
     if not lock_is_held(root):
         return "crashed"
-    age = heartbeat_age(state)
+    age = heartbeat_age(state, root)
     if age is not None and age > STALE_SECONDS:
         return "crashed"
     return "running"
@@ -118,7 +122,9 @@ def pid_alive(pid: int) -> bool:
 
 
 class Heartbeat:
-    """Refresh ``current.heartbeat`` in state.yaml every few seconds while a stage runs.
+    """Beat every few seconds while an iteration runs: ``.flywheel.heartbeat`` (:mod:`forge.flywheel.beat`),
+    a small file of its own, never the whole state.yaml; ``current.heartbeat`` follows in memory and
+    readers (:func:`forge.flywheel.state.load_state`) see the file's.
 
     A failed write (a full disk for a moment, a file briefly locked by a backup tool) is
     reported once and retried at the next beat: the thread never dies, so a live loop is never
@@ -132,24 +138,36 @@ class Heartbeat:
         self.failures = 0
 
     def beat(self) -> None:
-        with self.store.edit() as st:
-            if st.current is not None:
-                st.current.heartbeat = now()
+        store = self.store
+        with store._lock:  # a snapshot of what runs now; nothing of state.yaml is written
+            cur = store.state.current
+            if cur is None:
+                return
+            stamp = now()
+            cur.__dict__["heartbeat"] = stamp
+            data = {"pid": os.getpid(), "host": socket.gethostname(), "iteration": cur.iteration, "at": stamp,
+                    "t": time.time()}
+            clock = getattr(store, "clock", None)
+            if clock is not None:
+                data.update(clock.beat_fields())
+        beats.write(store.root, data)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.beat()
                 if self.failures:
-                    print(f"heartbeat: writing state.yaml works again (after {self.failures} failure(s))",
+                    print(f"heartbeat: writing {beats.HEARTBEAT_FILE} works again (after {self.failures} failure(s))",
                           file=sys.stderr)
                 self.failures = 0
             except Exception as exc:  # noqa: BLE001 - any error: try again at the next beat
                 if not self.failures:
-                    print(f"heartbeat: could not write state.yaml ({exc}); retrying", file=sys.stderr)
+                    print(f"heartbeat: could not write {beats.HEARTBEAT_FILE} ({exc}); retrying", file=sys.stderr)
                 self.failures += 1
 
     def __enter__(self) -> Heartbeat:
+        self.store.heartbeat = self
+        self.beat()
         self._thread.start()
         return self
 

@@ -33,6 +33,7 @@ from forge.errors import ForgeError, describe_os_error, interruption
 from forge.flywheel import by_hand, integrity, retention
 from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
+from forge.flywheel.history import seeds_counted
 from forge.flywheel.lock import LOCK_FILE, FlywheelLock, Heartbeat, LockHeld, describe_holder, lock_is_held, pid_alive
 from forge.flywheel.paths import STATE_FILE, Workspace
 from forge.flywheel.records import Attempt, HistoryEntry, describe_error
@@ -40,7 +41,17 @@ from forge.flywheel.runner import LoopKernel, OnNotebook, StageFailed, execute_s
 from forge.flywheel.stages import REGISTRY, Stage, later, stage_status
 from forge.flywheel.stages import evaluate as evaluate_stage
 from forge.flywheel.stages import train as train_stage
-from forge.flywheel.state import State, StateStore, begin_iteration, ensure_reserve, load_state, now, plan_seeds
+from forge.flywheel.state import (
+    State,
+    StateStore,
+    begin_iteration,
+    ensure_reserve,
+    finish_recording,
+    load_state,
+    now,
+    plan_seeds,
+)
+from forge.flywheel.timekeeping import SPAN, TOTAL, Clock, fold_crash, span
 from forge.ml.catalog import REFERENCE_FIVE
 
 Say = Callable[[str], None]
@@ -71,10 +82,11 @@ class IncompleteIteration(ForgeError):
     """The iteration's train or evaluate result is missing or unreadable, so it cannot be recorded."""
 
 
-def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
+def _history_entry(ws: Workspace, state: State) -> HistoryEntry:
     """The iteration's record, from the results the loop vouched for (their digests), with the chain of
     weights checked: a result edited since its stage finished, or weights that are not the ones recorded,
-    are never recorded (IncompleteIteration, IntegrityError)."""
+    are never recorded (IncompleteIteration, IntegrityError); its timings are true over every run
+    (forge.flywheel.timekeeping)."""
     cur = state.current
     assert cur is not None
     for name in REGISTRY:
@@ -104,16 +116,19 @@ def _history_entry(ws: Workspace, state: State, seconds: float) -> HistoryEntry:
         result = stage.read(ws, cur.iteration)
         if result is not None and result.fingerprint is not None:
             fingerprints[stage.name] = result.fingerprint
+    finished = now()
+    timings = {**cur.timings, TOTAL: round(cur.timings.get(TOTAL, 0.0) + sum(
+        cur.timings.get(s, 0.0) for s in cur.by_hand), 2)}  # stages run by hand: work the loops' clocks did not see
+    if (took := span(cur.started_at, finished)) is not None:
+        timings[SPAN] = took
     return HistoryEntry(
         iteration=cur.iteration, seeds=cur.seeds, seed_range=cur.seed_range,
-        total_seeds=integrity.seeds_counted(state.history, cur.seeds), config=config,
+        total_seeds=seeds_counted(state.history, cur.seeds), config=config,
         checkpoint=train.checkpoint, started_from=train.started_from,
         val=ev.val, test=ev.test, playout=ev.playout, delta_prev=ev.delta_prev, delta_best=ev.delta_best,
         is_best=ev.is_best, flags=list(ev.flags), wandb=ev.wandb,
-        # the total counts the work of stages run by hand, which the loop's own clock did not see
-        notebooks=dict(cur.notebooks), by_hand=list(cur.by_hand), timings={**cur.timings, "total": round(
-            seconds + sum(cur.timings.get(s, 0.0) for s in cur.by_hand), 2)},
-        started_at=cur.started_at, finished_at=now(), fingerprints=fingerprints,
+        notebooks=dict(cur.notebooks), by_hand=list(cur.by_hand), timings=timings,
+        started_at=cur.started_at, finished_at=finished, fingerprints=fingerprints,
         provenance=dict(cur.provenance), attempts=list(cur.attempts),
         digests={**{k: v for k, v in cur.digests.items() if k.startswith("result.")},
                  integrity.CHECKPOINT: weights, integrity.GOLDEN: integrity.golden_key(config)},
@@ -262,6 +277,10 @@ def _fail(ws: Workspace, store: StateStore, stage: str, summary: str, on_record:
     with store.edit() as st:
         cur = st.current
         assert cur is not None
+        clock = getattr(store, "clock", None)
+        if clock is not None:  # the failed attempt's seconds count
+            clock.stop(cur)
+            clock.lap(cur)
         st.status = "failed"
         st.last_error = f"{stage}: {summary}"
         cur.attempts.append(Attempt(number=len(cur.attempts) + 1, stage=stage, error=summary, at=now(), cell=cell,
@@ -316,7 +335,10 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
                 if archived.by_hand and name not in st.current.by_hand:
                     st.current.by_hand.append(name)
                 if result is not None and result.seconds is not None:
-                    st.current.timings[name] = float(result.seconds)
+                    # by hand: the person's run (added to the total at the record); a loop stopped before
+                    # recording it: its attempts were timed already, the result's own seconds are at most that
+                    own = float(result.seconds)
+                    st.current.timings[name] = own if archived.by_hand else max(own, st.current.timings.get(name, 0.0))
         say(f"  {name:9s} already done" + (f" ({archived.how})" if archived is not None else ""))
         return True
     if status.stale:
@@ -329,7 +351,10 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         # already done keeps its digest: its result must still be the one the loop recorded)
         st.current.digests.pop(integrity.result_key(name), None)
         st.current.stage = name
-    t0, since = time.perf_counter(), time.time()
+        store.clock.start(name)
+    if getattr(store, "heartbeat", None) is not None:
+        store.heartbeat.beat()  # the stage and its start, for the seconds a kill would cut short
+    since = time.time()
     try:
         try:
             done = execute_stage(ws, stage, cur.iteration, kernel, no_wandb, attempt=len(cur.attempts) + 1,
@@ -345,6 +370,8 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
     except KeyboardInterrupt as exc:
         how = interruption(exc)
         with store.edit() as st:
+            store.clock.stop(st.current)  # the stopped attempt's seconds count
+            store.clock.lap(st.current)
             st.status, st.current.stage = "ready", None
             st.last_error = f"interrupted ({how}) during {name} of iteration {cur.iteration}"
             st.next_action = f"`{FLYWHEEL}` resumes iteration {cur.iteration} at {name}"
@@ -353,13 +380,13 @@ def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stag
         summary = f"{type(exc).__name__}: {describe_os_error(exc) if isinstance(exc, OSError) else exc}"
         _fail(ws, store, name, summary, on_record)
         raise
-    took = round(time.perf_counter() - t0, 2)
     result = stage.read(ws, cur.iteration)
     if not _vouch(ws, store, name, result, say, on_record, fresh=True):
         return False
     with store.edit() as st:
         st.current.stages_completed.append(name)
-        st.current.timings[name] = took
+        took = store.clock.stop(st.current)  # summed over the stage's attempts
+        store.clock.lap(st.current)
         st.current.notebooks[name] = ws.rel(done.notebook)
         if result is not None and result.fingerprint is not None:
             st.current.fingerprints[name] = result.fingerprint
@@ -403,7 +430,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
                    ahead: contextlib.ExitStack) -> int | None:
     """One iteration; returns an exit code to stop the loop, None to go on. ``ahead`` holds the
     previous iteration's prefetch, joined before this one's first stage (its wait counts here)."""
-    start = time.perf_counter()
+    store.clock = Clock()
     ahead.close()
     with store.edit() as st:
         if seeds and st.current is not None and st.current.seeds != seeds:
@@ -417,6 +444,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
             if ws.stop_file.exists():
                 ws.stop_file.unlink()
                 with store.edit() as st:
+                    store.clock.lap(st.current)
                     st.status, st.current.stage = "ready", None
                     st.next_action = (f"stopped on request; `{FLYWHEEL}` resumes iteration {cur.iteration} at "
                                       f"{stage.name}")
@@ -427,20 +455,17 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
             if not _run_stage(ws, store, kernel, stage, no_wandb, say, on_record, on_notebook):
                 return 1
     try:
-        entry = _history_entry(ws, store.state, time.perf_counter() - start)
+        with store.edit() as st:
+            store.clock.lap(st.current)
+        entry = _history_entry(ws, store.state)
     except (ValidationError, IncompleteIteration, integrity.IntegrityError) as exc:  # e.g. a non-finite metric
         why = describe_error(exc) if isinstance(exc, ValidationError) else str(exc)
         _fail(ws, store, evaluate_stage.STAGE.name, f"result cannot be recorded: {why}", on_record)
         say(f"  evaluate  FAILED: {store.state.last_error}")
         return 1
     with store.edit() as st:
-        st.history.append(entry)
-        if (entry.wandb or {}).get("report"):
-            st.wandb["report"] = entry.wandb["report"]
-        st.next_seed = max(st.next_seed, max(entry.seeds) + 1)
-        st.current, st.status, st.last_error = None, "ready", None
-        upcoming = plan_seeds(st.config, st.next_seed)
-        st.next_action = f"`{FLYWHEEL}` runs iteration {entry.iteration + 1} (seeds {upcoming[0]}..{upcoming[-1]})"
+        st.history.append(entry)  # appended to history.jsonl before state.yaml counts it
+        finish_recording(st, entry)
     if store.state.config.keep_shards == "golden":
         freed = release_shards(ws, store.state, entry.iteration)
         if freed:
@@ -546,6 +571,8 @@ def retry(root: str | Path = ".") -> str:
                 if st.status not in ("failed", "running"):
                     raise FlywheelError(f"nothing to retry: status is {st.status}")
                 done = st.current.stages_completed if st.current else []
+                if st.status == "running":  # a killed loop: count the seconds it spent since its last lap
+                    fold_crash(ws.root, st.current)
                 st.status, st.last_error = "ready", None
                 if st.current is not None:
                     st.current.stage = None

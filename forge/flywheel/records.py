@@ -9,6 +9,8 @@ Metrics are finite by construction: a diverged model's NaN can never enter the h
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Annotated, Any, Literal, Protocol, get_args
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
@@ -25,6 +27,20 @@ _STAGE_NAMES: tuple[str, ...] = get_args(StageName)
 #: The metric that decides "best" (lower is better). The metrics whose regressions against the best
 #: iteration are flagged, and those better higher, are the catalogue's (forge.ml.catalog).
 PRIMARY_METRIC = ("val", "q_gap")
+
+
+#: The configuration fields that decide the golden sets' content (shards and their tokenization).
+GOLDEN_FIELDS = ("hand_size", "golden_val_seeds", "golden_test_seeds", "golden_decls", "golden_samples_per_shard",
+                 "global_seed")
+#: Where a history entry records the key of the golden sets it was scored on (its comparison series).
+GOLDEN = "golden"
+
+
+def golden_key(config: Config | Any) -> str:
+    """Identity of the golden sets a configuration (or a stage's view holding GOLDEN_FIELDS) makes (equal
+    keys: comparable scores)."""
+    fields = {f: getattr(config, f) for f in GOLDEN_FIELDS}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class MetricSource(Protocol):

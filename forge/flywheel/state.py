@@ -8,9 +8,14 @@ A loop that died leaves ``running`` behind; :func:`forge.flywheel.lock.liveness`
 from a live one ("crashed"). Every write goes to a temp file, is fsynced and renamed over the old
 file, whose previous version is kept as ``state.yaml.bak`` (only if it was itself valid: a
 corrupt file never replaces the last good backup). A file that fails validation is never
-silently re-initialised: the error names the file and the bad field. Version-1 files (before
-typed history) are migrated on load, keeping every value; the first save keeps the original
-beside it as ``state.yaml.v1.bak``.
+silently re-initialised: the error names the file and the bad field.
+
+The history is not in this file (version 3): finished iterations are appended to ``history.jsonl``
+(:mod:`forge.flywheel.history`) and state.yaml keeps only its summary under ``history``, so a save
+costs the same at 10 iterations as at 10,000; the heartbeat goes to a small file of its own
+(:mod:`forge.flywheel.beat`). Older files migrate on load, keeping every value: version 1 (before
+typed history) and version 2 (the history inside state.yaml); the first save writes history.jsonl
+and keeps the original beside it as ``state.yaml.v1.bak`` / ``state.yaml.v2.bak``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import fields
@@ -36,7 +42,9 @@ from pydantic.dataclasses import dataclass
 from forge.atomic import atomic_write, atomic_write_text, fsync_dir
 from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError
+from forge.flywheel import beat
 from forge.flywheel.config import MAX_SEED, Config
+from forge.flywheel.history import HISTORY_FILE, History, HistoryError, Summary, seeds_in
 from forge.flywheel.paths import STATE_FILE
 from forge.flywheel.records import (
     STRICT,
@@ -56,7 +64,7 @@ BACKUP_FILE = "state.yaml.bak"
 RESERVE_FILE = ".flywheel.reserve"
 RESERVE_BYTES = 1 << 20
 V1_BACKUP_FILE = "state.yaml.v1.bak"
-STATE_VERSION = 2
+STATE_VERSION = 3
 STATUSES = ("ready", "running", "failed", "done")
 WANDB_MODES = ("online", "offline", "disabled")
 HEADER = f"# forge flywheel state: written by `{FLYWHEEL}`; validated on load.\n"
@@ -83,7 +91,9 @@ class State:
     current: Current | None = None
     last_error: str | None = None
     next_action: str | None = None
-    history: list[HistoryEntry] = Field(default_factory=list)
+    #: A History (a sequence of HistoryEntry read from history.jsonl as far as asked); a list of entries
+    #: (or a version-2 file's) becomes one held in memory, written whole by the next save.
+    history: Any = Field(default_factory=History)
     version: int = STATE_VERSION
     pretrain: Pretrain | None = None
     golden: GoldenPin | None = None  # the golden sets' pinned content (forge.flywheel.integrity)
@@ -110,14 +120,23 @@ class State:
             raise ValueError(f"wandb.mode must be {', '.join(WANDB_MODES)}, got {wandb['mode']!r}")
         return wandb
 
-    @field_validator("history")
+    @field_validator("history", mode="before")
     @classmethod
-    def _increasing(cls, history: list[HistoryEntry]) -> list[HistoryEntry]:
-        for before, after in zip(history, history[1:]):
-            if after.iteration <= before.iteration:
-                raise ValueError(f"history iterations must increase, got iteration {after.iteration} after "
-                                 f"{before.iteration}")
-        return history
+    def _history(cls, value: Any) -> History:
+        if isinstance(value, History):
+            return value
+        if isinstance(value, dict):  # version 3: the summary; the file is bound on load
+            try:
+                return History(summary=_SUMMARY.validate_json(json.dumps(value), strict=True))
+            except ValidationError as exc:
+                raise ValueError(describe_error(exc, "history")) from None
+        if isinstance(value, list):
+            try:
+                entries = _ENTRIES.validate_json(json.dumps(to_plain(value), default=str), strict=True)
+            except ValidationError as exc:
+                raise ValueError(describe_error(exc, "history")) from None
+            return History(entries)
+        raise ValueError(f"history must be a summary or a list of entries, got {type(value).__name__}")
 
     @property
     def iteration(self) -> int:
@@ -125,15 +144,15 @@ class State:
         if self.current is not None:
             return self.current.iteration
         if self.history:
-            return self.history[-1].iteration + 1
+            return self.history.summary.last_iteration + 1
         return 0 if self.pretrain is not None else 1
 
     @property
     def total_seeds(self) -> int:
-        return self.history[-1].total_seeds if self.history else 0
+        return self.history.summary.total_seeds if self.history else 0
 
     def entry(self, iteration: int) -> HistoryEntry | None:
-        return next((h for h in self.history if h.iteration == iteration), None)
+        return self.history.entry(iteration)
 
     def config_of(self, iteration: int) -> Config:
         """The configuration iteration ``iteration`` ran (or runs) with: its own snapshot if recorded."""
@@ -144,7 +163,8 @@ class State:
         return cur.config if cur is not None and cur.iteration == iteration and cur.config is not None else self.config
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: to_plain(getattr(self, f.name)) for f in fields(self)}
+        data = {f.name: to_plain(getattr(self, f.name)) for f in fields(self) if f.name != "history"}
+        data["history"] = to_plain(self.history.summary)
         order = ["version", "status", "next_action", "last_error", "wandb", "config", "baseline_checkpoint",
                  "pretrain", "next_seed", "golden", "current", "history"]
         return {k: data[k] for k in order if k != "golden" or data[k] is not None}
@@ -210,6 +230,8 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _STATE = TypeAdapter(State)
+_SUMMARY = TypeAdapter(Summary)
+_ENTRIES = TypeAdapter(list[HistoryEntry])
 
 
 def state_from_dict(data: Any) -> State:
@@ -219,16 +241,17 @@ def state_from_dict(data: Any) -> State:
     version = data.get("version")
     if version == 1:
         data = _migrate_v1(data)
+    if version in (1, 2):  # the history inside the file: held in memory, written to history.jsonl on save
+        data = {**data, "history": data.get("history") or [], "version": STATE_VERSION}
     elif version != STATE_VERSION:
-        raise StateError(f"version must be 1 or {STATE_VERSION}, got {version!r}")
+        raise StateError(f"version must be 1, 2 or {STATE_VERSION}, got {version!r}")
     try:
         # Through JSON, so strict mode takes mappings for the nested records (and YAML dates as text).
         state = _STATE.validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
         raise StateError(describe_error(exc)) from None
-    if state.current is not None and state.history and state.current.iteration <= state.history[-1].iteration:
-        raise StateError(f"current.iteration {state.current.iteration} is already in history "
-                         f"(last recorded iteration: {state.history[-1].iteration})")
+    if version != STATE_VERSION or isinstance(data.get("history"), list):  # a history held in memory
+        _check_current(state)
     trained = _golden_trained(state)
     if trained:
         raise StateError(trained)
@@ -237,16 +260,40 @@ def state_from_dict(data: Any) -> State:
 
 
 def _golden_trained(state: State) -> str | None:
-    """A golden seed that was (or is being) trained on: its scores would measure memory, not play."""
-    trained = set(state.current.seeds) if state.current is not None else set()
-    for entry in state.history:
-        trained.update(entry.seeds)
+    """A golden seed that was (or is being) trained on: its scores would measure memory, not play. The
+    seeds trained are the history summary's intervals, so this costs the same at any history length."""
+    current = set(state.current.seeds) if state.current is not None else set()
+    trained = state.history.summary.trained
     for name in ("golden_val_seeds", "golden_test_seeds"):
-        hit = sorted(set(getattr(state.config, name)) & trained)
+        hit = sorted(s for s in set(getattr(state.config, name)) if s in current or seeds_in(trained, s))
         if hit:
             return (f"config.{name} holds seed(s) already trained on ({', '.join(map(str, hit[:5]))}): a golden set "
                     "never holds a training deal")
     return None
+
+
+def _check_current(state: State) -> None:
+    """The iteration in progress must be after the recorded ones; one recorded in history.jsonl whose
+    state.yaml write a kill stopped is finished here as the loop would have (nothing is redone)."""
+    cur, last = state.current, state.history.summary.last_iteration
+    if cur is None or last is None or cur.iteration > last:
+        return
+    entry = state.history[-1]
+    if cur.iteration == entry.iteration and list(cur.seeds) == list(entry.seeds) and state.version == STATE_VERSION \
+            and state.__dict__.get("migrated_from") is None and state.history.path is not None:
+        finish_recording(state, entry)
+        return
+    raise StateError(f"current.iteration {cur.iteration} is already in history (last recorded iteration: {last})")
+
+
+def finish_recording(state: State, entry: HistoryEntry) -> None:
+    """What recording ``entry`` (already appended to the history) changes besides the history."""
+    if (entry.wandb or {}).get("report"):
+        state.wandb["report"] = entry.wandb["report"]
+    state.next_seed = max(state.next_seed, max(entry.seeds) + 1)
+    state.current, state.status, state.last_error = None, "ready", None
+    upcoming = plan_seeds(state.config, state.next_seed)
+    state.next_action = f"`{FLYWHEEL}` runs iteration {entry.iteration + 1} (seeds {upcoming[0]}..{upcoming[-1]})"
 
 
 def state_path(root: str | os.PathLike) -> Path:
@@ -271,6 +318,12 @@ def _parse(path: Path, raw: bytes | None = None) -> State:
         state = state_from_dict(data)
     except StateError as exc:
         raise StateError(f"{path}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("history"), dict):  # version 3: bind its file
+        try:
+            state.history.bind(path.parent / state.history.summary.file)
+            _check_current(state)
+        except (HistoryError, StateError) as exc:
+            raise StateError(f"{path}: {exc}") from None
     _known_good[path] = hashlib.sha256(raw).digest()
     return state
 
@@ -307,7 +360,9 @@ def load_state(root: str | os.PathLike) -> State:
                              f"(or `{FLYWHEEL} init` starts afresh)")
         raise StateError(f"{path} not found: run `{FLYWHEEL} init --preset quick --wandb-group NAME` first")
     try:
-        return _parse(path)
+        state = _parse(path)
+        beat.overlay(root, state.current)
+        return state
     except StateError as exc:
         advice = (f"fix it or restore the last good version: `cp {backup} {path}`" if _backup_is_good(path.parent)
                   else "fix it (there is no usable backup)")
@@ -328,12 +383,17 @@ def _render(data: dict[str, Any]) -> str:
 def save_state(root: str | os.PathLike, state: State) -> None:
     """Atomically replace state.yaml (temp + fsync + rename), keeping the previous good one as a backup."""
     path = state_path(root)
-    data = state.to_dict()
-    text = _render(data)
     with _write_lock:
+        migrated = state.__dict__.get("migrated_from")
+        keep = path.parent / f"{STATE_FILE}.v{migrated}.bak"
+        if path.exists() and migrated and not keep.exists():
+            atomic_write(keep, lambda fh: fh.write(path.read_bytes()))
+        said = state.history.flush(path.parent / HISTORY_FILE)  # before state.yaml counts the entries
+        if said:
+            print(f"state: {said}", file=sys.stderr)
+        data = state.to_dict()
+        text = _render(data)
         if path.exists():
-            if state.__dict__.get("migrated_from") and not (path.parent / V1_BACKUP_FILE).exists():
-                atomic_write(path.parent / V1_BACKUP_FILE, lambda fh: fh.write(path.read_bytes()))
             try:
                 raw = path.read_bytes()
                 if _is_good(path, raw):  # never let a corrupt file replace the last good backup
@@ -358,6 +418,8 @@ def set_aside(root: str | os.PathLike) -> Path | None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     dest = path.with_name(f"{STATE_FILE}.{stamp}.bak")
     shutil.copy2(path, dest)
+    if (path.parent / HISTORY_FILE).exists():  # its history goes with it (the new state starts another)
+        shutil.copy2(path.parent / HISTORY_FILE, path.with_name(f"{HISTORY_FILE}.{stamp}.bak"))
     fsync_dir(path.parent)
     return dest
 
@@ -432,6 +494,9 @@ class StateStore:
         self._lock = threading.RLock()
         self._seen = _stamp(state_path(self.root))
         self.notices: list[str] = []  # what the loop should tell its user (an edit applied later, a repair)
+        said = self.state.history.repair()  # a torn last line a kill mid-append left (the loop holds the lock)
+        if said:
+            print(f"state: {said}", file=sys.stderr)
 
     def edit(self) -> _Edit:
         return _Edit(self)

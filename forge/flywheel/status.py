@@ -18,12 +18,15 @@ from forge.flywheel.context import context
 from forge.flywheel.lock import heartbeat_age, liveness, pid_alive
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import read_progress
-from forge.flywheel.records import PRIMARY_METRIC, best_of, metric_label
+from forge.flywheel.records import PRIMARY_METRIC, metric_label
 from forge.flywheel.retention import disk_rate, read_disk_log
 from forge.flywheel.stages import REGISTRY, iteration_status
 from forge.flywheel.state import State, load_state
 
 LOG_TAIL_LINES = 8
+#: The history rows a view shows at first: the newest ones (the history file holds the rest; reading
+#: all of it would cost a view more the longer the flywheel runs).
+HISTORY_PAGE = 50
 
 
 def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -92,8 +95,10 @@ def disk_growth(ws: Workspace) -> dict[str, Any] | None:
     return {"bytes": samples[-1][2], "iteration": samples[-1][1], "rate": disk_rate(samples)}
 
 
-def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bool = False) -> dict[str, Any]:
-    """Everything a status view shows, as plain data (also the ``status --json`` output)."""
+def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bool = False,
+             page: int = HISTORY_PAGE) -> dict[str, Any]:
+    """Everything a status view shows, as plain data (also the ``status --json`` output): of the history,
+    the newest ``page`` entries (``history_count`` says how many there are)."""
     ws = Workspace.at(root)
     state = state or load_state(ws.root)
     status = liveness(ws.root, state)
@@ -103,7 +108,7 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
         next_action = f"the loop died; recover with `{FLYWHEEL} retry`, then `{FLYWHEEL}`"
     current = None
     if cur is not None:
-        age = heartbeat_age(state)
+        age = heartbeat_age(state, ws.root)
         current = {
             "iteration": cur.iteration,
             "seeds": cur.seeds,
@@ -121,8 +126,8 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
             "by_hand": list(cur.by_hand),
             "attempts": [_attempt(a) for a in cur.attempts],
         }
-    history = [h.to_dict() for h in state.history]
-    best = best_of(state.history, *PRIMARY_METRIC)
+    history = [h.to_dict() for h in state.history.tail(page)]
+    best = state.history.best()
     return {
         "root": str(ws.root),
         "status": status,
@@ -140,6 +145,7 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
         # that it was a new best when it was recorded)
         "best_iteration": best.iteration if best is not None else None,
         "history": history,
+        "history_count": len(state.history),
         "disk": disk_use(ws, state.config.hand_size) if disk else None,
         "disk_growth": disk_growth(ws) if disk else None,
     }

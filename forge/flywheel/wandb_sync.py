@@ -152,10 +152,14 @@ def _record(ws: Workspace, synced: dict[str, str], say: Callable[[str], None], r
         with FlywheelLock(ws.root):
             store = StateStore(ws.root)
             with store.edit() as st:
+                amended = False
                 for h in st.history:
                     url = synced.get(str(h.iteration))
                     if url and h.wandb is not None:
                         h.wandb = {**h.wandb, "url": url, "mode": "synced"}
+                        amended = True
+                if amended:  # recorded entries changed: history.jsonl is written again, whole and atomically
+                    st.history.rewrite()
             _synced_file(ws).unlink(missing_ok=True)
     except LockHeld:
         say(f"a loop is running here: the URLs are kept in {ws.rel(_synced_file(ws))} and recorded in state.yaml "

@@ -23,7 +23,7 @@ from forge.flywheel.paths import Workspace
 from forge.flywheel.runner import ERROR_ANCHOR
 from forge.flywheel.stages import REGISTRY
 from forge.flywheel.state import load_state
-from forge.flywheel.status import snapshot
+from forge.flywheel.status import HISTORY_PAGE, snapshot
 from forge.ui.plots import png_bytes
 from forge.ui.render import LEGEND, badge, column_head, column_legend, esc, link, mark_cell, stage_links, wandb_cell
 from forge.ui.text import HISTORY_COLUMNS, column_text
@@ -126,6 +126,13 @@ def _compare_section(root: Path) -> str:
             f'src="data:image/png;base64,{trend}"/>')
 
 
+def _older(count: int) -> str:
+    if count <= HISTORY_PAGE:
+        return ""
+    return (f'<p class="forge-older">the newest {HISTORY_PAGE} of {count} recorded iterations; every one is in '
+            '<code>history.jsonl</code> (one JSON line each)</p>')
+
+
 def write_index(root: str | os.PathLike = ".") -> Path:
     """Write the index page for the workspace at ``root``; returns its path."""
     ws = Workspace.at(root)
@@ -138,7 +145,7 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     # 1,400 px window (a column per stage and an unbroken `wandb sync` path needed about 2,100)
     head += "<th></th><th>status</th><th>notebooks</th><th>failed attempts</th><th>W&amp;B</th>"
     body = []
-    for row in iteration_rows(state):
+    for row in iteration_rows(state, last=HISTORY_PAGE):
         cells = [f"<td>{esc(column_text(label, row, path))}</td>" for label, path in HISTORY_COLUMNS]
         attrs, marks = mark_cell(row, snap["best_iteration"])
         cells.append(f'<td style="text-align:left;white-space:nowrap">{marks}</td>')
@@ -166,7 +173,7 @@ td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}} th{{background:#
 &middot; <a href="#compare">compare two iterations</a> &middot; <a href="#trends">trends</a></p>
 <table class="forge-history"><tr>{head}</tr>
 {''.join(body)}
-</table>{LEGEND}{column_legend()}
+</table>{_older(len(state.history))}{LEGEND}{column_legend()}
 {_compare_section(ws.root)}
 </body></html>
 """

@@ -89,9 +89,11 @@ _OTHER_COLUMNS = {
     ("seed_range",): MetricInfo("seeds", "", "the training deals this iteration solved and trained on"),
     ("total_seeds",): MetricInfo("total seeds", "deals", "training deals seen up to and including this iteration"),
     ("timings", "total"): MetricInfo("minutes", "",
-                                     "the iteration's time: its stages (by the loop or by hand) and the loop's own"),
+                                     "the iteration's time: its stages (by the loop or by hand) and the loop's own, "
+                                     "over every run (stopped, failed or killed attempts included; pauses not)"),
     ("timings",): MetricInfo("train share", "share of the iteration",
-                             "the train stage's part of the iteration's wall-clock (the loop exists to train)"),
+                             "the train stage's seconds (all its attempts) over the iteration's time (the loop "
+                             "exists to train)"),
 }
 
 

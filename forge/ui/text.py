@@ -12,8 +12,9 @@ from typing import Any
 
 from forge.flywheel.archive import iteration_rows
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import PRIMARY_METRIC, best_of, metric_label
+from forge.flywheel.records import PRIMARY_METRIC, metric_label
 from forge.flywheel.state import load_state
+from forge.flywheel.status import HISTORY_PAGE
 from forge.ui.metric_info import column_info, flag_text
 
 #: History columns shown everywhere: (label, where in a history entry). Durations are seconds in
@@ -86,7 +87,8 @@ def column_text(label: str, entry: dict[str, Any], path: tuple[str, ...]) -> str
 
 
 def train_share(timings: Any) -> float | None:
-    """The share of an iteration's wall-clock its train stage took (the loop exists to train)."""
+    """The share of an iteration's time its train stage took, all attempts over every run's time
+    (forge.flywheel.timekeeping: at most 1; pauses between runs are not the iteration's time)."""
     if not isinstance(timings, dict):
         return None
     train, total = timings.get("train"), timings.get("total")
@@ -142,10 +144,13 @@ def format_text(snap: dict[str, Any]) -> str:
     if snap["history"]:
         lines.append("")
         lines.append(format_history(snap["history"], snap.get("best_iteration")))
+        if snap.get("history_count", 0) > len(snap["history"]):
+            lines.append(f"(the newest {len(snap['history'])} of {snap['history_count']} recorded iterations; "
+                         "every one is in history.jsonl)")
         shares = [s for s in (train_share(h.get("timings")) for h in snap["history"][-3:]) if s is not None]
         if shares:
             lines.append(f"training took {sum(shares) / len(shares):.0%} of the last {len(shares)} iteration(s)' "
-                         "wall-clock (train stage / iteration)")
+                         "time (train stage / iteration, over every run; pauses not counted)")
         flagged = [(h["iteration"], f) for h in snap["history"] for f in h.get("flags") or []]
         if flagged:
             lines.append("flagged (worse than the best earlier iteration's when recorded):")
@@ -187,8 +192,8 @@ def format_archive(root: str | os.PathLike = ".") -> str:
               "by hand", "modified", "failed attempts", ""]
     units = ["", "", ""] + [column_info(m).unit for m in metrics] + [""] * 5
     rows = [labels, units]
-    best = best_of(state.history, *PRIMARY_METRIC)
-    for row in iteration_rows(state):
+    best = state.history.best()
+    for row in iteration_rows(state, last=HISTORY_PAGE):
         books = row.get("notebooks") or {}
         folder = Path(next(iter(books.values()))).parent.name if books else "-"
         mark = ("*" if best is not None and row["status"] == "done" and row["iteration"] == best.iteration else ""
@@ -204,6 +209,9 @@ def format_archive(root: str | os.PathLike = ".") -> str:
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(labels))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    if len(state.history) > HISTORY_PAGE:
+        lines.append(f"(the newest {HISTORY_PAGE} of {len(state.history)} recorded iterations; every one is in "
+                     "history.jsonl)")
     lines.append(f"(* the best iteration by {metric_label(*PRIMARY_METRIC)}; ! a tracked metric was worse than "
                  "the best earlier iteration's when it was recorded; by hand: stages a person ran in a notebook)")
     index = ws.root / "archive" / "index.html"

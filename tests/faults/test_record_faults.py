@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers.loop import flywheel, state
+from helpers.loop import cli, flywheel, one_line_error, state
 
-from faults.test_state_faults import cli, one_line_error
 from forge.flywheel.config import ConfigError, config_from_dict, load_preset
 from forge.flywheel.context import context
+from forge.flywheel.history import seeds_counted
 from forge.flywheel.lock import Heartbeat
 from forge.flywheel.loop import _fail, _history_entry, run_loop
 from forge.flywheel.paths import Workspace
@@ -267,9 +267,8 @@ def test_kind7_a_seed_trained_twice_counts_once(tiny_runs, tmp_path: Path) -> No
     rewind(ws, seeds=[0, 1, 2, 3])
     st = load_state(ws)
     assert _history_entry(Workspace.at(ws), st, 1.0).total_seeds == 4
-    from forge.flywheel import integrity
 
-    assert integrity.seeds_counted(st.history, [4, 5]) == 6
+    assert seeds_counted(st.history, [4, 5]) == 6
 
 
 # ---------------------------------------------------------------------------------------------- recoveries

@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.loop import cli, one_line_error
 
 from forge.flywheel.config import load_preset
 from forge.flywheel.lock import FlywheelLock, Heartbeat
 from forge.flywheel.state import BACKUP_FILE, StateStore, begin_iteration, load_state, new_state, save_state
-
-
-def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "forge.cli.flywheel", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
-def one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    for needle in needles:
-        assert needle in res.stderr, res.stderr
 
 
 @pytest.fixture
@@ -151,10 +138,10 @@ def test_heartbeat_survives_a_failed_write(ws: Path) -> None:
     store = StateStore(ws)
     with store.edit() as st:
         begin_iteration(st)
-    path = ws / "state.yaml"
+    path = ws / ".flywheel.heartbeat"  # the heartbeat's own file (state.yaml is not rewritten by it)
     hb = Heartbeat(store, interval=0.05)
     with hb:
-        aside = ws / "state.yaml.aside"
+        aside = ws / "heartbeat.aside"
         os.replace(path, aside)
         path.mkdir()  # every write fails while a folder stands where state.yaml goes
         deadline = time.monotonic() + 30

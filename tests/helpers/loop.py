@@ -27,11 +27,17 @@ def flywheel(ws: Path, *args: str, timeout: int = 600, env: dict | None = None) 
 
 
 def state(ws: Path) -> dict:
-    return yaml.safe_load((ws / "state.yaml").read_text())
+    """state.yaml as data, with its history as the loop recorded it (in history.jsonl)."""
+    from forge.flywheel.state import load_state
+
+    data = yaml.safe_load((ws / "state.yaml").read_text())
+    data["history"] = [h.to_dict() for h in load_state(ws).history]
+    return data
 
 
 def edit_state(ws: Path, change) -> None:
-    data = state(ws)
+    """Edit state.yaml by hand, as a person would."""
+    data = yaml.safe_load((ws / "state.yaml").read_text())
     change(data)
     (ws / "state.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
@@ -90,3 +96,17 @@ def copy_after_one(runs: dict[str, Path], dest: Path) -> Path:
     """A fresh workspace identical to the reference after iteration 1 (paths inside are relative)."""
     shutil.copytree(runs["after_one"], dest, symlinks=True)
     return dest
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``python -m forge.cli.flywheel ARGS`` in ``cwd`` with the environment as given (no fake key added)."""
+    return subprocess.run([sys.executable, "-m", "forge.cli.flywheel", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
+    """A user mistake: exit 2 and one line on stderr naming each of ``needles``, never a traceback."""
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    for needle in needles:
+        assert needle in res.stderr, res.stderr

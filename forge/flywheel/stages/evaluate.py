@@ -12,9 +12,10 @@ from pydantic import Field
 from forge.digests import DigestMemo
 from forge.flywheel import integrity
 from forge.flywheel.context import Context
+from forge.flywheel.history import ANY_SERIES, seeds_counted, series_of
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import StageProgress
-from forge.flywheel.records import PRIMARY_METRIC, TRACKED, MetricSource, best_of, better, metric_label
+from forge.flywheel.records import PRIMARY_METRIC, TRACKED, MetricSource, better, metric_label
 from forge.flywheel.stages import running, tokenize, train
 from forge.flywheel.stages.base import ConfigView, Stage, StageResult, untracked
 from forge.flywheel.state import State
@@ -106,16 +107,18 @@ def work(ctx: Context, cfg: EvaluateConfig, progress: StageProgress, memo: Diges
     progress.update(phase="golden test and play-out", force=True)
     test = score(ckpt, ctx.ws.dataset, "test", playout_deals=cfg.playout_deals, device=device)
     playout = {k: test.pop(k) for k in list(test) if k.startswith("playout")}
-    series = integrity.same_series(ctx.earlier(), cfg)  # scored on the same golden sets
-    prev = series[-1] if series else None
-    best = best_of(series, *PRIMARY_METRIC)
+    key = integrity.golden_key(cfg)  # compared only with iterations scored on the same golden sets
+    prev = ctx.previous()
+    if prev is not None and series_of(prev) not in (key, ANY_SERIES):
+        prev = None
+    best = ctx.state.history.best_in_series(key, before=ctx.iteration)  # from the history's summary
     result = EvaluateResult(
         checkpoint=trained.checkpoint, val=val, test=test, playout=playout,
         delta_prev=_deltas(val, prev.val if prev else None), delta_best=_deltas(val, best.val if best else None),
         best_iteration=best.iteration if best else None, primary_metric=metric_label(*PRIMARY_METRIC),
         is_best=best is None or better(PRIMARY_METRIC[1], val[PRIMARY_METRIC[1]], best.metric(*PRIMARY_METRIC)),
         golden_series=pin.series if pin else None,
-        total_seeds=integrity.seeds_counted(ctx.earlier(), ctx.seeds) if not ctx.is_past else None,
+        total_seeds=seeds_counted(ctx.state.history, ctx.seeds) if not ctx.is_past else None,
     )
     result.flags = regressions(result, best)
     progress.update(phase="W&B", force=True)

@@ -62,7 +62,7 @@ def window(ctx: Context) -> dict[str, str]:
     and is read from its shard, solved again if need be."""
     found: dict[str, str] = {}
     wanted = {ctx.ws.rel(ctx.shard(s)) for s in ctx.replay_seeds()}
-    for entry in ctx.earlier():
+    for entry in ctx.window():  # its deals were solved by these iterations (or again by a later one of them)
         recorded = generate.STAGE.read(ctx.ws, entry.iteration)
         if recorded is not None:
             found.update({rel: sha for rel, sha in recorded.outputs.shards.items() if rel in wanted})

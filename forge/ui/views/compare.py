@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from forge.errors import InputError
 from forge.flywheel.paths import find_root
-from forge.flywheel.records import PRIMARY_METRIC, TRACKED, HistoryEntry, best_of, better
+from forge.flywheel.records import PRIMARY_METRIC, TRACKED, HistoryEntry, better
 from forge.flywheel.state import load_state
 from forge.ml.catalog import REFERENCE_FIVE
 from forge.oracle.rules import DECL_NAMES, MAX_HAND
@@ -68,9 +68,15 @@ def workspace_labels(roots: Sequence[Path]) -> list[str]:
     return [f"{r.parent.name}/{r.name}" if names.count(r.name) > 1 else r.name for r in roots]
 
 
-def load_runs(roots: Sequence[str | os.PathLike | None]) -> list[Run]:
-    """Every recorded iteration of each workspace. The first may be ``None`` (this folder or its parent,
-    as a notebook finds it); the others, if relative, are taken relative to the first."""
+#: Iterations a comparison loads per workspace: the newest ones, and the best wherever it is (a long
+#: flywheel's whole history would make the view slower every day); ``last=None`` loads them all.
+RECENT = 200
+
+
+def load_runs(roots: Sequence[str | os.PathLike | None], last: int | None = RECENT) -> list[Run]:
+    """The recorded iterations of each workspace (the ``last`` newest and the best). The first may be
+    ``None`` (this folder or its parent, as a notebook finds it); the others, if relative, are taken
+    relative to the first."""
     if not roots:
         return []
     first = find_root(roots[0])
@@ -80,8 +86,11 @@ def load_runs(roots: Sequence[str | os.PathLike | None]) -> list[Run]:
     runs = []
     for path, name in zip(paths, workspace_labels(paths)):
         history = load_state(path).history
-        best = best_of(history, *PRIMARY_METRIC)
-        runs += [Run(name, path, h, best is not None and h.iteration == best.iteration) for h in history]
+        best = history.best()
+        entries = list(history) if last is None else history.tail(last)
+        if best is not None and all(h.iteration != best.iteration for h in entries):
+            entries = [best, *entries]
+        runs += [Run(name, path, h, best is not None and h.iteration == best.iteration) for h in entries]
     return runs
 
 

@@ -19,7 +19,7 @@ import polars as pl
 import torch
 from matplotlib.figure import Figure
 
-from forge.flywheel.records import HIGHER_IS_BETTER, PRIMARY_METRIC, MetricSource, best_of, better
+from forge.flywheel.records import HIGHER_IS_BETTER, PRIMARY_METRIC, MetricSource, better
 from forge.flywheel.stages.evaluate import EvaluateResult
 from forge.ml.catalog import REFERENCE_FIVE
 from forge.ml.checkpoints import load_module
@@ -114,7 +114,7 @@ def best_entry(state: Any, result: EvaluateResult) -> Any:
 
 def comparison_for(ctx: Any, result: EvaluateResult) -> str:
     """The comparison of ``ctx``'s iteration with the previous, the best before it, and the best today."""
-    best = best_of(ctx.state.history, *PRIMARY_METRIC)
+    best = ctx.state.history.best()
     return comparison_html(result, ctx.previous(), best_entry(ctx.state, result),
                            best.iteration if best is not None else None, ctx.iteration)
 
