@@ -79,6 +79,12 @@ def test_prune_keeps_best_last_and_resume_checkpoint(tmp_path: Path) -> None:
     summary = ws.root / "runs" / retention.SUMMARY
     summary.unlink()
     assert not retention.prune(ws.root, state) and retention.read_summary(ws).pruned.keys() == {1, 3, 4, 5}
+    # a run synced after its iteration was pruned: its files go at the next prune
+    state.history[3].wandb = {**state.history[3].wandb, "url": "https://wandb.ai/x/y/runs/4", "mode": "synced"}
+    assert (ws.run_dir(4) / "wandb").is_dir()
+    retention.prune(ws.root, state)
+    assert not (ws.run_dir(4) / "wandb").exists()
+    assert abs(retention.disk_total(ws) - retention._tree(ws.root)) < 100 * len(GAPS)
     # a new best replaces the old one, which is pruned in its turn
     add_iteration(ws, state, 9, 0.1)
     again = retention.prune(ws.root, state)
