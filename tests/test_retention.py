@@ -227,3 +227,15 @@ def test_the_loop_applies_the_policy_after_each_recorded_iteration(tiny_runs) ->
     assert (ws.run_dir(1) / "model.ckpt").is_file()  # retain_last 3: both kept whole
     assert (ws.root / "runs" / "wandb" / "data").is_dir()  # W&B's staging, inside the workspace
     assert "disk growth: " in format_text(snapshot(ws.root, disk=True))
+
+
+def test_a_state_recorded_before_retention_loads_with_the_defaults(tmp_path: Path) -> None:
+    import shutil
+
+    from forge.flywheel.state import load_state
+
+    shutil.copy(Path(__file__).parent / "fixtures" / "results-ae99f51" / "state.yaml", tmp_path / "state.yaml")
+    assert "retain" not in (tmp_path / "state.yaml").read_text()
+    cfg = load_state(tmp_path).config
+    assert (cfg.retention, cfg.retain_last, cfg.retain_best, cfg.retain_images, cfg.retain_logs) == (
+        "prune", 3, True, 10, 10)
