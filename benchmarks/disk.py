@@ -56,7 +56,7 @@ def simulate(n: int, retention_mode: str, root: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--keep-iterations", type=int, default=50,
+    parser.add_argument("--keep-iterations", type=int, default=20,
                         help="iterations simulated without retention (its growth is linear: extrapolated)")
     args = parser.parse_args(argv)
     started = time.perf_counter()

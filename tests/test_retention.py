@@ -79,6 +79,12 @@ def test_prune_keeps_best_last_and_resume_checkpoint(tmp_path: Path) -> None:
     summary = ws.root / "runs" / retention.SUMMARY
     summary.unlink()
     assert not retention.prune(ws.root, state) and retention.read_summary(ws).pruned.keys() == {1, 3, 4, 5}
+    # a run synced after its iteration was pruned: its files go at the next prune
+    state.history[3].wandb = {**state.history[3].wandb, "url": "https://wandb.ai/x/y/runs/4", "mode": "synced"}
+    assert (ws.run_dir(4) / "wandb").is_dir()
+    retention.prune(ws.root, state)
+    assert not (ws.run_dir(4) / "wandb").exists()
+    assert abs(retention.disk_total(ws) - retention._tree(ws.root)) < 100 * len(GAPS)
     # a new best replaces the old one, which is pruned in its turn
     add_iteration(ws, state, 9, 0.1)
     again = retention.prune(ws.root, state)
@@ -198,3 +204,38 @@ def test_wandb_offline_run_refers_only_to_files_inside_the_workspace(tmp_path: P
     grown = sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file() and "wandb" in str(p)
                    and ".config" not in str(p))
     assert not grown, f"W&B wrote under the home folder: {grown}"
+
+
+def test_the_loop_applies_the_policy_after_each_recorded_iteration(tiny_runs) -> None:
+    """Two real ``tiny`` iterations (replay_iters 1): after the second is recorded the first's deals
+    leave the window and their tokens go; the loop noted the workspace's size after each; W&B wrote
+    under the workspace."""
+    from forge.flywheel.paths import Workspace
+    from forge.flywheel.state import load_state
+
+    ws = Workspace.at(tiny_runs["ws"])
+    state = load_state(ws.root)
+    assert [h.iteration for h in state.history] == [1, 2] and state.config.replay_iters == 1
+    assert "retention: released the tokens of 1" in tiny_runs["log"]
+    assert [s[1] for s in retention.read_disk_log(ws)] == [1, 2]
+    assert (ws.run_dir(1) / retention.TOKENS_RELEASED).is_file()
+    assert not (ws.run_dir(2) / retention.TOKENS_RELEASED).exists()
+    first, second = retention._train_shas(ws, 1), retention._train_shas(ws, 2)
+    assert len(first) == len(second) == 4
+    assert not any(retention.cache_entries(ws, sha) for sha in first)
+    assert all(retention.cache_entries(ws, sha) for sha in second)  # the next iteration's window
+    assert (ws.run_dir(1) / "model.ckpt").is_file()  # retain_last 3: both kept whole
+    assert (ws.root / "runs" / "wandb" / "data").is_dir()  # W&B's staging, inside the workspace
+    assert "disk growth: " in format_text(snapshot(ws.root, disk=True))
+
+
+def test_a_state_recorded_before_retention_loads_with_the_defaults(tmp_path: Path) -> None:
+    import shutil
+
+    from forge.flywheel.state import load_state
+
+    shutil.copy(Path(__file__).parent / "fixtures" / "results-ae99f51" / "state.yaml", tmp_path / "state.yaml")
+    assert "retain" not in (tmp_path / "state.yaml").read_text()
+    cfg = load_state(tmp_path).config
+    assert (cfg.retention, cfg.retain_last, cfg.retain_best, cfg.retain_images, cfg.retain_logs) == (
+        "prune", 3, True, 10, 10)

@@ -283,7 +283,16 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
     pruned, released = summary.pruned, summary.released
     known = (len(pruned), len(released))
     needed: set[str] | None = None
-    for it in (h.iteration for h in state.history):
+    synced_since = 0
+    for entry in state.history:
+        it = entry.iteration
+        if it in pruned and (entry.wandb or {}).get("url"):  # synced after it was pruned: its run's files go
+            folder = ws.run_dir(it) / "wandb"
+            if folder.is_dir():
+                freed = _remove(folder)
+                pruned[it] = max(pruned[it] - freed, 0)
+                done.freed += freed
+                synced_since += 1
         if it not in whole and it not in pruned:
             run = ws.run_dir(it)
             size = _pruned_size(run)
@@ -304,7 +313,7 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
                 done.released.append(it)
                 done.freed += freed
             released.add(it)
-    if (len(pruned), len(released)) != known:
+    if (len(pruned), len(released)) != known or synced_since:
         write_summary(ws, summary)
     done.logs = rotate_logs(ws, cfg.retain_logs)
     # W&B's artifact cache (runs/wandb/cache, see forge.flywheel.tracking.wandb_dirs): copies of what was
