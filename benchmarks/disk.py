@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # its workspace builder is a test helper
+
+from helpers.retention_workspace import Sizes, add_iteration, new_workspace  # noqa: E402
 
 from forge.flywheel import retention  # noqa: E402
 from forge.flywheel.paths import Workspace  # noqa: E402
-from tests.retention_workspace import Sizes, add_iteration, new_workspace  # noqa: E402
 
 #: A ``quick`` iteration's files. Notebooks: a ``tiny`` iteration's four measured 545 KB (302 KB of
 #: them plots), HTML exports 280 KB more each; issue 24 measured 2.9 MB of archive for ``quick``,

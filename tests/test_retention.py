@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from helpers.processes import wait_for
+from helpers.retention_workspace import add_iteration, cache_entry_count, golden_entry, new_workspace
 
 from forge.flywheel import retention
 from forge.flywheel.config import ConfigError, load_preset
@@ -20,7 +21,6 @@ from forge.flywheel.state import save_state
 from forge.flywheel.status import snapshot
 from forge.ui.render import history_table
 from forge.ui.text import format_text
-from tests.retention_workspace import add_iteration, cache_entry_count, golden_entry, new_workspace
 
 # iteration -> val Q-gap: iteration 2 is the best
 GAPS = {1: 0.9, 2: 0.3, 3: 0.8, 4: 0.7, 5: 0.6, 6: 0.5, 7: 0.45, 8: 0.4}
@@ -76,12 +76,16 @@ def test_prune_keeps_best_last_and_resume_checkpoint(tmp_path: Path) -> None:
     assert abs(retention.disk_total(ws) - retention._tree(ws.root)) < 100 * len(GAPS)  # markers themselves
     # idempotent: nothing left to do (its summary lost too: the markers say what was done)
     assert not retention.prune(ws.root, state)
-    summary = ws.root / "runs" / retention.SUMMARY
+    summary = ws.retention_summary
     summary.unlink()
     assert not retention.prune(ws.root, state) and retention.read_summary(ws).pruned.keys() == {1, 3, 4, 5}
-    # a run synced after its iteration was pruned: its files go at the next prune
+    # a run synced after its iteration was pruned: its files go at the next prune, which `sync` has visit
+    # every iteration once by removing the summary (forge.flywheel.wandb_sync._record); a pass that does
+    # not revisit them leaves the files
     state.history[3].wandb = {**state.history[3].wandb, "url": "https://wandb.ai/x/y/runs/4", "mode": "synced"}
+    retention.prune(ws.root, state)
     assert (ws.run_dir(4) / "wandb").is_dir()
+    ws.retention_summary.unlink()
     retention.prune(ws.root, state)
     assert not (ws.run_dir(4) / "wandb").exists()
     assert abs(retention.disk_total(ws) - retention._tree(ws.root)) < 100 * len(GAPS)
@@ -93,7 +97,7 @@ def test_prune_keeps_best_last_and_resume_checkpoint(tmp_path: Path) -> None:
 
 
 def _cached(ws, state, seed: int) -> bool:
-    from tests.retention_workspace import shard_sha
+    from helpers.retention_workspace import shard_sha
 
     return bool(retention.cache_entries(ws, shard_sha(seed)))
 
@@ -239,3 +243,19 @@ def test_a_state_recorded_before_retention_loads_with_the_defaults(tmp_path: Pat
     cfg = load_state(tmp_path).config
     assert (cfg.retention, cfg.retain_last, cfg.retain_best, cfg.retain_images, cfg.retain_logs) == (
         "prune", 3, True, 10, 10)
+
+
+def test_a_pass_visits_only_the_new_iterations_and_those_it_held(tmp_path: Path) -> None:
+    """The policy's pass costs the same however long the history: after one pass, the next reads the
+    iterations recorded since and the ones it held (kept whole, in the window), not the whole history."""
+    ws, state = _workspace(tmp_path)
+    retention.prune(ws.root, state)
+    summary = retention.read_summary(ws)
+    assert summary.settled == 8 and summary.held == {2, 6, 7, 8}  # the best, the newest three (and the window)
+    add_iteration(ws, state, 9, 0.35)
+    assert [e.iteration for e in retention._to_visit(state, summary)] == [2, 6, 7, 8, 9]
+    done = retention.prune(ws.root, state)
+    assert done.iterations == [6]  # 9 joins the newest three: 6 goes
+    assert retention.read_summary(ws).held == {2, 7, 8, 9}
+    lost = retention.Summary()  # a lost summary: every iteration is visited once again, nothing pruned twice
+    assert [e.iteration for e in retention._to_visit(state, lost)] == list(range(1, 10))

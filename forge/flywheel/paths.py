@@ -76,6 +76,12 @@ class Workspace:
             return str(path)
 
     @property
+    def retention_summary(self) -> Path:
+        """forge.flywheel.retention's cache of its markers: removing it makes the next pass visit every
+        iteration once (and rebuild it from the markers)."""
+        return self.root / "runs" / "retention.json"
+
+    @property
     def stop_file(self) -> Path:
         return self.root / STOP_FILE
 

@@ -37,7 +37,6 @@ from typing import Any
 
 from forge.atomic import atomic_write, atomic_write_text
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import PRIMARY_METRIC, best_of
 from forge.flywheel.state import State
 
 #: Marker files in an iteration's run folder: its files are pruned; its deals' tokens released.
@@ -49,7 +48,6 @@ GZ = ".gz"
 DISK_LOG = "disk.jsonl"
 DISK_LOG_LINES = 500
 #: The markers' summary (a cache of them): runs/retention.json.
-SUMMARY = "retention.json"
 #: A loop or kernel log larger than this keeps only its newest half (rotated in place).
 LOG_MAX_BYTES = 8 * 2**20
 
@@ -71,10 +69,9 @@ def kept_whole(state: State) -> set[int]:
     """Recorded iterations the policy keeps whole: the newest ``retain_last`` (always the newest
     one: the next iteration starts from its checkpoint) and, with ``retain_best``, the best."""
     cfg = state.config
-    done = [h.iteration for h in state.history]
-    keep = set(done[-max(cfg.retain_last, 1):]) if done else set()
+    keep = {h.iteration for h in state.history.tail(max(cfg.retain_last, 1))}  # reads only those lines
     if cfg.retain_best:
-        best = best_of(state.history, *PRIMARY_METRIC)
+        best = state.history.best()  # from the history's summary
         if best is not None:
             keep.add(best.iteration)
     return keep
@@ -284,15 +281,8 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
     known = (len(pruned), len(released))
     needed: set[str] | None = None
     synced_since = 0
-    for entry in state.history:
+    for entry in _to_visit(state, summary):
         it = entry.iteration
-        if it in pruned and (entry.wandb or {}).get("url"):  # synced after it was pruned: its run's files go
-            folder = ws.run_dir(it) / "wandb"
-            if folder.is_dir():
-                freed = _remove(folder)
-                pruned[it] = max(pruned[it] - freed, 0)
-                done.freed += freed
-                synced_since += 1
         if it not in whole and it not in pruned:
             run = ws.run_dir(it)
             size = _pruned_size(run)
@@ -303,6 +293,15 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
                 done.iterations.append(it)
                 done.freed += freed
             pruned[it] = size
+        # synced after it was pruned (`sync` removes the summary, so every iteration is visited once): its
+        # run's files go
+        if it in pruned and (entry.wandb or {}).get("url"):
+            folder = ws.run_dir(it) / "wandb"
+            if folder.is_dir():
+                freed = _remove(folder)
+                pruned[it] = max(pruned[it] - freed, 0)
+                done.freed += freed
+                synced_since += 1
         if it not in window and it not in released:
             run = ws.run_dir(it)
             if not (run / TOKENS_RELEASED).is_file():
@@ -313,7 +312,12 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
                 done.released.append(it)
                 done.freed += freed
             released.add(it)
-    if (len(pruned), len(released)) != known or synced_since:
+    last = state.history.summary.last_iteration
+    # what a later pass must look at again among the iterations visited: those kept (whole or for the
+    # window) and those pruned whose W&B run is not synced yet; the rest is settled for good
+    held = {it for it in (whole | window) if last is not None and it <= last}
+    if (len(pruned), len(released)) != known or synced_since or held != summary.held or last != summary.settled:
+        summary.held, summary.settled = held, last
         write_summary(ws, summary)
     done.logs = rotate_logs(ws, cfg.retain_logs)
     # W&B's artifact cache (runs/wandb/cache, see forge.flywheel.tracking.wandb_dirs): copies of what was
@@ -330,23 +334,45 @@ class Summary:
 
     pruned: dict[int, int] = field(default_factory=dict)  # iteration -> its bytes once pruned
     released: set[int] = field(default_factory=set)
+    # the last recorded iteration a pass visited (None: visit them all), and the iterations up to it that
+    # a later pass must visit again: so that a pass reads only the history's newest lines
+    settled: int | None = None
+    held: set[int] = field(default_factory=set)
+
+
+def _to_visit(state: State, summary: Summary) -> list[Any]:
+    """The history entries a pass looks at: those recorded since the last pass, and the ones it held
+    (kept whole, in the window, or pruned with an unsynced W&B run); all of them without a summary."""
+    if summary.settled is None:
+        return list(state.history)
+    newer = []
+    for entry in reversed(state.history):  # pages backwards: only the newest lines are read
+        if entry.iteration <= summary.settled:
+            break
+        newer.append(entry)
+    held = [state.history.entry(it) for it in sorted(summary.held)]
+    return [e for e in held if e is not None] + newer[::-1]
 
 
 def _summary_path(ws: Workspace) -> Path:
-    return ws.root / "runs" / SUMMARY
+    return ws.retention_summary
 
 
 def read_summary(ws: Workspace) -> Summary:
     try:
         data = json.loads(_summary_path(ws).read_text())
-        return Summary({int(k): int(v) for k, v in data["pruned"].items()}, {int(i) for i in data["released"]})
+        settled = data.get("settled")
+        return Summary({int(k): int(v) for k, v in data["pruned"].items()}, {int(i) for i in data["released"]},
+                       int(settled) if settled is not None else None, {int(i) for i in data.get("held", [])})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return Summary()
 
 
 def write_summary(ws: Workspace, summary: Summary) -> None:
     atomic_write_text(_summary_path(ws), json.dumps({"pruned": {str(k): v for k, v in sorted(summary.pruned.items())},
-                                                     "released": sorted(summary.released)}), fsync=False)
+                                                     "released": sorted(summary.released),
+                                                     "settled": summary.settled, "held": sorted(summary.held)}),
+                      fsync=False)
 
 
 # ------------------------------------------------------------------------------------- disk over time

@@ -160,6 +160,8 @@ def _record(ws: Workspace, synced: dict[str, str], say: Callable[[str], None], r
                         amended = True
                 if amended:  # recorded entries changed: history.jsonl is written again, whole and atomically
                     st.history.rewrite()
+                    # pruned iterations' runs now synced can go: the retention's next pass visits every one
+                    ws.retention_summary.unlink(missing_ok=True)
             _synced_file(ws).unlink(missing_ok=True)
     except LockHeld:
         say(f"a loop is running here: the URLs are kept in {ws.rel(_synced_file(ws))} and recorded in state.yaml "

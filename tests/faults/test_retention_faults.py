@@ -12,12 +12,12 @@ import textwrap
 from pathlib import Path
 
 from helpers.processes import wait_for
+from helpers.retention_workspace import add_iteration, new_workspace
 
 from forge.flywheel import retention
 from forge.flywheel.loop import run_loop
 from forge.flywheel.state import load_state, save_state
 from forge.ui.render import history_table
-from tests.retention_workspace import add_iteration, new_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 
