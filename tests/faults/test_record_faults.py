@@ -83,7 +83,9 @@ def test_kind1_a_config_edit_mid_run_is_recorded_as_used_and_applies_next_iterat
         begin_iteration(st)
     edit(ws, lambda d: d["config"].update(lr=0.002))  # a person edits state.yaml while a stage runs
     used = context(ws).config.lr  # what the stage reads
-    Heartbeat(store).beat()  # the loop's next write
+    Heartbeat(store).beat()  # the heartbeat writes its own file, never state.yaml: the edit stays as written
+    with store.edit():  # the loop's next write of state.yaml (a stage boundary) notices it
+        pass
     on_disk = load_state(ws)
     assert on_disk.config_of(on_disk.iteration).lr == used == 3e-4  # the record and the stage agree
     assert context(ws).config.lr == used  # a stage after the heartbeat too
