@@ -168,12 +168,14 @@ def _read_entry(path: Path, expect: Mapping[str, object], arrays: bool) -> tuple
 
 def usable_entry(cache_dir: str | Path, sha: str, samples_per_shard: int, global_seed: int,
                  selection: str = "all") -> bool:
-    """Whether shard ``sha``'s tokens are cached at this sampling and pass their checks. A corrupt entry
-    is removed (with a warning naming it), so that the caller tokenizes, or solves, that shard again."""
+    """Whether shard ``sha``'s tokens are cached at this sampling, as far as the entry's header says (its
+    metadata and members: cheap, no array is read). A damaged entry is removed (with a warning naming it),
+    so that the caller tokenizes, or solves, that shard again; damage inside an array is found when the
+    split is written (:func:`_write_split`), which removes the entry and names it."""
     path = entry_path(Path(cache_dir), sha, samples_per_shard, global_seed, selection)
     if not path.exists():
         return False
-    if _read_entry(path, _expected(sha, samples_per_shard, global_seed, selection), arrays=True) is None:
+    if _read_entry(path, _expected(sha, samples_per_shard, global_seed, selection), arrays=False) is None:
         path.unlink(missing_ok=True)
         return False
     return True
@@ -284,6 +286,10 @@ def _write_split(
     start = 0
     for s in shards:
         got = _read_entry(s.entry, expect(s), arrays=True)
+        if got is None and not s.path.is_file():  # corrupt, and nothing to tokenize it again from
+            s.entry.unlink(missing_ok=True)
+            raise MissingDataError(f"{s.entry}: corrupt token-cache entry of {s.path}, whose shard is gone: removed, "
+                                   "so that building again solves the deal again (the flywheel: `retry`)")
         if got is None:  # vanished or corrupted since the first pass
             got = _tokenize_into_cache(s.path, s.entry, expect(s))
             stats.tokenized.append(s.path)

@@ -395,3 +395,27 @@ def test_a_corrupt_token_dataset_makes_tokenize_run_again_naming_the_file(tiny_r
     tokens.write_bytes(bytes(raw))
     why = tokenize.STAGE.intact(viewed(ctx, tokenize.STAGE), result, memo)
     assert why is not None and why.startswith("data/tokens/dataset/train/tokens.npy is not the recorded one")
+
+
+@pytest.mark.slow
+def test_a_token_cache_entry_with_a_damaged_array_is_named_and_retry_rebuilds_it(tiny_runs, tmp_path: Path) -> None:
+    """The entry's header reads, but an array fails its CRC: the failure names the entry (not the released
+    shard) and removes it, and `retry` then solves the deal again, with no file deleted by hand."""
+    from forge.ml.store import entry_path
+
+    ws = copy_of(tiny_runs["ws"], tmp_path)
+    shards = json.loads((ws / "runs" / "iter-0002" / "results" / "generate.json").read_text())["outputs"]["shards"]
+    rel, sha = next((r, s) for r, s in shards.items() if "golden" not in r)
+    entry = entry_path(Workspace.at(ws).token_cache, sha, 64, 0)
+    raw = bytearray(entry.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF  # inside the tokens array (the first and largest member)
+    entry.write_bytes(bytes(raw))
+    res = flywheel(ws, "--once", "--no-wandb")
+    assert res.returncode == 1, res.stdout + res.stderr
+    st = state(ws)
+    assert st["last_error"].startswith("tokenize: ") and f"{entry}: corrupt token-cache entry" in st["last_error"]
+    assert not entry.exists()
+    assert flywheel(ws, "retry").returncode == 0
+    res = flywheel(ws, "--once", "--no-wandb")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert state(ws)["history"][-1]["iteration"] == 3 and entry.is_file()
