@@ -30,6 +30,7 @@ from helpers.loop import (
 )
 from helpers.processes import alive, descendants, wait_for
 
+from forge.flywheel.stages import REGISTRY
 from forge.flywheel.status import snapshot
 from forge.ui.panel import render
 
@@ -47,7 +48,7 @@ def runs(tiny_runs) -> dict:
 def test_two_iterations_end_to_end(runs) -> None:
     ws = runs["ws"]
     st = state(ws)
-    assert st["version"] == 2 and st["status"] == "ready" and st["current"] is None
+    assert st["version"] == 3 and st["status"] == "ready" and st["current"] is None
     h1, h2 = st["history"]
     assert (h1["iteration"], h2["iteration"]) == (1, 2)
     assert (h1["seeds"], h2["seeds"]) == ([0, 1, 2, 3], [4, 5, 6, 7])
@@ -66,7 +67,9 @@ def test_two_iterations_end_to_end(runs) -> None:
             assert 0 <= h[split]["zero_regret"] <= 1 and 0 <= h[split]["blunder_rate"] <= 1
             assert 0 < h[split]["value_mae"] <= 2 * 42 and 0 < h[split]["q_mae"] <= 2 * 42
         assert h["playout"]["playout_deals"] == 10
-        assert set(h["timings"]) == {"generate", "tokenize", "train", "evaluate", "total"}
+        assert set(h["timings"]) == {"generate", "tokenize", "train", "evaluate", "total", "span"}
+        # the span is stamped to the second
+        assert sum(h["timings"][s] for s in REGISTRY) <= h["timings"]["total"] <= h["timings"]["span"] + 1
         for stage, name in zip(("generate", "tokenize", "train", "evaluate"), STAGE_FILES):
             nb = ws / h["notebooks"][stage]
             assert nb.name == f"{name}.ipynb" and nb.is_file() and nb.with_suffix(".html").is_file()

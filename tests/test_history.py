@@ -82,3 +82,24 @@ def test_pages_read_backwards_across_a_configuration_first_recorded_midway(v2: P
     for n in range(1, 7):  # every page from the end, read backwards, is what a forward read gives
         assert load_state(v2).history.tail(n) == entries[-n:]
     assert list(load_state(v2).history) == entries
+
+
+def test_the_heartbeat_never_rewrites_state_yaml(v2: Path) -> None:
+    """A beat writes its own small file; state.yaml (and its history) stays as it was, and readers see the beat."""
+    from forge.flywheel.beat import HEARTBEAT_FILE
+    from forge.flywheel.lock import Heartbeat, heartbeat_age
+    from forge.flywheel.state import StateStore, begin_iteration
+
+    save_state(v2, load_state(v2))
+    store = StateStore(v2)
+    with store.edit() as st:
+        st.current = None
+        begin_iteration(st)
+    before = (v2 / "state.yaml").stat()
+    Heartbeat(store).beat()
+    after = (v2 / "state.yaml").stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    beat = json.loads((v2 / HEARTBEAT_FILE).read_text())
+    assert beat["iteration"] == 7 and beat["pid"] == store.state.current.pid
+    seen = load_state(v2)
+    assert seen.current.heartbeat == beat["at"] and heartbeat_age(seen, v2) < 60

@@ -431,13 +431,13 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
     """One iteration; returns an exit code to stop the loop, None to go on. ``ahead`` holds the
     previous iteration's prefetch, joined before this one's first stage (its wait counts here)."""
     store.clock = Clock()
-    ahead.close()
     with store.edit() as st:
         if seeds and st.current is not None and st.current.seeds != seeds:
             raise FlywheelError(f"iteration {st.current.iteration} is already under way with seeds "
                                 f"{st.current.seeds}; finish it before asking for other seeds")
         cur = begin_iteration(st, seeds)
         st.next_action = f"wait: iteration {cur.iteration} is running"
+    ahead.close()  # after the start is stamped: the wait is in the iteration's total and in its span
     say(f"iteration {cur.iteration}: seeds {cur.seeds[0]}..{cur.seeds[-1]} ({len(cur.seeds)} deals)")
     with Heartbeat(store):
         for stage in REGISTRY.values():

@@ -55,7 +55,8 @@ def _render_parts(snap: dict[str, Any], links: bool = True) -> dict[str, str]:
 def state_key(snap: dict[str, Any]) -> tuple:
     """What a message about the flywheel is about: once this changes, an old message is stale."""
     cur = snap.get("current") or {}
-    return snap.get("status"), snap.get("iteration"), cur.get("stage"), len(snap.get("history") or [])
+    return snap.get("status"), snap.get("iteration"), cur.get("stage"), snap.get(
+        "history_count", len(snap.get("history") or []))  # the history shown is a page
 
 
 class Panel:

@@ -73,4 +73,4 @@ def test_a_stopped_killed_and_retried_iteration_records_true_times(tiny_runs, tm
     assert stages <= t["total"] <= sum(walls), (t, walls)
     assert 0 < t["train"] / t["total"] <= 1
     # the wall-clock span is apart: from the iteration's start to its record, the pauses between runs included
-    assert t["span"] >= t["total"]
+    assert t["span"] + 1 >= t["total"]  # stamped to the second
