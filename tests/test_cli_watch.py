@@ -30,6 +30,7 @@ def test_the_loop_ends_by_saying_where_to_look(tiny_runs) -> None:
     for stage in ("generate", "tokenize", "train", "evaluate"):
         assert f"  {stage:9s} started" in log
     assert "look at:" in log and "python -m forge.cli.flywheel status" in log
-    assert "archive/index.html" in log and "jupyter lab --notebook-dir=" in log and "00_status.ipynb" in log
+    assert "archive/index.html" in log and "jupyter lab --config=jupyter_server_config.py --notebook-dir=" in log
+    assert "00_status.ipynb" in log
     text = next_steps(tiny_runs["ws"])
     assert str(Path(tiny_runs["ws"]) / "archive" / "index.html") in text

@@ -27,6 +27,8 @@ class GenerateConfig(ConfigView):
     replay_iters: int
     executor: str = untracked("where deals are solved: every executor writes byte-identical shards")
     ray_address: str | None = untracked("which Ray cluster solves them: the shards are the same")
+    keep_shards: str = untracked("whether the loop deletes the training shards once the iteration is recorded: "
+                                 "the shards written are the same")
 
 
 class SolvedShard(BaseModel):
@@ -64,7 +66,7 @@ def inputs(ctx: Context, cfg: GenerateConfig, upstream: None, memo: DigestMemo) 
 def released(ctx: Context) -> set[Path]:
     """The training shards the loop deleted on purpose once ``ctx``'s iteration was recorded (keep_shards:
     golden, see ``forge.flywheel.loop.release_shards``): their tokens stay cached, nothing runs again."""
-    if not ctx.is_past or ctx.state.config_of(ctx.iteration).keep_shards != "golden":
+    if not ctx.is_past or ctx.config.keep_shards != "golden":
         return set()
     return {ctx.shard(seed) for seed in ctx.seeds + ctx.replay_seeds()}
 
