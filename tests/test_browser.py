@@ -369,8 +369,9 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
                        ("filter.nbstripout.smudge", "cat"), ("filter.nbstripout.required", "true"),
                        ("filter.nbstripout.extrakeys", "metadata.language_info")):
         git(ws, "config", key, value)
-    shutil.copy(REPO / ".gitattributes", ws / ".gitattributes")
-    git(ws, "add", ".gitattributes", "notebooks")
+    for name in (".gitattributes", ".gitignore"):  # .gitignore: JupyterLab's .ipynb_checkpoints/
+        shutil.copy(REPO / name, ws / name)
+    git(ws, "add", ".gitattributes", ".gitignore", "notebooks")
     git(ws, "commit", "-qm", "notebooks as committed")
     ARTIFACTS.mkdir(exist_ok=True)
     for name, selectors, dropdowns in STEPS:

@@ -27,9 +27,11 @@ def test_a_running_stage_says_it_started_and_how_far_it_got(tmp_path: Path) -> N
 
 def test_the_loop_ends_by_saying_where_to_look(tiny_runs) -> None:
     log = str(tiny_runs["log"])
-    for stage in ("generate", "tokenize", "train", "evaluate"):
-        assert f"  {stage:9s} started" in log
+    # generate (about 40 s here) is announced before its result line; a stage over within the watcher's
+    # poll may go unannounced, its result line following at once
+    assert log.index("  generate  started") < log.index("-> archive/iter-0001/01_generate.ipynb")
     assert "look at:" in log and "python -m forge.cli.flywheel status" in log
-    assert "archive/index.html" in log and "jupyter lab --notebook-dir=" in log and "00_status.ipynb" in log
+    assert "archive/index.html" in log and "jupyter lab --config=jupyter_server_config.py --notebook-dir=" in log
+    assert "00_status.ipynb" in log
     text = next_steps(tiny_runs["ws"])
     assert str(Path(tiny_runs["ws"]) / "archive" / "index.html") in text

@@ -165,8 +165,8 @@ def write_index(root: str | os.PathLike = ".") -> Path:
         body.append(f"<tr{attrs}>{''.join(cells)}</tr>")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>forge archive</title>
-<style>body{{font:14px/1.5 system-ui,sans-serif;margin:24px}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}} th{{background:#f4f4f4}}</style></head>
+<style>body{{font:13px/1.45 system-ui,sans-serif;margin:16px 20px}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ddd;padding:2px 6px;text-align:right}} th{{background:#f4f4f4}}</style></head>
 <body><h1>forge flywheel archive</h1>
 <p>status {badge(snap['status'])} &middot; preset {esc(snap['preset'])} &middot; W&amp;B group
 {esc(state.wandb.get('group'))} ({esc(state.wandb.get('mode'))}) &middot; seeds trained {esc(snap['total_seeds'])}

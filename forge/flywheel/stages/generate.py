@@ -31,6 +31,8 @@ class GenerateConfig(ConfigView):
     golden_samples_per_shard: int = untracked("how golden shards are sampled, not which are solved")
     global_seed: int = untracked("the tokenizer's seed: solving does not read it")
     ray_address: str | None = untracked("which Ray cluster solves them: the shards are the same")
+    keep_shards: str = untracked("whether the loop deletes the training shards once the iteration is recorded: "
+                                 "the shards written are the same")
 
 
 class SolvedShard(BaseModel):
@@ -68,7 +70,7 @@ def inputs(ctx: Context, cfg: GenerateConfig, upstream: None, memo: DigestMemo) 
 def released(ctx: Context) -> set[Path]:
     """The training shards the loop deleted on purpose once ``ctx``'s iteration was recorded (keep_shards:
     golden, see ``forge.flywheel.loop.release_shards``): their tokens stay cached, nothing runs again."""
-    if not ctx.is_past or ctx.state.config_of(ctx.iteration).keep_shards != "golden":
+    if not ctx.is_past or ctx.config.keep_shards != "golden":
         return set()
     return {ctx.shard(seed) for seed in ctx.seeds + ctx.replay_seeds()}
 
