@@ -99,11 +99,17 @@ def test_tiny_budget_prints_the_curve_and_saves_json_and_plot(tmp_path):
     assert all(b["samples"] > a["samples"] for a, b in zip(points, points[1:]))
     for p in points:
         assert 0 <= p["q_gap"] <= 84 and 0 <= p["accuracy"] <= 1 and math.isfinite(p["train_loss"])
+        # the reference catalog's five, the heads' errors in points (the tiny preset trains the Q head)
+        assert 0 <= p["zero_regret"] <= 1 and 0 <= p["blunder_rate"] <= 1
+        assert 0 < p["value_mae"] <= 84 and 0 < p["q_mae"] <= 84
+    assert curve["setup"]["module"]["q_weight"] == 1.0  # the preset's head weights
+    assert "reference Q-Val Shuffle (3.3M)" in run.stdout and "this run, last" in run.stdout
     assert curve["data"]["deals"] == 2 and curve["data"]["deals_made_now"] == 2
     assert curve["setup"]["parameters"] > 0 and 0 < curve["random_q_gap"] < 84
     table_rows = [line for line in run.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert len(table_rows) == len(points)  # one printed row per scored point
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "curve-metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the saved curve can be put side by side with another (here itself)
     again = _run("--compare", str(out / "curve.json"), str(out / "curve.json"), "--out", str(tmp_path / "cmp"))
@@ -141,9 +147,11 @@ def test_flywheel_mode_runs_a_real_loop_until_the_budget(tmp_path):
     rows = result["iterations"]
     assert [r["iteration"] for r in rows] == [1] and result["loop_exit"] == 0
     assert all(0 < r["train_share"] < 1 and 0 <= r["q_gap"] <= 84 for r in rows)
+    assert all(0 < r["value_mae"] <= 84 and 0 < r["q_mae"] <= 84 and 0 <= r["zero_regret"] <= 1 for r in rows)
     assert 0 < rows[0]["minutes"] * 60 <= result["loop_s"]
     assert "train share" in run.stdout and not (ws / ".flywheel.stop").exists()
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the figure the README shows
+    assert (out / "curve-metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     side_by_side = _run("--compare", str(out / "curve.json"), str(out / "curve.json"), "--out", str(tmp_path / "cmp"))
     assert side_by_side.returncode == 0, side_by_side.stderr[-2000:]
     assert (tmp_path / "cmp" / "compare.png").exists() and "last 3 mean" in side_by_side.stdout

@@ -267,6 +267,21 @@ def test_decision_selection_draws_by_the_spec_rule_among_decisions_only(tmp_path
     np.testing.assert_array_equal(_row_numbers(tokenize_shard(path, 6000, 7, "decisions")), eligible)
 
 
+def test_mixed_selection_draws_a_quarter_among_the_other_states(tmp_path):
+    path = _numbered_shard(tmp_path / "seed_00000042_decl_3.parquet", 5000)
+    r = np.arange(5000)
+    decision = (r % 7 != 3) & (r % 100 != r // 100)
+    decisions, others = r[decision], r[~decision]  # others: no choice matters, or terminal (r % 7 == 3)
+    out = tokenize_shard(path, 400, global_seed=7, selection="mixed")
+    want_d = decisions[np.random.default_rng((7, 42, 3)).choice(len(decisions), size=300, replace=False)]
+    want_o = others[np.random.default_rng((7, 42, 3)).choice(len(others), size=100, replace=False)]
+    want = np.concatenate([want_d, want_o[want_o % 7 != 3]])  # terminal rows dropped, as always
+    np.testing.assert_array_equal(_row_numbers(out), want)
+    assert 0 < (~decision[want]).sum() <= 100
+    again = tokenize_shard(path, 400, global_seed=7, selection="mixed")
+    np.testing.assert_array_equal(_row_numbers(again), want)
+
+
 def test_decisions_are_the_states_where_a_legal_move_loses_points():
     from forge.ml.tokenize import q_spread
 
@@ -282,7 +297,7 @@ def test_an_unknown_selection_is_refused(tmp_path):
     from forge.errors import InputError
 
     path = _numbered_shard(tmp_path / "seed_00000042_decl_3.parquet", 50)
-    with pytest.raises(InputError, match="selection must be one of all, decisions"):
+    with pytest.raises(InputError, match="selection must be one of all, decisions, mixed"):
         tokenize_shard(path, 10, 0, selection="hard")
 
 

@@ -148,25 +148,30 @@ def metrics_path(plot: Path) -> Path:
     return plot.with_name(f"{plot.stem}-metrics.png")
 
 
+def _panel_label(name: str) -> str:
+    return "states with regret (100% - zero-regret)" if name == "zero_regret" else CATALOG[name].label
+
+
 def five_metrics_figure(curves: list[dict[str, Any]], rows: str, x: str, xlabel: str, path: Path,
                         title: str) -> None:
     """The reference catalog's other four metrics against ``x`` for each curve's ``rows`` (points or
-    iterations): value MAE and Q-MAE in points (left), zero-regret and blunder rate in % (right), the
-    reference's published figures as dotted lines."""
+    iterations): value MAE and Q-MAE in points (left); the states with regret (100% - zero-regret) and
+    the blunder rate in % on a log scale (right); the reference's published figures as dotted lines."""
     fig, (mae, share) = figure()
     ref = REFERENCE_FIGURES[REFERENCE_MODEL]
+    panels = (("value_mae", mae, lambda v: v, "o-"), ("q_mae", mae, lambda v: v, "s--"),
+                    ("zero_regret", share, lambda v: 100 * (1 - v), "o-"),
+                    ("blunder_rate", share, lambda v: 100 * v, "s--"))
     for c in curves:
         label = c.get("label") or c.get("started", "")
-        for name, ax, scale, style in (("value_mae", mae, 1, "o-"), ("q_mae", mae, 1, "s--"),
-                                       ("zero_regret", share, 100, "o-"), ("blunder_rate", share, 100, "s--")):
+        for name, ax, show, style in panels:
             pts = [r for r in c[rows] if r.get(name) is not None and r.get(x) is not None]
             if pts:
-                ax.plot([r[x] for r in pts], [scale * r[name] for r in pts], style, ms=3,
-                        label=f"{label} {CATALOG[name].label}".strip())
-    for name, ax, scale in (("value_mae", mae, 1), ("q_mae", mae, 1), ("zero_regret", share, 100),
-                            ("blunder_rate", share, 100)):
-        ax.axhline(scale * ref[name], color="grey", ls=":", lw=1,
-                   label=f"{REFERENCE_MODEL} {CATALOG[name].label}: {scale * ref[name]:g}")
+                ax.plot([r[x] for r in pts], [show(r[name]) for r in pts], style, ms=3,
+                        label=f"{label} {_panel_label(name)}".strip())
+    for name, ax, show, _ in panels:
+        ax.axhline(show(ref[name]), color="grey", ls=":", lw=1,
+                   label=f"{REFERENCE_MODEL} {_panel_label(name)}: {show(ref[name]):.3g}")
     share.set_yscale("log")
     for ax in (mae, share):
         ax.set_xlabel(xlabel)

@@ -106,8 +106,9 @@ class Config:
     # Solve the next iteration's deals while this one trains (on cluster workers, or spare local cores).
     prefetch_next: bool = False
     # Which states training samples: "all" (the spec's rule) or "decisions" (only states where a legal move
-    # can lose points: most states have one legal move or only optimal ones, and teach nothing). Golden
-    # sets always hold every state.
+    # can lose points: most states have one legal move or only optimal ones, and teach the policy nothing) or
+    # "mixed" (decisions, and a quarter of the samples among the other states, which the value and Q heads
+    # need). Golden sets always hold every state.
     train_states: str = "all"
     # A training budget per iteration, over the window of this and replay_iters earlier iterations' states
     # (at most one; null: `epochs` passes over it): samples, or seconds of the train stage's training.
