@@ -161,10 +161,10 @@ def split_problem(data_dir: Path, split: str, want: dict[str, str] | None, memo:
     return None
 
 
-def pin_golden(ws: Workspace, state: State, stage: str, result: Any) -> str | None:
-    """Pin the golden sets' digests from a generate or tokenize result the loop just vouched for, or
-    check them against the pin; returns a note for the user (a new pin, a new series). A result that
-    disagrees with the pin is an IntegrityError."""
+def series_pin(ws: Workspace, state: State) -> tuple[GoldenPin, str | None]:
+    """The pin of the golden sets the iteration in progress is scored on, made (a first pin, or a new
+    comparison series) where the configuration's golden sets are not the pinned ones; with a note for
+    the user when it was."""
     cur = state.current
     assert cur is not None
     config = state.config_of(cur.iteration)
@@ -179,21 +179,35 @@ def pin_golden(ws: Workspace, state: State, stage: str, result: Any) -> str | No
         else:
             note = f"golden sets pinned (series {series}): every evaluation checks their digests"
         pin = state.golden = GoldenPin(key=key, series=series, since=cur.iteration)
-    if stage == "generate":
-        prefix = ws.rel(ws.golden(config.hand_size)) + "/"
-        found = {rel: sha for rel, sha in result.outputs.shards.items() if rel.startswith(prefix)}
-        if not pin.shards:
-            pin.shards = found
-        for rel, sha in pin.shards.items():
-            if found.get(rel) != sha:
-                raise IntegrityError(f"golden shard {rel} is not the one pinned (sha256 {sha[:12]}...): the "
-                                     "golden sets are fixed for this workspace's history; `retry` solves it again")
-    elif stage == "tokenize":
-        found = {s: result.outputs.splits.get(s) for s in GOLDEN_SPLITS}
-        if not pin.splits and all(found.values()):
-            pin.splits = dict(found)
-        for split, sums in pin.splits.items():
-            if found.get(split) != sums:
-                raise IntegrityError(f"the tokenized golden {split} split is not the one pinned: the golden sets "
-                                     "are fixed for this workspace's history; `retry` tokenizes it again")
+    return pin, note
+
+
+def pin_golden_shards(ws: Workspace, state: State, shards: dict[str, str]) -> str | None:
+    """Pin the golden shards' sha256s from a generate result the loop just vouched for (``shards``: its
+    outputs, workspace path -> sha256), or check them against the pin (IntegrityError)."""
+    pin, note = series_pin(ws, state)
+    cur = state.current
+    assert cur is not None
+    prefix = ws.rel(ws.golden(state.config_of(cur.iteration).hand_size)) + "/"
+    found = {rel: sha for rel, sha in shards.items() if rel.startswith(prefix)}
+    if not pin.shards:
+        pin.shards = found
+    for rel, sha in pin.shards.items():
+        if found.get(rel) != sha:
+            raise IntegrityError(f"golden shard {rel} is not the one pinned (sha256 {sha[:12]}...): the "
+                                 "golden sets are fixed for this workspace's history; `retry` solves it again")
+    return note
+
+
+def pin_golden_splits(ws: Workspace, state: State, splits: dict[str, dict[str, str]]) -> str | None:
+    """Pin the tokenized golden splits' checksums from a tokenize result the loop just vouched for
+    (``splits``: its outputs, split -> array -> checksum), or check them against the pin (IntegrityError)."""
+    pin, note = series_pin(ws, state)
+    found = {s: splits.get(s) for s in GOLDEN_SPLITS}
+    if not pin.splits and all(found.values()):
+        pin.splits = dict(found)
+    for split, sums in pin.splits.items():
+        if found.get(split) != sums:
+            raise IntegrityError(f"the tokenized golden {split} split is not the one pinned: the golden sets "
+                                 "are fixed for this workspace's history; `retry` tokenizes it again")
     return note

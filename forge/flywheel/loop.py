@@ -415,7 +415,8 @@ def _vouch(ws: Workspace, store: StateStore, name: str, result: Any, say: Say, o
         with store.edit() as st:
             if fresh or integrity.result_key(name) not in st.current.digests:
                 integrity.record_result(ws, st.current, name)
-            note = integrity.pin_golden(ws, st, name, result) if name in ("generate", "tokenize") and result else None
+            pin = REGISTRY[name].pin_golden
+            note = pin(ws, st, result) if pin is not None and result else None
     except integrity.IntegrityError as exc:
         _fail(ws, store, name, str(exc), on_record)
         say(f"  {name:9s} FAILED: {exc}")

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import flywheel
-from test_flywheel_loop import copy_after_one, edit_state, progress, result, start_loop_until, state
+from helpers.loop import copy_after_one, edit_state, flywheel, progress, result, start_loop_until, state
 
 pytestmark = pytest.mark.slow
 

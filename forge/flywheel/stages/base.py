@@ -177,6 +177,9 @@ class Stage(Generic[C, R]):
     prefetch_alongside: bool = False
     #: The iteration a notebook of this stage opens when none is given (None: the one in progress, or the next).
     default_iteration: Callable[[Workspace, State], int | None] | None = None
+    #: For a stage whose result holds golden-set content: pin it in the state, or check it against the pin
+    #: (forge.flywheel.integrity); returns a note for the user, raises IntegrityError on a mismatch.
+    pin_golden: Callable[[Workspace, State, R], str | None] | None = None
 
     def __post_init__(self) -> None:
         self.config.check()

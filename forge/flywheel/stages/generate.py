@@ -147,6 +147,7 @@ def work(ctx: Context, cfg: GenerateConfig, progress: StageProgress, memo: Diges
 STAGE: Stage[GenerateConfig, GenerateResult] = Stage(
     name="generate", notebook="01_generate.ipynb", upstream=None, config=GenerateConfig, result=GenerateResult,
     inputs=inputs, intact=intact, work=work, writes_under=lambda ws, iteration: ws.root / "data",
+    pin_golden=lambda ws, state, result: integrity.pin_golden_shards(ws, state, result.outputs.shards),
 )
 
 

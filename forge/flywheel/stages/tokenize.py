@@ -173,6 +173,7 @@ def work(ctx: Context, cfg: TokenizeConfig, progress: StageProgress, memo: Diges
 STAGE: Stage[TokenizeConfig, TokenizeResult] = Stage(
     name="tokenize", notebook="02_tokenize.ipynb", upstream=generate.STAGE, config=TokenizeConfig,
     result=TokenizeResult, inputs=inputs, intact=intact, work=work, writes_under=lambda ws, iteration: ws.root / "data",
+    pin_golden=lambda ws, state, result: integrity.pin_golden_splits(ws, state, result.outputs.splits),
 )
 
 
