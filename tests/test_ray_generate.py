@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[test]' brings it)")
 
-from helpers.processes import wait_for
+from helpers.processes import live_processes, wait_for
 
 from forge.oracle.generate import generate  # noqa: E402
 from forge.oracle.ray_pool import ClusterError  # noqa: E402
@@ -55,16 +55,7 @@ def _free_port() -> int:
 
 def _session_members(sid: int) -> list[int]:
     """Processes in session ``sid`` (each node runs in a session of its own, raylet workers too)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
+    return [p for p, fields in live_processes().items() if int(fields[3]) == sid]
 
 
 def _titles(pids: list[int]) -> list[str]:

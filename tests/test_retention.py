@@ -73,7 +73,7 @@ def test_prune_keeps_best_last_and_resume_checkpoint(tmp_path: Path) -> None:
     assert kept and not list((ws.run_dir(4) / "wandb").glob("*/logs"))
     assert golden.is_file() and stray.is_file()
     # the size noted for the rate (pruned iterations counted from their markers) is the size walked
-    assert abs(retention.disk_total(ws) - retention._tree(ws.root)) < 100 * len(GAPS)  # markers themselves
+    assert abs(retention.disk_total(ws) - retention.tree_size(ws.root)) < 100 * len(GAPS)  # markers themselves
     # idempotent: nothing left to do (its summary lost too: the markers say what was done)
     assert not retention.prune(ws.root, state)
     summary = ws.retention_summary
@@ -88,7 +88,7 @@ def test_prune_keeps_best_last_and_resume_checkpoint(tmp_path: Path) -> None:
     ws.retention_summary.unlink()
     retention.prune(ws.root, state)
     assert not (ws.run_dir(4) / "wandb").exists()
-    assert abs(retention.disk_total(ws) - retention._tree(ws.root)) < 100 * len(GAPS)
+    assert abs(retention.disk_total(ws) - retention.tree_size(ws.root)) < 100 * len(GAPS)
     # a new best replaces the old one, which is pruned in its turn
     add_iteration(ws, state, 9, 0.1)
     again = retention.prune(ws.root, state)

@@ -288,7 +288,7 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
             size = _pruned_size(run)
             if size is None:  # not pruned yet, or a prune a kill interrupted: (again) from the start
                 freed = _prune_files(ws, state, it)
-                size = _tree(run) + _tree(ws.archive(it))
+                size = tree_size(run) + tree_size(ws.archive(it))
                 _mark(run / PRUNED, freed, size)
                 done.iterations.append(it)
                 done.freed += freed
@@ -382,7 +382,7 @@ def disk_total(ws: Workspace) -> int:
     """Bytes under the workspace (file sizes; links not followed). A pruned iteration's folders count
     as the prune measured them (they do not change again: :class:`Summary`), so that the walk does not
     grow with the history."""
-    total = _tree(ws.root, skip={"runs", "archive"})
+    total = tree_size(ws.root, skip={"runs", "archive"})
     pruned = read_summary(ws).pruned
     runs, archive = ws.root / "runs", ws.root / "archive"
     with_run: set[str] = set()
@@ -393,13 +393,14 @@ def disk_total(ws: Workspace) -> int:
                     with_run.add(e.name)
                     number = e.name[5:]
                     size = pruned.get(int(number)) if number.isdigit() else None
-                    total += size if size is not None else _tree(Path(e.path)) + _tree(archive / e.name)
+                    total += size if size is not None else tree_size(Path(e.path)) + tree_size(archive / e.name)
     except OSError:
         pass
-    total += _tree(runs, skip_iterations=True) + _tree(archive, skip_iterations=True)
+    total += tree_size(runs, skip_iterations=True) + tree_size(archive, skip_iterations=True)
     try:
         with os.scandir(archive) as entries:  # an iteration's archive without its run folder
-            total += sum(_tree(Path(e.path)) for e in entries if e.name.startswith("iter-") and e.name not in with_run)
+            total += sum(tree_size(Path(e.path)) for e in entries
+                         if e.name.startswith("iter-") and e.name not in with_run)
     except OSError:
         pass
     return total
@@ -412,7 +413,7 @@ def _pruned_size(run: Path) -> int | None:
         return None
 
 
-def _tree(path: Path, skip: set[str] | None = None, skip_iterations: bool = False) -> int:
+def tree_size(path: Path, skip: set[str] | None = None, skip_iterations: bool = False) -> int:
     """Bytes under ``path``, less its entries named in ``skip`` (and ``iter-*`` folders, ``skip_iterations``)."""
     total = 0
     try:
@@ -421,7 +422,7 @@ def _tree(path: Path, skip: set[str] | None = None, skip_iterations: bool = Fals
                 if (skip and e.name in skip) or (skip_iterations and e.name.startswith("iter-")):
                     continue
                 if e.is_dir(follow_symlinks=False):
-                    total += _tree(Path(e.path))
+                    total += tree_size(Path(e.path))
                 elif e.is_file(follow_symlinks=False):
                     total += e.stat(follow_symlinks=False).st_size
     except OSError:

@@ -19,7 +19,7 @@ from forge.flywheel.lock import heartbeat_age, liveness, pid_alive
 from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import read_progress
 from forge.flywheel.records import PRIMARY_METRIC, metric_label
-from forge.flywheel.retention import disk_rate, read_disk_log
+from forge.flywheel.retention import disk_rate, read_disk_log, tree_size
 from forge.flywheel.stages import REGISTRY, iteration_status
 from forge.flywheel.state import State, load_state
 
@@ -65,25 +65,11 @@ def _stages(ws: Workspace, state: State) -> list[dict[str, Any]]:
     return out
 
 
-def _size(path: Path) -> int:
-    total = 0
-    try:
-        with os.scandir(path) as entries:
-            for e in entries:
-                if e.is_dir(follow_symlinks=False):
-                    total += _size(Path(e.path))
-                elif e.is_file(follow_symlinks=False):
-                    total += e.stat(follow_symlinks=False).st_size
-    except OSError:
-        pass
-    return total
-
-
 def disk_use(ws: Workspace, hand_size: int) -> dict[str, int]:
     """Bytes per kind of data, for ``status`` (training shards are deleted once tokenized unless keep_shards: all)."""
-    return {"golden shards": _size(ws.golden(hand_size)), "training shards": _size(ws.shards(hand_size)),
-            "tokens": _size(ws.root / "data" / "tokens"), "runs": _size(ws.root / "runs"),
-            "archive": _size(ws.root / "archive")}
+    return {"golden shards": tree_size(ws.golden(hand_size)), "training shards": tree_size(ws.shards(hand_size)),
+            "tokens": tree_size(ws.root / "data" / "tokens"), "runs": tree_size(ws.root / "runs"),
+            "archive": tree_size(ws.root / "archive")}
 
 
 def disk_growth(ws: Workspace) -> dict[str, Any] | None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers.loop import cli, flywheel, one_line_error, state
+from helpers.loop import cli, edit_state, flywheel, one_line_error, state
+from helpers.workspaces import tiny_workspace
 
 from forge.flywheel.config import ConfigError, config_from_dict, load_preset
 from forge.flywheel.context import context
@@ -29,22 +30,14 @@ from forge.flywheel.lock import Heartbeat
 from forge.flywheel.loop import _fail, _history_entry, run_loop
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import Current
-from forge.flywheel.state import StateError, StateStore, begin_iteration, load_state, new_state, save_state
+from forge.flywheel.state import StateError, StateStore, begin_iteration, load_state, save_state
 
 STAGES = ("generate", "tokenize", "train", "evaluate")
 
 
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
-    save_state(tmp_path, new_state(load_preset("tiny"), "records"))
-    save_state(tmp_path, load_state(tmp_path))  # a good .bak exists
-    return tmp_path
-
-
-def edit(ws: Path, change) -> None:
-    data = yaml.safe_load((ws / "state.yaml").read_text())
-    change(data)
-    (ws / "state.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return tiny_workspace(tmp_path, "records")
 
 
 def copy_of(src: Path, tmp_path: Path) -> Path:
@@ -81,7 +74,7 @@ def test_kind1_a_config_edit_mid_run_is_recorded_as_used_and_applies_next_iterat
     store = StateStore(ws)
     with store.edit() as st:
         begin_iteration(st)
-    edit(ws, lambda d: d["config"].update(lr=0.002))  # a person edits state.yaml while a stage runs
+    edit_state(ws, lambda d: d["config"].update(lr=0.002))  # a person edits state.yaml while a stage runs
     used = context(ws).config.lr  # what the stage reads
     Heartbeat(store).beat()  # the heartbeat writes its own file, never state.yaml: the edit stays as written
     with store.edit():  # the loop's next write of state.yaml (a stage boundary) notices it
@@ -253,9 +246,9 @@ def test_kind5_evaluation_refuses_golden_arrays_that_are_not_the_pinned_ones(tin
 def test_kind6_a_trained_seed_cannot_enter_the_golden_sets(ws: Path) -> None:
     entry = {"iteration": 1, "seeds": [0, 1, 2, 3], "seed_range": [0, 4], "total_seeds": 4,
              "val": {"q_gap": 0.5}}
-    edit(ws, lambda d: d.update(history=[entry]))
+    edit_state(ws, lambda d: d.update(history=[entry]))
     assert load_state(ws).history[0].seeds == [0, 1, 2, 3]
-    edit(ws, lambda d: d["config"].update(golden_val_seeds=[2, 900]))
+    edit_state(ws, lambda d: d["config"].update(golden_val_seeds=[2, 900]))
     before = (ws / "state.yaml").read_bytes()
     for args in (("status",), ("--once",)):
         one_line_error(cli(*args, cwd=ws), "config.golden_val_seeds", "already trained on (2)")
@@ -296,7 +289,7 @@ def test_after_broken_yaml_the_error_does_not_ask_to_copy_the_backup(ws: Path) -
 
 
 def test_temp_copies_of_the_state_left_by_a_kill_are_removed(ws: Path) -> None:
-    edit(ws, lambda d: d.update(status="done"))
+    edit_state(ws, lambda d: d.update(status="done"))
     temps = [ws / ".state.yaml.k1ll3d.tmp", ws / ".state.yaml.bak.x9_a.tmp"]
     for t in temps:
         t.write_text("half a state")
@@ -316,7 +309,7 @@ def test_a_stale_upstream_result_is_called_stale_not_missing(tiny_runs, tmp_path
     ws = copy_of(tiny_runs["ws"], tmp_path)
     rewind(ws)
     (ws / "runs" / "iter-0002" / "results" / "train.json").unlink()
-    edit(ws, lambda d: (d["config"].update(global_seed=7), (d["current"] or {}).pop("config", None)))
+    edit_state(ws, lambda d: (d["config"].update(global_seed=7), (d["current"] or {}).pop("config", None)))
     with pytest.raises(StageOrderError) as err:
         train.run(context(ws))
     assert "the tokenize result is stale (" in str(err.value) and "has no result" not in str(err.value)
@@ -337,7 +330,7 @@ def test_a_stale_upstream_result_is_called_stale_not_missing(tiny_runs, tmp_path
 def test_config_values_are_bounded_at_load_with_the_field_named(ws: Path, field: str, value, says: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(says)):
         config_from_dict({**load_preset("tiny").to_dict(), field: value})
-    edit(ws, lambda d: d["config"].update({field: value}))
+    edit_state(ws, lambda d: d["config"].update({field: value}))
     one_line_error(cli("status", cwd=ws), says, "state.yaml")
 
 
@@ -347,7 +340,7 @@ def test_seeds_are_bounded_and_retry_does_not_repeat_a_bad_one(ws: Path, tmp_pat
     one_line_error(cli("init", "--preset", "tiny", "--wandb-group", "g", "--start-seed", str(2**64), cwd=fresh),
                    "--start-seed must be 0..")
     assert not (fresh / "state.yaml").exists()
-    edit(ws, lambda d: d.update(next_seed=2**64, status="failed"))
+    edit_state(ws, lambda d: d.update(next_seed=2**64, status="failed"))
     for args in (("retry",), ("--once",)):
         one_line_error(cli(*args, cwd=ws), "next_seed")
     one_line_error(cli("--once", "--seed-range", f"{2**64}:{2**64 + 4}", cwd=fresh), "--seed-range")
@@ -373,7 +366,7 @@ def test_a_corrupt_token_cache_entry_is_rebuilt_without_a_manual_delete(tiny_run
     assert not (ws / rel).exists()  # released once recorded
     entry = entry_path(Workspace.at(ws).token_cache, sha, 64, 0)
     entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
-    edit(ws, lambda d: d["config"].update(retention="keep"))  # the rebuilt entry stays to be looked at
+    edit_state(ws, lambda d: d["config"].update(retention="keep"))  # the rebuilt entry stays to be looked at
     res = flywheel(ws, "--once", "--no-wandb")
     assert res.returncode == 0, res.stdout + res.stderr
     assert state(ws)["history"][-1]["iteration"] == 3 and entry.is_file()

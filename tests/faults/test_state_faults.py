@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.loop import cli, one_line_error
+from helpers.loop import cli, edit_state, one_line_error
+from helpers.workspaces import tiny_workspace
 
 from forge.flywheel.config import load_preset
 from forge.flywheel.lock import FlywheelLock, Heartbeat
@@ -23,15 +24,7 @@ from forge.flywheel.state import BACKUP_FILE, StateStore, begin_iteration, load_
 
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
-    save_state(tmp_path, new_state(load_preset("tiny"), "faults"))
-    save_state(tmp_path, load_state(tmp_path))  # a good .bak exists
-    return tmp_path
-
-
-def edit(ws: Path, change) -> None:
-    data = yaml.safe_load((ws / "state.yaml").read_text())
-    change(data)
-    (ws / "state.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return tiny_workspace(tmp_path, "faults")
 
 
 HISTORY_ENTRY = {"iteration": 1, "seeds": [0, 1, 2, 3], "seed_range": [0, 4], "total_seeds": 4,
@@ -55,7 +48,7 @@ HISTORY_ENTRY = {"iteration": 1, "seeds": [0, 1, 2, 3], "seed_range": [0, 4], "t
      "current.iteration 1 is already in history"),
 ])
 def test_bad_state_fields_are_named_in_one_line(ws: Path, change, field: str) -> None:
-    edit(ws, change)
+    edit_state(ws, change)
     before = (ws / "state.yaml").read_bytes()
     for args in (("status",), ("--once",)):
         one_line_error(cli(*args, cwd=ws), field, "state.yaml")

@@ -21,9 +21,9 @@ def wait_for(condition: Any, timeout: float, what: str) -> Any:
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (children, grandchildren, ...), from /proc."""
-    parent: dict[int, int] = {}
+def live_processes() -> dict[int, list[str]]:
+    """Each live (not zombie) process's /proc stat fields after its name: state, ppid, pgrp, session, ..."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -31,7 +31,13 @@ def descendants(pid: int) -> set[int]:
             except OSError:
                 continue
             if fields[0] != "Z":
-                parent[int(entry.name)] = int(fields[1])
+                found[int(entry.name)] = fields
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, grandchildren, ...), from /proc."""
+    parent = {p: int(fields[1]) for p, fields in live_processes().items()}
     found, frontier = set(), {pid}
     while frontier:
         frontier = {p for p, pp in parent.items() if pp in frontier} - found

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from forge.flywheel.config import load_preset
 from forge.flywheel.records import HistoryEntry
-from forge.flywheel.state import Current, new_state, save_state
+from forge.flywheel.state import Current, load_state, new_state, save_state
 
 #: What the prepared failed workspace holds, for assertions on every view of it.
 FAILED = {
@@ -86,4 +86,11 @@ def reviewed_workspace(root: Path, entries: list[HistoryEntry] | None = None) ->
             (root / nb).parent.mkdir(parents=True, exist_ok=True)
             (root / nb).write_text("{}")
             (root / nb).with_suffix(".html").write_text("<html></html>")
+    return root
+
+
+def tiny_workspace(root: Path, group: str) -> Path:
+    """A fresh ``tiny`` flywheel in ``root`` whose state.yaml has a good backup beside it."""
+    save_state(root, new_state(load_preset("tiny"), group))
+    save_state(root, load_state(root))
     return root
