@@ -406,6 +406,7 @@ def test_a_token_cache_entry_with_a_damaged_array_is_named_and_retry_rebuilds_it
     raw = bytearray(entry.read_bytes())
     raw[len(raw) // 3] ^= 0xFF  # inside the tokens array (the first and largest member)
     entry.write_bytes(bytes(raw))
+    edit_state(ws, lambda d: d["config"].update(retention="keep"))  # the rebuilt entry stays to be looked at
     res = flywheel(ws, "--once", "--no-wandb")
     assert res.returncode == 1, res.stdout + res.stderr
     st = state(ws)
