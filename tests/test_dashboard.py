@@ -34,6 +34,7 @@ def tiny(tmp_path: Path) -> Path:
     return ws
 
 
+@pytest.mark.slow
 def test_start_launches_a_detached_loop_that_stop_ends_after_its_stage(tiny: Path) -> None:
     Workspace.at(tiny).stop_file.touch()  # left by an earlier stop request: must not stop the new loop
     started = start_iteration(tiny)

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from helpers.notebooks import git, repo_with_filter
 
 from forge.ui.git_save import post_save
@@ -27,6 +28,7 @@ def saved_by_jupyterlab(committed: str, source_edit: str | None = None) -> str:
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
+@pytest.mark.slow
 def test_a_notebook_saved_with_its_outputs_is_clean_for_git_status(tmp_path: Path) -> None:
     repo = repo_with_filter(tmp_path / "repo")
     book = repo / "notebooks" / "03_train.ipynb"

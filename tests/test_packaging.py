@@ -6,6 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from helpers.notebooks import strip_as_committed
 
@@ -61,6 +62,7 @@ def test_notebooks_are_filtered_by_nbstripout() -> None:
     assert "notebooks/*.ipynb filter=nbstripout" in attributes
 
 
+@pytest.mark.slow
 def test_committed_notebooks_are_what_the_filter_writes() -> None:
     """A fresh clone that ran the README's main command (nbstripout --install, then the loop) shows
     a clean `git status` only if every committed notebook is already the clean filter's output."""
@@ -68,6 +70,7 @@ def test_committed_notebooks_are_what_the_filter_writes() -> None:
         assert strip_as_committed(text) == text, f"{name}: commit it through the filter (git add --renormalize)"
 
 
+@pytest.mark.slow
 def test_a_notebook_saved_by_jupyterlab_is_clean_for_git() -> None:
     """What JupyterLab writes on save (outputs, counts, its kernelspec name, the kernel's language_info
     with its Python version) strips back to the committed notebook: opening and saving a notebook

@@ -104,6 +104,7 @@ def _policy_loss_floor(data: Path, soft_weight: float, temperature: float) -> fl
     return float(-(target * target.clamp_min(1e-30).log()).sum(-1).mean())
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_tiny_model_learns_the_oracle(trained, data):
     # The policy loss cannot go below the entropy of its (soft, tie-sharing) targets: compare
     # what is above that floor at the start and at the end.
@@ -123,6 +124,7 @@ def test_tiny_model_learns_the_oracle(trained, data):
     assert trained.best_q_gap <= m["val/q_gap"]
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_checkpoints_round_trip(trained, data):
     assert trained.last_checkpoint.is_file() and trained.best_checkpoint.is_file()
     assert trained.best_checkpoint.parent == trained.run_dir / "checkpoints"
@@ -147,6 +149,7 @@ def test_checkpoints_round_trip(trained, data):
     assert last["n"] == len(load_tensors(data, "val")["targets"])
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_fast_evaluation_gives_the_module_forwards_metrics(trained, data):
     """Evaluation runs the InferenceNet; on real data every metric must equal the module's own."""
     model = load_module(trained.best_checkpoint).model
@@ -167,6 +170,7 @@ def test_fast_evaluation_gives_the_module_forwards_metrics(trained, data):
         assert fast["q_gap"] == pytest.approx(slow["q_gap"], abs=ties * MAX_GAP / n)
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_a_model_can_play_by_its_q_head(data, tmp_path):
     """The reference trainer's best recipe: Q-value MSE on legal moves (plus value 0.5), no policy
     loss, moves chosen by the highest predicted Q; validation, evaluation and play-outs all play
@@ -201,6 +205,7 @@ def test_a_recipe_that_would_play_by_an_untrained_head_is_refused(mini, tmp_path
     assert not (tmp_path / "domino").exists()
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_resume_with_another_architecture_is_a_clear_error(trained, mini, tmp_path, capsys):
     with pytest.raises(CheckpointError, match=r"'tiny' .* but this run builds a 'small'"):
         train(mini, resume=trained.best_checkpoint, model="small", run_dir=tmp_path, **FAST)
@@ -211,6 +216,7 @@ def test_resume_with_another_architecture_is_a_clear_error(trained, mini, tmp_pa
     assert len(err.splitlines()) == 1 and "'tiny'" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_resume_starts_from_the_checkpoint_weights(trained, mini, tmp_path):
     saved = read_checkpoint(trained.last_checkpoint)["state_dict"]
     seen = {}
@@ -243,6 +249,7 @@ def test_train_cli_writes_csv_logs_and_checkpoints(mini, tmp_path, capsys):
     assert "q_mae" in evaluate(second / "checkpoints" / "last.ckpt", mini, "val")
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_eval_cli_writes_metrics_and_playout(trained, data, tmp_path, capsys):
     out = tmp_path / "m.json"
     argv = ["--checkpoint", str(trained.best_checkpoint), "--data", str(data), "--split", "test",
@@ -256,6 +263,7 @@ def test_eval_cli_writes_metrics_and_playout(trained, data, tmp_path, capsys):
     assert metrics["playout_deals"] == 2 and metrics["playout_points_lost"] >= 0
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_user_mistakes_are_one_line_errors(trained, mini, tmp_path, capsys):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
@@ -401,6 +409,7 @@ def _lr_rows(metrics_csv: Path) -> list[float]:
     return [float(r["lr-AdamW/pg1"]) for r in csv.DictReader(metrics_csv.open()) if r.get("lr-AdamW/pg1")]
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_a_sample_budget_stops_mid_epoch_scores_the_last_weights_and_keeps_them(data, tmp_path):
     from forge.ml.schedule import lr_factor
 
@@ -423,6 +432,7 @@ def test_a_sample_budget_stops_mid_epoch_scores_the_last_weights_and_keeps_them(
     assert lrs[-1] == pytest.approx(1e-3 * lr_factor((res.samples - batch) / budget, 0.02, 0.05), rel=1e-3)
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_continuing_runs_follow_one_schedule_and_keep_the_optimiser(data, tmp_path):
     horizon, batch = 3000, 64
     kw = dict(epochs=None, max_samples=640, model="tiny", batch_size=batch, lr=1e-3, lr_horizon=horizon,
@@ -445,6 +455,7 @@ def test_continuing_runs_follow_one_schedule_and_keep_the_optimiser(data, tmp_pa
     assert fresh.samples_seen == 640 and _lr_rows(fresh.metrics_csv)[0] == pytest.approx(lrs1[0])
 
 
+@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_training_on_several_datasets_reads_each_train_split(data, mini, tmp_path):
     both = train(mini, train_dirs=[mini, data], epochs=1, model="tiny", batch_size=256, run_dir=tmp_path, **FAST)
     n = sum(len(load_tensors(d, "train")["targets"]) for d in (mini, data))

@@ -183,6 +183,7 @@ def test_sync_without_a_network_gives_up_at_once_outside_the_lock(ws: Path) -> N
     assert took < 30  # gave up, rather than waiting 300 s per run
 
 
+@pytest.mark.slow
 def test_init_refuses_a_baseline_of_another_architecture(ws: Path, tmp_path: Path) -> None:
     import torch
 
