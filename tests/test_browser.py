@@ -448,20 +448,25 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
     shot(browser, "archived-notebook-in-jupyterlab")
     browser.close()
     browser.switch_to.window(panel)
-    files = browser.find_element(By.CSS_SELECTOR, ".widget-html .forge-files")
-    follow_to_new_window(browser, files.find_element(By.PARTIAL_LINK_TEXT, "archive index"))
+    def files_link(how: str, text: str):
+        """A link of the panel's files line, once the panel's refresh shows it (the archive index is
+        written when the iteration is recorded, and the panel redraws every few seconds)."""
+        return waiter(browser, 60).until(lambda d: next(iter(d.find_element(
+            By.CSS_SELECTOR, ".widget-html .forge-files").find_elements(how, text)), None))
+
+    follow_to_new_window(browser, files_link(By.PARTIAL_LINK_TEXT, "archive index"))
     page = waiter(browser, 60).until(lambda d: "forge flywheel archive" in viewed(d) and viewed(d))
     assert "Compare two iterations" in page and page.count("by hand") >= 4
     shot(browser, "archive-index-in-jupyterlab")
     browser.close()
     browser.switch_to.window(panel)
-    follow_to_new_window(browser, files.find_element(By.LINK_TEXT, "state.yaml"))
+    follow_to_new_window(browser, files_link(By.LINK_TEXT, "state.yaml"))
     waiter(browser, 60).until(lambda d: any("status: ready" in e.text for e in d.find_elements(
         By.CSS_SELECTOR, ".jp-FileEditor .cm-content")))  # the editor draws the lines in view: the top
     shot(browser, "state-yaml-from-the-panel")
     browser.close()
     browser.switch_to.window(panel)
-    follow_to_new_window(browser, files.find_element(By.LINK_TEXT, "runs/iter-0001/"))
+    follow_to_new_window(browser, files_link(By.LINK_TEXT, "runs/iter-0001/"))
     waiter(browser, 60).until(lambda d: "iter-0001" in d.find_element(By.CSS_SELECTOR, ".jp-BreadCrumbs").text
                               and "results" in d.find_element(By.CSS_SELECTOR, ".jp-DirListing-content").text)
     shot(browser, "runs-folder-from-the-panel")
