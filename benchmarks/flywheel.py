@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forge.flywheel.config import config_from_dict
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import HistoryEntry
 from forge.flywheel.stages import REGISTRY
@@ -112,9 +111,9 @@ def fresh(root: Path, name: str, preset: str, index: int, **config: Any) -> Path
     store = StateStore(ws)
     if config:
         with store.edit() as st:
-            st.config = config_from_dict({**st.config.to_dict(), **config})
+            st.config = st.config.updated(config)
     shared, here = Workspace.at(root / SHARED), Workspace.at(ws)
-    hand = store.state.config.hand_size
+    hand = store.state.config.data.hand_size
     for src, dst in zip(_shared_dirs(shared, hand), _shared_dirs(here, hand), strict=True):
         link_tree(src, dst)
     return ws
@@ -123,7 +122,7 @@ def fresh(root: Path, name: str, preset: str, index: int, **config: Any) -> Path
 def collect(root: Path, ws: Path) -> None:
     """Share what a workspace made (golden shards, token cache entries) with those made after it."""
     shared, here = Workspace.at(root / SHARED), Workspace.at(ws)
-    hand = StateStore(ws).state.config.hand_size
+    hand = StateStore(ws).state.config.data.hand_size
     for src, dst in zip(_shared_dirs(here, hand), _shared_dirs(shared, hand), strict=True):
         link_tree(src, dst)
 
@@ -238,7 +237,7 @@ def overhead(root: Path, presets: list[str]) -> list[tuple[str, str, Iteration]]
         print_stages(f"{preset} iteration 2 (--once)", once)
         rows.append((preset, "--once (iter 2)", once))
         with StateStore(ws).edit() as st:
-            st.config = config_from_dict({**st.config.to_dict(), "stop_iterations": 4})
+            st.config = st.config.updated({"stop_iterations": 4})
         loop_wall = cli(ws, "--no-wandb")  # no --once: one loop runs iterations 3 and 4
         its = [measure(ws, i) for i in (3, 4)]
         for i, it in zip((3, 4), its, strict=True):

@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from forge.ml.checkpoints import load_module  # noqa: E402
 from forge.ml.data import ArrayBatches, decl_of, load_tensors  # noqa: E402
 from forge.ml.metrics import MoveMetrics  # noqa: E402
+from forge.ml.settings import HardwareSection, TrainingSection  # noqa: E402
 from forge.ml.training import train  # noqa: E402
 
 
@@ -105,10 +106,10 @@ def main() -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as runs:
-        result = train(data, epochs=epochs, batch_size=args.batch_size, model="large", run_dir=runs,
-                       wandb=False, progress=False, precision="bf16-mixed", accelerator=args.device, devices=1,
-                       val_samples=args.val_samples, seed=0,
-                       trainer_kwargs={"max_steps": total, "callbacks": [timer]})
+        result = train(data, TrainingSection(epochs=epochs, batch_size=args.batch_size, model="large",
+                                             val_samples=args.val_samples),
+                       HardwareSection(precision="bf16-mixed", accelerator=args.device), run_dir=runs, wandb=False,
+                       progress=False, trainer_kwargs={"max_steps": total, "callbacks": [timer]})
         train_peak = _peak_gib(device)
         model = load_module(result.last_checkpoint).model
     step = statistics.median(timer.times[args.warmup - 1 :])

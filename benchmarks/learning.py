@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.train_states is None:
-        args.train_states = load_preset(args.flywheel or args.preset).train_states
+        args.train_states = load_preset(args.flywheel or args.preset).data.train_states
     out = Path(args.out) if args.out else REPO / "runs" / "learning" / (
         args.label or datetime.now().strftime("%Y%m%d-%H%M%S"))
     try:

@@ -62,6 +62,7 @@ from forge.ml.checkpoints import load_module  # noqa: E402
 from forge.ml.data import ArrayBatches, DominoDataModule, load_tensors, spread_indices, subset  # noqa: E402
 from forge.ml.evaluate import evaluate_model  # noqa: E402
 from forge.ml.module import DominoModule  # noqa: E402
+from forge.ml.settings import HardwareSection, TrainingSection  # noqa: E402
 from forge.ml.store import load_split  # noqa: E402
 from forge.ml.tokenize import FEATURE_VOCAB  # noqa: E402
 from forge.ml.training import GRAD_CLIP, train  # noqa: E402
@@ -154,15 +155,15 @@ def train_rate(module: DominoModule, loader, steps: int, warmup: int, batch_size
 
 
 def timed_train(data: str | Path, batch_size: int, steps: int, warmup: int, val_samples: int = 512,
-                **kwargs) -> dict:
+                **hardware) -> dict:
     """One :func:`forge.ml.training.train` run of ``steps + warmup`` batches of the large model
     (the loop's own entry point: its callbacks, logging and checks included), timed per step.
     Under DDP every rank runs this; rank 0's step times are the run's (ranks move in lockstep)."""
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as runs:
-        result = train(data, epochs=1, batch_size=batch_size, model="large", run_dir=runs, wandb=False,
-                       progress=False, val_samples=val_samples, seed=0,
-                       trainer_kwargs={"limit_train_batches": steps + warmup, "callbacks": [timer]}, **kwargs)
+        result = train(data, TrainingSection(epochs=1, batch_size=batch_size, model="large", val_samples=val_samples),
+                       HardwareSection(**hardware), run_dir=runs, wandb=False, progress=False,
+                       trainer_kwargs={"limit_train_batches": steps + warmup, "callbacks": [timer]})
         out = {"rank": result.global_rank, "step_s": statistics.median(timer.times[warmup - 1 :]),
                "threads": torch.get_num_threads(), "omp_wait_policy": OMP_WAIT_POLICY_AT_LOAD,
                "metrics": {k: v for k, v in result.metrics.items() if k.startswith("val/")}}

@@ -289,7 +289,7 @@ def test_an_edited_config_retrains_and_reevaluates(runs, tmp_path) -> None:
     first_train, first_eval = result(ws, 2, "train"), result(ws, 2, "evaluate")
     edit_state(ws, lambda d: d["config"].update(train_seed=7))  # retrain with another seed
     status = flywheel(ws, "status")
-    assert "stale: train will run again (config.train_seed 0 -> 7)" in status.stdout
+    assert "stale: train will run again (config.training.train_seed 0 -> 7)" in status.stdout
     assert "stale: evaluate will run again (train runs again first)" in status.stdout
     by_hand(ws, "train", "evaluate")
     again_train, again_eval = result(ws, 2, "train"), result(ws, 2, "evaluate")
@@ -299,7 +299,7 @@ def test_an_edited_config_retrains_and_reevaluates(runs, tmp_path) -> None:
     edit_state(ws, lambda d: d["config"].update(epochs=3))  # edited after training by hand
     res = flywheel(ws, "--once")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "train     runs again: config.epochs 2 -> 3" in res.stdout
+    assert "train     runs again: config.training.epochs 2 -> 3" in res.stdout
     assert "evaluate  runs again" in res.stdout and "generate  already done" in res.stdout
     entry = state(ws)["history"][-1]
     assert entry["config"]["epochs"] == 3 and entry["config"]["train_seed"] == 7

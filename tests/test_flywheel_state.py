@@ -38,14 +38,16 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_presets_load_and_validate() -> None:
     tiny, quick, standard = (load_preset(n) for n in ("tiny", "quick", "standard"))
-    assert tiny.hand_size < 7 and tiny.model == "tiny"
-    assert quick.hand_size == standard.hand_size == 7 and standard.model == "large"
+    assert tiny.data.hand_size < 7 and tiny.training.model == "tiny"
+    assert quick.data.hand_size == standard.data.hand_size == 7 and standard.training.model == "large"
     for cfg in (tiny, quick, standard):
-        assert cfg.lr <= cfg.scratch_lr, cfg.preset  # fine-tuning never outpaces training from scratch
+        # fine-tuning never outpaces training from scratch
+        assert cfg.training.lr <= cfg.training.scratch_lr, cfg.preset
     # standard validates during training on a subset of its golden val set; evaluate scores all of it
-    golden_val = standard.golden_samples_per_shard * len(standard.golden_val_seeds) * len(standard.golden_decls)
-    assert standard.val_samples is not None and standard.val_samples < golden_val
-    with pytest.raises(ConfigError, match="config.batch_size"):
+    golden = standard.evaluation
+    golden_val = golden.golden_samples_per_shard * len(golden.golden_val_seeds) * len(golden.golden_decls)
+    assert standard.training.val_samples is not None and standard.training.val_samples < golden_val
+    with pytest.raises(ConfigError, match="config.training.batch_size"):
         load_preset("tiny", batch_size=0)
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         load_preset("huge")
@@ -71,13 +73,13 @@ def test_seed_plan_skips_golden_seeds() -> None:
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda d: d["config"].update(epochs="two"), "config.epochs"),
+        (lambda d: d["config"].update(epochs="two"), "config.training.epochs"),
         (lambda d: d.update(status="sleeping"), "status must be one of"),
         (lambda d: d["wandb"].update(mode="cloud"), "wandb.mode"),
         (lambda d: d.update(next_seed=-3.5), "next_seed"),
         (lambda d: d.update(current={"iteration": 1, "seeds": [1], "seed_range": [1, 2],
                                      "stages_completed": ["bake"]}), "current.stages_completed"),
-        (lambda d: d["config"].pop("model"), "config.model is missing"),
+        (lambda d: d["config"]["training"].pop("model"), "config.training.model is missing"),
     ],
 )
 def test_invalid_fields_are_named(ws: Path, edit, message: str) -> None:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from forge.errors import InputError
 from forge.flywheel.config import config_from_dict, load_preset
 from forge.flywheel.stages.fitting import TrainSettings
 from forge.ml.model import VALUE_SCALE, DominoTransformer, preset
 from forge.ml.module import DominoModule, q_loss, value_loss
+from forge.ml.settings import HardwareSection, TrainingSection
+from forge.ml.training import train
 from forge.oracle.rules import TOTAL_POINTS
 
 X = -128
@@ -49,33 +52,31 @@ def test_heads_output_points_for_every_hand_slot_and_the_state():
 def test_presets_train_the_q_head_beside_the_policy():
     for name in ("tiny", "quick", "standard"):
         cfg = load_preset(name)
-        assert cfg.q_weight > 0 and cfg.value_weight > 0, name
-        module = DominoModule.from_preset("tiny", value_weight=cfg.value_weight, q_weight=cfg.q_weight)
+        assert cfg.training.q_weight > 0 and cfg.training.value_weight > 0, name
+        training = cfg.training
+        module = DominoModule.from_preset("tiny", value_weight=training.value_weight, q_weight=training.q_weight)
         assert module.trained_heads == ("policy", "value", "q") and module.move_head == "policy"
 
 
 def test_a_config_written_before_the_head_weights_keeps_what_it_trained():
-    old = load_preset("quick").to_dict()
+    old = load_preset("quick").flat()  # as state.yaml held it then: flat, before the sections
     del old["q_weight"], old["value_weight"]
     cfg = config_from_dict(old)
-    assert (cfg.q_weight, cfg.value_weight) == (0.0, 0.5)  # no Q head, the value weight it had
+    assert (cfg.training.q_weight, cfg.training.value_weight) == (0.0, 0.5)  # no Q head, the value weight it had
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), "1"])
 def test_head_weights_are_checked(bad):
     from forge.flywheel.config import ConfigError
 
-    with pytest.raises(ConfigError, match="config.q_weight"):
+    with pytest.raises(ConfigError, match="config.training.q_weight"):
         config_from_dict({**load_preset("quick").to_dict(), "q_weight": bad})
 
 
-def test_the_train_stage_passes_the_head_weights_to_the_module(tmp_path):
-    from pathlib import Path
-
-    settings = TrainSettings(data=tmp_path, run_dir=Path("r"), epochs=1, lr=1e-3, model="tiny", resume=None,
-                             val_samples=None, batch_size=8, seed=0, precision="32", accelerator="cpu", devices=1,
-                             strategy="auto", num_nodes=1, compile=False, value_weight=2.0, q_weight=3.0)
-    args = settings.arguments()
-    assert args["module_kwargs"] == {"value_weight": 2.0, "q_weight": 3.0}
-    assert "q_weight" not in args and "value_weight" not in args
-    assert TrainSettings.from_json(settings.to_json()) == settings  # the child process's copy
+def test_the_head_weights_are_training_settings_and_reach_the_module_only_from_there(tmp_path):
+    settings = TrainSettings(data=tmp_path, run_dir=tmp_path / "r", resume=None, from_scratch=True,
+                             training=TrainingSection(model="tiny", value_weight=2.0, q_weight=3.0),
+                             hardware=HardwareSection())
+    assert TrainSettings.from_json(settings.to_json()).arguments()["training"].q_weight == 3.0  # to a child, too
+    with pytest.raises(InputError, match="q_weight is a training setting"):  # never a second way in
+        train(tmp_path, TrainingSection(model="tiny"), module_kwargs={"q_weight": 3.0})

@@ -34,13 +34,14 @@ def test_a_version_2_state_migrates_and_keeps_every_value(v2: Path) -> None:
     assert written["version"] == 3 and written["history"]["entries"] == 6 and written["history"]["best_iteration"]
     again = load_state(v2)
     # every value of every entry; fields added since the fixture was recorded read as their defaults
-    expected = [{"digests": {}, **h, "config": config_from_dict(h["config"]).to_dict()} for h in original["history"]]
+    expected = [{"digests": {}, **h, "config": config_from_dict(h["config"]).flat()} for h in original["history"]]
     assert [h.to_dict() for h in again.history] == expected
     assert dataclasses.asdict(again.current) == {"config": None, "digests": {}, **original["current"]}
     for key in ("status", "next_seed", "next_action", "wandb", "config"):
         want = original[key] if key != "config" else config_from_dict(original[key]).to_dict()  # new fields: defaults
         assert json.dumps(getattr(again, key) if key != "config" else again.config.to_dict()) == json.dumps(want)
-    assert again.config_of(3).lr == 0.0003 and again.config_of(4).lr == 0.0002 and again.config_of(4).epochs == 3
+    assert again.config_of(3).training.lr == 0.0003
+    assert again.config_of(4).training.lr == 0.0002 and again.config_of(4).training.epochs == 3
     # compact: the configuration once, then what changed; a delta_best equal to delta_prev not repeated
     lines = [json.loads(line) for line in (v2 / HISTORY_FILE).read_text().splitlines()]
     assert ["config" in line for line in lines] == [True] + [False] * 5
@@ -60,7 +61,8 @@ def test_the_views_pages_read_only_the_lines_they_show(v2: Path) -> None:
     state = load_state(v2)
     assert len(state.history) == 6 and state.total_seeds == 24
     assert [h.iteration for h in state.history.tail(3)] == [4, 5, 6]
-    assert state.history[-1].iteration == 6 and state.entry(3).iteration == 3 and state.config_of(3).lr == 0.0003
+    assert state.history[-1].iteration == 6 and state.entry(3).iteration == 3
+    assert state.config_of(3).training.lr == 0.0003
     assert state.history.best().iteration == state.history.summary.best_iteration
     from forge.flywheel.status import snapshot
 

@@ -27,6 +27,7 @@ from forge.ml.inference import InferenceNet, fp32_tolerance
 from forge.ml.model import preset
 from forge.ml.module import DominoModule
 from forge.ml.reference import REFERENCE
+from forge.ml.settings import TrainingSection
 from forge.ml.store import build_dataset
 from forge.ml.training import train
 from forge.oracle.shard import write_shard
@@ -103,7 +104,7 @@ def test_training_fine_tunes_from_it(tmp_path):
     split = {"train": [write_shard(solve(s, 6, 3), shards) for s in (1, 2)],
              "val": [write_shard(solve(3, 6, 3), shards)]}
     build_dataset(split, tmp_path / "ds", 30, 0, progress=False)
-    result = train(tmp_path / "ds", epochs=1, batch_size=32, resume=CKPT, run_dir=tmp_path / "runs",
+    result = train(tmp_path / "ds", TrainingSection(epochs=1, batch_size=32), resume=CKPT, run_dir=tmp_path / "runs",
                    wandb=False, progress=False)
     info = checkpoint_info(result.last_checkpoint)  # this project's checkpoint now, checksum and all
     assert info.imported_from is None and info.checksum and info.trained_heads == ("policy", "value")

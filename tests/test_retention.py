@@ -57,7 +57,7 @@ def test_prune_keeps_best_last_and_resume_checkpoint(tmp_path: Path) -> None:
         entries = sum(1 for s in state.entry(it).seeds if _cached(ws, state, s))
         assert entries == (4 if it in (7, 8) else 0), it
     # the next iteration starts from iteration 8's weights, which are there
-    start, _, label = context(ws.root, state=state).starting_point()
+    start, label = context(ws.root, state=state).starting_point()
     assert label == "iteration 8" and start is not None and start.is_file()
     # plots: kept by every 4th pruned iteration (retain_images), replaced by a line in the others
     nb1 = json.loads(gzip.decompress((ws.archive(1) / "01_generate.ipynb.gz").read_bytes()))
@@ -110,12 +110,13 @@ def test_retention_keep_prunes_nothing(tmp_path: Path) -> None:
 
 
 def test_retention_fields_are_checked() -> None:
-    with pytest.raises(ConfigError, match="config.retention must be one of prune, keep"):
+    with pytest.raises(ConfigError, match="config.loop.retention must be one of prune, keep"):
         load_preset("quick", retention="some")
-    with pytest.raises(ConfigError, match="config.retain_last must be at least 1"):
+    with pytest.raises(ConfigError, match="config.loop.retain_last must be at least 1"):
         load_preset("quick", retain_last=0)
     cfg = load_preset("quick")
-    assert (cfg.retention, cfg.retain_last, cfg.retain_best, cfg.retain_images, cfg.retain_logs) == (
+    loop = cfg.loop
+    assert (loop.retention, loop.retain_last, loop.retain_best, loop.retain_images, loop.retain_logs) == (
         "prune", 3, True, 10, 10)
 
 
@@ -219,7 +220,7 @@ def test_the_loop_applies_the_policy_after_each_recorded_iteration(tiny_runs) ->
 
     ws = Workspace.at(tiny_runs["ws"])
     state = load_state(ws.root)
-    assert [h.iteration for h in state.history] == [1, 2] and state.config.replay_iters == 1
+    assert [h.iteration for h in state.history] == [1, 2] and state.config.data.replay_iters == 1
     assert "retention: released the tokens of 1" in tiny_runs["log"]
     assert [s[1] for s in retention.read_disk_log(ws)] == [1, 2]
     assert (ws.run_dir(1) / retention.TOKENS_RELEASED).is_file()
@@ -241,7 +242,8 @@ def test_a_state_recorded_before_retention_loads_with_the_defaults(tmp_path: Pat
     shutil.copy(Path(__file__).parent / "fixtures" / "results-ae99f51" / "state.yaml", tmp_path / "state.yaml")
     assert "retain" not in (tmp_path / "state.yaml").read_text()
     cfg = load_state(tmp_path).config
-    assert (cfg.retention, cfg.retain_last, cfg.retain_best, cfg.retain_images, cfg.retain_logs) == (
+    loop = cfg.loop
+    assert (loop.retention, loop.retain_last, loop.retain_best, loop.retain_images, loop.retain_logs) == (
         "prune", 3, True, 10, 10)
 
 

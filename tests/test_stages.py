@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,24 +80,23 @@ def test_a_stage_reading_a_field_it_does_not_declare_fails_before_any_work(works
     ctx = stages.context(workspace, progress=False, no_wandb=True)
 
     def work(ctx, cfg, progress, memo, **options):
-        if cfg.samples_per_shard > 0:  # a new use of a field GenerateConfig does not declare
+        if cfg.data.samples_per_shard > 0:  # a new use of a field GenerateConfig does not declare
             return generate.work(ctx, cfg, progress, memo, **options)
         raise AssertionError("unreachable")
 
     careless = dataclasses.replace(generate.STAGE, work=work)
-    with pytest.raises(AttributeError, match=r"the generate stage reads config\.samples_per_shard without "
-                                             r"declaring it: add it to GenerateConfig"):
+    with pytest.raises(AttributeError, match=r"the generate stage reads config\.data\.samples_per_shard without "
+                                             r"declaring it: add 'samples_per_shard' to GenerateConfig\.reads"):
         running.run(careless, ctx)
     assert careless.read(ctx.ws, ctx.iteration) is None and not list(workspace.rglob("*.parquet"))
     # the context's own helpers read through the view as well: evaluate declares no replay window
-    with pytest.raises(AttributeError, match=r"the evaluate stage reads config\.replay_iters"):
+    with pytest.raises(AttributeError, match=r"the evaluate stage reads config\.data\.replay_iters"):
         viewed(ctx, evaluate.STAGE).replay_seeds()
 
 
 def test_a_declared_field_enters_the_fingerprint_and_an_untracked_one_does_not(workspace: Path) -> None:
-    @dataclass(frozen=True, kw_only=True)
     class Declared(generate.GenerateConfig):
-        samples_per_shard: int
+        reads = (*generate.GenerateConfig.reads, "samples_per_shard")
 
     declared = dataclasses.replace(generate.STAGE, config=Declared)
     ctx = stages.context(workspace, progress=False)
@@ -110,32 +108,40 @@ def test_a_declared_field_enters_the_fingerprint_and_an_untracked_one_does_not(w
     assert digest(stage_inputs(ray, declared)) == digest(inputs)  # where deals are solved changes no shard
 
 
-def test_a_view_must_name_config_fields_with_their_types() -> None:
-    @dataclass(frozen=True, kw_only=True)
-    class Typo(ConfigView):
-        sample_per_shard: int
+def test_a_view_must_name_config_sections_and_fields_that_exist() -> None:
+    with pytest.raises(TypeError, match="Typo reads 'sample_per_shard', which is no configuration section or field"):
+        type("Typo", (ConfigView,), {"reads": ("sample_per_shard",)})
+    with pytest.raises(TypeError, match="Marked marks 'lr_horizn', which is no configuration field"):
+        type("Marked", (ConfigView,), {"reads": ("training",), "added": {"lr_horizn": "typo"}})
 
-    @dataclass(frozen=True, kw_only=True)
-    class Retyped(ConfigView):
-        val_samples: int
 
-    with pytest.raises(TypeError, match="Typo.sample_per_shard is not a configuration field"):
-        dataclasses.replace(generate.STAGE, config=Typo)
-    with pytest.raises(TypeError, match="Retyped.val_samples is declared int, but Config has int | None"):
-        dataclasses.replace(generate.STAGE, config=Retyped)
+def test_a_view_reads_like_the_config_and_hands_over_only_whole_sections(workspace: Path) -> None:
+    config = stages.context(workspace, progress=False).config
+    view = train.STAGE.view(config)
+    assert view.training is config.training and view.hardware is config.hardware  # every field declared
+    assert view.data.hand_size == config.data.hand_size  # declared (untracked) from a section read in part
+    with pytest.raises(AttributeError, match=r"reads config\.data\.replay_iters without declaring it"):
+        _ = view.data.replay_iters
+    assert "hand_size" not in view.fingerprinted() and view.fingerprinted()["lr"] == config.training.lr
+    # an added field enters the fingerprint only away from its default
+    assert "q_weight" in view.fingerprinted()  # tiny trains a Q head (q_weight 1.0; default 0.0)
+    assert "lr_horizon" not in view.fingerprinted()  # tiny has none: the default
 
 
 def test_train_settings_are_trains_own_arguments_and_survive_the_trip_to_a_child(workspace: Path) -> None:
     ctx = stages.context(workspace, progress=False)
     cfg = train.STAGE.view(ctx.config)
     settings = train.settings(viewed(ctx, train.STAGE), cfg, data=workspace / "data", run_dir=workspace / "runs",
-                              lr=cfg.scratch_lr, resume=None, val_samples=cfg.val_samples)
+                              resume=None, from_scratch=True)
     assert TrainSettings.from_json(settings.to_json()) == settings
     parameters = inspect.signature(training.train).parameters
     assert set(settings.arguments()) <= set(parameters) and next(iter(parameters)) == "data_dir"
-    assert (settings.epochs, settings.batch_size, settings.model, settings.seed) == (
-        ctx.config.epochs, ctx.config.batch_size, ctx.config.model, ctx.config.train_seed + ctx.iteration)
-    assert not settings.multi_process and dataclasses.replace(settings, devices=2).multi_process
+    # the configuration's training section as it is, with the iteration's own seed
+    assert settings.training == ctx.config.training.model_copy(
+        update={"train_seed": ctx.config.training.train_seed + ctx.iteration})
+    assert settings.hardware is ctx.config.hardware
+    two = ctx.config.hardware.model_copy(update={"devices": 2})
+    assert not settings.multi_process and dataclasses.replace(settings, hardware=two).multi_process
 
 
 def test_the_kept_epoch_is_the_first_lowest_one() -> None:

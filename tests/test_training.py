@@ -14,6 +14,7 @@ import lightning as L
 import pytest
 import torch
 from helpers.numerics import near_ties
+from pydantic import ValidationError
 
 from forge.cli import eval as eval_cli
 from forge.cli import train as train_cli
@@ -23,14 +24,17 @@ from forge.ml.data import ArrayBatches, load_tensors, spread_indices, subset
 from forge.ml.evaluate import evaluate, evaluate_model
 from forge.ml.metrics import MAX_GAP, mover_q
 from forge.ml.model import preset
+from forge.ml.settings import HardwareSection, TrainingSection
 from forge.ml.store import build_dataset
 from forge.ml.training import train
 from forge.oracle.shard import write_shard
 from forge.oracle.solve import solve
+from forge.validation import first_problem
 
 HAND = 4  # reduced game: ~5K states per deal, solved in milliseconds
 DECL = 6  # one declaration, so a few hundred deals teach a tiny model something real
-FAST = dict(wandb=False, progress=False, precision="32")  # fp32: logged and evaluated metrics agree
+# fp32: logged and evaluated metrics agree
+FAST = dict(wandb=False, progress=False, hardware=HardwareSection(precision="32"))
 SOFT = {"temperature": 1.0, "soft_weight": 0.8}
 
 
@@ -74,9 +78,8 @@ def mini(shards, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    return train(data, epochs=6, model="tiny", batch_size=128, lr=3e-3, run_dir=runs, seed=0,
-                 module_kwargs=SOFT,
-                 trainer_kwargs={"log_every_n_steps": 1}, **FAST)
+    return train(data, TrainingSection(epochs=6, model="tiny", batch_size=128, lr=3e-3, train_seed=0), run_dir=runs,
+                 module_kwargs=SOFT, trainer_kwargs={"log_every_n_steps": 1}, **FAST)
 
 
 def _epoch_rows(path: Path, key: str) -> list[float]:
@@ -176,8 +179,8 @@ def test_a_model_can_play_by_its_q_head(data, tmp_path):
     loss, moves chosen by the highest predicted Q; validation, evaluation and play-outs all play
     by that head."""
     q_only = {"policy_weight": 0.0, "q_weight": 1.0, "move_head": "q"}
-    res = train(data, epochs=6, model="tiny", batch_size=128, lr=3e-3, run_dir=tmp_path, seed=0,
-                module_kwargs=q_only, **FAST)
+    res = train(data, TrainingSection(epochs=6, model="tiny", batch_size=128, lr=3e-3, train_seed=0),
+                run_dir=tmp_path, module_kwargs=q_only, **FAST)
     module = load_module(res.best_checkpoint)
     assert module.move_head == "q" and module.trained_heads == ("value", "q")
     assert "train/policy_loss" not in res.metrics and "val/q_mae" in res.metrics
@@ -201,14 +204,14 @@ def test_a_recipe_that_would_play_by_an_untrained_head_is_refused(mini, tmp_path
     from forge.errors import InputError
 
     with pytest.raises(InputError, match=message):
-        train(mini, epochs=1, model="tiny", run_dir=tmp_path, module_kwargs=kwargs, **FAST)
+        train(mini, TrainingSection(epochs=1, model="tiny"), run_dir=tmp_path, module_kwargs=kwargs, **FAST)
     assert not (tmp_path / "domino").exists()
 
 
 @pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_resume_with_another_architecture_is_a_clear_error(trained, mini, tmp_path, capsys):
     with pytest.raises(CheckpointError, match=r"'tiny' .* but this run builds a 'small'"):
-        train(mini, resume=trained.best_checkpoint, model="small", run_dir=tmp_path, **FAST)
+        train(mini, TrainingSection(model="small"), resume=trained.best_checkpoint, run_dir=tmp_path, **FAST)
     argv = ["--data", str(mini), "--resume", str(trained.best_checkpoint), "--model", "small",
             "--no-wandb", "--run-dir", str(tmp_path)]
     assert run_cli(train_cli.main, argv) == 2
@@ -225,7 +228,7 @@ def test_resume_starts_from_the_checkpoint_weights(trained, mini, tmp_path):
         def on_fit_start(self, trainer, module):
             seen["same"] = all(torch.equal(v, saved[k]) for k, v in module.state_dict().items())
 
-    result = train(mini, epochs=1, batch_size=64, resume=trained.last_checkpoint, run_dir=tmp_path,
+    result = train(mini, TrainingSection(epochs=1, batch_size=64), resume=trained.last_checkpoint, run_dir=tmp_path,
                    trainer_kwargs={"callbacks": [Probe()]}, **FAST)  # model=None: the checkpoint's
     assert seen == {"same": True}
     assert load_module(result.last_checkpoint).config == preset("tiny")
@@ -291,7 +294,7 @@ def test_user_mistakes_are_one_line_errors(trained, mini, tmp_path, capsys):
 
 
 def test_wandb_runs_offline_under_the_run_dir(mini, tmp_path):
-    result = train(mini, epochs=1, model="tiny", batch_size=64, run_dir=tmp_path, progress=False,
+    result = train(mini, TrainingSection(epochs=1, model="tiny", batch_size=64), run_dir=tmp_path, progress=False,
                    wandb=True, wandb_group="test")
     assert result.wandb_dir is not None and result.wandb_dir.parent == result.run_dir
     runs = [p for p in result.wandb_dir.iterdir() if p.name.startswith("offline-run-")]
@@ -306,7 +309,7 @@ def test_unreachable_wandb_never_fails_training(mini, tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", refuse)
     with pytest.warns(UserWarning, match="W&B disabled"):
-        result = train(mini, epochs=1, model="tiny", batch_size=64, run_dir=tmp_path, progress=False,
+        result = train(mini, TrainingSection(epochs=1, model="tiny", batch_size=64), run_dir=tmp_path, progress=False,
                        wandb=True, wandb_mode="online")
     assert result.wandb_dir is None and result.last_checkpoint.is_file()
 
@@ -359,7 +362,8 @@ def test_validation_subset_is_spread_over_every_shard():
 
 
 def test_training_validates_on_the_fixed_subset(mini, tmp_path):
-    result = train(mini, epochs=1, model="tiny", batch_size=64, run_dir=tmp_path, val_samples=50, **FAST)
+    result = train(mini, TrainingSection(epochs=1, model="tiny", batch_size=64, val_samples=50), run_dir=tmp_path,
+                   **FAST)
     val = load_tensors(mini, "val")
     chosen = subset(val, spread_indices(len(val["targets"]), 50))
     model = load_module(result.last_checkpoint).model
@@ -376,7 +380,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_fp32_training_is_bit_reproducible(mini, tmp_path):
-    runs = [train(mini, epochs=2, model="small", batch_size=64, run_dir=tmp_path, seed=seed,
+    runs = [train(mini, TrainingSection(epochs=2, model="small", batch_size=64, train_seed=seed), run_dir=tmp_path,
                   module_kwargs={"shuffle_hands": True}, **FAST) for seed in (7, 7, 8)]  # FAST: precision 32
     first, again, other = (_weights(r.last_checkpoint) for r in runs)
     assert first.keys() == again.keys()
@@ -385,8 +389,9 @@ def test_fp32_training_is_bit_reproducible(mini, tmp_path):
 
 
 def test_bf16_mixed_trains_and_evaluates_on_cpu(mini, tmp_path):
-    result = train(mini, epochs=4, model="tiny", batch_size=32, lr=3e-3, run_dir=tmp_path,
-                   module_kwargs=SOFT, trainer_kwargs={"log_every_n_steps": 1}, **{**FAST, "precision": "bf16-mixed"})
+    result = train(mini, TrainingSection(epochs=4, model="tiny", batch_size=32, lr=3e-3), run_dir=tmp_path,
+                   module_kwargs=SOFT, trainer_kwargs={"log_every_n_steps": 1},
+                   **{**FAST, "hardware": HardwareSection(precision="bf16-mixed")})
     saved = _weights(result.last_checkpoint)
     assert all(v.dtype == torch.float32 for v in saved.values() if v.is_floating_point())  # fp32 master weights
     value_loss = _epoch_rows(result.metrics_csv, "train/value_loss")
@@ -414,8 +419,8 @@ def test_a_sample_budget_stops_mid_epoch_scores_the_last_weights_and_keeps_them(
     from forge.ml.schedule import lr_factor
 
     budget, batch = 1000, 64
-    res = train(data, epochs=None, max_samples=budget, model="tiny", batch_size=batch, lr=1e-3, run_dir=tmp_path,
-                trainer_kwargs={"log_every_n_steps": 1}, **FAST)
+    res = train(data, TrainingSection(train_samples=budget, model="tiny", batch_size=batch, lr=1e-3),
+                run_dir=tmp_path, trainer_kwargs={"log_every_n_steps": 1}, **FAST)
     assert budget <= res.samples < budget + batch and res.samples_seen == res.samples
     assert res.best_checkpoint is None and res.last_checkpoint.is_file()
     assert read_checkpoint(res.last_checkpoint)["samples_seen"] == res.samples
@@ -435,51 +440,57 @@ def test_a_sample_budget_stops_mid_epoch_scores_the_last_weights_and_keeps_them(
 @pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_continuing_runs_follow_one_schedule_and_keep_the_optimiser(data, tmp_path):
     horizon, batch = 3000, 64
-    kw = dict(epochs=None, max_samples=640, model="tiny", batch_size=batch, lr=1e-3, lr_horizon=horizon,
-              trainer_kwargs={"log_every_n_steps": 1}, **FAST)
-    first = train(data, run_dir=tmp_path / "a", **kw)
-    second = train(data, run_dir=tmp_path / "b", resume=first.last_checkpoint, continuing=True, **kw)
+    section = TrainingSection(train_samples=640, model="tiny", batch_size=batch, lr=1e-3, lr_horizon=horizon)
+    kw = dict(trainer_kwargs={"log_every_n_steps": 1}, **FAST)
+    first = train(data, section, run_dir=tmp_path / "a", **kw)
+    second = train(data, section, run_dir=tmp_path / "b", resume=first.last_checkpoint, continuing=True, **kw)
     assert first.samples_seen == 640 and second.samples == 640 and second.samples_seen == 1280
     lrs1, lrs2 = _lr_rows(first.metrics_csv), _lr_rows(second.metrics_csv)
     # no second warm-up: the second run starts where the first stopped, one step on
     assert lrs1[0] < lrs1[-1] and lrs2[0] == pytest.approx(lrs1[-1] + (lrs1[-1] - lrs1[-2]), rel=0.05)
     together = lrs1 + lrs2
-    unbroken = train(data, run_dir=tmp_path / "c", **{**kw, "max_samples": 1280})
+    unbroken = train(data, section.model_copy(update={"train_samples": 1280}), run_dir=tmp_path / "c", **kw)
     assert together == pytest.approx(_lr_rows(unbroken.metrics_csv), rel=1e-6)
     # Adam's step count goes on across runs
     steps = [read_checkpoint(r.last_checkpoint)["optimizer_states"][0]["state"][0]["step"]
              for r in (first, second)]
     assert float(steps[1]) == 2 * float(steps[0]) == 20
     # a fine-tune (not continuing) starts a fresh warm-up
-    fresh = train(data, run_dir=tmp_path / "d", resume=first.last_checkpoint, **kw)
+    fresh = train(data, section, run_dir=tmp_path / "d", resume=first.last_checkpoint, **kw)
     assert fresh.samples_seen == 640 and _lr_rows(fresh.metrics_csv)[0] == pytest.approx(lrs1[0])
 
 
 @pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
 def test_training_on_several_datasets_reads_each_train_split(data, mini, tmp_path):
-    both = train(mini, train_dirs=[mini, data], epochs=1, model="tiny", batch_size=256, run_dir=tmp_path, **FAST)
+    both = train(mini, TrainingSection(epochs=1, model="tiny", batch_size=256), train_dirs=[mini, data],
+                 run_dir=tmp_path, **FAST)
     n = sum(len(load_tensors(d, "train")["targets"]) for d in (mini, data))
     assert both.samples == n
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"epochs": None}, "epochs may be left open only with a budget"),
-    ({"max_samples": 10, "max_seconds": 5}, "not both"),
-    ({"max_seconds": float("nan")}, "max_seconds must be a positive number"),
-    ({"continuing": True}, "continuing goes on from a checkpoint"),
+@pytest.mark.parametrize("budget, message", [
+    ({"epochs": None}, "epochs must be an integer"),
+    ({"train_samples": 10, "train_seconds": 5.0}, "train_samples and train_seconds are both set"),
+    ({"train_seconds": float("nan")}, "train_seconds must be a finite number"),
 ])
-def test_bad_budgets_are_refused_before_any_run_folder(mini, tmp_path, kwargs, message):
+def test_bad_budgets_are_refused_where_they_are_declared(budget, message):
+    with pytest.raises(ValidationError) as err:
+        TrainingSection(**budget)
+    assert message in first_problem(err.value)
+
+
+def test_continuing_without_a_checkpoint_is_refused_before_any_run_folder(mini, tmp_path):
     from forge.errors import InputError
 
-    with pytest.raises(InputError, match=message):
-        train(mini, **{"epochs": 1, "model": "tiny", "run_dir": tmp_path, **FAST, **kwargs})
+    with pytest.raises(InputError, match="continuing goes on from a checkpoint"):
+        train(mini, TrainingSection(model="tiny", epochs=1), run_dir=tmp_path, continuing=True, **FAST)
     assert not (tmp_path / "domino").exists()
 
 
 def test_a_budget_run_validates_once_per_check_and_its_bar_ends_full(mini, tmp_path, capsys):
     """A budget that ends mid-epoch: Lightning scores the weights at that epoch's end; the run must not
     score them a second time (one point logged as two epochs), and its bar counts the budget, full at the end."""
-    res = train(mini, epochs=None, max_samples=1000, model="tiny", batch_size=64, lr=1e-3, run_dir=tmp_path,
+    res = train(mini, TrainingSection(train_samples=1000, model="tiny", batch_size=64, lr=1e-3), run_dir=tmp_path,
                 **{**FAST, "progress": True})
     rows = [r for r in csv.DictReader(res.metrics_csv.open()) if r.get("val/q_gap")]
     epochs = {int(r["epoch"]) for r in csv.DictReader(res.metrics_csv.open()) if r.get("train/loss")}

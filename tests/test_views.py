@@ -29,6 +29,7 @@ from forge.ml.evaluate import evaluate
 from forge.ml.inference import inference_net
 from forge.ml.metrics import MoveMetrics
 from forge.ml.playout import Position, oracle_policy
+from forge.ml.settings import TrainingSection
 from forge.ml.store import build_dataset, load_split, read_manifest
 from forge.ml.tokenize import F_DECL, featurize
 from forge.ml.training import train
@@ -61,8 +62,8 @@ def data(tmp_path_factory) -> dict:
     dataset = root / "tokens" / "dataset"
     stats = build_dataset(paths, dataset, {"train": 200, "val": 150, "test": 150}, global_seed=3, progress=False)
     curve = training.LiveCurve(redraw=False)
-    run = train(dataset, epochs=3, lr=3e-3, batch_size=64, model="tiny", run_dir=root / "runs", wandb=False,
-                seed=0, progress=False, trainer_kwargs={"callbacks": [curve]})
+    run = train(dataset, TrainingSection(epochs=3, lr=3e-3, batch_size=64, model="tiny", train_seed=0),
+                run_dir=root / "runs", wandb=False, progress=False, trainer_kwargs={"callbacks": [curve]})
     return {"root": root, "sols": sols, "paths": paths, "dataset": dataset, "stats": stats, "run": run,
             "curve": curve, "checkpoint": run.best_checkpoint}
 
@@ -253,9 +254,9 @@ def test_a_budget_run_is_shown_in_the_budget_terms(data, tmp_path) -> None:
     and which val states each figure is on."""
     budget = 600
     curve = training.LiveCurve(redraw=False)
-    run = train(data["dataset"], epochs=None, max_samples=budget, lr=3e-3, batch_size=64, model="tiny",
-                run_dir=tmp_path, wandb=False, seed=0, progress=False, val_samples=100,
-                trainer_kwargs={"callbacks": [curve]})
+    run = train(data["dataset"],
+                TrainingSection(train_samples=budget, lr=3e-3, batch_size=64, model="tiny", val_samples=100),
+                run_dir=tmp_path, wandb=False, progress=False, trainer_kwargs={"callbacks": [curve]})
     frame = training.metrics_frame(run.metrics_csv)
     settings = training.run_settings(run.metrics_csv)
     assert training.budget_text(settings) == "600 samples"

@@ -27,6 +27,7 @@ from forge.ml.data import load_tensors
 from forge.ml.evaluate import evaluate_model
 from forge.ml.model import DominoTransformer, ModelConfig, count_parameters, preset
 from forge.ml.schedule import Budget, TrainClock
+from forge.ml.settings import HardwareSection, TrainingSection
 from forge.ml.store import read_manifest
 from forge.ml.training import train
 from ttq.common import (
@@ -195,10 +196,11 @@ def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, v
     cfg = load_preset(args.preset)
     model_over, module_kwargs = parse_settings(args.set)  # checked in main already
     # the preset's head weights, as the flywheel trains with them, unless --set says otherwise
-    module_kwargs = {"value_weight": cfg.value_weight, "q_weight": cfg.q_weight, **module_kwargs}
-    config = ModelConfig(**{**preset(args.model or cfg.model).to_dict(), **model_over})
-    lr = args.lr if args.lr is not None else cfg.scratch_lr
-    batch_size = args.batch_size or cfg.batch_size
+    weights = {"value_weight": cfg.training.value_weight, "q_weight": cfg.training.q_weight}
+    weights.update({k: module_kwargs.pop(k) for k in list(weights) if k in module_kwargs})  # training settings
+    config = ModelConfig(**{**preset(args.model or cfg.training.model).to_dict(), **model_over})
+    lr = args.lr if args.lr is not None else cfg.training.scratch_lr
+    batch_size = args.batch_size or cfg.training.batch_size
     budget = args.samples or args.budget
     kind = "samples" if args.samples else args.clock
     curve = Curve(eval_marks(budget, args.points, in_seconds=kind != "samples"), val, n_train, args.eval_batch,
@@ -206,12 +208,13 @@ def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, v
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner of GPUs and tips
     with warnings.catch_warnings():  # Lightning's notes on what this run leaves out on purpose
         warnings.filterwarnings("ignore", message=r".*(does not have many workers|LeafSpec).*")
-        res = train(val_dir, train_dirs=datasets, epochs=None, max_samples=args.samples,
-                    max_seconds=None if args.samples else args.budget, clock=args.clock, lr=lr,
-                    batch_size=batch_size, model=config, run_dir=out / "run", wandb=False, seed=args.seed,
-                    progress=False, precision=args.precision, accelerator="cpu", compile=args.compile,
-                    val_samples=FINAL_VAL_SAMPLES, module_kwargs=module_kwargs,
-                    trainer_kwargs={"callbacks": [curve]})
+        res = train(val_dir, TrainingSection(train_samples=args.samples,
+                                             train_seconds=None if args.samples else args.budget, lr=lr,
+                                             batch_size=batch_size, train_seed=args.seed,
+                                             val_samples=FINAL_VAL_SAMPLES, **weights),
+                    HardwareSection(precision=args.precision, accelerator="cpu", compile=args.compile),
+                    architecture=config, train_dirs=datasets, clock=args.clock, run_dir=out / "run", wandb=False,
+                    progress=False, module_kwargs=module_kwargs, trainer_kwargs={"callbacks": [curve]})
     hparams = dict(load_module(res.last_checkpoint).hparams)
     hparams.pop("model_config", None)
     setup = {"model": config.to_dict(), "parameters": count_parameters(DominoTransformer(config)), "lr": lr,
@@ -226,8 +229,8 @@ def run_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     data = Path(args.data)
     workers = args.workers or os.cpu_count() or 1
     val_dir, golden_s = golden_val(cfg, data, args.val_per_shard, workers)
-    seeds = train_seeds(args.start_seed, args.deals or cfg.seeds_per_iter, cfg.golden_seeds)
-    k = args.samples_per_deal or cfg.samples_per_shard
+    seeds = train_seeds(args.start_seed, args.deals or cfg.data.seeds_per_iter, cfg.evaluation.golden_seeds)
+    k = args.samples_per_deal or cfg.data.samples_per_shard
     datasets, deals_s, made = train_deals(cfg, data, seeds, k, workers, args.keep_shards, args.train_states)
     if args.prepare:
         print(f"data ready: {len(seeds)} deals x {k} samples ({made} made now in {deals_s:.0f} s), golden val "
@@ -247,7 +250,7 @@ def run_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "label": args.label, "started": started, "command": " ".join(sys.argv), "mode": "learning",
         "machine": machine(), "load_before": load_before, "load_after": load_average(),
         "budget_s": args.budget, "wall_s": time.perf_counter() - wall, "preset": cfg.preset,
-        "hand_size": cfg.hand_size, "setup": setup,
+        "hand_size": cfg.data.hand_size, "setup": setup,
         "data": {"deals": len(seeds), "first_seed": seeds[0], "last_seed": seeds[-1], "samples_per_deal": k,
                  "deals_made_now": made, "deals_s": round(deals_s, 1), "golden_made_s": round(golden_s, 1),
                  "val_states": len(val["targets"]), "val_per_shard": args.val_per_shard,

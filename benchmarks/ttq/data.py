@@ -34,16 +34,16 @@ def dataset_ready(out: Path, split: str, jobs: list[tuple[int, int]], k: int, g:
 
 def golden_val(cfg: Config, data: Path, per_shard: int, workers: int) -> tuple[Path, float]:
     """The golden val subset as a dataset (shards kept under ``data/golden-h<H>``); seconds spent."""
-    jobs = [(s, d) for s in cfg.golden_val_seeds for d in cfg.golden_decls]
-    out = data / "tokens" / f"golden-val-h{cfg.hand_size}-k{per_shard}-g{cfg.global_seed}"
-    if dataset_ready(out, "val", jobs, per_shard, cfg.global_seed):
+    jobs = [(s, d) for s in cfg.evaluation.golden_val_seeds for d in cfg.evaluation.golden_decls]
+    out = data / "tokens" / f"golden-val-h{cfg.data.hand_size}-k{per_shard}-g{cfg.data.global_seed}"
+    if dataset_ready(out, "val", jobs, per_shard, cfg.data.global_seed):
         return out, 0.0
     start = time.perf_counter()
-    golden = data / f"golden-h{cfg.hand_size}"
+    golden = data / f"golden-h{cfg.data.hand_size}"
     print(f"golden val: solving and tokenizing {len(jobs)} deals into {golden} ...", file=sys.stderr, flush=True)
-    for _ in generate(jobs, golden, hand_size=cfg.hand_size, workers=workers, progress=False):
+    for _ in generate(jobs, golden, hand_size=cfg.data.hand_size, workers=workers, progress=False):
         pass
-    build_dataset({"val": [shard_path(golden, s, d) for s, d in jobs]}, out, per_shard, cfg.global_seed,
+    build_dataset({"val": [shard_path(golden, s, d) for s, d in jobs]}, out, per_shard, cfg.data.global_seed,
                   cache_dir=data / "tokens" / "cache", progress=False)
     return out, time.perf_counter() - start
 
@@ -63,20 +63,20 @@ def train_deals(cfg: Config, data: Path, seeds: list[int], k: int, workers: int,
     """One dataset per training deal (``k`` states sampled among ``selection``), made where missing,
     a few deals at a time; returns the datasets, seconds spent and deals made."""
     tail = "" if selection == "all" else f"-{selection}"
-    root = data / "tokens" / f"train-h{cfg.hand_size}-k{k}-g{cfg.global_seed}{tail}"
-    shards = data / f"shards-h{cfg.hand_size}"
+    root = data / "tokens" / f"train-h{cfg.data.hand_size}-k{k}-g{cfg.data.global_seed}{tail}"
+    shards = data / f"shards-h{cfg.data.hand_size}"
     out = {s: root / f"seed_{s:06d}" for s in seeds}
     todo = [s for s in seeds
-            if not dataset_ready(out[s], "train", [(s, train_decl(s))], k, cfg.global_seed, selection)]
+            if not dataset_ready(out[s], "train", [(s, train_decl(s))], k, cfg.data.global_seed, selection)]
     start = time.perf_counter()
     chunk = max(4, workers)
     for i in range(0, len(todo), chunk):
         part = todo[i : i + chunk]
         print(f"training deals: solving and tokenizing seeds {part[0]}..{part[-1]} "
               f"({i + len(part)}/{len(todo)})", file=sys.stderr, flush=True)
-        for res in generate([(s, train_decl(s)) for s in part], shards, hand_size=cfg.hand_size,
+        for res in generate([(s, train_decl(s)) for s in part], shards, hand_size=cfg.data.hand_size,
                             workers=workers, progress=False):
-            build_dataset({"train": [res.path]}, out[res.seed], k, cfg.global_seed,
+            build_dataset({"train": [res.path]}, out[res.seed], k, cfg.data.global_seed,
                           cache_dir=data / "tokens" / "cache", progress=False, selection={"train": selection})
             if not keep_shards:
                 res.path.unlink(missing_ok=True)

@@ -53,10 +53,11 @@ def _minutes_since(start: datetime, stamp: str | None) -> float | None:
 def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_preset(args.flywheel)
     data = Path(args.data).resolve()
-    golden = data / f"golden-h{cfg.hand_size}"
+    golden = data / f"golden-h{cfg.data.hand_size}"
     start = time.perf_counter()
-    for _ in generate([(s, d) for s in sorted(cfg.golden_seeds) for d in cfg.golden_decls], golden,
-                      hand_size=cfg.hand_size, workers=args.workers, progress=False):
+    golden_sets = cfg.evaluation
+    for _ in generate([(s, d) for s in sorted(golden_sets.golden_seeds) for d in golden_sets.golden_decls], golden,
+                      hand_size=cfg.data.hand_size, workers=args.workers, progress=False):
         pass
     golden_s = time.perf_counter() - start
     ws = Path(args.workspace) if args.workspace else Path(tempfile.mkdtemp(prefix="forge-learning-"))

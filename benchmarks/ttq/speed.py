@@ -24,6 +24,7 @@ import yaml
 
 from forge.flywheel.config import load_preset
 from forge.ml.model import ModelConfig, preset
+from forge.ml.settings import HardwareSection, TrainingSection
 from forge.ml.training import train
 from ttq.common import load_average, machine, parse_settings, text_table
 from ttq.data import golden_val, train_deals, train_seeds
@@ -67,8 +68,8 @@ def run_speed(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     cfg = load_preset(args.preset)
     workers = args.workers or os.cpu_count() or 1
     val_dir, _ = golden_val(cfg, Path(args.data), args.val_per_shard, workers)
-    seeds = train_seeds(args.start_seed, args.deals or cfg.seeds_per_iter, cfg.golden_seeds)
-    k = args.samples_per_deal or cfg.samples_per_shard
+    seeds = train_seeds(args.start_seed, args.deals or cfg.data.seeds_per_iter, cfg.evaluation.golden_seeds)
+    k = args.samples_per_deal or cfg.data.samples_per_shard
     datasets, _, _ = train_deals(cfg, Path(args.data), seeds, k, workers, False, args.train_states)
     runs = {text: {"wall": [], "cpu": []} for text in args.speed}
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -76,16 +77,20 @@ def run_speed(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     for r in range(args.speed_rounds):
         for text, figures in runs.items():
             run, model_over, module_kwargs = variant(text)
-            config = ModelConfig(**{**preset(run.get("model", args.model or cfg.model)).to_dict(), **model_over})
-            batch_size = run.get("batch_size", args.batch_size or cfg.batch_size)
+            weights = {k: module_kwargs.pop(k) for k in ("value_weight", "q_weight") if k in module_kwargs}
+            name = run.get("model", args.model or cfg.training.model)
+            config = ModelConfig(**{**preset(name).to_dict(), **model_over})
+            batch_size = run.get("batch_size", args.batch_size or cfg.training.batch_size)
             meter = Throughput(args.speed_warmup)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=r".*(does not have many workers|LeafSpec).*")
-                train(val_dir, train_dirs=datasets, epochs=None,
-                      max_samples=(args.speed_warmup + args.speed_steps) * batch_size, lr=args.lr or cfg.scratch_lr,
-                      batch_size=batch_size, model=config, run_dir=out / "speed-runs", wandb=False,
-                      seed=args.seed + r, progress=False, precision=run.get("precision", args.precision),
-                      accelerator="cpu", compile=run.get("compile", args.compile), module_kwargs=module_kwargs,
+                samples = (args.speed_warmup + args.speed_steps) * batch_size
+                train(val_dir, TrainingSection(train_samples=samples, lr=args.lr or cfg.training.scratch_lr,
+                                               batch_size=batch_size, train_seed=args.seed + r, **weights),
+                      HardwareSection(precision=run.get("precision", args.precision), accelerator="cpu",
+                                      compile=run.get("compile", args.compile)),
+                      architecture=config, train_dirs=datasets, run_dir=out / "speed-runs", wandb=False,
+                      progress=False, module_kwargs=module_kwargs,
                       trainer_kwargs={"callbacks": [meter], "limit_val_batches": 0})
             n = meter.steps * batch_size
             figures["batch_size"] = batch_size

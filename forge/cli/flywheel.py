@@ -22,7 +22,7 @@ from pathlib import Path
 
 from forge.commandline import FLYWHEEL as PROG
 from forge.commandline import ArgumentParser, UsageError, parse_seed_range, run_cli
-from forge.flywheel.config import BOUNDS, MAX_SEED
+from forge.flywheel.config import MAX_SEED, MAX_SEEDS_PER_ITER
 from forge.flywheel.state import WANDB_MODES
 from forge.ml.model_presets import PRESETS as MODEL_PRESETS
 from forge.ml.settings import WANDB_PROJECT
@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed-range", metavar="A:B", help="train the next iteration on seeds A..B-1")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B logging for these iterations")
     parser.add_argument("--executor", choices=EXECUTORS, default=None,
-                        help="where deals are solved (sets config.executor in state.yaml)")
+                        help="where deals are solved (sets config.hardware.executor in state.yaml)")
     parser.add_argument("--ray-address", metavar="HOST:PORT", default=None,
-                        help="Ray cluster to solve deals on (sets config.ray_address; implies --executor ray)")
+                        help="Ray cluster to solve deals on (sets config.hardware.ray_address; implies --executor ray)")
     # After a command, --root may be given again; SUPPRESS keeps an absent one from resetting the first.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=argparse.SUPPRESS, help="workspace folder holding state.yaml")
@@ -109,7 +109,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     config = load_preset(args.preset, seeds_per_iter=args.seeds_per_iter, model=args.model)
     if args.baseline and not Path(args.baseline).is_file():
         raise UsageError(f"baseline checkpoint {args.baseline} not found")
-    baseline = _check_baseline(args.baseline, config.model) if args.baseline else None
+    baseline = _check_baseline(args.baseline, config.training.model) if args.baseline else None
     pretrain = None
     if args.pretrain_seeds:
         from forge.flywheel.records import Pretrain
@@ -117,7 +117,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         if baseline:
             raise UsageError("--pretrain-seeds trains the baseline; it does not go with --baseline")
         rng = _bounded(parse_seed_range(args.pretrain_seeds), "--pretrain-seeds", None)
-        chunk = args.pretrain_chunk or config.seeds_per_iter
+        chunk = args.pretrain_chunk or config.data.seeds_per_iter
         if chunk < 1:
             raise UsageError(f"--pretrain-chunk must be at least 1, got {chunk}")
         pretrain = Pretrain(seed_range=[rng.start, rng.stop], chunk=chunk)
@@ -158,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     seeds = None
     if args.seed_range:
-        rng = _bounded(parse_seed_range(args.seed_range), "--seed-range", BOUNDS["seeds_per_iter"][1])
+        rng = _bounded(parse_seed_range(args.seed_range), "--seed-range", MAX_SEEDS_PER_ITER)
         seeds = training_seeds(load_state(args.root).config, rng)
         if not seeds:
             raise UsageError(f"seed range {args.seed_range} holds only golden seeds")

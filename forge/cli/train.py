@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from forge.commandline import TRAIN, ArgumentParser, UsageError, number, run_cli
 from forge.ml.model import PRESETS
-from forge.ml.settings import PRECISIONS
+from forge.ml.settings import PRECISIONS, HardwareSection, TrainingSection
 from forge.ml.training import train
+from forge.validation import first_problem
 
 PROG = TRAIN
 
@@ -22,9 +25,9 @@ PROG = TRAIN
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Train a DominoTransformer on a tokenized dataset.")
     p.add_argument("--data", required=True, type=Path, help="tokenized dataset folder (manifest.json)")
-    p.add_argument("--epochs", type=number(int), default=10)
-    p.add_argument("--lr", type=number(float, 0), default=3e-4)
-    p.add_argument("--batch-size", type=number(int), default=512)
+    p.add_argument("--epochs", type=number(int), help=_default("epochs"))
+    p.add_argument("--lr", type=number(float, 0), help=_default("lr"))
+    p.add_argument("--batch-size", type=number(int), help=_default("batch_size"))
     p.add_argument("--model", choices=sorted(PRESETS), default=None,
                    help="architecture preset (default: the --resume checkpoint's, else large)")
     p.add_argument("--resume", type=Path, default=None, metavar="CKPT",
@@ -34,21 +37,31 @@ def parser() -> argparse.ArgumentParser:
                    help="log to W&B, offline, files under the run folder (default: on)")
     p.add_argument("--wandb-group", default=None, metavar="G")
     p.add_argument("--shuffle-hands", action="store_true", help="hand-slot shuffling augmentation")
-    p.add_argument("--q-weight", type=number(float, 0), default=0.0, help="weight of the Q-regression loss")
-    p.add_argument("--seed", type=number(int, 0), default=0)
+    p.add_argument("--value-weight", type=number(float, 0), help="weight of the value loss " + _default("value_weight"))
+    p.add_argument("--q-weight", type=number(float, 0), help="weight of the Q-regression loss " + _default("q_weight"))
+    p.add_argument("--seed", type=number(int, 0), help=_default("train_seed"))
     p.add_argument("--threads", type=number(int), default=None, help="torch CPU threads")
     p.add_argument("--val-samples", type=number(int), default=None, metavar="N",
                    help="validate each epoch on N samples spread over the val split (default: all)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default): bf16-mixed on a GPU (16-mixed on an older one), 32 on a CPU, "
                    "where it measured fastest")
-    p.add_argument("--accelerator", default="auto", help="cpu, cuda, ... (default auto)")
-    p.add_argument("--devices", type=_devices, default=1, help="devices (processes) per node, or auto")
-    p.add_argument("--strategy", default="auto", help="e.g. ddp (one process per device)")
-    p.add_argument("--num-nodes", type=number(int), default=1)
-    p.add_argument("--compile", action="store_true", help="run the network through torch.compile")
+    p.add_argument("--accelerator", help="cpu, cuda, ... (default auto)")
+    p.add_argument("--devices", type=_devices, help="devices (processes) per node, or auto (default 1)")
+    p.add_argument("--strategy", help="e.g. ddp (one process per device)")
+    p.add_argument("--num-nodes", type=number(int))
+    p.add_argument("--compile", action="store_true", default=None, help="run the network through torch.compile")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _default(name: str) -> str:
+    """The training section's default, said in the help (the section is its one source)."""
+    return f"(default {TrainingSection.model_fields[name].default})"
+
+
+def _given(**values: object) -> dict[str, object]:
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _devices(text: str) -> int | str:
@@ -59,16 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
-    if args.lr == 0:
-        raise UsageError("--lr must be positive")
-    result = train(
-        args.data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, model=args.model,
-        resume=args.resume, run_dir=args.run_dir, wandb=args.wandb, wandb_group=args.wandb_group,
-        seed=args.seed, threads=args.threads, progress=not args.no_progress, val_samples=args.val_samples,
-        precision=args.precision, accelerator=args.accelerator, devices=args.devices,
-        strategy=args.strategy, num_nodes=args.num_nodes, compile=args.compile,
-        module_kwargs={"shuffle_hands": args.shuffle_hands, "q_weight": args.q_weight},
-    )
+    try:
+        training = TrainingSection(**_given(model=args.model, epochs=args.epochs, lr=args.lr,
+                                            batch_size=args.batch_size, train_seed=args.seed,
+                                            val_samples=args.val_samples, value_weight=args.value_weight,
+                                            q_weight=args.q_weight))
+        hardware = HardwareSection(**_given(precision=args.precision, accelerator=args.accelerator,
+                                            devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
+                                            compile=args.compile))
+    except ValidationError as err:  # the option is the field's name with dashes
+        raise UsageError("--" + first_problem(err).replace("_", "-").replace("train-seed", "seed")) from None
+    result = train(args.data, training, hardware, resume=args.resume, run_dir=args.run_dir, wandb=args.wandb,
+                   wandb_group=args.wandb_group, threads=args.threads, progress=not args.no_progress,
+                   module_kwargs={"shuffle_hands": args.shuffle_hands})
     if result.global_rank != 0:  # a DDP worker: rank 0 reports the run
         return 0
     print(f"run: {result.run_dir}")

@@ -43,7 +43,7 @@ class Context:
         return self.state.entry(self.iteration) is not None
 
     def shard(self, seed: int) -> Path:
-        return shard_path(self.ws.shards(self.config.hand_size), seed, train_decl(seed))
+        return shard_path(self.ws.shards(self.config.data.hand_size), seed, train_decl(seed))
 
     @property
     def train_shards(self) -> list[Path]:
@@ -52,12 +52,12 @@ class Context:
 
     def golden_jobs(self, split: str | None = None) -> list[tuple[int, int]]:
         cfg = self.config
-        seeds = {"val": cfg.golden_val_seeds, "test": cfg.golden_test_seeds,
-                 None: cfg.golden_val_seeds + cfg.golden_test_seeds}[split]
-        return [(s, d) for s in seeds for d in cfg.golden_decls]
+        seeds = {"val": cfg.evaluation.golden_val_seeds, "test": cfg.evaluation.golden_test_seeds,
+                 None: cfg.evaluation.golden_val_seeds + cfg.evaluation.golden_test_seeds}[split]
+        return [(s, d) for s in seeds for d in cfg.evaluation.golden_decls]
 
     def golden_shards(self, split: str) -> list[Path]:
-        out = self.ws.golden(self.config.hand_size)
+        out = self.ws.golden(self.config.data.hand_size)
         return [shard_path(out, s, d) for s, d in self.golden_jobs(split)]
 
     def earlier(self) -> list[HistoryEntry]:
@@ -72,25 +72,25 @@ class Context:
     def window(self) -> list[HistoryEntry]:
         """The ``replay_iters`` iterations before this one, whose deals it trains on again (never the
         pretraining: the baseline holds its deals, and they are many); read from the history's end."""
-        if self.config.replay_iters <= 0:
+        if self.config.data.replay_iters <= 0:
             return []
-        earlier = [h for h in self.state.history.before(self.iteration, self.config.replay_iters + 1)
+        earlier = [h for h in self.state.history.before(self.iteration, self.config.data.replay_iters + 1)
                    if h.iteration > 0]
-        return earlier[-self.config.replay_iters:]
+        return earlier[-self.config.data.replay_iters:]
 
     def replay_seeds(self) -> list[int]:
         """Seeds of the replay window's iterations (:meth:`window`), trained on again."""
         return [s for h in self.window() for s in h.seeds]
 
-    def starting_point(self) -> tuple[Path | None, float, str]:
-        """Checkpoint training starts from, its learning rate, and a label: the previous iteration's >
-        the baseline > scratch (at the scratch LR)."""
+    def starting_point(self) -> tuple[Path | None, str]:
+        """Checkpoint training starts from, and a label: the previous iteration's > the baseline > none
+        (from scratch)."""
         prev = self.previous()
         if prev is not None and prev.checkpoint:
-            return self.ws.root / prev.checkpoint, self.config.lr, f"iteration {prev.iteration}"
+            return self.ws.root / prev.checkpoint, f"iteration {prev.iteration}"
         if self.state.baseline_checkpoint:
-            return self.ws.root / self.state.baseline_checkpoint, self.config.lr, "baseline"
-        return None, self.config.scratch_lr, "scratch"
+            return self.ws.root / self.state.baseline_checkpoint, "baseline"
+        return None, "scratch"
 
 
 def context(root: str | os.PathLike | None = None, iteration: int | None = None, no_wandb: bool = False,

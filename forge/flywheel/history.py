@@ -41,10 +41,10 @@ from forge.flywheel.records import (
     HistoryEntry,
     best_of,
     better,
-    describe_error,
     golden_key,
     valid_config,
 )
+from forge.validation import first_problem
 
 HISTORY_FILE = "history.jsonl"
 #: The series of an entry recorded without its configuration (migrated from version 1): compared with any.
@@ -138,7 +138,7 @@ _CARRIED_KEYS = frozenset(k for f in CARRIED for k in (f, f"{f}_changes", f"{f}_
 
 
 def _config_dict(config: Config | None) -> dict[str, Any] | None:
-    return None if config is None else config.to_dict()
+    return None if config is None else config.flat()
 
 
 def carried_of(entry: HistoryEntry) -> Carried:
@@ -230,7 +230,7 @@ def expand(line: dict[str, Any], carried: Carried) -> HistoryEntry:
         entry = _ENTRY.validate_json(json.dumps(data), strict=True)
         entry.__dict__["config"] = _config(config)  # already validated (and shared)
     except ValidationError as exc:
-        raise ValueError(describe_error(exc)) from None
+        raise ValueError(first_problem(exc)) from None
     return entry
 
 

@@ -188,7 +188,7 @@ def pin_golden_shards(ws: Workspace, state: State, shards: dict[str, str]) -> st
     pin, note = series_pin(ws, state)
     cur = state.current
     assert cur is not None
-    prefix = ws.rel(ws.golden(state.config_of(cur.iteration).hand_size)) + "/"
+    prefix = ws.rel(ws.golden(state.config_of(cur.iteration).data.hand_size)) + "/"
     found = {rel: sha for rel, sha in shards.items() if rel.startswith(prefix)}
     if not pin.shards:
         pin.shards = found

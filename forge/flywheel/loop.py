@@ -31,12 +31,11 @@ from pydantic import ValidationError
 from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError, describe_os_error, interruption
 from forge.flywheel import by_hand, integrity, retention
-from forge.flywheel.config import config_from_dict
 from forge.flywheel.context import context
 from forge.flywheel.history import seeds_counted
 from forge.flywheel.lock import LOCK_FILE, FlywheelLock, Heartbeat, LockHeld, describe_holder, lock_is_held, pid_alive
 from forge.flywheel.paths import STATE_FILE, Workspace
-from forge.flywheel.records import Attempt, HistoryEntry, describe_error
+from forge.flywheel.records import Attempt, HistoryEntry
 from forge.flywheel.runner import LoopKernel, OnNotebook, StageFailed, execute_stage
 from forge.flywheel.stages import REGISTRY, Stage, later, stage_status
 from forge.flywheel.stages import evaluate as evaluate_stage
@@ -53,6 +52,7 @@ from forge.flywheel.state import (
 )
 from forge.flywheel.timekeeping import SPAN, TOTAL, Clock, fold_crash, span
 from forge.ml.catalog import REFERENCE_FIVE
+from forge.validation import first_problem
 
 Say = Callable[[str], None]
 OnRecord = Callable[[Path], None]
@@ -67,14 +67,14 @@ class FlywheelError(ForgeError):
 def stop_reason(state: State) -> str | None:
     """Why the configured stop condition is met, or None."""
     cfg = state.config
-    if cfg.stop_iterations is not None and len(state.history) >= cfg.stop_iterations:
-        return f"{len(state.history)} iteration(s) done (stop_iterations = {cfg.stop_iterations})"
-    if cfg.stop_total_seeds is not None and state.total_seeds >= cfg.stop_total_seeds:
-        return f"{state.total_seeds} seeds trained (stop_total_seeds = {cfg.stop_total_seeds})"
-    if cfg.stop_target_qgap is not None and state.history:
+    if cfg.loop.stop_iterations is not None and len(state.history) >= cfg.loop.stop_iterations:
+        return f"{len(state.history)} iteration(s) done (stop_iterations = {cfg.loop.stop_iterations})"
+    if cfg.loop.stop_total_seeds is not None and state.total_seeds >= cfg.loop.stop_total_seeds:
+        return f"{state.total_seeds} seeds trained (stop_total_seeds = {cfg.loop.stop_total_seeds})"
+    if cfg.loop.stop_target_qgap is not None and state.history:
         gap = state.history[-1].metric("val", "q_gap")
-        if gap is not None and gap <= cfg.stop_target_qgap:
-            return f"val Q-gap {gap:.3f} <= target {cfg.stop_target_qgap}"
+        if gap is not None and gap <= cfg.loop.stop_target_qgap:
+            return f"val Q-gap {gap:.3f} <= target {cfg.loop.stop_target_qgap}"
     return None
 
 
@@ -193,7 +193,7 @@ def run_loop(
         retention.apply(ws.root, store.state, say)  # finishes a prune a kill interrupted
         if config_updates:
             with store.edit() as st:
-                st.config = config_from_dict({**st.config.to_dict(), **config_updates})
+                st.config = st.config.updated(config_updates)
         if store.state.status == "done":
             say(f"flywheel is done: {stop_reason(store.state) or 'stop condition met'}")
             return 0
@@ -451,7 +451,7 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
                                       f"{stage.name}")
                 say(f"stopped on request before {stage.name}")
                 return 0
-            if stage.prefetch_alongside and store.state.config.prefetch_next:
+            if stage.prefetch_alongside and store.state.config.loop.prefetch_next:
                 ahead.enter_context(Prefetch(ws, store.state, say))
             if not _run_stage(ws, store, kernel, stage, no_wandb, say, on_record, on_notebook):
                 return 1
@@ -460,14 +460,14 @@ def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: 
             store.clock.lap(st.current)
         entry = _history_entry(ws, store.state)
     except (ValidationError, IncompleteIteration, integrity.IntegrityError) as exc:  # e.g. a non-finite metric
-        why = describe_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        why = first_problem(exc) if isinstance(exc, ValidationError) else str(exc)
         _fail(ws, store, evaluate_stage.STAGE.name, f"result cannot be recorded: {why}", on_record)
         say(f"  evaluate  FAILED: {store.state.last_error}")
         return 1
     with store.edit() as st:
         st.history.append(entry)  # appended to history.jsonl before state.yaml counts it
         finish_recording(st, entry)
-    if store.state.config.keep_shards == "golden":
+    if store.state.config.data.keep_shards == "golden":
         freed = release_shards(ws, store.state, entry.iteration)
         if freed:
             say(f"  deleted {freed} training shard(s) (tokenized; keep_shards: golden)")
@@ -496,7 +496,7 @@ class Prefetch:
         cfg, cur = state.config, state.current
         assert cur is not None
         self.seeds = plan_seeds(cfg, max(state.next_seed, max(cur.seeds) + 1))
-        self.out, self.cache, self.cfg, self.say = ws.shards(cfg.hand_size), ws.token_cache, cfg, say
+        self.out, self.cache, self.cfg, self.say = ws.shards(cfg.data.hand_size), ws.token_cache, cfg, say
         self.thread = threading.Thread(target=self._run, name="flywheel-prefetch", daemon=True)
         self.error: BaseException | None = None
 
@@ -508,14 +508,15 @@ class Prefetch:
         cfg = self.cfg
         try:
             jobs = [(s, train_decl(s)) for s in self.seeds]
-            local = self.cfg.executor == "local"
+            local = self.cfg.hardware.executor == "local"
             if local:
                 import numba
 
                 numba.set_num_threads(1)  # per thread: the loop's other numba users keep theirs
-            for solved in generate(jobs, self.out, cfg.hand_size, workers=1 if local else None, progress=False,
-                                   executor=cfg.executor, ray_address=cfg.ray_address):
-                tokenize_to_cache(solved.path, self.cache, cfg.samples_per_shard, cfg.global_seed, cfg.train_states)
+            for solved in generate(jobs, self.out, cfg.data.hand_size, workers=1 if local else None, progress=False,
+                                   executor=cfg.hardware.executor, ray_address=cfg.hardware.ray_address):
+                tokenize_to_cache(solved.path, self.cache, cfg.data.samples_per_shard, cfg.data.global_seed,
+                                  cfg.data.train_states)
         except Exception as exc:  # noqa: BLE001 - the next generate stage solves them itself
             self.error = exc
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal, Protocol, get_args
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from forge.flywheel.config import Config, ConfigError, config_from_dict
@@ -39,7 +39,7 @@ GOLDEN = "golden"
 def golden_key(config: Config | Any) -> str:
     """Identity of the golden sets a configuration (or a stage's view holding GOLDEN_FIELDS) makes (equal
     keys: comparable scores)."""
-    fields = {f: getattr(config, f) for f in GOLDEN_FIELDS}
+    fields = {f: config.get(f) for f in GOLDEN_FIELDS}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -244,13 +244,19 @@ class HistoryEntry:
         return float(value) if value is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
+        """Plain data; the configuration by field name (the history's records, tables and diffs compare keys)."""
+        data = to_plain(self)
+        if self.config is not None:
+            data["config"] = self.config.flat()
+        return data
 
 
 def to_plain(record: Any) -> Any:
     """A record (or a list/dict of them) as plain YAML/JSON-able data."""
+    if isinstance(record, BaseModel):  # a configuration (its sectioned form)
+        return record.model_dump()
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        return dataclasses.asdict(record)
+        return {f.name: to_plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
     if isinstance(record, list):
         return [to_plain(r) for r in record]
     if isinstance(record, dict):
@@ -258,22 +264,3 @@ def to_plain(record: Any) -> Any:
     return record
 
 
-def describe_error(exc: ValidationError, prefix: str = "") -> str:
-    """The first problem of a pydantic error as ``where: what, got X`` (the field named as in state.yaml)."""
-    err = exc.errors(include_url=False)[0]
-    where = prefix
-    for part in err["loc"]:
-        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-    msg = err["msg"].removeprefix("Value error, ")
-    got = err.get("input")
-    if err["type"] in ("missing", "missing_argument"):
-        return f"{where} is missing"
-    if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
-        return f"{where} is not a known field"
-    if where and msg.split(" ")[0].startswith(where.split("[")[0].split(".")[0]):
-        return msg  # our own validators name the field themselves (config.epochs, wandb.mode, ...)
-    msg = msg[0].lower() + msg[1:]
-    if ", got " in msg:
-        return f"{where}: {msg}"
-    shown = repr(got) if not isinstance(got, (dict, list)) or len(repr(got)) < 80 else type(got).__name__
-    return f"{where}: {msg}, got {shown}"

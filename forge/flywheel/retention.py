@@ -3,7 +3,7 @@
 A ``quick`` iteration leaves several MB (executed notebooks and their HTML pages, checkpoints,
 a W&B run, tokens of its deals); a loop that runs for a week would fill a disk. After each
 iteration is recorded the loop calls :func:`prune`, which, for every recorded iteration the policy
-no longer keeps whole (``config.retain_last`` newest ones and, with ``retain_best``, the best
+no longer keeps whole (``config.loop.retain_last`` newest ones and, with ``retain_best``, the best
 by the primary metric are kept whole), compresses its executed notebooks and stage logs (gzip),
 deletes their HTML pages, its checkpoints and the W&B run files that are no longer needed, and,
 once it has left the replay window, the token-cache entries of its deals. What an iteration keeps
@@ -69,8 +69,8 @@ def kept_whole(state: State) -> set[int]:
     """Recorded iterations the policy keeps whole: the newest ``retain_last`` (always the newest
     one: the next iteration starts from its checkpoint) and, with ``retain_best``, the best."""
     cfg = state.config
-    keep = {h.iteration for h in state.history.tail(max(cfg.retain_last, 1))}  # reads only those lines
-    if cfg.retain_best:
+    keep = {h.iteration for h in state.history.tail(max(cfg.loop.retain_last, 1))}  # reads only those lines
+    if cfg.loop.retain_best:
         best = state.history.best()  # from the history's summary
         if best is not None:
             keep.add(best.iteration)
@@ -80,7 +80,7 @@ def kept_whole(state: State) -> set[int]:
 def in_window(state: State) -> set[int]:
     """Recorded iterations whose deals the next iteration trains on again (``replay_iters``):
     the token cache keeps their entries."""
-    n = state.config.replay_iters
+    n = state.config.data.replay_iters
     return {h.iteration for h in state.history[-n:]} if n > 0 else set()
 
 
@@ -103,7 +103,7 @@ def _remove(path: Path) -> int:
     return freed
 
 
-IMAGE_PRUNED = "[image pruned by the retention policy (docs/disk.md): config.retain_images]"
+IMAGE_PRUNED = "[image pruned by the retention policy (docs/disk.md): config.loop.retain_images]"
 
 
 def without_images(notebook: bytes) -> bytes:
@@ -159,7 +159,7 @@ def _prune_files(ws: Workspace, state: State, iteration: int) -> int:
     # executed notebooks (the iteration's and its failed attempts'): compressed; their HTML pages: gone
     for page in sorted(archive.rglob("*.html")) if archive.is_dir() else []:
         freed += _remove(page)
-    images = state.config.retain_images > 0 and iteration % state.config.retain_images == 0
+    images = state.config.loop.retain_images > 0 and iteration % state.config.loop.retain_images == 0
     for book in sorted(archive.rglob("*.ipynb")) if archive.is_dir() else []:
         freed += compress(book, images=images)
     for log in sorted((run / "logs").glob("*.log")):
@@ -271,7 +271,7 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
     ws = Workspace.at(root)
     cfg = state.config
     done = Pruned()
-    if cfg.retention == "keep":
+    if cfg.loop.retention == "keep":
         return done
     whole, window = kept_whole(state), in_window(state)
     if state.current is not None:  # never the iteration under way (it is not in history anyway)
@@ -319,7 +319,7 @@ def prune(root: str | os.PathLike, state: State) -> Pruned:
     if (len(pruned), len(released)) != known or synced_since or held != summary.held or last != summary.settled:
         summary.held, summary.settled = held, last
         write_summary(ws, summary)
-    done.logs = rotate_logs(ws, cfg.retain_logs)
+    done.logs = rotate_logs(ws, cfg.loop.retain_logs)
     # W&B's artifact cache (runs/wandb/cache, see forge.flywheel.tracking.wandb_dirs): copies of what was
     # uploaded or downloaded, never needed again by the loop; no W&B run is open between iterations
     done.freed += _remove(ws.root / "runs" / "wandb" / "cache")

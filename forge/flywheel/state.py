@@ -52,11 +52,11 @@ from forge.flywheel.records import (
     GoldenPin,
     HistoryEntry,
     Pretrain,
-    describe_error,
     to_plain,
     valid_config,
 )
 from forge.ml.settings import WANDB_PROJECT
+from forge.validation import first_problem
 
 BACKUP_FILE = "state.yaml.bak"
 #: Disk space held back for the record: freed when state.yaml cannot be written for lack of space,
@@ -129,12 +129,12 @@ class State:
             try:
                 return History(summary=_SUMMARY.validate_json(json.dumps(value), strict=True))
             except ValidationError as exc:
-                raise ValueError(describe_error(exc, "history")) from None
+                raise ValueError(first_problem(exc, "history")) from None
         if isinstance(value, list):
             try:
                 entries = _ENTRIES.validate_json(json.dumps(to_plain(value), default=str), strict=True)
             except ValidationError as exc:
-                raise ValueError(describe_error(exc, "history")) from None
+                raise ValueError(first_problem(exc, "history")) from None
             return History(entries)
         raise ValueError(f"history must be a summary or a list of entries, got {type(value).__name__}")
 
@@ -172,17 +172,17 @@ class State:
 
 def training_seeds(config: Config, seeds: Iterable[int]) -> list[int]:
     """``seeds`` without the golden ones (a golden deal is never trained on)."""
-    golden = config.golden_seeds
+    golden = config.evaluation.golden_seeds
     return [s for s in seeds if s not in golden]
 
 
 def plan_seeds(config: Config, start: int) -> list[int]:
     """The next ``seeds_per_iter`` training seeds from ``start``, skipping golden seeds."""
     seeds: list[int] = []
-    while len(seeds) < config.seeds_per_iter:
-        seeds += training_seeds(config, range(start, start + config.seeds_per_iter - len(seeds)))
-        start += config.seeds_per_iter
-    return seeds[: config.seeds_per_iter]
+    while len(seeds) < config.data.seeds_per_iter:
+        seeds += training_seeds(config, range(start, start + config.data.seeds_per_iter - len(seeds)))
+        start += config.data.seeds_per_iter
+    return seeds[: config.data.seeds_per_iter]
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -210,7 +210,12 @@ def strict_loader(base: type) -> type:
 #: with every iteration (benchmarks/flywheel.py --sections state). Same values; only long text may fold
 #: at other places.
 _StrictLoader = strict_loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """Mappings one key a line (the config's sections read like the presets), lists of seeds on one line."""
+
+
+_Dumper.add_representer(dict, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v, flow_style=False))
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +254,7 @@ def state_from_dict(data: Any) -> State:
         # Through JSON, so strict mode takes mappings for the nested records (and YAML dates as text).
         state = _STATE.validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
-        raise StateError(describe_error(exc)) from None
+        raise StateError(first_problem(exc)) from None
     if version != STATE_VERSION or isinstance(data.get("history"), list):  # a history held in memory
         _check_current(state)
     trained = _golden_trained(state)
@@ -265,10 +270,10 @@ def _golden_trained(state: State) -> str | None:
     current = set(state.current.seeds) if state.current is not None else set()
     trained = state.history.summary.trained
     for name in ("golden_val_seeds", "golden_test_seeds"):
-        hit = sorted(s for s in set(getattr(state.config, name)) if s in current or seeds_in(trained, s))
+        hit = sorted(s for s in set(state.config.get(name)) if s in current or seeds_in(trained, s))
         if hit:
-            return (f"config.{name} holds seed(s) already trained on ({', '.join(map(str, hit[:5]))}): a golden set "
-                    "never holds a training deal")
+            return (f"config.evaluation.{name} holds seed(s) already trained on ({', '.join(map(str, hit[:5]))}): "
+                    "a golden set never holds a training deal")
     return None
 
 
@@ -521,7 +526,7 @@ class StateStore:
             self.notices.append(f"{exc}: the loop wrote its own copy back (that edit is not applied)")
             return
         if disk.config != self.state.config:
-            old, new = self.state.config.to_dict(), disk.config.to_dict()
+            old, new = self.state.config.flat(), disk.config.flat()
             what = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in old if old[k] != new[k])
             self.state.config = disk.config
             cur = self.state.current

@@ -132,7 +132,7 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
         "best_iteration": best.iteration if best is not None else None,
         "history": history,
         "history_count": len(state.history),
-        "disk": disk_use(ws, state.config.hand_size) if disk else None,
+        "disk": disk_use(ws, state.config.data.hand_size) if disk else None,
         "disk_growth": disk_growth(ws) if disk else None,
     }
 

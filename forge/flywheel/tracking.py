@@ -65,7 +65,7 @@ def log_iteration(ctx: Context, trained: Any, summary: Any) -> dict[str, Any] | 
 
         run = wandb.init(
             project=project, group=group, name=name, job_type="iteration", dir=str(run_dir), mode=mode,
-            config={**ctx.state.config_of(ctx.iteration).to_dict(), "iteration": ctx.iteration,
+            config={**ctx.state.config_of(ctx.iteration).flat(), "iteration": ctx.iteration,
                     "seeds": ctx.seeds, "started_from": trained.started_from},
             reinit="finish_previous", settings=wandb.Settings(silent=True, x_disable_stats=True, init_timeout=60),
         )

@@ -50,7 +50,7 @@ from forge.ml.devices import on_cuda
 from forge.ml.model import PRESETS, ModelConfig, preset
 from forge.ml.module import OPTIMIZER_STATES, SAMPLES_SEEN, DominoModule
 from forge.ml.schedule import Budget, budget_clock
-from forge.ml.settings import PRECISIONS, WANDB_PROJECT
+from forge.ml.settings import WANDB_PROJECT, HardwareSection, TrainingSection
 from forge.ml.store import StoreError, load_split, read_manifest
 
 BEST_METRIC = "val/q_gap"
@@ -222,33 +222,16 @@ def _finite(name: str, value: Any) -> float:
     return float(value)
 
 
-def _check_arguments(epochs: Any, lr: Any, batch_size: Any, seed: Any, threads: Any, val_samples: Any,
-                     precision: Any, devices: Any, num_nodes: Any, compile: Any,
-                     module_kwargs: Mapping[str, Any], budget: bool, lr_horizon: Any) -> None:
-    """Every numeric argument is checked before anything is read or written: a NaN or infinite
-    learning rate would otherwise "train" a model of NaNs."""
-    if epochs is None:
-        if not budget:
-            raise InputError("epochs may be left open only with a budget (max_samples or max_seconds)")
-    else:
-        _integer("epochs", epochs)
-    if lr_horizon is not None:
-        _integer("lr_horizon", lr_horizon)
-    if _finite("lr", lr) <= 0:
-        raise InputError(f"lr must be positive, got {lr!r}")
-    _integer("batch_size", batch_size)
-    _integer("seed", seed, 0, 2**32 - 1)  # Lightning would replace an out-of-range seed by a random one
+def _check_arguments(training: Any, hardware: Any, threads: Any, module_kwargs: Mapping[str, Any]) -> None:
+    """What the sections do not check themselves, before anything is read or written: a NaN or infinite
+    loss weight would otherwise "train" a model of NaNs."""
+    if not isinstance(training, TrainingSection) or not isinstance(hardware, HardwareSection):
+        raise InputError("train takes a TrainingSection and a HardwareSection (forge.ml.settings)")
     if threads is not None:
         _integer("threads", threads)
-    if val_samples is not None:
-        _integer("val_samples", val_samples)
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if not isinstance(devices, str):
-        _integer("devices", devices)
-    _integer("num_nodes", num_nodes)
-    if not isinstance(compile, bool):
-        raise InputError(f"compile must be True or False, got {compile!r}")
+    for key in ("value_weight", "q_weight", "model"):
+        if key in module_kwargs:
+            raise InputError(f"{key} is a training setting: give it in the TrainingSection, not module_kwargs")
     for key, value in module_kwargs.items():
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             _finite(key, value)
@@ -334,75 +317,68 @@ def _discard_checkpoints(ckpt_dir: Path) -> None:
 
 def train(
     data_dir: str | Path,
+    training: TrainingSection | None = None,
+    hardware: HardwareSection | None = None,
     *,
-    epochs: int = 10,
-    lr: float = 3e-4,
-    batch_size: int = 512,
-    model: str | ModelConfig | dict | None = None,
     resume: str | Path | None = None,
+    from_scratch: bool | None = None,
+    continuing: bool = False,
+    architecture: ModelConfig | None = None,
     run_dir: str | Path = "runs",
     wandb: bool = True,
     wandb_group: str | None = None,
     wandb_mode: str = "offline",
-    seed: int = 0,
     threads: int | None = None,
     progress: bool = True,
-    val_samples: int | None = None,
-    precision: str = "auto",
-    accelerator: str = "auto",
-    devices: int | str = 1,
-    strategy: str = "auto",
-    num_nodes: int = 1,
-    compile: bool = False,
     module_kwargs: dict[str, Any] | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
     train_dirs: list[str | Path] | None = None,
-    max_samples: int | None = None,
-    max_seconds: float | None = None,
     clock: str = "wall",
-    lr_horizon: int | None = None,
-    continuing: bool = False,
 ) -> RunResult:
-    """Train (or fine-tune from ``resume``) and return the run's checkpoints and final metrics.
+    """Train (or fine-tune from ``resume``) as ``training`` and ``hardware`` say (:mod:`forge.ml.settings`:
+    their defaults without them), and return the run's checkpoints and final metrics.
 
-    ``model`` is a preset name or a :class:`ModelConfig` (or its dict); None means the
-    checkpoint's architecture when resuming, else "large". A resume checkpoint of another
-    architecture raises CheckpointError. ``val_samples`` validates each epoch on that many
-    samples spread over the val split (enough to choose the epoch; the full golden sets are
-    scored once, afterwards); None: the whole split.
-    ``precision`` is "auto" (:func:`resolve_precision`), "32", "bf16-mixed" or "16-mixed";
-    ``accelerator``, ``devices``, ``strategy`` and ``num_nodes`` are Lightning's; ``compile``
-    compiles the network with ``torch.compile`` (the checkpoint is unchanged by it).
-    ``module_kwargs`` go to :class:`DominoModule` (loss weights, shuffle_hands, ...), and
-    ``trainer_kwargs`` to ``lightning.Trainer``.
+    The network is ``training.model``'s preset, or ``architecture`` (any :class:`ModelConfig`); with
+    neither, the resumed checkpoint's, else "large". A resume checkpoint of another architecture raises
+    CheckpointError. The learning rate's peak is ``training.scratch_lr`` when the weights start from
+    scratch (``from_scratch``; default: without ``resume``) and ``training.lr`` otherwise.
+    ``training.val_samples`` validates on that many samples spread over the val split (enough to choose
+    the epoch; the full golden sets are scored once, afterwards); None: the whole split.
+    ``module_kwargs`` go to :class:`DominoModule` (shuffle_hands, ...), ``trainer_kwargs`` to
+    ``lightning.Trainer``.
 
     ``train_dirs`` trains on those datasets' train splits together (``data_dir`` then gives only
-    val/test). ``max_samples`` or ``max_seconds`` (of ``clock``: wall or cpu) is a budget: the run
-    stops there, mid-epoch if need be (``epochs``, if given, still caps the passes), the LR schedule
-    is laid over the budget, validation runs once at the end and the last weights are kept.
-    ``lr_horizon`` lays the schedule over every sample the weights have seen instead, and
-    ``continuing`` takes the ``resume`` checkpoint's optimiser state and sample count along, so a
-    sequence of runs follows one warm-up and one cosine.
+    val/test). A budget (``training.train_samples`` or ``train_seconds``, of ``clock``: wall or cpu) stops
+    the run there, mid-epoch if need be, lays the LR schedule over the budget, validates once at the end
+    and keeps the last weights. ``training.lr_horizon`` lays the schedule over every sample the weights
+    have seen instead, and ``continuing`` takes the ``resume`` checkpoint's optimiser state and sample
+    count along, so a sequence of runs follows one warm-up and one cosine.
 
     Bad arguments raise InputError and a bad dataset StoreError before any run folder is made;
     a run that diverges raises :class:`TrainingDiverged` and leaves no checkpoint.
     """
+    training = TrainingSection() if training is None else training
+    hardware = HardwareSection() if hardware is None else hardware
     module_kwargs = dict(module_kwargs or {})
-    budget = budget_clock(max_samples, max_seconds, clock)
-    _check_arguments(epochs, lr, batch_size, seed, threads, val_samples, precision, devices, num_nodes,
-                     compile, module_kwargs, budget is not None, lr_horizon)
+    _check_arguments(training, hardware, threads, module_kwargs)
+    budget = budget_clock(training.train_samples, training.train_seconds, clock)
     if continuing and resume is None:
         raise InputError("continuing goes on from a checkpoint: give resume")
+    epochs = None if budget is not None else training.epochs
+    lr = training.peak_lr(resume is None if from_scratch is None else from_scratch)
+    seed = training.train_seed % 2**32  # Lightning would replace a larger seed by a random one
+    batch_size, val_samples, lr_horizon = training.batch_size, training.val_samples, training.lr_horizon
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     train_dirs = [Path(d) for d in train_dirs] if train_dirs else None
     splits = _check_data(data_dir, train_dirs)
     ckpt = read_checkpoint(resume) if resume is not None else None
-    config = _model_config(model, ckpt, resume)
+    config = _model_config(architecture or training.model, ckpt, resume)
     if threads:
         torch.set_num_threads(threads)
-    precision = resolve_precision(precision, accelerator)
+    accelerator, precision = hardware.accelerator, resolve_precision(hardware.precision, hardware.accelerator)
     L.seed_everything(seed, verbose=False)
-    module = DominoModule(model_config=config.to_dict(), lr=lr, **module_kwargs)
+    module = DominoModule(model_config=config.to_dict(), lr=lr, value_weight=training.value_weight,
+                          q_weight=training.q_weight, **module_kwargs)
     if resume is not None:
         load_weights(module, resume, ckpt)
     if continuing:
@@ -414,7 +390,7 @@ def train(
     elif budget is not None:
         module.lr_progress = budget.fraction
     samples_before = module.samples_seen
-    if compile:
+    if hardware.compile:
         module.model.compile()  # in place: the state dict (hence the checkpoint) keeps its keys
 
     rank_zero = _launched_as_rank_zero()
@@ -442,8 +418,9 @@ def train(
     n_train = sum(read_manifest(d)["splits"]["train"]["count"] for d in train_dirs or [data_dir])
     steps = max(1, -(-n_train // batch_size))
     kwargs: dict[str, Any] = dict(
-        max_epochs=-1 if epochs is None else epochs, accelerator=accelerator, devices=devices,
-        strategy=_strategy(strategy), num_nodes=num_nodes, precision=precision, logger=[csv], callbacks=callbacks,
+        max_epochs=-1 if epochs is None else epochs, accelerator=accelerator, devices=hardware.devices,
+        strategy=_strategy(hardware.strategy), num_nodes=hardware.num_nodes, precision=precision, logger=[csv],
+        callbacks=callbacks,
         # at least ~20 logged points per epoch (loss, learning rate), so a short run's curves and its
         # warm-up + cosine schedule are drawn, not two points
         gradient_clip_val=GRAD_CLIP, log_every_n_steps=max(1, min(50, steps // 20)),
@@ -474,10 +451,11 @@ def train(
         for lg in loggers:
             lg.log_hyperparams({"data_dir": str(data_dir), "epochs": epochs, "batch_size": batch_size,
                                 "resume": str(resume) if resume else None, "seed": seed, "lr": lr,
-                                "precision": precision, "accelerator": accelerator, "devices": devices,
-                                "strategy": strategy, "num_nodes": num_nodes, "compile": compile,
-                                "val_samples": val_samples, "max_samples": max_samples,
-                                "max_seconds": max_seconds, "clock": clock, "lr_horizon": lr_horizon,
+                                "precision": precision, "accelerator": accelerator, "devices": hardware.devices,
+                                "strategy": hardware.strategy, "num_nodes": hardware.num_nodes,
+                                "compile": hardware.compile, "val_samples": val_samples,
+                                "max_samples": training.train_samples, "max_seconds": training.train_seconds,
+                                "clock": clock, "lr_horizon": lr_horizon,
                                 "continuing": continuing, "samples_seen_before": samples_before,
                                 "train_dirs": [str(d) for d in train_dirs] if train_dirs else None})
         os.environ[_VERSION_ENV] = str(csv.version)  # for the processes a DDP launch starts

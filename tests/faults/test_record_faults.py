@@ -75,20 +75,20 @@ def test_kind1_a_config_edit_mid_run_is_recorded_as_used_and_applies_next_iterat
     with store.edit() as st:
         begin_iteration(st)
     edit_state(ws, lambda d: d["config"].update(lr=0.002))  # a person edits state.yaml while a stage runs
-    used = context(ws).config.lr  # what the stage reads
+    used = context(ws).config.training.lr  # what the stage reads
     Heartbeat(store).beat()  # the heartbeat writes its own file, never state.yaml: the edit stays as written
     with store.edit():  # the loop's next write of state.yaml (a stage boundary) notices it
         pass
     on_disk = load_state(ws)
-    assert on_disk.config_of(on_disk.iteration).lr == used == 3e-4  # the record and the stage agree
-    assert context(ws).config.lr == used  # a stage after the heartbeat too
-    assert on_disk.config.lr == 0.002  # the edit is not lost: it applies from the next iteration
+    assert on_disk.config_of(on_disk.iteration).training.lr == used == 3e-4  # the record and the stage agree
+    assert context(ws).config.training.lr == used  # a stage after the heartbeat too
+    assert on_disk.config.training.lr == 0.002  # the edit is not lost: it applies from the next iteration
     notes = store.take_notices()
     assert len(notes) == 1 and "lr 0.0003 -> 0.002" in notes[0] and "applies from iteration 2" in notes[0]
     with store.edit() as st:
         st.current = None
         begin_iteration(st, [4, 5, 6, 7])
-    assert context(ws).config.lr == 0.002
+    assert context(ws).config.training.lr == 0.002
 
 
 # ---------------------------------------------------------------------------------------------- kind 2
@@ -251,7 +251,7 @@ def test_kind6_a_trained_seed_cannot_enter_the_golden_sets(ws: Path) -> None:
     edit_state(ws, lambda d: d["config"].update(golden_val_seeds=[2, 900]))
     before = (ws / "state.yaml").read_bytes()
     for args in (("status",), ("--once",)):
-        one_line_error(cli(*args, cwd=ws), "config.golden_val_seeds", "already trained on (2)")
+        one_line_error(cli(*args, cwd=ws), "config.evaluation.golden_val_seeds", "already trained on (2)")
     assert (ws / "state.yaml").read_bytes() == before
 
 
@@ -319,13 +319,13 @@ def test_a_stale_upstream_result_is_called_stale_not_missing(tiny_runs, tmp_path
 
 
 @pytest.mark.parametrize("field, value, says", [
-    ("lr", 1e300, "config.lr must be at most 1e+12"),
-    ("seeds_per_iter", 1_000_000, "config.seeds_per_iter must be at most 100,000"),
-    ("epochs", 1_000_000, "config.epochs must be at most 10,000"),
-    ("train_seconds", 1e-9, "config.train_seconds must be at least 1"),
-    ("accelerator", "/tmp/evil", "config.accelerator must be a name"),
-    ("strategy", "../x.py", "config.strategy must be a name"),
-    ("golden_val_seeds", [900, 2**64], "config.golden_val_seeds must be at most"),
+    ("lr", 1e300, "config.training.lr must be at most 1e+12"),
+    ("seeds_per_iter", 1_000_000, "config.data.seeds_per_iter must be at most 100,000"),
+    ("epochs", 1_000_000, "config.training.epochs must be at most 10,000"),
+    ("train_seconds", 1e-9, "config.training.train_seconds must be at least 1"),
+    ("accelerator", "/tmp/evil", "config.hardware.accelerator must be a name"),
+    ("strategy", "../x.py", "config.hardware.strategy must be a name"),
+    ("golden_val_seeds", [900, 2**64], "config.evaluation.golden_val_seeds[1] must be at most"),
 ])
 def test_config_values_are_bounded_at_load_with_the_field_named(ws: Path, field: str, value, says: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(says)):

@@ -32,9 +32,9 @@ HISTORY_ENTRY = {"iteration": 1, "seeds": [0, 1, 2, 3], "seed_range": [0, 4], "t
 
 
 @pytest.mark.parametrize("change, field", [
-    (lambda d: d["config"].update(lr=float("inf")), "config.lr"),
-    (lambda d: d["config"].update(lr=float("nan")), "config.lr"),
-    (lambda d: d["config"].update(scratch_lr=0), "config.scratch_lr"),
+    (lambda d: d["config"].update(lr=float("inf")), "config.training.lr"),
+    (lambda d: d["config"].update(lr=float("nan")), "config.training.lr"),
+    (lambda d: d["config"].update(scratch_lr=0), "config.training.scratch_lr"),
     (lambda d: d.update(next_seed=-5), "next_seed"),
     (lambda d: d.update(current={"iteration": 1, "seeds": [1]}), "current.seed_range"),
     (lambda d: d.update(current={"iteration": 1, "seeds": [1], "seed_range": [1, 2], "pid": "abc"}), "current.pid"),

@@ -14,16 +14,20 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from forge.cli import train as train_cli
 from forge.commandline import run_cli
 from forge.errors import ForgeError, InputError, Terminated
+from forge.ml.settings import HardwareSection, TrainingSection
 from forge.ml.store import build_dataset
 from forge.ml.training import TrainingDiverged, train
 from forge.oracle.shard import write_shard
 from forge.oracle.solve import solve
+from forge.validation import first_problem
 
-FAST = dict(model="tiny", batch_size=64, wandb=False, progress=False)
+FAST = dict(wandb=False, progress=False)
+TINY = dict(model="tiny", batch_size=64)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,15 +52,24 @@ def _checkpoints(root: Path) -> list[Path]:
     return sorted(root.rglob("*.ckpt"))
 
 
-@pytest.mark.parametrize("bad", [
-    {"lr": float("inf")}, {"lr": float("nan")}, {"lr": 0.0}, {"lr": -1e-3}, {"epochs": 0},
-    {"batch_size": 0}, {"val_samples": 0}, {"seed": -1}, {"precision": "fp8"}, {"devices": 0},
-    {"module_kwargs": {"q_weight": float("nan")}}, {"model": "huge"},
+@pytest.mark.parametrize("section, bad", [
+    (TrainingSection, {"lr": float("inf")}), (TrainingSection, {"lr": float("nan")}), (TrainingSection, {"lr": 0.0}),
+    (TrainingSection, {"lr": -1e-3}), (TrainingSection, {"epochs": 0}), (TrainingSection, {"batch_size": 0}),
+    (TrainingSection, {"val_samples": 0}), (TrainingSection, {"train_seed": -1}), (TrainingSection, {"model": "huge"}),
+    (TrainingSection, {"q_weight": float("nan")}), (HardwareSection, {"precision": "fp8"}),
+    (HardwareSection, {"devices": 0}),
 ])
-def test_bad_arguments_are_refused_before_any_run_folder(mini, tmp_path, bad):
-    kwargs = {**FAST, "epochs": 1, **bad}
-    with pytest.raises(InputError):
-        train(mini, run_dir=tmp_path / "runs", **kwargs)
+def test_bad_settings_are_refused_where_they_are_declared(section, bad):
+    """The sections are the one validation: a bad value never reaches train() (nor a run folder)."""
+    with pytest.raises(ValidationError) as err:
+        section(**bad)
+    assert first_problem(err.value).startswith(next(iter(bad)))  # names the field
+
+
+def test_bad_module_arguments_are_refused_before_any_run_folder(mini, tmp_path):
+    with pytest.raises(InputError, match="shuffle_hands must be a finite number"):
+        train(mini, TrainingSection(**TINY), run_dir=tmp_path / "runs", module_kwargs={"shuffle_hands": float("nan")},
+              **FAST)
     assert not (tmp_path / "runs").exists()
 
 
@@ -77,11 +90,11 @@ def test_cli_non_finite_lr_is_one_line_and_exit_2(mini, tmp_path, capsys):
 
 def test_a_diverging_run_raises_and_leaves_no_checkpoint(mini, tmp_path, capsys):
     with pytest.raises(TrainingDiverged, match=r"loss nan at epoch 0, batch \d+ \(step \d+, lr "):
-        train(mini, run_dir=tmp_path / "runs", epochs=2, lr=1e30, **FAST)
+        train(mini, TrainingSection(**TINY, epochs=2, lr=1e10), run_dir=tmp_path / "runs", **FAST)
     assert (tmp_path / "runs" / "domino" / "version_0" / "hparams.yaml").is_file()  # the run's record stays
     assert _checkpoints(tmp_path) == []
     # The command says so in one line, and exits 2.
-    argv = ["--data", str(mini), "--lr", "1e30", "--model", "tiny", "--batch-size", "64", "--no-wandb",
+    argv = ["--data", str(mini), "--lr", "1e10", "--model", "tiny", "--batch-size", "64", "--no-wandb",
             "--no-progress", "--run-dir", str(tmp_path / "cli")]
     assert run_cli(train_cli.main, argv) == 2
     err = capsys.readouterr().err
@@ -107,8 +120,8 @@ def test_non_finite_weights_behind_a_finite_loss_void_the_earlier_checkpoints(mi
             seen.append(len(_checkpoints(tmp_path)))
 
     with pytest.raises(TrainingDiverged, match=r"weight tensor\(s\) non-finite at epoch 1 \(model\.q_head\.weight"):
-        train(mini, run_dir=tmp_path / "runs", epochs=3, trainer_kwargs={"callbacks": [Saved(), _CorruptQHead()]},
-              **FAST)
+        train(mini, TrainingSection(**TINY, epochs=3), run_dir=tmp_path / "runs",
+              trainer_kwargs={"callbacks": [Saved(), _CorruptQHead()]}, **FAST)
     assert seen == [0, 2]  # last.ckpt and best.ckpt existed after epoch 0 ...
     assert _checkpoints(tmp_path) == []  # ... and are gone: the run is void
 
@@ -134,7 +147,7 @@ def test_a_bad_dataset_leaves_no_run_folder(mini, tmp_path, damage):
         (data / "val" / "legal.npy").unlink()
     (data / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises((ForgeError, OSError)):
-        train(data, run_dir=tmp_path / "runs", epochs=1, **FAST)
+        train(data, TrainingSection(**TINY, epochs=1), run_dir=tmp_path / "runs", **FAST)
     assert not (tmp_path / "runs").exists()
     assert run_cli(train_cli.main, ["--data", str(data), "--no-wandb", "--run-dir", str(tmp_path / "runs")]) == 2
     assert not (tmp_path / "runs").exists()
@@ -152,7 +165,8 @@ def test_an_interruption_reaches_the_caller_with_sigint_restored(mini, tmp_path,
 
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(interrupt):
-        train(mini, run_dir=tmp_path / "runs", epochs=1, trainer_kwargs={"callbacks": [Interrupt()]}, **FAST)
+        train(mini, TrainingSection(**TINY, epochs=1), run_dir=tmp_path / "runs",
+              trainer_kwargs={"callbacks": [Interrupt()]}, **FAST)
     assert signal.getsignal(signal.SIGINT) is before
 
 
@@ -162,5 +176,6 @@ def test_ddp_from_an_interactive_process_says_what_to_do_instead(mini, tmp_path,
     naming a strategy the user never asked for (nor a second kernel started from its argv)."""
     monkeypatch.setattr(sys, "ps1", ">>> ", raising=False)
     with pytest.raises(InputError, match=r"strategy 'ddp' .* python -m forge\.cli\.train .* 'ddp_notebook'"):
-        train(mini, run_dir=tmp_path / "runs", epochs=1, accelerator="cpu", devices=2, strategy="ddp", **FAST)
+        train(mini, TrainingSection(**TINY, epochs=1),
+              hardware=HardwareSection(accelerator="cpu", devices=2, strategy="ddp"), run_dir=tmp_path / "runs", **FAST)
     assert not (tmp_path / "runs").exists()

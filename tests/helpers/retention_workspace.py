@@ -87,13 +87,14 @@ def add_iteration(ws: Workspace, state: State, iteration: int, q_gap: float, siz
     (wb / "logs").mkdir(parents=True, exist_ok=True)
     (wb / f"run-{iteration:08d}.wandb").write_bytes(_random(sizes.wandb_run))
     (wb / "logs" / "debug-internal.log").write_bytes(b"x" * sizes.wandb_logs)
-    train = {ws.rel(ws.shards(cfg.hand_size) / f"seed_{s:08d}.parquet"): shard_sha(s) for s in seeds}
-    golden = {ws.rel(ws.golden(cfg.hand_size) / "seed_00000900_decl_0.parquet"): shard_sha(10**9)}
+    train = {ws.rel(ws.shards(cfg.data.hand_size) / f"seed_{s:08d}.parquet"): shard_sha(s) for s in seeds}
+    golden = {ws.rel(ws.golden(cfg.data.hand_size) / "seed_00000900_decl_0.parquet"): shard_sha(10**9)}
     generate.STAGE.write(ws, iteration, generate.GenerateResult(
         train_shards=sorted(train), outputs=generate.GenerateOutputs(shards={**golden, **train})))
     (run / "results" / "padding.json").write_text(json.dumps({"x": "y" * sizes.results}))
     for s in seeds:
-        entry = entry_path(ws.token_cache, shard_sha(s), cfg.samples_per_shard, cfg.global_seed, cfg.train_states)
+        data = cfg.data
+        entry = entry_path(ws.token_cache, shard_sha(s), data.samples_per_shard, data.global_seed, data.train_states)
         entry.parent.mkdir(parents=True, exist_ok=True)
         entry.write_bytes(_random(sizes.token_entry))
     wandb = {"mode": "offline", "dir": ws.rel(wb), "sync": f"wandb sync {ws.rel(wb)}"}
@@ -110,7 +111,7 @@ def add_iteration(ws: Workspace, state: State, iteration: int, q_gap: float, siz
 def golden_entry(ws: Workspace, state: State) -> Path:
     """The golden shard's token-cache entry (never released)."""
     cfg = state.config
-    path = entry_path(ws.token_cache, shard_sha(10**9), cfg.golden_samples_per_shard, cfg.global_seed)
+    path = entry_path(ws.token_cache, shard_sha(10**9), cfg.evaluation.golden_samples_per_shard, cfg.data.global_seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"golden")
     return path

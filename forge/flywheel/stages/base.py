@@ -4,9 +4,9 @@ result it records under ``runs/iter-NNNN/results/<stage>.json``.
 
 A stage's code never sees the whole :class:`~forge.flywheel.config.Config`: it gets a
 :class:`ConfigView` holding only the fields its stage declares, and reading any other field is an
-error. The declared fields are what enters the stage's fingerprint (less those marked
-:func:`untracked`, each with the reason), so a stage cannot start depending on a field without
-that field also deciding when the stage runs again.
+error. The declared fields are what enters the stage's fingerprint (less those it marks untracked,
+each with the reason), so a stage cannot start depending on a field without that field also
+deciding when the stage runs again.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from forge.atomic import atomic_write_text
 from forge.errors import ForgeError
-from forge.flywheel.config import Config
+from forge.flywheel.config import FIELD_SECTION, SECTIONS, Config, field_default
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import Provenance
 
@@ -41,60 +41,96 @@ class StageError(ForgeError):
 
 # ---------------------------------------------------------------------------------------------- config views
 
-_UNTRACKED = "untracked"
-_ADDED = "added"
+
+class _Part:
+    """The fields of one section a view declares: reading another names where to declare it."""
+
+    def __init__(self, view: ConfigView, section: str, values: dict[str, Any]):
+        self._view, self._section, self._values = view, section, values
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise self._view._undeclared(f"{self._section}.{name}", name) from None
 
 
-def untracked(why: str) -> Any:
-    """A field a stage reads that does not enter its fingerprint's configuration record; ``why`` says
-    why that is safe (it does not change the result, or an input already holds it)."""
-    return dataclasses.field(metadata={_UNTRACKED: why})
-
-
-def added(why: str) -> Any:
-    """A field a stage began to read after results were recorded (``why``), whose Config default does
-    what the stage did before: it enters the fingerprint only when set away from that default, so
-    that results recorded earlier keep their fingerprints (and a changed value still reruns the stage)."""
-    return dataclasses.field(metadata={_ADDED: why})
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class ConfigView:
-    """A stage's view of the configuration: subclasses declare, as frozen dataclass fields with
-    Config's names and types, every field the stage reads. Anything else is an AttributeError
-    that says where to declare it."""
+    """A stage's view of the configuration: a subclass names, in ``reads``, the sections and fields its
+    stage reads (by name: their types are the configuration's), ``untracked`` those of them that do not
+    enter the fingerprint (each with why that is safe: it does not change the result, or an input holds
+    it already) and ``added`` those the stage began to read after results were recorded (with why),
+    whose default does what the stage did before: they enter the fingerprint only when set away from it,
+    so results recorded earlier keep their fingerprints, and a changed value still reruns the stage.
+
+    The view reads like the configuration (``cfg.training.lr``); a section whose every field is declared
+    is the section itself (what :func:`forge.ml.training.train` takes), and reading anything undeclared
+    is an AttributeError that says where to declare it.
+    """
 
     stage: ClassVar[str] = "this"
+    reads: ClassVar[tuple[str, ...]] = ()
+    untracked: ClassVar[dict[str, str]] = {}
+    added: ClassVar[dict[str, str]] = {}
+    #: every declared field, by name (reads and untracked, sections expanded)
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names: list[str] = []
+        for name in (*cls.reads, *cls.untracked):
+            if name in SECTIONS:
+                names += [f for f in SECTIONS[name].model_fields if f not in names]
+            elif name in FIELD_SECTION:
+                names += [name] if name not in names else []
+            else:
+                raise TypeError(f"{cls.__name__} reads {name!r}, which is no configuration section or field")
+        for name in (*cls.untracked, *cls.added):
+            if name not in FIELD_SECTION:
+                raise TypeError(f"{cls.__name__} marks {name!r}, which is no configuration field")
+        if set(cls.added) & set(cls.untracked):
+            raise TypeError(f"{cls.__name__}: a field is either added or untracked")
+        cls.fields = tuple(names)
+
+    def __init__(self, config: Config):
+        if not isinstance(config, Config):
+            raise TypeError(f"{type(self).__name__} is made from a Config, got {type(config).__name__}")
+        self._config = config
 
     @classmethod
     def of(cls, config: Config) -> Self:
-        if not isinstance(config, Config):
-            raise TypeError(f"{cls.__name__} is made from a Config, got {type(config).__name__}")
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
-
-    @classmethod
-    def check(cls) -> None:
-        """Every declared field is a Config field of the same type (a typo would read nothing)."""
-        known = {f.name: f.type for f in dataclasses.fields(Config)}
-        for f in dataclasses.fields(cls):
-            if f.name not in known:
-                raise TypeError(f"{cls.__name__}.{f.name} is not a configuration field")
-            if str(f.type) != str(known[f.name]):
-                raise TypeError(f"{cls.__name__}.{f.name} is declared {f.type}, but Config has {known[f.name]}")
+        return cls(config)
 
     def fingerprinted(self) -> dict[str, Any]:
-        """The declared fields that enter the fingerprint, by name (an :func:`added` one only when it
-        is not at its default)."""
-        defaults = {f.name: f.default for f in dataclasses.fields(Config)}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if _UNTRACKED not in f.metadata
-                and not (_ADDED in f.metadata and getattr(self, f.name) == defaults[f.name])}
+        """The declared fields that enter the fingerprint, by name (an added one only when it is not at its
+        default)."""
+        flat = self._config.flat()
+        return {name: flat[name] for name in self.fields if name not in self.untracked
+                and not (name in self.added and flat[name] == field_default(name))}
+
+    def get(self, name: str) -> Any:
+        """A declared field by its name alone."""
+        if name not in self.fields:
+            raise self._undeclared(f"{FIELD_SECTION.get(name, '?')}.{name}", name)
+        return self._config.get(name)
+
+    def _undeclared(self, path: str, name: str) -> AttributeError:
+        return AttributeError(f"the {self.stage} stage reads config.{path} without declaring it: add {name!r} to "
+                              f"{type(self).__name__}.reads (in {type(self).__module__}) so that a change to it "
+                              "reruns the stage")
 
     def __getattr__(self, name: str) -> Any:  # only called for a name the view does not hold
-        if name.startswith("__"):
+        if name.startswith("_"):
             raise AttributeError(name)
-        raise AttributeError(f"the {self.stage} stage reads config.{name} without declaring it: add it to "
-                             f"{type(self).__name__} (in {type(self).__module__}) so that a change to it "
-                             "reruns the stage")
+        if name in SECTIONS:
+            section = getattr(self._config, name)
+            mine = [f for f in SECTIONS[name].model_fields if f in self.fields]
+            if len(mine) == len(SECTIONS[name].model_fields):
+                return section
+            return _Part(self, name, {f: getattr(section, f) for f in mine})
+        raise self._undeclared(f"{FIELD_SECTION[name]}.{name}" if name in FIELD_SECTION else name, name)
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -182,7 +218,6 @@ class Stage(Generic[C, R]):
     pin_golden: Callable[[Workspace, State, R], str | None] | None = None
 
     def __post_init__(self) -> None:
-        self.config.check()
         type.__setattr__(self.config, "stage", self.name)
 
     def view(self, config: Config) -> C:

@@ -4,7 +4,6 @@ iteration's W&B run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
@@ -17,24 +16,18 @@ from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, MetricSource, better, metric_label
 from forge.flywheel.stages import running, tokenize, train
-from forge.flywheel.stages.base import ConfigView, Stage, StageResult, untracked
+from forge.flywheel.stages.base import ConfigView, Stage, StageResult
 from forge.flywheel.state import State
 
 _GOLDEN = "the golden sets' identity: their content is in the inputs (the val/test splits' checksums)"
 
 
-@dataclass(frozen=True, kw_only=True)
 class EvaluateConfig(ConfigView):
-    playout_deals: int
-    accelerator: str
+    reads = ("playout_deals", "accelerator")
     # Which golden sets it scores on (integrity.golden_key: its comparison series, its pin): their content
     # is among its inputs already, the val/test splits' checksums.
-    hand_size: int = untracked(_GOLDEN)
-    golden_val_seeds: list[int] = untracked(_GOLDEN)
-    golden_test_seeds: list[int] = untracked(_GOLDEN)
-    golden_decls: list[int] = untracked(_GOLDEN)
-    golden_samples_per_shard: int = untracked(_GOLDEN)
-    global_seed: int = untracked(_GOLDEN)
+    untracked = {name: _GOLDEN for name in ("hand_size", "golden_val_seeds", "golden_test_seeds", "golden_decls",
+                                            "golden_samples_per_shard", "global_seed")}
 
 
 class EvaluateResult(StageResult):
@@ -101,11 +94,11 @@ def work(ctx: Context, cfg: EvaluateConfig, progress: StageProgress, memo: Diges
                                           whose=f"pinned golden {split}")
         if problem:
             raise integrity.IntegrityError(f"{problem}: not scored; `retry` tokenizes the golden sets again")
-    device = eval_device(cfg.accelerator)
+    device = eval_device(cfg.hardware.accelerator)
     progress.update(phase="golden val", force=True)
     val = score(ckpt, ctx.ws.dataset, "val", device=device)
     progress.update(phase="golden test and play-out", force=True)
-    test = score(ckpt, ctx.ws.dataset, "test", playout_deals=cfg.playout_deals, device=device)
+    test = score(ckpt, ctx.ws.dataset, "test", playout_deals=cfg.evaluation.playout_deals, device=device)
     playout = {k: test.pop(k) for k in list(test) if k.startswith("playout")}
     key = integrity.golden_key(cfg)  # compared only with iterations scored on the same golden sets
     prev = ctx.previous()

@@ -19,6 +19,7 @@ from typing import Any
 
 from forge import __version__
 from forge.digests import DigestMemo
+from forge.flywheel.config import FIELD_SECTION
 from forge.flywheel.context import Context
 from forge.flywheel.provenance import notebook_sha256
 from forge.flywheel.stages.base import Stage
@@ -70,8 +71,9 @@ def _changes(old: Any, new: Any, where: str = "") -> list[str]:
               "forge": f"forge {old} -> {new}"}
     if where in labels:
         return [labels[where]]
-    if where.startswith("config."):
-        return [f"{where} {old!r} -> {new!r}"]
+    if where.startswith("config."):  # the record keeps flat names; the user reads the file's sections
+        name = where.removeprefix("config.")
+        return [f"config.{FIELD_SECTION.get(name, '?')}.{name} {old!r} -> {new!r}"]
     return [f"{where.split('.')[0]} changed"]
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 from forge.atomic import atomic_write_text
 from forge.commandline import run_cli
 from forge.flywheel.stages.base import StageError
+from forge.ml.settings import HardwareSection, TrainingSection
 
 if TYPE_CHECKING:
     from forge.flywheel.progress import StageProgress
@@ -30,63 +31,45 @@ if TYPE_CHECKING:
 
 SETTINGS_FILE = "train-settings.json"
 RESULT_FILE = "train-result.json"
-#: TrainSettings fields that are DominoModule arguments (train's ``module_kwargs``), not train's own.
-HEAD_WEIGHTS = ("value_weight", "q_weight")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Every argument the train stage gives :func:`forge.ml.training.train` (a new one is a field here)."""
+    """One training run of the train stage: the configuration's training and hardware sections (what
+    :func:`forge.ml.training.train` takes) and where this run reads, writes and starts from."""
 
     data: Path
     run_dir: Path
-    epochs: int | None  # None: the budget decides
-    lr: float
-    model: str | None  # None: the resumed checkpoint's architecture
+    training: TrainingSection
+    hardware: HardwareSection
     resume: Path | None
-    val_samples: int | None
-    batch_size: int
-    seed: int
-    precision: str
-    accelerator: str
-    devices: int
-    strategy: str
-    num_nodes: int
-    compile: bool
+    from_scratch: bool  # the schedule's peak is the scratch rate
+    continuing: bool = False  # the resume checkpoint's optimiser state and sample count go on
     progress: bool = True
     wandb: bool = False
-    max_samples: int | None = None  # a training budget (forge.ml.schedule)
-    max_seconds: float | None = None
-    lr_horizon: int | None = None  # one schedule over every sample the weights have seen
-    continuing: bool = False  # the resume checkpoint's optimiser state and sample count go on
-    value_weight: float = 0.5  # the value and Q heads' loss weights (DominoModule's)
-    q_weight: float = 0.0
-
-    @property
-    def processes(self) -> int:
-        return self.devices * self.num_nodes
 
     @property
     def multi_process(self) -> bool:
-        """Whether training needs processes of its own (DDP), which a notebook kernel cannot become."""
-        return self.devices > 1 or self.num_nodes > 1 or self.strategy.startswith("ddp")
+        return self.hardware.multi_process
 
     def arguments(self) -> dict[str, Any]:
-        """``train``'s keyword arguments (its first, the dataset, is ``data``)."""
-        args = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        args.pop("data")
-        args["module_kwargs"] = {name: args.pop(name) for name in HEAD_WEIGHTS}
-        return args
+        """``train``'s arguments after the dataset (``data``)."""
+        return {"training": self.training, "hardware": self.hardware, "run_dir": self.run_dir,
+                "resume": self.resume, "from_scratch": self.from_scratch, "continuing": self.continuing,
+                "progress": self.progress, "wandb": self.wandb}
 
     def to_json(self) -> str:
-        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()},
-                          indent=1)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data.update(training=self.training.model_dump(), hardware=self.hardware.model_dump())
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in data.items()}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> Self:
         data = json.loads(text)
         for name in ("data", "run_dir", "resume"):
             data[name] = Path(data[name]) if data[name] is not None else None
+        data["training"] = TrainingSection.model_validate(data["training"])
+        data["hardware"] = HardwareSection.model_validate(data["hardware"])
         return cls(**data)
 
 
@@ -98,7 +81,7 @@ def fit(settings: TrainSettings, progress: StageProgress, callbacks: Sequence[An
     from forge.ml.training import train
 
     if settings.multi_process:
-        progress.update(phase=f"training in {settings.processes} processes", force=True)
+        progress.update(phase=f"training in {settings.hardware.processes} processes", force=True)
         return _in_child_processes(dataclasses.replace(settings, progress=False))
     with quiet_lightning():  # notebooks get the stage's summary, not Lightning's start-up chatter
         return train(settings.data, **settings.arguments(),
@@ -126,7 +109,7 @@ def _in_child_processes(settings: TrainSettings) -> RunResult:
         if proc.poll() is None:
             proc.kill()
     if proc.wait() != 0:
-        raise StageError(f"training in {settings.devices} processes failed (exit {proc.returncode}): "
+        raise StageError(f"training in {settings.hardware.processes} processes failed (exit {proc.returncode}): "
                          + " | ".join(tail))
     return result_from_dict(json.loads(result_file.read_text()))
 

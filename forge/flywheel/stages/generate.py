@@ -4,7 +4,6 @@ iterations; the tokenize stage reads their states from the token cache.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +14,22 @@ from forge.flywheel import integrity
 from forge.flywheel.context import Context
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import running
-from forge.flywheel.stages.base import ConfigView, Stage, StageResult, untracked
+from forge.flywheel.stages.base import ConfigView, Stage, StageResult
 
 
-@dataclass(frozen=True, kw_only=True)
 class GenerateConfig(ConfigView):
-    hand_size: int
-    golden_val_seeds: list[int]
-    golden_test_seeds: list[int]
-    golden_decls: list[int]
-    # Not read since the window's deals come from the token cache; kept so that recorded fingerprints hold.
-    replay_iters: int
-    executor: str = untracked("where deals are solved: every executor writes byte-identical shards")
-    # with the fields above, the golden sets' identity (their pin: integrity.golden_key); no shard depends on them
-    golden_samples_per_shard: int = untracked("how golden shards are sampled, not which are solved")
-    global_seed: int = untracked("the tokenizer's seed: solving does not read it")
-    ray_address: str | None = untracked("which Ray cluster solves them: the shards are the same")
-    keep_shards: str = untracked("whether the loop deletes the training shards once the iteration is recorded: "
-                                 "the shards written are the same")
+    # replay_iters is not read since the window's deals come from the token cache; kept so that recorded
+    # fingerprints hold.
+    reads = ("hand_size", "golden_val_seeds", "golden_test_seeds", "golden_decls", "replay_iters")
+    untracked = {
+        "executor": "where deals are solved: every executor writes byte-identical shards",
+        # with the fields above, the golden sets' identity (their pin: integrity.golden_key); no shard depends on them
+        "golden_samples_per_shard": "how golden shards are sampled, not which are solved",
+        "global_seed": "the tokenizer's seed: solving does not read it",
+        "ray_address": "which Ray cluster solves them: the shards are the same",
+        "keep_shards": "whether the loop deletes the training shards once the iteration is recorded: "
+                       "the shards written are the same",
+    }
 
 
 class SolvedShard(BaseModel):
@@ -70,7 +67,7 @@ def inputs(ctx: Context, cfg: GenerateConfig, upstream: None, memo: DigestMemo) 
 def released(ctx: Context) -> set[Path]:
     """The training shards the loop deleted on purpose once ``ctx``'s iteration was recorded (keep_shards:
     golden, see ``forge.flywheel.loop.release_shards``): their tokens stay cached, nothing runs again."""
-    if not ctx.is_past or ctx.config.keep_shards != "golden":
+    if not ctx.is_past or ctx.config.data.keep_shards != "golden":
         return set()
     return {ctx.shard(seed) for seed in ctx.seeds + ctx.replay_seeds()}
 
@@ -107,10 +104,10 @@ def work(ctx: Context, cfg: GenerateConfig, progress: StageProgress, memo: Diges
     from forge.oracle.generate import generate as solve_all
 
     groups = (
-        ("golden", "golden val/test deals", ctx.golden_jobs(), ctx.ws.golden(cfg.hand_size)),
+        ("golden", "golden val/test deals", ctx.golden_jobs(), ctx.ws.golden(cfg.data.hand_size)),
         # pretraining streams its deals through the train stage, a chunk at a time
         ("train", "training deals", [] if ctx.is_pretrain else [(s, train_decl(s)) for s in ctx.seeds],
-         ctx.ws.shards(cfg.hand_size)),
+         ctx.ws.shards(cfg.data.hand_size)),
     )
     _drop_unpinned(ctx, memo)
     summary: dict[str, Any] = {"written": 0, "kept": 0, "shards": []}
@@ -122,8 +119,8 @@ def work(ctx: Context, cfg: GenerateConfig, progress: StageProgress, memo: Diges
         # tqdm.auto: a widget in a notebook (not text on a red stderr background), text in a terminal
         bar = tqdm(total=len(jobs), unit="deal", desc=what, disable=not ctx.progress or not jobs)
         written = kept = states = done = 0
-        for r in solve_all(jobs, out, cfg.hand_size, workers=None if cfg.executor == "ray" else workers,
-                           progress=False, executor=cfg.executor, ray_address=cfg.ray_address):
+        for r in solve_all(jobs, out, cfg.data.hand_size, workers=None if cfg.hardware.executor == "ray" else workers,
+                           progress=False, executor=cfg.hardware.executor, ray_address=cfg.hardware.ray_address):
             done += 1
             bar.update()
             written += not r.skipped

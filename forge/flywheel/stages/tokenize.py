@@ -6,7 +6,6 @@ released once recorded), and a deal whose tokens are not cached at this sampling
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -17,24 +16,20 @@ from forge.flywheel import integrity
 from forge.flywheel.context import Context
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import generate, running
-from forge.flywheel.stages.base import ConfigView, Stage, StageOrderError, StageResult, added, untracked
+from forge.flywheel.stages.base import ConfigView, Stage, StageOrderError, StageResult
 
 _VIA_GENERATE = "which golden deals exist is generate's, whose fingerprint this stage's inputs hold"
 
 
-@dataclass(frozen=True, kw_only=True)
 class TokenizeConfig(ConfigView):
-    hand_size: int
-    samples_per_shard: int
-    golden_samples_per_shard: int
-    global_seed: int
-    replay_iters: int
-    golden_val_seeds: list[int] = untracked(_VIA_GENERATE)
-    golden_test_seeds: list[int] = untracked(_VIA_GENERATE)
-    golden_decls: list[int] = untracked(_VIA_GENERATE)
-    train_states: str = added("training-state selection")
-    executor: str = untracked("where a window deal is solved again: every executor writes byte-identical shards")
-    ray_address: str | None = untracked("which Ray cluster solves it: the shards are the same")
+    reads = ("hand_size", "samples_per_shard", "golden_samples_per_shard", "global_seed", "replay_iters",
+             "train_states")
+    added = {"train_states": "training-state selection"}
+    untracked = {
+        "golden_val_seeds": _VIA_GENERATE, "golden_test_seeds": _VIA_GENERATE, "golden_decls": _VIA_GENERATE,
+        "executor": "where a window deal is solved again: every executor writes byte-identical shards",
+        "ray_address": "which Ray cluster solves it: the shards are the same",
+    }
 
 
 #: A split's checksums (``{"tokens": "sha256:...", ...}``) as the dataset's manifest records them.
@@ -128,8 +123,8 @@ def _window_sources(ctx: Context, cfg: TokenizeConfig, progress: StageProgress) 
         sha = recorded.get(ctx.ws.rel(path))
         if path.is_file():
             sources.append(path)
-        elif sha and usable_entry(ctx.ws.token_cache, sha, cfg.samples_per_shard, cfg.global_seed,
-                                  cfg.train_states):  # a corrupt entry is removed: the deal is solved again
+        elif sha and usable_entry(ctx.ws.token_cache, sha, cfg.data.samples_per_shard, cfg.data.global_seed,
+                                  cfg.data.train_states):  # a corrupt entry is removed: the deal is solved again
             sources.append(Cached(path, sha))
         else:
             sources.append(path)
@@ -138,8 +133,8 @@ def _window_sources(ctx: Context, cfg: TokenizeConfig, progress: StageProgress) 
         progress.update(phase="solving window deals again", detail=f"{len(again)} deal(s) not cached at this "
                         "sampling", force=True)
         print(f"window: {len(again)} deal(s) not in the token cache at this sampling; solving them again")
-        for _ in solve_all([(s, train_decl(s)) for s in again], ctx.ws.shards(cfg.hand_size), cfg.hand_size,
-                           progress=False, executor=cfg.executor, ray_address=cfg.ray_address):
+        for _ in solve_all([(s, train_decl(s)) for s in again], ctx.ws.shards(cfg.data.hand_size), cfg.data.hand_size,
+                           progress=False, executor=cfg.hardware.executor, ray_address=cfg.hardware.ray_address):
             pass
     return sources
 
@@ -157,11 +152,11 @@ def work(ctx: Context, cfg: TokenizeConfig, progress: StageProgress, memo: Diges
     # from one iteration to the next, are left untouched on disk. Pretraining tokenizes its deals
     # chunk by chunk in the train stage.
     splits = {"val": ctx.golden_shards("val"), "test": ctx.golden_shards("test")}
-    counts = {"val": cfg.golden_samples_per_shard, "test": cfg.golden_samples_per_shard}
+    counts = {"val": cfg.evaluation.golden_samples_per_shard, "test": cfg.evaluation.golden_samples_per_shard}
     if train:
-        splits, counts = {"train": train, **splits}, {"train": cfg.samples_per_shard, **counts}
-    stats = build_dataset(splits, ctx.ws.dataset, counts, cfg.global_seed, cache_dir=ctx.ws.token_cache,
-                          progress=ctx.progress, selection={"train": cfg.train_states} if train else None)
+        splits, counts = {"train": train, **splits}, {"train": cfg.data.samples_per_shard, **counts}
+    stats = build_dataset(splits, ctx.ws.dataset, counts, cfg.data.global_seed, cache_dir=ctx.ws.token_cache,
+                          progress=ctx.progress, selection={"train": cfg.data.train_states} if train else None)
     return TokenizeResult(
         train_samples=stats.counts.get("train", 0), val_samples=stats.counts["val"], test_samples=stats.counts["test"],
         replay_seeds=ctx.replay_seeds(), tokenized_shards=len(stats.tokenized), cached_shards=len(stats.cached),

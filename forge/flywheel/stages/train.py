@@ -6,10 +6,11 @@ across iterations, its optimiser state carried along (:mod:`forge.ml.schedule`).
 In a pretraining workspace, iteration 0 trains a baseline from scratch over many deals instead,
 streamed a chunk at a time (:func:`pretrain`).
 
-To give training a new configuration field: add it to :class:`~forge.flywheel.config.Config`, declare
-it in :class:`TrainConfig` (so that changing it reruns this stage), and pass it on in
-:func:`settings` (a new argument of :func:`forge.ml.training.train` is also a
-:class:`~.fitting.TrainSettings` field). A new input that is not configuration (a file it reads,
+To give training a new setting: add a field to :class:`forge.ml.settings.TrainingSection` and use it
+in :func:`forge.ml.training.train`. This stage reads the whole training and hardware sections and
+hands them to ``train`` as they are, so the field reruns the stage when changed; mark it in
+:class:`TrainConfig`'s ``added`` (with why) if its default does what training did before, so that
+recorded results keep their fingerprints. A new input that is not configuration (a file it reads,
 earlier iterations' data) goes into :func:`inputs` with its digest.
 """
 
@@ -21,7 +22,6 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,40 +33,27 @@ from forge.flywheel import integrity
 from forge.flywheel.context import Context
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import running, tokenize
-from forge.flywheel.stages.base import ConfigView, Stage, StageResult, added, untracked
+from forge.flywheel.stages.base import ConfigView, Stage, StageResult
 from forge.flywheel.stages.fitting import TrainSettings, fit
 
 _PRETRAIN = "pretraining only, which solves and tokenizes its own chunks"
 
 
-@dataclass(frozen=True, kw_only=True)
 class TrainConfig(ConfigView):
-    model: str
-    epochs: int
-    lr: float
-    scratch_lr: float
-    batch_size: int
-    train_seed: int
-    val_samples: int | None
-    precision: str
-    accelerator: str
-    devices: int
-    strategy: str
-    num_nodes: int
-    compile: bool
-    train_samples: int | None = added("training budgets")
-    train_seconds: float | None = added("training budgets")
-    lr_horizon: int | None = added("the continuing schedule")
-    value_weight: float = added("the heads' loss weights")
-    q_weight: float = added("the heads' loss weights")
-    # Read by pretraining only. Its deals' hand size and tokenizer seed are those generate and
-    # tokenize ran with (their fingerprints are this stage's upstream); its sample count is in the
-    # inputs' pretrain section; its executor does not change a shard.
-    hand_size: int = untracked(_PRETRAIN + ": generate's fingerprint holds it")
-    global_seed: int = untracked(_PRETRAIN + ": tokenize's fingerprint holds it")
-    samples_per_shard: int = untracked(_PRETRAIN + ": recorded in the inputs' pretrain section")
-    executor: str = untracked(_PRETRAIN + ": every executor writes byte-identical shards")
-    ray_address: str | None = untracked(_PRETRAIN + ": the shards are the same whichever cluster solves them")
+    reads = ("training", "hardware")
+    added = {"train_samples": "training budgets", "train_seconds": "training budgets",
+             "lr_horizon": "the continuing schedule", "value_weight": "the heads' loss weights",
+             "q_weight": "the heads' loss weights"}
+    # Read by pretraining only. Its deals' hand size and tokenizer seed are those generate and tokenize ran
+    # with (their fingerprints are this stage's upstream); its sample count is in the inputs' pretrain
+    # section; its executor does not change a shard.
+    untracked = {
+        "hand_size": _PRETRAIN + ": generate's fingerprint holds it",
+        "global_seed": _PRETRAIN + ": tokenize's fingerprint holds it",
+        "samples_per_shard": _PRETRAIN + ": recorded in the inputs' pretrain section",
+        "executor": _PRETRAIN + ": every executor writes byte-identical shards",
+        "ray_address": _PRETRAIN + ": the shards are the same whichever cluster solves them",
+    }
 
 
 class PretrainSummary(BaseModel):
@@ -101,14 +88,14 @@ class TrainResult(StageResult):
 
 
 def inputs(ctx: Context, cfg: TrainConfig, upstream: tokenize.TokenizeResult, memo: DigestMemo) -> dict[str, Any]:
-    path, _, label = ctx.starting_point()
+    path, label = ctx.starting_point()
     found: dict[str, Any] = {
         "data": upstream.outputs.splits.get("train"),
         "start": {"from": label, "sha256": memo.sha256(path) if path and path.is_file() else None},
     }
     if ctx.is_pretrain:
         found["pretrain"] = {"seeds": ctx.seeds, "chunk": ctx.state.pretrain.chunk,
-                             "samples_per_shard": cfg.samples_per_shard}
+                             "samples_per_shard": cfg.data.samples_per_shard}
     return found
 
 
@@ -121,31 +108,31 @@ def intact(ctx: Context, result: TrainResult, memo: DigestMemo) -> str | None:
     return None
 
 
-def settings(ctx: Context, cfg: TrainConfig, *, data: Path, run_dir: Path, lr: float, resume: Path | None,
-             val_samples: int | None, budget: bool = True) -> TrainSettings:
-    """A training run of this stage: the configuration's training fields, for this iteration
-    (``budget=False``: epochs only, as pretraining's chunks train)."""
-    budgeted = budget and (cfg.train_samples is not None or cfg.train_seconds is not None)
-    return TrainSettings(data=data, run_dir=run_dir, epochs=None if budgeted else cfg.epochs, lr=lr,
-                         model=None if resume else cfg.model, resume=resume, val_samples=val_samples,
-                         batch_size=cfg.batch_size, seed=cfg.train_seed + ctx.iteration, precision=cfg.precision,
-                         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-                         num_nodes=cfg.num_nodes, compile=cfg.compile, progress=ctx.progress,
-                         max_samples=cfg.train_samples if budget else None,
-                         max_seconds=cfg.train_seconds if budget else None,
-                         lr_horizon=cfg.lr_horizon if budget else None,
-                         continuing=budget and cfg.lr_horizon is not None and resume is not None,
-                         value_weight=cfg.value_weight, q_weight=cfg.q_weight)
+def settings(ctx: Context, cfg: TrainConfig, *, data: Path, run_dir: Path, resume: Path | None,
+             from_scratch: bool, pretraining: bool = False) -> TrainSettings:
+    """This iteration's training run: the configuration's training and hardware sections as they are, with
+    the run's own seed (``train_seed + iteration``) and, when resuming, the checkpoint's architecture.
+    A pretraining chunk trains its epochs at the scratch rate, without a budget or a val subset."""
+    update: dict[str, Any] = {"train_seed": cfg.training.train_seed + ctx.iteration}
+    if resume is not None:
+        update["model"] = None
+    if pretraining:
+        update.update(train_samples=None, train_seconds=None, lr_horizon=None, val_samples=None)
+    training = cfg.training.model_copy(update=update)
+    return TrainSettings(data=data, run_dir=run_dir, training=training, hardware=cfg.hardware, resume=resume,
+                         from_scratch=from_scratch, progress=ctx.progress,
+                         continuing=training.lr_horizon is not None and resume is not None)
 
 
-def peak_lr(ctx: Context, cfg: TrainConfig) -> tuple[Path | None, float, str]:
-    """Where training starts (:meth:`Context.starting_point`) and at what rate: under a continuing
-    schedule (``lr_horizon``) every iteration has the same peak, scratch_lr for a flywheel that
-    started from scratch and lr for one that started from a baseline or pretraining."""
-    resume, lr, origin = ctx.starting_point()
-    if cfg.lr_horizon is not None:
-        lr = cfg.scratch_lr if ctx.state.baseline_checkpoint is None and ctx.state.pretrain is None else cfg.lr
-    return resume, lr, origin
+def starting_point(ctx: Context, cfg: TrainConfig) -> tuple[Path | None, bool, str]:
+    """Where training starts (:meth:`Context.starting_point`), whether at the scratch rate, and a label:
+    under a continuing schedule (``lr_horizon``) every iteration has the same peak, scratch_lr for a
+    flywheel that started from scratch and lr for one that started from a baseline or pretraining."""
+    resume, origin = ctx.starting_point()
+    from_scratch = resume is None
+    if cfg.training.lr_horizon is not None:
+        from_scratch = ctx.state.baseline_checkpoint is None and ctx.state.pretrain is None
+    return resume, from_scratch, origin
 
 
 def per_epoch(metrics_csv: Path, metric: str) -> dict[int, float]:
@@ -172,7 +159,7 @@ def work(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMe
 
     if ctx.is_pretrain:
         return pretrain(ctx, cfg, progress, memo, callbacks)
-    resume, lr, origin = peak_lr(ctx, cfg)
+    resume, from_scratch, origin = starting_point(ctx, cfg)
     previous = ctx.previous()
     if resume is not None and previous is not None and origin == f"iteration {previous.iteration}":
         integrity.check_start(ctx.ws, previous, resume)  # exactly the weights it recorded, or no training
@@ -182,13 +169,15 @@ def work(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMe
     if problem:
         raise integrity.IntegrityError(f"{problem}: not trained on; `retry` tokenizes it again")
     run_dir = ctx.ws.run_dir(ctx.iteration)
-    run = settings(ctx, cfg, data=ctx.ws.dataset, run_dir=run_dir / "train", lr=lr, resume=resume,
-                   val_samples=cfg.val_samples)
+    run = settings(ctx, cfg, data=ctx.ws.dataset, run_dir=run_dir / "train", resume=resume,
+                   from_scratch=from_scratch)
+    training = run.training
+    lr = training.peak_lr(from_scratch)
     print(f"training from {origin}" + (f" ({ctx.ws.rel(resume)})" if resume else "")
-          + (f", going on with its optimiser and LR schedule (peak {lr:g} over {cfg.lr_horizon:,} samples)"
+          + (f", going on with its optimiser and LR schedule (peak {lr:g} over {training.lr_horizon:,} samples)"
              if run.continuing else f" at lr {lr:g}")
-          + (f", for {cfg.train_samples:,} samples" if cfg.train_samples else "")
-          + (f", for {cfg.train_seconds:g} s" if cfg.train_seconds else ""))
+          + (f", for {training.train_samples:,} samples" if training.train_samples else "")
+          + (f", for {training.train_seconds:g} s" if training.train_seconds else ""))
     started = time.perf_counter()
     res = fit(run, progress, callbacks)
     trained_s = round(time.perf_counter() - started, 2)
@@ -196,16 +185,16 @@ def work(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: DigestMe
     _copy(res.best_checkpoint or res.last_checkpoint, stable)
     scores = per_epoch(res.metrics_csv, BEST_METRIC)
     epoch = best_epoch(scores)
-    if run.epochs is None:
+    if training.budgeted:
         epoch = None
-        budget = f"{cfg.train_samples:,} samples" if cfg.train_samples else f"{cfg.train_seconds:g} s"
+        budget = f"{training.train_samples:,} samples" if training.train_samples else f"{training.train_seconds:g} s"
         val = res.metrics.get(BEST_METRIC)
         reason = (f"the last weights: a training budget ({budget}) keeps where training stands"
-                  + (", the next iteration going on from them" if cfg.lr_horizon else "")
-                  + (f"; val Q-gap {val:.4f} on {cfg.val_samples or 'all'} golden val samples" if val is not None
-                     else ""))
+                  + (", the next iteration going on from them" if training.lr_horizon else "")
+                  + (f"; val Q-gap {val:.4f} on {training.val_samples or 'all'} golden val samples"
+                     if val is not None else ""))
     elif res.best_checkpoint and epoch is not None:
-        reason = (f"lowest val Q-gap on {'all' if cfg.val_samples is None else cfg.val_samples} golden val "
+        reason = (f"lowest val Q-gap on {'all' if training.val_samples is None else training.val_samples} golden val "
                   f"samples: {scores[epoch]:.4f} (epochs: "
                   + ", ".join(f"{e + 1}: {v:.4f}" for e, v in sorted(scores.items())) + ")")
     else:
@@ -241,26 +230,27 @@ def pretrain(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: Dige
     assert pre is not None
     chunks = [ctx.seeds[i:i + pre.chunk] for i in range(0, len(ctx.seeds), pre.chunk)]
     work_dir = ctx.ws.run_dir(ctx.iteration) / "pretrain"
-    shard_dir = ctx.ws.shards(cfg.hand_size)
+    shard_dir = ctx.ws.shards(cfg.data.hand_size)
     checkpoint: Path | None = None
     peak, samples, csvs = 0, 0, []
     for k, part in enumerate(chunks, 1):
         label = f"chunk {k}/{len(chunks)} (seeds {part[0]}..{part[-1]})"
         progress.update(phase=f"{label}: solving", done=k - 1, total=len(chunks), force=True)
-        shards = [r.path for r in solve_all([(s, train_decl(s)) for s in part], shard_dir, cfg.hand_size,
-                                            progress=False, executor=cfg.executor, ray_address=cfg.ray_address)]
+        shards = [r.path for r in solve_all([(s, train_decl(s)) for s in part], shard_dir, cfg.data.hand_size,
+                                            progress=False, executor=cfg.hardware.executor,
+                                            ray_address=cfg.hardware.ray_address)]
         progress.update(phase=f"{label}: tokenizing", force=True)
         data, cache = work_dir / "data", work_dir / "cache"
-        stats = build_dataset({"train": shards}, data, cfg.samples_per_shard, cfg.global_seed, cache_dir=cache,
-                              progress=False)
+        stats = build_dataset({"train": shards}, data, cfg.data.samples_per_shard, cfg.data.global_seed,
+                              cache_dir=cache, progress=False)
         samples += stats.counts["train"]
         peak = max(peak, _tree_size(work_dir) + sum(p.stat().st_size for p in shards))
         for p in shards:
             p.unlink()
         shutil.rmtree(cache)
         progress.update(phase=f"{label}: training", force=True)
-        res = fit(settings(ctx, cfg, data=data, run_dir=work_dir / f"chunk-{k:03d}", lr=cfg.scratch_lr,
-                           resume=checkpoint, val_samples=None, budget=False), progress, callbacks)
+        res = fit(settings(ctx, cfg, data=data, run_dir=work_dir / f"chunk-{k:03d}", resume=checkpoint,
+                           from_scratch=True, pretraining=True), progress, callbacks)
         peak = max(peak, _tree_size(work_dir))
         latest = work_dir / "latest.ckpt"
         _copy(res.last_checkpoint, latest)
@@ -273,7 +263,7 @@ def pretrain(ctx: Context, cfg: TrainConfig, progress: StageProgress, memo: Dige
     assert checkpoint is not None
     os.replace(checkpoint, stable)
     return TrainResult(
-        checkpoint=ctx.ws.rel(stable), started_from="scratch", resume=None, lr=cfg.scratch_lr,
+        checkpoint=ctx.ws.rel(stable), started_from="scratch", resume=None, lr=cfg.training.peak_lr(True),
         pretrain=PretrainSummary(seeds=len(ctx.seeds), chunks=len(chunks), chunk=pre.chunk, samples=samples,
                                  peak_bytes=peak),
         metrics_csv=csvs[-1], metrics_csvs=csvs, kept_epoch=None,

@@ -177,8 +177,8 @@ def breakdown_frame(a: Run, b: Run, names: Sequence[str], split: str = "val") ->
 
 def config_diff(a: Run, b: Run) -> pl.DataFrame:
     """The configuration keys whose values differ between A's iteration and B's (as each ran)."""
-    ca = a.entry.config.to_dict() if a.entry.config else {}
-    cb = b.entry.config.to_dict() if b.entry.config else {}
+    ca = a.entry.config.flat() if a.entry.config else {}
+    cb = b.entry.config.flat() if b.entry.config else {}
     keys = [k for k in dict.fromkeys([*ca, *cb]) if ca.get(k) != cb.get(k)]
     return pl.DataFrame({"config": keys, "A": [_text(ca.get(k, "-")) for k in keys],
                          "B": [_text(cb.get(k, "-")) for k in keys]},
@@ -331,7 +331,7 @@ def variant_config(runs: Sequence[Run]) -> pl.DataFrame:
     configs = {}
     for ws in workspaces(runs):
         last = [r for r in runs if r.workspace == ws][-1]
-        configs[ws] = last.entry.config.to_dict() if last.entry.config else {}
+        configs[ws] = last.entry.config.flat() if last.entry.config else {}
     keys = [k for k in dict.fromkeys(k for c in configs.values() for k in c)
             if len({repr(c.get(k)) for c in configs.values()}) > 1]
     return pl.DataFrame({"config": keys, **{ws: [_text(c.get(k)) for k in keys] for ws, c in configs.items()}})
@@ -371,5 +371,5 @@ def index_data(runs: Sequence[Run]) -> dict[str, Any]:
                   "values": {s: {n: r.metric(s, n) for n in {*(m for _, m in METRIC_ROWS), *DECL_ROWS, *DEPTH_ROWS,
                                                              *counts}
                                  if r.metric(s, n) is not None} for s in ("val", "test", "playout")},
-                  "config": r.entry.config.to_dict() if r.entry.config else {}} for r in runs],
+                  "config": r.entry.config.flat() if r.entry.config else {}} for r in runs],
     }

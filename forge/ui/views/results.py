@@ -20,7 +20,7 @@ def describe(ctx: Any) -> str:
     cfg = ctx.config
     seeds = f"{len(ctx.seeds)} seeds {ctx.seeds[0]}..{ctx.seeds[-1]}" if ctx.seeds else "no seeds"
     return (f'<div class="forge-context" style="font:13px/1.5 system-ui,sans-serif">workspace <code>{ctx.ws.root}'
-            f"</code><br>iteration <b>{ctx.iteration}</b> ({cfg.preset} preset, hand size {cfg.hand_size}): "
+            f"</code><br>iteration <b>{ctx.iteration}</b> ({cfg.preset} preset, hand size {cfg.data.hand_size}): "
             f"{seeds}</div>")
 
 
