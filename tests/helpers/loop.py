@@ -27,10 +27,13 @@ def flywheel(ws: Path, *args: str, timeout: int = 600, env: dict | None = None) 
 
 
 def state(ws: Path) -> dict:
-    """state.yaml as data, with its history as the loop recorded it (in history.jsonl)."""
+    """state.yaml as data, with its history as the loop recorded it (in history.jsonl) and its configuration
+    by field name (as the history's entries hold it)."""
+    from forge.flywheel.config import config_from_dict
     from forge.flywheel.state import load_state
 
     data = yaml.safe_load((ws / "state.yaml").read_text())
+    data["config"] = config_from_dict(data["config"]).flat()
     data["history"] = [h.to_dict() for h in load_state(ws).history]
     return data
 
