@@ -27,10 +27,10 @@ from forge.flywheel.config import ConfigError, config_from_dict, load_preset
 from forge.flywheel.context import context
 from forge.flywheel.history import seeds_counted
 from forge.flywheel.lock import Heartbeat
-from forge.flywheel.loop import _fail, _history_entry, run_loop
+from forge.flywheel.loop import Loop, _history_entry, run_loop
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import Current
-from forge.flywheel.state import StateError, StateStore, begin_iteration, load_state, save_state
+from forge.flywheel.state import BrokenStateFile, StateError, StateStore, begin_iteration, load_state, save_state
 
 STAGES = ("generate", "tokenize", "train", "evaluate")
 
@@ -278,14 +278,22 @@ def test_after_broken_yaml_the_error_does_not_ask_to_copy_the_backup(ws: Path) -
     with store.edit() as st:
         begin_iteration(st)
     (ws / "state.yaml").write_text("status: [broken\n")
-    with pytest.raises(StateError) as err:
+    with pytest.raises(BrokenStateFile) as err:
         load_state(ws)  # what the stage's notebook saw
     assert "cp " in str(err.value)
-    _fail(Workspace.at(ws), store, "train", f"cell 2: StateError: {err.value}", None)
+    loop = Loop(Workspace.at(ws), store, runner=None)  # type: ignore[arg-type] - recording a failure runs nothing
+    # told by the exception's type, not its words: another error quoting them is kept as it was
+    loop.fail("train", f"cell 2: ValueError: {err.value}", error="ValueError")
+    assert load_state(ws).last_error == f"train: cell 2: ValueError: {err.value}"
+    with store.edit() as st:
+        st.status = "running"
+    (ws / "state.yaml").write_text("status: [broken\n")
+    loop.fail("train", f"cell 2: {type(err.value).__name__}: {err.value}", error=type(err.value).__name__)
     after = load_state(ws)  # written again, valid
     assert after.status == "failed"
     assert "cp " not in after.last_error and "retry" in after.last_error
     assert "written state.yaml again" in after.last_error
+    assert err.value.problem in after.last_error
 
 
 def test_temp_copies_of_the_state_left_by_a_kill_are_removed(ws: Path) -> None:

@@ -7,6 +7,7 @@ released once recorded), and a deal whose tokens are not cached at this sampling
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -15,6 +16,7 @@ from forge.digests import DigestMemo
 from forge.errors import ForgeError
 from forge.flywheel import integrity
 from forge.flywheel.context import Context
+from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import generate, running
 from forge.flywheel.stages.base import ConfigView, Stage, StageOrderError, StageResult, added, untracked
@@ -67,6 +69,14 @@ def window(ctx: Context) -> dict[str, str]:
         if recorded is not None:
             found.update({rel: sha for rel, sha in recorded.outputs.shards.items() if rel in wanted})
     return dict(sorted(found.items()))
+
+
+def cache_ahead(ws: Workspace, cfg: TokenizeConfig, shard: Path) -> bool:
+    """Tokenize a shard solved ahead of its iteration (the loop's prefetch) into the token cache at the
+    sampling this stage will ask for, so that it finds the states cached; True when it tokenized."""
+    from forge.ml.store import tokenize_to_cache
+
+    return tokenize_to_cache(shard, ws.token_cache, cfg.samples_per_shard, cfg.global_seed, cfg.train_states)
 
 
 def inputs(ctx: Context, cfg: TokenizeConfig, upstream: generate.GenerateResult, memo: DigestMemo) -> dict[str, Any]:
