@@ -70,6 +70,12 @@ def test_two_iterations_end_to_end(runs) -> None:
         assert set(h["timings"]) == {"generate", "tokenize", "train", "evaluate", "total", "span"}
         # the span is stamped to the second
         assert sum(h["timings"][s] for s in REGISTRY) <= h["timings"]["total"] <= h["timings"]["span"] + 1
+        # CPU seconds and peak memory of each stage, the kernel's included: it imported torch (over 100 MB)
+        # and trained (CPU time); a stage's CPU time is at most its seconds on every core of the machine
+        assert set(h["usage"]) == set(REGISTRY)
+        for stage, used in h["usage"].items():
+            assert 0 < used["cpu_s"] <= h["timings"][stage] * os.cpu_count() + 1, (stage, used)
+            assert used["peak_rss_mb"] > 100, (stage, used)
         for stage, name in zip(("generate", "tokenize", "train", "evaluate"), STAGE_FILES):
             nb = ws / h["notebooks"][stage]
             assert nb.name == f"{name}.ipynb" and nb.is_file() and nb.with_suffix(".html").is_file()

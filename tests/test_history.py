@@ -35,7 +35,8 @@ def test_a_version_2_state_migrates_and_keeps_every_value(v2: Path) -> None:
     assert written["version"] == 3 and written["history"]["entries"] == 6 and written["history"]["best_iteration"]
     again = load_state(v2)
     # every value of every entry; fields added since the fixture was recorded read as their defaults
-    expected = [{"digests": {}, "usage": {}, **h, "config": config_from_dict(h["config"]).to_dict()} for h in original["history"]]
+    expected = [{"digests": {}, "usage": {}, **h, "config": config_from_dict(h["config"]).to_dict()}
+                for h in original["history"]]
     assert [h.to_dict() for h in again.history] == expected
     assert dataclasses.asdict(again.current) == {"config": None, "digests": {}, "usage": {}, **original["current"]}
     for key in ("status", "next_seed", "next_action", "wandb", "config"):

@@ -99,3 +99,13 @@ def add(usage: dict[str, dict[str, float]], stage: str, used: dict[str, float]) 
     had: dict[str, Any] = usage.setdefault(stage, {})
     had[CPU] = round(had.get(CPU, 0.0) + used[CPU], 2)
     had[PEAK_RSS] = max(had.get(PEAK_RSS, 0.0), used[PEAK_RSS])
+
+
+def describe(usage: dict[str, dict[str, float]], timings: dict[str, float] | None = None) -> str:
+    """One line per the stages measured: wall seconds (where timed), CPU seconds, peak memory."""
+    parts = []
+    for stage, used in usage.items():
+        wall = (timings or {}).get(stage)
+        took = f"{wall:.1f} s, " if wall is not None else ""
+        parts.append(f"{stage} {took}{used.get(CPU, 0.0):.1f} s CPU, {used.get(PEAK_RSS, 0.0):.0f} MB peak")
+    return "; ".join(parts)

@@ -30,7 +30,7 @@ from forge.flywheel.lock import Heartbeat
 from forge.flywheel.loop import Loop, _history_entry, run_loop
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import Current
-from forge.flywheel.state import BrokenStateFile, StateError, StateStore, begin_iteration, load_state, save_state
+from forge.flywheel.state import BrokenStateFile, StateStore, begin_iteration, load_state, save_state
 
 STAGES = ("generate", "tokenize", "train", "evaluate")
 
