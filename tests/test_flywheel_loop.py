@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.inprocess import by_hand_here, run_in_process
 from helpers.loop import (
     FAKE_KEY,
     by_hand,
@@ -290,23 +291,28 @@ def test_notebooks_by_hand_then_loop_records_without_redoing(runs, tmp_path, mon
 
 
 def test_an_edited_config_retrains_and_reevaluates(runs, tmp_path) -> None:
+    """In this process (tests/helpers/inprocess.py): what counts is which stages the loop runs again."""
+    from forge.ui.text import format_text
+
     ws = copy_after_one(runs, tmp_path / "ws")
-    by_hand(ws, "generate", "tokenize", "train", "evaluate")
+    by_hand_here(ws, "generate", "tokenize", "train", "evaluate")
     first_train, first_eval = result(ws, 2, "train"), result(ws, 2, "evaluate")
     edit_state(ws, lambda d: d["config"].update(train_seed=7))  # retrain with another seed
-    status = flywheel(ws, "status")
-    assert "stale: train will run again (config.train_seed 0 -> 7)" in status.stdout
-    assert "stale: evaluate will run again (train runs again first)" in status.stdout
-    by_hand(ws, "train", "evaluate")
+    status = format_text(snapshot(ws))  # what `flywheel status` prints
+    assert "stale: train will run again (config.train_seed 0 -> 7)" in status
+    assert "stale: evaluate will run again (train runs again first)" in status
+    by_hand_here(ws, "train", "evaluate")
     again_train, again_eval = result(ws, 2, "train"), result(ws, 2, "evaluate")
     assert again_train["outputs"]["sha256"] != first_train["outputs"]["sha256"]
     assert again_eval["inputs"]["checkpoint"] == again_train["outputs"]["sha256"]
     assert again_eval["val"] != first_eval["val"]  # the evaluation follows the retrained model
     edit_state(ws, lambda d: d["config"].update(epochs=3))  # edited after training by hand
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "train     runs again: config.epochs 2 -> 3" in res.stdout
-    assert "evaluate  runs again" in res.stdout and "generate  already done" in res.stdout
+    code, said, runner = run_in_process(ws)
+    assert code == 0, said
+    out = "\n".join(said)
+    assert "train     runs again: config.epochs 2 -> 3" in out
+    assert "evaluate  runs again" in out and "generate  already done" in out
+    assert runner.ran == ["train", "evaluate"]
     entry = state(ws)["history"][-1]
     assert entry["config"]["epochs"] == 3 and entry["config"]["train_seed"] == 7
     assert entry["fingerprints"]["train"] != again_train["fingerprint"]
@@ -316,8 +322,8 @@ def test_an_edited_config_retrains_and_reevaluates(runs, tmp_path) -> None:
 def test_diverged_training_never_enters_history(runs, tmp_path) -> None:
     ws = copy_after_one(runs, tmp_path / "ws")
     edit_state(ws, lambda d: d["config"].update(lr=1e12))  # finite, and far past stable
-    res = flywheel(ws, "--once")
-    assert res.returncode == 1
+    code, said, _ = run_in_process(ws)  # in this process: what counts is the record, not the notebook
+    assert code == 1, said
     st = state(ws)
     assert st["status"] == "failed" and st["last_error"].startswith("train: cell ")
     assert "TrainingDiverged" in st["last_error"] and len(st["history"]) == 1
@@ -362,8 +368,8 @@ def test_training_shards_are_released_and_the_window_replays_their_cached_states
 def test_a_window_deal_not_cached_at_a_new_sampling_is_solved_again(runs, tmp_path) -> None:
     ws = copy_after_one(runs, tmp_path / "ws")
     edit_state(ws, lambda d: d["config"].update(samples_per_shard=48))
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # in this process: the stage's log is what it printed
+    assert code == 0, said
     assert result(ws, 2, "tokenize")["tokenized_shards"] == 8  # its own 4, and the window's 4 at 48 samples
     log = (ws / "runs" / "iter-0002" / "logs" / "tokenize.log").read_text()
     assert "window: 4 deal(s) not in the token cache at this sampling; solving them again" in log
@@ -376,16 +382,16 @@ def test_prefetch_solves_the_next_iterations_deals_while_training(runs, tmp_path
 
     ws = copy_after_one(runs, tmp_path / "ws")
     edit_state(ws, lambda d: d["config"].update(prefetch_next=True))
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "prefetch  solving the next iteration's deals 8..11" in res.stdout
+    code, said, _ = run_in_process(ws)  # in this process: the prefetch is a thread of the loop's process
+    assert code == 0, said
+    assert "  prefetch  solving the next iteration's deals 8..11 in the background" in said
     assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]  # same iteration 2
     for seed in range(8, 12):  # iteration 3's deals are ready, verified, where its generate stage looks
         shard = ws / "data" / "shards-h3" / f"seed_{seed:08d}_decl_{seed % 10}.parquet"
         assert shard.is_file() and verify_shard(shard) == []
     # and already tokenized: iteration 3's tokenize stage finds all its states in the cache
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     assert result(ws, 3, "generate")["train_written"] == 0 and result(ws, 3, "tokenize")["tokenized_shards"] == 0
 
 

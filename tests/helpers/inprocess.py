@@ -95,3 +95,12 @@ def run_in_process(ws: Path, before: Before | None = None, **kwargs) -> tuple[in
     kwargs = {"once": True, "no_wandb": True, **kwargs}
     code = run_loop(ws, say=said.append, runner=runner, **kwargs)
     return code, said, made[0] if made else InProcessRunner(Workspace.at(ws), True)
+
+
+def by_hand_here(ws: Path, *names: str) -> None:
+    """Run stages of the next iteration in this process as a person does in their notebooks (the stage's
+    ``run``; its result says it ran by hand), what the stage prints not shown."""
+    ctx = stages.context(ws, progress=False, no_wandb=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        for name in names:
+            getattr(stages, name).run(ctx)
