@@ -33,11 +33,27 @@ def benchmark_deal() -> Solution:
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(tmp_path_factory) -> dict[str, Path | str]:
+def tiny_runs(tmp_path_factory, worker_id: str) -> dict[str, Path | str]:
     """A tiny workspace after one iteration (``after_one``, a snapshot) and after two (``ws``, the
-    reference run that scenarios starting from the snapshot compare with)."""
-    ws = tmp_path_factory.mktemp("flywheel") / "ws"
-    ws.mkdir()
+    reference run that scenarios starting from the snapshot compare with). Made once per test run:
+    under pytest-xdist the first worker to need it makes it, the others wait for it and share it
+    (a test copies it before changing it)."""
+    if worker_id == "master":
+        return _two_iterations(tmp_path_factory.mktemp("flywheel"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, common to its workers
+    done = shared / "tiny_runs" / "log.txt"
+    with FileLock(str(shared / "tiny_runs.lock")):
+        if not done.is_file():
+            made = _two_iterations(shared / "tiny_runs")
+            done.write_text(str(made["log"]))
+    return {"ws": shared / "tiny_runs" / "ws", "after_one": shared / "tiny_runs" / "after-one", "log": done.read_text()}
+
+
+def _two_iterations(where: Path) -> dict[str, Path | str]:
+    ws = where / "ws"
+    ws.mkdir(parents=True)
     init = flywheel(ws, "init", "--preset", "tiny", "--wandb-group", "ci")
     assert init.returncode == 0, init.stderr
     first = flywheel(ws, "--once")
@@ -47,5 +63,3 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path | str]:
     second = flywheel(ws, "--once")
     assert second.returncode == 0, second.stdout + second.stderr
     return {"ws": ws, "after_one": after_one, "log": first.stdout + second.stdout}
-
-

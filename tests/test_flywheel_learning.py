@@ -20,7 +20,8 @@ from forge.ml.tokenize import q_spread
 
 BUDGET, HORIZON, BATCH = 1500, 6000, 64
 
-pytestmark = pytest.mark.loop
+# one xdist worker runs them all: the learner's two iterations are run once, not once per worker
+pytestmark = [pytest.mark.loop, pytest.mark.xdist_group("flywheel-learning")]
 
 LEARNING = {"train_states": "decisions", "train_samples": BUDGET, "lr_horizon": HORIZON, "replay_iters": 1}
 
