@@ -17,13 +17,34 @@ SLOW_KINDS = ("loop", "notebooks", "install", "browser", "cluster")
 LOOP_FIXTURES = ("tiny_runs",)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One rule for the tiers: the slow kinds, and tests on a real loop's workspace, are `slow`."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """One rule for the tiers: the slow kinds, and tests on a real loop's workspace, are `slow`; and the
+    xdist groups (:func:`_xdist_groups`)."""
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in LOOP_FIXTURES):
             item.add_marker(pytest.mark.loop)
         if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
             item.add_marker(pytest.mark.slow)
+    _xdist_groups(config, items)
+
+
+def _xdist_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-xdist's ``--dist loadgroup`` sends the tests of one ``xdist_group`` to one worker by the
+    group's name at the end of their node ids (``...@group``). Since pytest 9 a node id is structured
+    and xdist's own suffix (written to ``_nodeid``) is lost, so every group was ignored (the browser's
+    and Ray's shared resources, and modules whose expensive fixtures were then made once per worker):
+    the suffix is set here, as xdist sets it."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest before 9: xdist sets the suffix itself
+        return
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid and hasattr(item, "_id"):
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ import pytest
 from helpers.inprocess import by_hand_here, run_in_process
 from helpers.loop import (
     FAKE_KEY,
-    by_hand,
     copy_after_one,
     edit_state,
     flywheel,
@@ -187,8 +186,8 @@ def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, tmp
     assert snap["current"]["stage"] == "train"
     assert flywheel(ws, "retry").returncode == 0
     edit_state(ws, lambda d: d["config"].update(epochs=2))
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # the recovery, in this process: what counts is the record
+    assert code == 0, said
     mine, reference = state(ws)["history"][-1], state(runs["ws"])["history"][-1]
     assert mine["val"] == reference["val"] and mine["test"] == reference["test"]
     assert mine["playout"] == reference["playout"]
@@ -215,8 +214,8 @@ def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, tmp_path, 
     if sig == signal.SIGINT:
         return  # the record is the same for both signals: resuming from it is shown once, for SIGTERM
     edit_state(ws, lambda d: d["config"].update(epochs=2))
-    res = flywheel(ws, "--once")  # no `retry` needed
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # no `retry` needed (in this process: what counts is the record)
+    assert code == 0, said
     assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]
 
 
@@ -402,8 +401,8 @@ def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp
                    "--pretrain-chunk", "4")
     assert res.returncode == 0 and "first seed 112" in res.stdout, res.stderr
     assert flywheel(ws, "status").stdout.startswith("status: ready   preset tiny   iteration 0")
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # in this process: what counts is the stage's pretraining, not its notebook
+    assert code == 0, said
     base = state(ws)["history"][0]
     assert base["iteration"] == 0 and base["started_from"] == "scratch" and base["seed_range"] == [100, 112]
     trained = result(ws, 0, "train")
@@ -415,8 +414,8 @@ def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp
     assert leftovers == {"chunk-001", "chunk-002", "chunk-003"}
     assert not list((ws / "runs" / "iter-0000" / "pretrain").rglob("*.ckpt"))
     assert not list((ws / "runs" / "iter-0000" / "pretrain").rglob("*.npy"))
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     first = state(ws)["history"][1]
     assert first["iteration"] == 1 and first["started_from"] == "iteration 0" and first["seeds"][0] == 112
     assert result(ws, 1, "train")["lr"] == state(ws)["config"]["lr"]  # fine-tuning, as the runbook intends
@@ -424,7 +423,7 @@ def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp
 
 def test_a_stage_run_by_hand_shows_in_the_panel(runs, tmp_path) -> None:
     ws = copy_after_one(runs, tmp_path / "ws")
-    by_hand(ws, "generate", "tokenize")
+    by_hand_here(ws, "generate", "tokenize")
     edit_state(ws, lambda d: d["config"].update(epochs=500))
     (ws / "train.py").write_text("from forge.flywheel import stages\nif __name__ == '__main__':\n"
                                  "    stages.train.run(stages.context('.', progress=False))\n")
@@ -455,8 +454,8 @@ def test_a_reference_trainer_checkpoint_is_a_baseline_the_flywheel_fine_tunes(tm
                    str(REFERENCE))
     assert res.returncode == 0, res.stderr
     edit_state(ws, lambda d: d["config"].update(epochs=1, golden_val_seeds=[900], playout_deals=1))
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # in this process: what counts is the baseline's weights, not the notebook
+    assert code == 0, said
     entry = state(ws)["history"][-1]
     assert entry["started_from"] == "baseline"
     trained = result(ws, 1, "train")
