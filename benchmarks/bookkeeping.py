@@ -29,8 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from forge.flywheel.history import HISTORY_FILE, History, Summary, carried_of, compact
+from forge.flywheel.history import History, Summary, carried_of, compact
 from forge.flywheel.lock import Heartbeat
+from forge.flywheel.paths import HISTORY_FILE
 from forge.flywheel.records import PRIMARY_METRIC, better
 from forge.flywheel.stages import REGISTRY, tokenize
 from forge.flywheel.state import StateStore, begin_iteration, finish_recording, load_state, save_state

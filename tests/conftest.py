@@ -17,13 +17,34 @@ SLOW_KINDS = ("loop", "notebooks", "install", "browser", "cluster")
 LOOP_FIXTURES = ("tiny_runs",)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One rule for the tiers: the slow kinds, and tests on a real loop's workspace, are `slow`."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """One rule for the tiers: the slow kinds, and tests on a real loop's workspace, are `slow`; and the
+    xdist groups (:func:`_xdist_groups`)."""
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in LOOP_FIXTURES):
             item.add_marker(pytest.mark.loop)
         if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
             item.add_marker(pytest.mark.slow)
+    _xdist_groups(config, items)
+
+
+def _xdist_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-xdist's ``--dist loadgroup`` sends the tests of one ``xdist_group`` to one worker by the
+    group's name at the end of their node ids (``...@group``). Since pytest 9 a node id is structured
+    and xdist's own suffix (written to ``_nodeid``) is lost, so every group was ignored (the browser's
+    and Ray's shared resources, and modules whose expensive fixtures were then made once per worker):
+    the suffix is set here, as xdist sets it."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest before 9: xdist sets the suffix itself
+        return
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid and hasattr(item, "_id"):
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +54,27 @@ def benchmark_deal() -> Solution:
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(tmp_path_factory) -> dict[str, Path | str]:
+def tiny_runs(tmp_path_factory, worker_id: str) -> dict[str, Path | str]:
     """A tiny workspace after one iteration (``after_one``, a snapshot) and after two (``ws``, the
-    reference run that scenarios starting from the snapshot compare with)."""
-    ws = tmp_path_factory.mktemp("flywheel") / "ws"
-    ws.mkdir()
+    reference run that scenarios starting from the snapshot compare with). Made once per test run:
+    under pytest-xdist the first worker to need it makes it, the others wait for it and share it
+    (a test copies it before changing it)."""
+    if worker_id == "master":
+        return _two_iterations(tmp_path_factory.mktemp("flywheel"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, common to its workers
+    done = shared / "tiny_runs" / "log.txt"
+    with FileLock(str(shared / "tiny_runs.lock")):
+        if not done.is_file():
+            made = _two_iterations(shared / "tiny_runs")
+            done.write_text(str(made["log"]))
+    return {"ws": shared / "tiny_runs" / "ws", "after_one": shared / "tiny_runs" / "after-one", "log": done.read_text()}
+
+
+def _two_iterations(where: Path) -> dict[str, Path | str]:
+    ws = where / "ws"
+    ws.mkdir(parents=True)
     init = flywheel(ws, "init", "--preset", "tiny", "--wandb-group", "ci")
     assert init.returncode == 0, init.stderr
     first = flywheel(ws, "--once")
@@ -47,5 +84,3 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path | str]:
     second = flywheel(ws, "--once")
     assert second.returncode == 0, second.stdout + second.stderr
     return {"ws": ws, "after_one": after_one, "log": first.stdout + second.stdout}
-
-

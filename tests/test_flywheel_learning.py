@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.inprocess import run_in_process
 from helpers.loop import edit_state, flywheel, result, start_loop_until, state, training_steps
 
 from forge.ml.schedule import lr_factor
@@ -20,7 +21,8 @@ from forge.ml.tokenize import q_spread
 
 BUDGET, HORIZON, BATCH = 1500, 6000, 64
 
-pytestmark = pytest.mark.loop
+# one xdist worker runs them all: the learner's two iterations are run once, not once per worker
+pytestmark = [pytest.mark.loop, pytest.mark.xdist_group("flywheel-learning")]
 
 LEARNING = {"train_states": "decisions", "train_samples": BUDGET, "lr_horizon": HORIZON, "replay_iters": 1}
 
@@ -31,12 +33,13 @@ def learner(tmp_path_factory) -> dict[str, Path]:
     ws.mkdir()
     assert flywheel(ws, "init", "--preset", "tiny", "--wandb-group", "ci", "--wandb-mode", "disabled").returncode == 0
     edit_state(ws, lambda d: d["config"].update(LEARNING))
-    first = flywheel(ws, "--once", "--no-wandb")
-    assert first.returncode == 0, first.stdout + first.stderr
+    # the loop in this process, its stages in-process (tests/helpers/inprocess.py): what counts is the schedule
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     after_one = ws.parent / "after-one"
     shutil.copytree(ws, after_one, symlinks=True)
-    second = flywheel(ws, "--once", "--no-wandb")
-    assert second.returncode == 0, second.stdout + second.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     return {"ws": ws, "after_one": after_one}
 
 
@@ -86,8 +89,8 @@ def test_ctrl_c_in_a_continuing_iteration_resumes_the_same_schedule(learner, tmp
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert "resumes iteration 2 at train" in state(ws)["next_action"]
     edit_state(ws, lambda d: d["config"].update(train_samples=BUDGET))
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     # the interrupted run left nothing in the schedule: the resumed iteration is the uninterrupted one
     assert result(ws, 2, "train")["samples_seen"] == result(learner["ws"], 2, "train")["samples_seen"]
     np.testing.assert_array_equal(lrs(ws, 2), lrs(learner["ws"], 2))

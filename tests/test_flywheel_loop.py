@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.inprocess import by_hand_here, run_in_process
 from helpers.loop import (
     FAKE_KEY,
-    by_hand,
     copy_after_one,
     edit_state,
     flywheel,
@@ -70,6 +70,12 @@ def test_two_iterations_end_to_end(runs) -> None:
         assert set(h["timings"]) == {"generate", "tokenize", "train", "evaluate", "total", "span"}
         # the span is stamped to the second
         assert sum(h["timings"][s] for s in REGISTRY) <= h["timings"]["total"] <= h["timings"]["span"] + 1
+        # CPU seconds and peak memory of each stage, the kernel's included: it imported torch (over 100 MB)
+        # and trained (CPU time); a stage's CPU time is at most its seconds on every core of the machine
+        assert set(h["usage"]) == set(REGISTRY)
+        for stage, used in h["usage"].items():
+            assert 0 < used["cpu_s"] <= h["timings"][stage] * os.cpu_count() + 1, (stage, used)
+            assert used["peak_rss_mb"] > 100, (stage, used)
         for stage, name in zip(("generate", "tokenize", "train", "evaluate"), STAGE_FILES):
             nb = ws / h["notebooks"][stage]
             assert nb.name == f"{name}.ipynb" and nb.is_file() and nb.with_suffix(".html").is_file()
@@ -180,8 +186,8 @@ def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, tmp
     assert snap["current"]["stage"] == "train"
     assert flywheel(ws, "retry").returncode == 0
     edit_state(ws, lambda d: d["config"].update(epochs=2))
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # the recovery, in this process: what counts is the record
+    assert code == 0, said
     mine, reference = state(ws)["history"][-1], state(runs["ws"])["history"][-1]
     assert mine["val"] == reference["val"] and mine["test"] == reference["test"]
     assert mine["playout"] == reference["playout"]
@@ -208,8 +214,8 @@ def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, tmp_path, 
     if sig == signal.SIGINT:
         return  # the record is the same for both signals: resuming from it is shown once, for SIGTERM
     edit_state(ws, lambda d: d["config"].update(epochs=2))
-    res = flywheel(ws, "--once")  # no `retry` needed
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # no `retry` needed (in this process: what counts is the record)
+    assert code == 0, said
     assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]
 
 
@@ -284,23 +290,28 @@ def test_notebooks_by_hand_then_loop_records_without_redoing(runs, tmp_path, mon
 
 
 def test_an_edited_config_retrains_and_reevaluates(runs, tmp_path) -> None:
+    """In this process (tests/helpers/inprocess.py): what counts is which stages the loop runs again."""
+    from forge.ui.text import format_text
+
     ws = copy_after_one(runs, tmp_path / "ws")
-    by_hand(ws, "generate", "tokenize", "train", "evaluate")
+    by_hand_here(ws, "generate", "tokenize", "train", "evaluate")
     first_train, first_eval = result(ws, 2, "train"), result(ws, 2, "evaluate")
     edit_state(ws, lambda d: d["config"].update(train_seed=7))  # retrain with another seed
-    status = flywheel(ws, "status")
-    assert "stale: train will run again (config.training.train_seed 0 -> 7)" in status.stdout
-    assert "stale: evaluate will run again (train runs again first)" in status.stdout
-    by_hand(ws, "train", "evaluate")
+    status = format_text(snapshot(ws))  # what `flywheel status` prints
+    assert "stale: train will run again (config.training.train_seed 0 -> 7)" in status
+    assert "stale: evaluate will run again (train runs again first)" in status
+    by_hand_here(ws, "train", "evaluate")
     again_train, again_eval = result(ws, 2, "train"), result(ws, 2, "evaluate")
     assert again_train["outputs"]["sha256"] != first_train["outputs"]["sha256"]
     assert again_eval["inputs"]["checkpoint"] == again_train["outputs"]["sha256"]
     assert again_eval["val"] != first_eval["val"]  # the evaluation follows the retrained model
     edit_state(ws, lambda d: d["config"].update(epochs=3))  # edited after training by hand
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "train     runs again: config.training.epochs 2 -> 3" in res.stdout
-    assert "evaluate  runs again" in res.stdout and "generate  already done" in res.stdout
+    code, said, runner = run_in_process(ws)
+    assert code == 0, said
+    out = "\n".join(said)
+    assert "train     runs again: config.training.epochs 2 -> 3" in out
+    assert "evaluate  runs again" in out and "generate  already done" in out
+    assert runner.ran == ["train", "evaluate"]
     entry = state(ws)["history"][-1]
     assert entry["config"]["epochs"] == 3 and entry["config"]["train_seed"] == 7
     assert entry["fingerprints"]["train"] != again_train["fingerprint"]
@@ -310,8 +321,8 @@ def test_an_edited_config_retrains_and_reevaluates(runs, tmp_path) -> None:
 def test_diverged_training_never_enters_history(runs, tmp_path) -> None:
     ws = copy_after_one(runs, tmp_path / "ws")
     edit_state(ws, lambda d: d["config"].update(lr=1e12))  # finite, and far past stable
-    res = flywheel(ws, "--once")
-    assert res.returncode == 1
+    code, said, _ = run_in_process(ws)  # in this process: what counts is the record, not the notebook
+    assert code == 1, said
     st = state(ws)
     assert st["status"] == "failed" and st["last_error"].startswith("train: cell ")
     assert "TrainingDiverged" in st["last_error"] and len(st["history"]) == 1
@@ -356,8 +367,8 @@ def test_training_shards_are_released_and_the_window_replays_their_cached_states
 def test_a_window_deal_not_cached_at_a_new_sampling_is_solved_again(runs, tmp_path) -> None:
     ws = copy_after_one(runs, tmp_path / "ws")
     edit_state(ws, lambda d: d["config"].update(samples_per_shard=48))
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # in this process: the stage's log is what it printed
+    assert code == 0, said
     assert result(ws, 2, "tokenize")["tokenized_shards"] == 8  # its own 4, and the window's 4 at 48 samples
     log = (ws / "runs" / "iter-0002" / "logs" / "tokenize.log").read_text()
     assert "window: 4 deal(s) not in the token cache at this sampling; solving them again" in log
@@ -370,16 +381,16 @@ def test_prefetch_solves_the_next_iterations_deals_while_training(runs, tmp_path
 
     ws = copy_after_one(runs, tmp_path / "ws")
     edit_state(ws, lambda d: d["config"].update(prefetch_next=True))
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "prefetch  solving the next iteration's deals 8..11" in res.stdout
+    code, said, _ = run_in_process(ws)  # in this process: the prefetch is a thread of the loop's process
+    assert code == 0, said
+    assert "  prefetch  solving the next iteration's deals 8..11 in the background" in said
     assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]  # same iteration 2
     for seed in range(8, 12):  # iteration 3's deals are ready, verified, where its generate stage looks
         shard = ws / "data" / "shards-h3" / f"seed_{seed:08d}_decl_{seed % 10}.parquet"
         assert shard.is_file() and verify_shard(shard) == []
     # and already tokenized: iteration 3's tokenize stage finds all its states in the cache
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     assert result(ws, 3, "generate")["train_written"] == 0 and result(ws, 3, "tokenize")["tokenized_shards"] == 0
 
 
@@ -390,8 +401,8 @@ def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp
                    "--pretrain-chunk", "4")
     assert res.returncode == 0 and "first seed 112" in res.stdout, res.stderr
     assert flywheel(ws, "status").stdout.startswith("status: ready   preset tiny   iteration 0")
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # in this process: what counts is the stage's pretraining, not its notebook
+    assert code == 0, said
     base = state(ws)["history"][0]
     assert base["iteration"] == 0 and base["started_from"] == "scratch" and base["seed_range"] == [100, 112]
     trained = result(ws, 0, "train")
@@ -403,8 +414,8 @@ def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp
     assert leftovers == {"chunk-001", "chunk-002", "chunk-003"}
     assert not list((ws / "runs" / "iter-0000" / "pretrain").rglob("*.ckpt"))
     assert not list((ws / "runs" / "iter-0000" / "pretrain").rglob("*.npy"))
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     first = state(ws)["history"][1]
     assert first["iteration"] == 1 and first["started_from"] == "iteration 0" and first["seeds"][0] == 112
     assert result(ws, 1, "train")["lr"] == state(ws)["config"]["lr"]  # fine-tuning, as the runbook intends
@@ -412,7 +423,7 @@ def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp
 
 def test_a_stage_run_by_hand_shows_in_the_panel(runs, tmp_path) -> None:
     ws = copy_after_one(runs, tmp_path / "ws")
-    by_hand(ws, "generate", "tokenize")
+    by_hand_here(ws, "generate", "tokenize")
     edit_state(ws, lambda d: d["config"].update(epochs=500))
     (ws / "train.py").write_text("from forge.flywheel import stages\nif __name__ == '__main__':\n"
                                  "    stages.train.run(stages.context('.', progress=False))\n")
@@ -443,8 +454,8 @@ def test_a_reference_trainer_checkpoint_is_a_baseline_the_flywheel_fine_tunes(tm
                    str(REFERENCE))
     assert res.returncode == 0, res.stderr
     edit_state(ws, lambda d: d["config"].update(epochs=1, golden_val_seeds=[900], playout_deals=1))
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)  # in this process: what counts is the baseline's weights, not the notebook
+    assert code == 0, said
     entry = state(ws)["history"][-1]
     assert entry["started_from"] == "baseline"
     trained = result(ws, 1, "train")

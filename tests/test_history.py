@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from forge.flywheel.config import config_from_dict
-from forge.flywheel.history import HISTORY_FILE, HistoryError
+from forge.flywheel.history import HistoryError
+from forge.flywheel.paths import HISTORY_FILE
 from forge.flywheel.state import load_state, save_state
 
 FIXTURE = Path(__file__).parent / "fixtures" / "state-v2"
@@ -34,9 +35,10 @@ def test_a_version_2_state_migrates_and_keeps_every_value(v2: Path) -> None:
     assert written["version"] == 3 and written["history"]["entries"] == 6 and written["history"]["best_iteration"]
     again = load_state(v2)
     # every value of every entry; fields added since the fixture was recorded read as their defaults
-    expected = [{"digests": {}, **h, "config": config_from_dict(h["config"]).flat()} for h in original["history"]]
+    expected = [{"digests": {}, "usage": {}, **h, "config": config_from_dict(h["config"]).flat()}
+                for h in original["history"]]
     assert [h.to_dict() for h in again.history] == expected
-    assert dataclasses.asdict(again.current) == {"config": None, "digests": {}, **original["current"]}
+    assert dataclasses.asdict(again.current) == {"config": None, "digests": {}, "usage": {}, **original["current"]}
     for key in ("status", "next_seed", "next_action", "wandb", "config"):
         want = original[key] if key != "config" else config_from_dict(original[key]).to_dict()  # new fields: defaults
         assert json.dumps(getattr(again, key) if key != "config" else again.config.to_dict()) == json.dumps(want)
@@ -88,8 +90,8 @@ def test_pages_read_backwards_across_a_configuration_first_recorded_midway(v2: P
 
 def test_the_heartbeat_never_rewrites_state_yaml(v2: Path) -> None:
     """A beat writes its own small file; state.yaml (and its history) stays as it was, and readers see the beat."""
-    from forge.flywheel.beat import HEARTBEAT_FILE
     from forge.flywheel.lock import Heartbeat, heartbeat_age
+    from forge.flywheel.paths import HEARTBEAT_FILE
     from forge.flywheel.state import StateStore, begin_iteration
 
     save_state(v2, load_state(v2))

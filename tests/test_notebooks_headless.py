@@ -10,20 +10,20 @@ to their defaults.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
+from helpers.loop import copy_after_one
 from helpers.workspaces import FAILED, failed_workspace
 
 from forge.flywheel.config import load_preset
 from forge.flywheel.state import new_state, save_state
 
-pytestmark = pytest.mark.notebooks
+# one xdist worker runs them all: their module-scoped runs are made once, not once per worker
+pytestmark = [pytest.mark.notebooks, pytest.mark.xdist_group("notebooks-headless")]
 
 REPO = Path(__file__).resolve().parents[1]
 BOOKS = REPO / "notebooks"
@@ -136,14 +136,10 @@ def stage_runs(headless, tmp_path_factory) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def looped(tmp_path_factory) -> Path:
-    """One tiny iteration run by the loop from scratch, as a user would start it."""
-    ws = tmp_path_factory.mktemp("looped") / "ws"
-    for args in (["init", "--preset", "tiny", "--wandb-group", "headless-loop"], ["--once", "--no-wandb"]):
-        done = subprocess.run([sys.executable, "-m", "forge.cli.flywheel", "--root", str(ws), *args],
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return ws
+def looped(tiny_runs, tmp_path_factory) -> Path:
+    """One tiny iteration run by the loop from scratch, as a user would start it (`flywheel init`, then
+    `flywheel --once`): the shared run's snapshot after iteration 1, copied."""
+    return copy_after_one(tiny_runs, tmp_path_factory.mktemp("looped") / "ws")
 
 
 def test_every_notebook_is_covered_and_committed_clean() -> None:

@@ -38,6 +38,9 @@ FAST = dict(wandb=False, progress=False, hardware=HardwareSection(precision="32"
 SOFT = {"temperature": 1.0, "soft_weight": 0.8}
 
 
+# one xdist worker runs them all: the module-scoped data and trained model are made once, not once per worker
+pytestmark = pytest.mark.xdist_group("training")
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One torch thread: on a 2-core machine shared with other jobs, two spinning OpenMP threads

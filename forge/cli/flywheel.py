@@ -147,7 +147,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     snap = snapshot(args.root, disk=True)
     print(json.dumps(snap, indent=2, default=str) if args.json else format_text(snap))
+    if not args.json:
+        _print_usage(snap)
     return 0
+
+
+def _print_usage(snap: dict) -> None:
+    """Each stage's seconds, CPU seconds and peak memory: of the iteration under way, and the last recorded."""
+    from forge.flywheel.usage import describe
+
+    cur, last = snap.get("current"), (snap.get("history") or [None])[-1]
+    for label, rec in ((f"iteration {cur['iteration']} so far" if cur else "", cur),
+                       (f"iteration {last['iteration']}" if last else "", last)):
+        if rec and rec.get("usage"):
+            print(f"stages of {label}: {describe(rec['usage'], rec.get('timings'))}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

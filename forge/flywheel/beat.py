@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from forge.atomic import atomic_write_text
-
-HEARTBEAT_FILE = ".flywheel.heartbeat"
+from forge.flywheel.paths import Workspace
 
 
 def path(root: str | os.PathLike) -> Path:
-    return Path(root) / HEARTBEAT_FILE
+    return Workspace(Path(root)).heartbeat
 
 
 def write(root: str | os.PathLike, data: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from pydantic.fields import FieldInfo
 from forge.atomic import atomic_write, fsync_dir
 from forge.errors import ForgeError
 from forge.flywheel.config import Config
+from forge.flywheel.paths import HISTORY_FILE
 from forge.flywheel.records import (
     GOLDEN,
     PRIMARY_METRIC,
@@ -46,7 +47,6 @@ from forge.flywheel.records import (
 )
 from forge.validation import first_problem
 
-HISTORY_FILE = "history.jsonl"
 #: The series of an entry recorded without its configuration (migrated from version 1): compared with any.
 ANY_SERIES = "any"
 TORN_FILE = "history.jsonl.torn"

@@ -14,10 +14,13 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from forge.errors import ForgeError
 from forge.flywheel import beat as beats
+from forge.flywheel.paths import HEARTBEAT_FILE
 from forge.flywheel.state import State, StateStore, now
 
 LOCK_FILE = ".flywheel.lock"
@@ -131,8 +134,9 @@ class Heartbeat:
     shown as crashed because of a transient error.
     """
 
-    def __init__(self, store: StateStore, interval: float = HEARTBEAT_SECONDS):
-        self.store, self.interval = store, interval
+    def __init__(self, store: StateStore, interval: float = HEARTBEAT_SECONDS,
+                 fields: Callable[[], dict[str, Any]] | None = None):
+        self.store, self.interval, self.fields = store, interval, fields  # fields: what the loop's clock adds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="flywheel-heartbeat", daemon=True)
         self.failures = 0
@@ -147,9 +151,8 @@ class Heartbeat:
             cur.__dict__["heartbeat"] = stamp
             data = {"pid": os.getpid(), "host": socket.gethostname(), "iteration": cur.iteration, "at": stamp,
                     "t": time.time()}
-            clock = getattr(store, "clock", None)
-            if clock is not None:
-                data.update(clock.beat_fields())
+            if self.fields is not None:
+                data.update(self.fields())
         beats.write(store.root, data)
 
     def _run(self) -> None:
@@ -157,16 +160,15 @@ class Heartbeat:
             try:
                 self.beat()
                 if self.failures:
-                    print(f"heartbeat: writing {beats.HEARTBEAT_FILE} works again (after {self.failures} failure(s))",
+                    print(f"heartbeat: writing {HEARTBEAT_FILE} works again (after {self.failures} failure(s))",
                           file=sys.stderr)
                 self.failures = 0
             except Exception as exc:  # noqa: BLE001 - any error: try again at the next beat
                 if not self.failures:
-                    print(f"heartbeat: could not write {beats.HEARTBEAT_FILE} ({exc}); retrying", file=sys.stderr)
+                    print(f"heartbeat: could not write {HEARTBEAT_FILE} ({exc}); retrying", file=sys.stderr)
                 self.failures += 1
 
     def __enter__(self) -> Heartbeat:
-        self.store.heartbeat = self
         self.beat()
         self._thread.start()
         return self

@@ -36,11 +36,15 @@ from forge.flywheel.history import seeds_counted
 from forge.flywheel.lock import LOCK_FILE, FlywheelLock, Heartbeat, LockHeld, describe_holder, lock_is_held, pid_alive
 from forge.flywheel.paths import STATE_FILE, Workspace
 from forge.flywheel.records import Attempt, HistoryEntry
-from forge.flywheel.runner import LoopKernel, OnNotebook, StageFailed, execute_stage
+from forge.flywheel.runner import OnNotebook, StageFailed
+from forge.flywheel.stage_runner import NotebookRunner, RunnerFactory, StageRunner
 from forge.flywheel.stages import REGISTRY, Stage, later, stage_status
 from forge.flywheel.stages import evaluate as evaluate_stage
+from forge.flywheel.stages import generate as generate_stage
+from forge.flywheel.stages import tokenize as tokenize_stage
 from forge.flywheel.stages import train as train_stage
 from forge.flywheel.state import (
+    BrokenStateFile,
     State,
     StateStore,
     begin_iteration,
@@ -128,6 +132,7 @@ def _history_entry(ws: Workspace, state: State) -> HistoryEntry:
         val=ev.val, test=ev.test, playout=ev.playout, delta_prev=ev.delta_prev, delta_best=ev.delta_best,
         is_best=ev.is_best, flags=list(ev.flags), wandb=ev.wandb,
         notebooks=dict(cur.notebooks), by_hand=list(cur.by_hand), timings=timings,
+        usage={k: dict(v) for k, v in cur.usage.items()},
         started_at=cur.started_at, finished_at=finished, fingerprints=fingerprints,
         provenance=dict(cur.provenance), attempts=list(cur.attempts),
         digests={**{k: v for k, v in cur.digests.items() if k.startswith("result.")},
@@ -177,11 +182,13 @@ def run_loop(
     on_record: OnRecord | None = None,
     config_updates: dict[str, Any] | None = None,
     on_notebook: OnNotebook | None = None,
+    runner: RunnerFactory = NotebookRunner,
 ) -> int:
     """Run iterations until the stop condition, an error, a stop request, Ctrl+C or SIGTERM (or one
     with ``once``). ``on_record(root)`` is called whenever an iteration is recorded or fails, and
     ``on_notebook(path)`` for every executed stage notebook archived (a failed attempt's too);
-    ``config_updates`` are written into state.yaml's config first (validated like any edit)."""
+    ``config_updates`` are written into state.yaml's config first (validated like any edit);
+    ``runner`` makes what runs the stages (their notebooks, in one papermill kernel)."""
     ws = Workspace.at(root)
     with FlywheelLock(ws.root):
         ws.stop_file.unlink(missing_ok=True)  # a stop asked for while no loop ran is stale
@@ -197,33 +204,269 @@ def run_loop(
         if store.state.status == "done":
             say(f"flywheel is done: {stop_reason(store.state) or 'stop condition met'}")
             return 0
+        with runner(ws, no_wandb) as stages:
+            return Loop(ws, store, stages, no_wandb, say, on_record, on_notebook).run(once, seeds)
+
+
+class Loop:
+    """One loop's hold on a workspace: its state store, its stage runner, its hooks, and the clock and
+    heartbeat of the iteration under way, held once for every stage it runs."""
+
+    def __init__(self, ws: Workspace, store: StateStore, runner: StageRunner, no_wandb: bool = False,
+                 say: Say = print, on_record: OnRecord | None = None, on_notebook: OnNotebook | None = None):
+        self.ws, self.store, self.runner, self.no_wandb = ws, store, runner, no_wandb
+        self.say, self.on_record, self.on_notebook = say, on_record, on_notebook
+        self.clock = Clock()
+        self.heartbeat: Heartbeat | None = None
+
+    def run(self, once: bool = False, seeds: list[int] | None = None) -> int:
+        store = self.store
         # the next iteration's deals, solved while this one trains and evaluates (prefetch_next): joined
         # when the next iteration starts (or the loop ends), never waited for on Ctrl+C or a failure
-        with LoopKernel(ws) as kernel, contextlib.ExitStack() as ahead:
+        with contextlib.ExitStack() as ahead:
             while True:
                 reason = stop_reason(store.state)
                 if reason:
                     with store.edit() as st:
                         st.status = "done"
                         st.next_action = "raise the stop condition in state.yaml (config.stop_*) and set status: ready"
-                    say(f"done: {reason}")
+                    self.say(f"done: {reason}")
                     return 0
-                code = _run_iteration(ws, store, kernel, seeds, no_wandb, say, on_record, on_notebook, ahead)
+                code = self.iteration(seeds, ahead)
                 seeds = None
                 if code is not None:
                     return code
                 if once:
                     return 0
 
+    # ------------------------------------------------------------------------------------------ iteration
 
-def _after_repair(summary: str) -> str:
-    """A stage that found state.yaml broken was told to restore the backup; the loop, which holds the
-    state, has written a good state.yaml since (its store writes back over an invalid file): say that."""
-    advice = "; fix it or restore the last good version"
-    if STATE_FILE not in summary or advice not in summary:
-        return summary
-    return (summary.split(advice)[0] + f"; the loop has written state.yaml again since (from its own copy), so "
-            f"`{FLYWHEEL} retry` goes on")
+    def iteration(self, seeds: list[int] | None, ahead: contextlib.ExitStack) -> int | None:
+        """One iteration; returns an exit code to stop the loop, None to go on. ``ahead`` holds the
+        previous iteration's prefetch, joined before this one's first stage (its wait counts here)."""
+        ws, store, say = self.ws, self.store, self.say
+        self.clock = Clock()
+        with store.edit() as st:
+            if seeds and st.current is not None and st.current.seeds != seeds:
+                raise FlywheelError(f"iteration {st.current.iteration} is already under way with seeds "
+                                    f"{st.current.seeds}; finish it before asking for other seeds")
+            cur = begin_iteration(st, seeds)
+            st.next_action = f"wait: iteration {cur.iteration} is running"
+        ahead.close()  # after the start is stamped: the wait is in the iteration's total and in its span
+        say(f"iteration {cur.iteration}: seeds {cur.seeds[0]}..{cur.seeds[-1]} ({len(cur.seeds)} deals)")
+        with Heartbeat(store, fields=lambda: self.clock.beat_fields()) as self.heartbeat:
+            for stage in REGISTRY.values():
+                if ws.stop_file.exists():
+                    ws.stop_file.unlink()
+                    with store.edit() as st:
+                        self.clock.lap(st.current)
+                        st.status, st.current.stage = "ready", None
+                        st.next_action = (f"stopped on request; `{FLYWHEEL}` resumes iteration {cur.iteration} at "
+                                          f"{stage.name}")
+                    say(f"stopped on request before {stage.name}")
+                    return 0
+                if stage.prefetch_alongside and store.state.config.loop.prefetch_next:
+                    ahead.enter_context(Prefetch(ws, store.state, say))
+                if not self.stage(stage):
+                    return 1
+        self.heartbeat = None
+        try:
+            with store.edit() as st:
+                self.clock.lap(st.current)
+            entry = _history_entry(ws, store.state)
+        except (ValidationError, IncompleteIteration, integrity.IntegrityError) as exc:  # e.g. a non-finite metric
+            why = first_problem(exc) if isinstance(exc, ValidationError) else str(exc)
+            self.fail(evaluate_stage.STAGE.name, f"result cannot be recorded: {why}")
+            say(f"  evaluate  FAILED: {store.state.last_error}")
+            return 1
+        with store.edit() as st:
+            st.history.append(entry)  # appended to history.jsonl before state.yaml counts it
+            finish_recording(st, entry)
+        if store.state.config.data.keep_shards == "golden":
+            freed = release_shards(ws, store.state, entry.iteration)
+            if freed:
+                say(f"  deleted {freed} training shard(s) (tokenized; keep_shards: golden)")
+        retention.apply(ws.root, store.state, say, entry.iteration)
+        if self.on_record is not None:
+            self.on_record(ws.root)
+        _announce(entry, say)
+        self._notices()
+        return None
+
+    # ------------------------------------------------------------------------------------------ a stage
+
+    def stage(self, stage: Stage) -> bool:
+        """Run one stage unless its result still holds; False if it failed (recorded in state.yaml)."""
+        ws, store, say = self.ws, self.store, self.say
+        cur = store.state.current
+        assert cur is not None
+        name = stage.name
+        changed = integrity.changed_result(ws, cur, name)
+        if changed and _redone_by_hand(ws, stage, cur.iteration):  # vouched for as the loop first sees it
+            with store.edit() as st:
+                st.current.digests.pop(integrity.result_key(name), None)
+                st.current.notebooks.pop(name, None)  # archived again, as run by hand
+        elif changed:  # edited after the loop vouched for it: never reused, never recorded
+            with store.edit() as st:
+                kept = integrity.set_aside(ws, st.current, name)
+            say(f"  {name:9s} runs again: {changed}" + (f" (kept as {ws.rel(kept)})" if kept else ""))
+        self._notices()
+        ctx = context(ws.root, cur.iteration, no_wandb=self.no_wandb, progress=False, state=store.state)
+        status = stage_status(ctx, stage)
+        if status.done:
+            return self._already_done(stage, status.fingerprint)
+        if status.stale:
+            say(f"  {name:9s} runs again: {'; '.join(status.reasons)}")
+        with store.edit() as st:
+            redo = later(name)
+            st.current.stages_completed = [s for s in st.current.stages_completed if s not in redo]
+            st.current.by_hand = [s for s in st.current.by_hand if s not in redo]  # the loop runs them now
+            # its result is about to be replaced, vouched for again when it finishes (a later stage found
+            # already done keeps its digest: its result must still be the one the loop recorded)
+            st.current.digests.pop(integrity.result_key(name), None)
+            st.current.stage = name
+            self.clock.start(name)
+        if self.heartbeat is not None:
+            self.heartbeat.beat()  # the stage and its start, for the seconds a kill would cut short
+        since = time.time()
+        try:
+            try:
+                done = self.runner.run(stage, cur.iteration, len(cur.attempts) + 1, self.on_notebook)
+            except BaseException:
+                self.runner.stop()  # nothing may still be writing when the leftovers are swept
+                sweep_leftovers(ws, since)  # a stage that died mid-write leaves no temp files behind
+                raise
+        except StageFailed as exc:
+            self.fail(name, exc.summary, exc.notebook, exc.cell, exc.error)
+            say(f"  {name:9s} FAILED: {exc.summary}" + (f"\n  see {ws.rel(exc.notebook)}" if exc.notebook else ""))
+            return False
+        except KeyboardInterrupt as exc:
+            how = interruption(exc)
+            with store.edit() as st:
+                self.clock.stop(st.current)  # the stopped attempt's seconds count
+                self.clock.lap(st.current)
+                st.status, st.current.stage = "ready", None
+                st.last_error = f"interrupted ({how}) during {name} of iteration {cur.iteration}"
+                st.next_action = f"`{FLYWHEEL}` resumes iteration {cur.iteration} at {name}"
+            raise
+        except Exception as exc:
+            summary = f"{type(exc).__name__}: {describe_os_error(exc) if isinstance(exc, OSError) else exc}"
+            self.fail(name, summary, error=type(exc).__name__)
+            raise
+        result = stage.read(ws, cur.iteration)
+        if not self._vouch(name, result, fresh=True):
+            return False
+        took = self._record(stage, result, result.fingerprint if result is not None else None, done.notebook,
+                            ran=True)
+        ran = store.state.current.provenance.get(name)
+        mark = " (notebook modified: see its diff)" if ran is not None and ran.modified else ""
+        say(f"  {name:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}{mark}")
+        return True
+
+    def _already_done(self, stage: Stage, fingerprint: str) -> bool:
+        """A stage whose result holds: archived if the loop has not archived this result (done by hand,
+        or by a loop that stopped before recording it), vouched for and recorded."""
+        cur = self.store.state.current
+        assert cur is not None
+        name = stage.name
+        result = stage.read(self.ws, cur.iteration)
+        archived = None
+        # done by hand (or by a loop that stopped before recording it), or redone by hand since it was archived
+        if result is not None and (name not in cur.notebooks or cur.fingerprints.get(name) != fingerprint):
+            try:
+                archived = self.runner.show(stage, cur.iteration, result, len(cur.attempts) + 1, self.on_notebook)
+            except StageFailed as exc:
+                self.fail(name, exc.summary, exc.notebook, exc.cell, exc.error)
+                self.say(f"  {name:9s} FAILED to show its result: {exc.summary}")
+                return False
+        if not self._vouch(name, result, fresh=False):
+            return False
+        self._record(stage, result, fingerprint, archived.notebook if archived else None, ran=False, archived=archived)
+        self.say(f"  {name:9s} already done" + (f" ({archived.how})" if archived is not None else ""))
+        return True
+
+    def _record(self, stage: Stage, result: Any, fingerprint: str | None, notebook: Path | None, ran: bool,
+                archived: by_hand.Archived | None = None) -> float:
+        """The one way a finished stage enters the iteration: completed, with its fingerprint, provenance
+        and archived notebook; ``ran``: the loop just ran it (its seconds and usage counted, returned),
+        else found done (``archived``: archived now, a run by hand counted as its result says)."""
+        name, took = stage.name, 0.0
+        with self.store.edit() as st:
+            cur = st.current
+            if name not in cur.stages_completed:
+                cur.stages_completed.append(name)
+            if fingerprint is not None:
+                cur.fingerprints[name] = fingerprint
+            if result is not None and result.provenance is not None:
+                cur.provenance[name] = result.provenance
+            if notebook is not None:
+                cur.notebooks[name] = self.ws.rel(notebook)
+            if ran:
+                took = self.clock.stop(cur)  # summed over the stage's attempts
+                self.clock.lap(cur)
+                cur.stage = None
+            elif archived is not None:
+                if archived.by_hand and name not in cur.by_hand:
+                    cur.by_hand.append(name)
+                if result is not None and result.seconds is not None:
+                    # by hand: the person's run (added to the total at the record); a loop stopped before
+                    # recording it: its attempts were timed already, the result's own seconds are at most that
+                    own = float(result.seconds)
+                    cur.timings[name] = own if archived.by_hand else max(own, cur.timings.get(name, 0.0))
+        return took
+
+    def _vouch(self, name: str, result: Any, fresh: bool) -> bool:
+        """Record the digest of a finished stage's result (``fresh``: the loop just ran it; else kept if the
+        loop recorded one already: a result changed since was set aside before the stage), and pin or check
+        the golden sets it made; False if they are not the pinned ones (recorded as the stage's failure)."""
+        try:
+            with self.store.edit() as st:
+                if fresh or integrity.result_key(name) not in st.current.digests:
+                    integrity.record_result(self.ws, st.current, name)
+                pin = REGISTRY[name].pin_golden
+                note = pin(self.ws, st, result) if pin is not None and result else None
+        except integrity.IntegrityError as exc:
+            self.fail(name, str(exc))
+            self.say(f"  {name:9s} FAILED: {exc}")
+            return False
+        if note:
+            self.say(f"  note: {note}")
+        return True
+
+    def fail(self, stage: str, summary: str, notebook: Path | None = None, cell: int | None = None,
+             error: str | None = None) -> None:
+        """Record a failed stage: status, last_error (stage and cause), the attempt, what to do next.
+        ``error``: the name of the exception the stage raised, if it raised one."""
+        if error == BrokenStateFile.__name__:
+            # the stage found state.yaml broken and was told to restore the backup; the loop, which holds the
+            # state, has written a good state.yaml since (its store writes back over an invalid file)
+            summary = (f"{BrokenStateFile.problem_of(summary)}; the loop has written state.yaml again since (from "
+                       f"its own copy), so `{FLYWHEEL} retry` goes on")
+        ws = self.ws
+        with self.store.edit() as st:
+            cur = st.current
+            assert cur is not None
+            self.clock.stop(cur)  # the failed attempt's seconds count
+            self.clock.lap(cur)
+            st.status = "failed"
+            st.last_error = f"{stage}: {summary}"
+            cur.attempts.append(Attempt(number=len(cur.attempts) + 1, stage=stage, error=summary, at=now(), cell=cell,
+                                        notebook=ws.rel(notebook) if notebook else None))
+            where = f"read {ws.rel(notebook)}" + (f" (cell {cell})" if cell else "") + ", " if notebook else ""
+            st.next_action = f"{where}fix the cause, then `{FLYWHEEL} retry` (finished stages are kept)"
+        if self.on_record is not None:
+            self.on_record(ws.root)
+
+    def _notices(self) -> None:
+        for note in self.store.take_notices():
+            self.say(f"  note: {note}")
+
+
+def _redone_by_hand(ws: Workspace, stage: Stage, iteration: int) -> bool:
+    """A result that changed since the loop vouched for it because a person ran the stage's notebook
+    again (its result says so): taken, as any result run by hand, on its word (docs/records.md)."""
+    result = stage.read(ws, iteration)
+    return result is not None and result.ran_by == "hand"
 
 
 _PID_TEMP = re.compile(r"^\..+\.(tmp|old)-(\d+)$")  # the token store's split folders being written
@@ -270,215 +513,6 @@ def sweep_state_temps(ws: Workspace, older_than: float = 60.0) -> list[Path]:
     return removed
 
 
-def _fail(ws: Workspace, store: StateStore, stage: str, summary: str, on_record: OnRecord | None,
-          notebook: Path | None = None, cell: int | None = None) -> None:
-    """Record a failed stage: status, last_error (stage and cause), the attempt, what to do next."""
-    summary = _after_repair(summary)
-    with store.edit() as st:
-        cur = st.current
-        assert cur is not None
-        clock = getattr(store, "clock", None)
-        if clock is not None:  # the failed attempt's seconds count
-            clock.stop(cur)
-            clock.lap(cur)
-        st.status = "failed"
-        st.last_error = f"{stage}: {summary}"
-        cur.attempts.append(Attempt(number=len(cur.attempts) + 1, stage=stage, error=summary, at=now(), cell=cell,
-                                    notebook=ws.rel(notebook) if notebook else None))
-        where = f"read {ws.rel(notebook)}" + (f" (cell {cell})" if cell else "") + ", " if notebook else ""
-        st.next_action = f"{where}fix the cause, then `{FLYWHEEL} retry` (finished stages are kept)"
-    if on_record is not None:
-        on_record(ws.root)
-
-
-def _run_stage(ws: Workspace, store: StateStore, kernel: LoopKernel, stage: Stage, no_wandb: bool, say: Say,
-               on_record: OnRecord | None, on_notebook: OnNotebook | None) -> bool:
-    """Run one stage unless its result still holds; False if it failed (recorded in state.yaml)."""
-    cur = store.state.current
-    assert cur is not None
-    name = stage.name
-    changed = integrity.changed_result(ws, cur, name)
-    if changed and _redone_by_hand(ws, stage, cur.iteration):  # vouched for as the loop first sees it
-        with store.edit() as st:
-            st.current.digests.pop(integrity.result_key(name), None)
-            st.current.notebooks.pop(name, None)  # archived again, as run by hand
-    elif changed:  # edited after the loop vouched for it: never reused, never recorded
-        with store.edit() as st:
-            kept = integrity.set_aside(ws, st.current, name)
-        say(f"  {name:9s} runs again: {changed}" + (f" (kept as {ws.rel(kept)})" if kept else ""))
-    for note in store.take_notices():
-        say(f"  note: {note}")
-    ctx = context(ws.root, cur.iteration, no_wandb=no_wandb, progress=False, state=store.state)
-    status = stage_status(ctx, stage)
-    if status.done:
-        result = stage.read(ws, cur.iteration)
-        archived = None
-        # done by hand (or by a loop that stopped before recording it), or redone by hand since it was archived
-        if result is not None and (name not in cur.notebooks or cur.fingerprints.get(name) != status.fingerprint):
-            try:
-                archived = by_hand.archive(ws, stage, cur.iteration, result, kernel, no_wandb,
-                                           attempt=len(cur.attempts) + 1, on_notebook=on_notebook)
-            except StageFailed as exc:
-                _fail(ws, store, name, exc.summary, on_record, exc.notebook, exc.cell)
-                say(f"  {name:9s} FAILED to show its result: {exc.summary}")
-                return False
-        if not _vouch(ws, store, name, result, say, on_record, fresh=False):
-            return False
-        with store.edit() as st:
-            if name not in st.current.stages_completed:
-                st.current.stages_completed.append(name)
-            st.current.fingerprints[name] = status.fingerprint
-            if result is not None and result.provenance is not None:
-                st.current.provenance[name] = result.provenance
-            if archived is not None:
-                st.current.notebooks[name] = ws.rel(archived.notebook)
-                if archived.by_hand and name not in st.current.by_hand:
-                    st.current.by_hand.append(name)
-                if result is not None and result.seconds is not None:
-                    # by hand: the person's run (added to the total at the record); a loop stopped before
-                    # recording it: its attempts were timed already, the result's own seconds are at most that
-                    own = float(result.seconds)
-                    st.current.timings[name] = own if archived.by_hand else max(own, st.current.timings.get(name, 0.0))
-        say(f"  {name:9s} already done" + (f" ({archived.how})" if archived is not None else ""))
-        return True
-    if status.stale:
-        say(f"  {name:9s} runs again: {'; '.join(status.reasons)}")
-    with store.edit() as st:
-        redo = later(name)
-        st.current.stages_completed = [s for s in st.current.stages_completed if s not in redo]
-        st.current.by_hand = [s for s in st.current.by_hand if s not in redo]  # the loop runs them now
-        # its result is about to be replaced, vouched for again when it finishes (a later stage found
-        # already done keeps its digest: its result must still be the one the loop recorded)
-        st.current.digests.pop(integrity.result_key(name), None)
-        st.current.stage = name
-        store.clock.start(name)
-    if getattr(store, "heartbeat", None) is not None:
-        store.heartbeat.beat()  # the stage and its start, for the seconds a kill would cut short
-    since = time.time()
-    try:
-        try:
-            done = execute_stage(ws, stage, cur.iteration, kernel, no_wandb, attempt=len(cur.attempts) + 1,
-                                 on_notebook=on_notebook)
-        except BaseException:
-            kernel.stop()  # nothing may still be writing when the leftovers are swept
-            sweep_leftovers(ws, since)  # a stage that died mid-write leaves no temp files behind
-            raise
-    except StageFailed as exc:
-        _fail(ws, store, name, exc.summary, on_record, exc.notebook, exc.cell)
-        say(f"  {name:9s} FAILED: {exc.summary}" + (f"\n  see {ws.rel(exc.notebook)}" if exc.notebook else ""))
-        return False
-    except KeyboardInterrupt as exc:
-        how = interruption(exc)
-        with store.edit() as st:
-            store.clock.stop(st.current)  # the stopped attempt's seconds count
-            store.clock.lap(st.current)
-            st.status, st.current.stage = "ready", None
-            st.last_error = f"interrupted ({how}) during {name} of iteration {cur.iteration}"
-            st.next_action = f"`{FLYWHEEL}` resumes iteration {cur.iteration} at {name}"
-        raise
-    except Exception as exc:
-        summary = f"{type(exc).__name__}: {describe_os_error(exc) if isinstance(exc, OSError) else exc}"
-        _fail(ws, store, name, summary, on_record)
-        raise
-    result = stage.read(ws, cur.iteration)
-    if not _vouch(ws, store, name, result, say, on_record, fresh=True):
-        return False
-    with store.edit() as st:
-        st.current.stages_completed.append(name)
-        took = store.clock.stop(st.current)  # summed over the stage's attempts
-        store.clock.lap(st.current)
-        st.current.notebooks[name] = ws.rel(done.notebook)
-        if result is not None and result.fingerprint is not None:
-            st.current.fingerprints[name] = result.fingerprint
-        if result is not None and result.provenance is not None:
-            st.current.provenance[name] = result.provenance
-        st.current.stage = None
-    ran = store.state.current.provenance.get(name)
-    mark = " (notebook modified: see its diff)" if ran is not None and ran.modified else ""
-    say(f"  {name:9s} {took:7.1f}s  -> {ws.rel(done.notebook)}{mark}")
-    return True
-
-
-def _redone_by_hand(ws: Workspace, stage: Stage, iteration: int) -> bool:
-    """A result that changed since the loop vouched for it because a person ran the stage's notebook
-    again (its result says so): taken, as any result run by hand, on its word (docs/records.md)."""
-    result = stage.read(ws, iteration)
-    return result is not None and result.ran_by == "hand"
-
-
-def _vouch(ws: Workspace, store: StateStore, name: str, result: Any, say: Say, on_record: OnRecord | None,
-           fresh: bool) -> bool:
-    """Record the digest of a finished stage's result (``fresh``: the loop just ran it; else kept if the
-    loop recorded one already: a result changed since was set aside before the stage), and pin or check
-    the golden sets it made; False if they are not the pinned ones (recorded as the stage's failure)."""
-    try:
-        with store.edit() as st:
-            if fresh or integrity.result_key(name) not in st.current.digests:
-                integrity.record_result(ws, st.current, name)
-            pin = REGISTRY[name].pin_golden
-            note = pin(ws, st, result) if pin is not None and result else None
-    except integrity.IntegrityError as exc:
-        _fail(ws, store, name, str(exc), on_record)
-        say(f"  {name:9s} FAILED: {exc}")
-        return False
-    if note:
-        say(f"  note: {note}")
-    return True
-
-
-def _run_iteration(ws: Workspace, store: StateStore, kernel: LoopKernel, seeds: list[int] | None, no_wandb: bool,
-                   say: Say, on_record: OnRecord | None, on_notebook: OnNotebook | None,
-                   ahead: contextlib.ExitStack) -> int | None:
-    """One iteration; returns an exit code to stop the loop, None to go on. ``ahead`` holds the
-    previous iteration's prefetch, joined before this one's first stage (its wait counts here)."""
-    store.clock = Clock()
-    with store.edit() as st:
-        if seeds and st.current is not None and st.current.seeds != seeds:
-            raise FlywheelError(f"iteration {st.current.iteration} is already under way with seeds "
-                                f"{st.current.seeds}; finish it before asking for other seeds")
-        cur = begin_iteration(st, seeds)
-        st.next_action = f"wait: iteration {cur.iteration} is running"
-    ahead.close()  # after the start is stamped: the wait is in the iteration's total and in its span
-    say(f"iteration {cur.iteration}: seeds {cur.seeds[0]}..{cur.seeds[-1]} ({len(cur.seeds)} deals)")
-    with Heartbeat(store):
-        for stage in REGISTRY.values():
-            if ws.stop_file.exists():
-                ws.stop_file.unlink()
-                with store.edit() as st:
-                    store.clock.lap(st.current)
-                    st.status, st.current.stage = "ready", None
-                    st.next_action = (f"stopped on request; `{FLYWHEEL}` resumes iteration {cur.iteration} at "
-                                      f"{stage.name}")
-                say(f"stopped on request before {stage.name}")
-                return 0
-            if stage.prefetch_alongside and store.state.config.loop.prefetch_next:
-                ahead.enter_context(Prefetch(ws, store.state, say))
-            if not _run_stage(ws, store, kernel, stage, no_wandb, say, on_record, on_notebook):
-                return 1
-    try:
-        with store.edit() as st:
-            store.clock.lap(st.current)
-        entry = _history_entry(ws, store.state)
-    except (ValidationError, IncompleteIteration, integrity.IntegrityError) as exc:  # e.g. a non-finite metric
-        why = first_problem(exc) if isinstance(exc, ValidationError) else str(exc)
-        _fail(ws, store, evaluate_stage.STAGE.name, f"result cannot be recorded: {why}", on_record)
-        say(f"  evaluate  FAILED: {store.state.last_error}")
-        return 1
-    with store.edit() as st:
-        st.history.append(entry)  # appended to history.jsonl before state.yaml counts it
-        finish_recording(st, entry)
-    if store.state.config.data.keep_shards == "golden":
-        freed = release_shards(ws, store.state, entry.iteration)
-        if freed:
-            say(f"  deleted {freed} training shard(s) (tokenized; keep_shards: golden)")
-    retention.apply(ws.root, store.state, say, entry.iteration)
-    if on_record is not None:
-        on_record(ws.root)
-    _announce(entry, say)
-    for note in store.take_notices():
-        say(f"  note: {note}")
-    return None
-
 
 class Prefetch:
     """Solve the next iteration's new deals in the background while this one trains and evaluates
@@ -496,27 +530,28 @@ class Prefetch:
         cfg, cur = state.config, state.current
         assert cur is not None
         self.seeds = plan_seeds(cfg, max(state.next_seed, max(cur.seeds) + 1))
-        self.out, self.cache, self.cfg, self.say = ws.shards(cfg.data.hand_size), ws.token_cache, cfg, say
+        # what the next iteration's stages will read: its generate stage's solving, its tokenize stage's sampling
+        self.solve, self.tokens = generate_stage.STAGE.view(cfg), tokenize_stage.STAGE.view(cfg)
+        self.ws, self.say = ws, say
         self.thread = threading.Thread(target=self._run, name="flywheel-prefetch", daemon=True)
         self.error: BaseException | None = None
 
     def _run(self) -> None:
-        from forge.ml.store import tokenize_to_cache
         from forge.oracle.deal import train_decl
         from forge.oracle.generate import generate
 
-        cfg = self.cfg
+        cfg = self.solve
         try:
             jobs = [(s, train_decl(s)) for s in self.seeds]
-            local = self.cfg.hardware.executor == "local"
+            local = cfg.hardware.executor == "local"
             if local:
                 import numba
 
                 numba.set_num_threads(1)  # per thread: the loop's other numba users keep theirs
-            for solved in generate(jobs, self.out, cfg.data.hand_size, workers=1 if local else None, progress=False,
-                                   executor=cfg.hardware.executor, ray_address=cfg.hardware.ray_address):
-                tokenize_to_cache(solved.path, self.cache, cfg.data.samples_per_shard, cfg.data.global_seed,
-                                  cfg.data.train_states)
+            hand, where = cfg.data.hand_size, cfg.hardware
+            for solved in generate(jobs, self.ws.shards(hand), hand, workers=1 if local else None, progress=False,
+                                   executor=where.executor, ray_address=where.ray_address):
+                tokenize_stage.cache_ahead(self.ws, self.tokens, solved.path)
         except Exception as exc:  # noqa: BLE001 - the next generate stage solves them itself
             self.error = exc
 

@@ -9,6 +9,10 @@ from pathlib import Path
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 STOP_FILE = ".flywheel.stop"
 STATE_FILE = "state.yaml"
+#: The loop's heartbeat (forge.flywheel.beat): a small file of its own, never the whole state.yaml.
+HEARTBEAT_FILE = ".flywheel.heartbeat"
+#: The finished iterations, one JSON line each (forge.flywheel.history); state.yaml keeps a summary.
+HISTORY_FILE = "history.jsonl"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,14 @@ class Workspace:
         """forge.flywheel.retention's cache of its markers: removing it makes the next pass visit every
         iteration once (and rebuild it from the markers)."""
         return self.root / "runs" / "retention.json"
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.root / HEARTBEAT_FILE
+
+    @property
+    def history(self) -> Path:
+        return self.root / HISTORY_FILE
 
     @property
     def stop_file(self) -> Path:

@@ -126,6 +126,11 @@ def _check_stages(names: list[str]) -> list[str]:
     return names
 
 
+#: A stage's CPU seconds (``cpu_s``, its attempts summed) and peak resident memory in MB (``peak_rss_mb``,
+#: the largest process), measured by the loop (forge.flywheel.usage).
+StageUsage = dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+
+
 @dataclass(config=STRICT)
 class Current:
     """The iteration in progress (or interrupted)."""
@@ -140,6 +145,7 @@ class Current:
     host: str | None = None
     heartbeat: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    usage: dict[str, StageUsage] = Field(default_factory=dict)  # per stage: forge.flywheel.usage
     notebooks: dict[str, str] = Field(default_factory=dict)
     fingerprints: dict[str, str] = Field(default_factory=dict)
     provenance: dict[str, Provenance] = Field(default_factory=dict)
@@ -217,6 +223,7 @@ class HistoryEntry:
     wandb: dict[str, Any] | None = None
     notebooks: dict[str, str] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
+    usage: dict[str, StageUsage] = Field(default_factory=dict)  # per stage: forge.flywheel.usage
     started_at: str | None = None
     finished_at: str | None = None
     fingerprints: dict[str, str] = Field(default_factory=dict)

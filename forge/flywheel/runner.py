@@ -66,9 +66,11 @@ ERROR_ANCHOR = "papermill-error-cell"
 class StageFailed(ForgeError):
     """A stage notebook raised (or its kernel died); the message names the cell and the exception."""
 
-    def __init__(self, stage: str, summary: str, notebook: Path | None, cell: int | None = None):
+    def __init__(self, stage: str, summary: str, notebook: Path | None, cell: int | None = None,
+                 error: str | None = None):
         super().__init__(f"stage {stage} failed: {summary}")
         self.stage, self.summary, self.notebook, self.cell = stage, summary, notebook, cell
+        self.error = error  # the name of the exception the notebook raised, if it raised one
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ def execute_stage(ws: Workspace, stage: Stage, iteration: int, kernel: LoopKerne
         kept = _keep_attempt(ws, iteration, attempt, running, stage, on_notebook)
         cell, _ = failing_cell(kept) if kept else (None, None)
         where = f"cell {cell}" if cell else f"cell {exc.exec_count}"
-        raise StageFailed(stage.name, f"{where}: {exc.ename}: {exc.evalue}".strip(), kept, cell) from None
+        raise StageFailed(stage.name, f"{where}: {exc.ename}: {exc.evalue}".strip(), kept, cell, exc.ename) from None
     except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel died or never started; a full disk
         kept = _keep_attempt(ws, iteration, attempt, running, stage, on_notebook)
         # papermill writing the executed notebook is the loop's own write: a failure there names no file

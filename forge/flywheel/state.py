@@ -44,8 +44,8 @@ from forge.commandline import FLYWHEEL
 from forge.errors import ForgeError
 from forge.flywheel import beat
 from forge.flywheel.config import MAX_SEED, Config
-from forge.flywheel.history import HISTORY_FILE, History, HistoryError, Summary, seeds_in
-from forge.flywheel.paths import STATE_FILE
+from forge.flywheel.history import History, HistoryError, Summary, seeds_in
+from forge.flywheel.paths import HISTORY_FILE, STATE_FILE
 from forge.flywheel.records import (
     STRICT,
     Current,
@@ -74,6 +74,25 @@ _write_lock = threading.Lock()
 
 class StateError(ForgeError, ValueError):
     """state.yaml is missing, unreadable or invalid; the message names the file and the field."""
+
+
+class BrokenStateFile(StateError):
+    """state.yaml exists but does not load: ``problem`` says why, the message adds how to repair it.
+
+    A loop holding the state writes a good state.yaml over a broken one, so when a stage (in the
+    loop's kernel) fails on one, the loop reports the problem with its own advice (:meth:`problem_of`
+    reads the problem back from the message a notebook's traceback carries)."""
+
+    SEPARATOR = "; fix it"
+
+    def __init__(self, problem: str, backup: Path | None, path: Path):
+        advice = f"or restore the last good version: `cp {backup} {path}`" if backup else "(there is no usable backup)"
+        super().__init__(f"{problem}{self.SEPARATOR} {advice}")
+        self.problem = problem
+
+    @classmethod
+    def problem_of(cls, message: str) -> str:
+        return message.rsplit(cls.SEPARATOR, 1)[0]
 
 
 def now() -> str:
@@ -369,9 +388,7 @@ def load_state(root: str | os.PathLike) -> State:
         beat.overlay(root, state.current)
         return state
     except StateError as exc:
-        advice = (f"fix it or restore the last good version: `cp {backup} {path}`" if _backup_is_good(path.parent)
-                  else "fix it (there is no usable backup)")
-        raise StateError(f"{exc}; {advice}") from None
+        raise BrokenStateFile(str(exc), backup if _backup_is_good(path.parent) else None, path) from None
 
 
 # ---------------------------------------------------------------------------------------------- writing

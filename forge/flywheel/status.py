@@ -111,6 +111,8 @@ def snapshot(root: str | os.PathLike = ".", state: State | None = None, disk: bo
             "modified": sorted(s for s, p in cur.provenance.items() if p.modified),
             "by_hand": list(cur.by_hand),
             "attempts": [_attempt(a) for a in cur.attempts],
+            "timings": dict(cur.timings),
+            "usage": {k: dict(v) for k, v in cur.usage.items()},  # per stage: forge.flywheel.usage
         }
     history = [h.to_dict() for h in state.history.tail(page)]
     best = state.history.best()

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any
 
-from forge.flywheel import beat
+from forge.flywheel import beat, usage
 
 TOTAL = "total"
 SPAN = "span"
@@ -34,17 +34,22 @@ class Clock:
         self.mark = time.time()  # everything before it is in current.timings["total"]
         self.stage: str | None = None
         self.since: float | None = None
+        self.meter: usage.Meter | None = None
 
     def start(self, stage: str) -> None:
         self.stage, self.since = stage, time.time()
+        self.meter = usage.Meter.start()
 
     def stop(self, cur: Any) -> float:
-        """End the running stage: its seconds added to its sum; returns them (0 if none ran)."""
+        """End the running stage: its seconds added to its sum, its CPU time and peak memory to its usage
+        (forge.flywheel.usage); returns the seconds (0 if none ran)."""
         if self.stage is None or self.since is None:
             return 0.0
         took = time.time() - self.since
         add(cur.timings, self.stage, took)
-        self.stage = self.since = None
+        if self.meter is not None:
+            usage.add(cur.usage, self.stage, self.meter.read())
+        self.stage = self.since = self.meter = None
         return round(took, 2)
 
     def lap(self, cur: Any) -> None:

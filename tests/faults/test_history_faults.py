@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from forge.flywheel.history import HISTORY_FILE, TORN_FILE
+from forge.flywheel.history import TORN_FILE
+from forge.flywheel.paths import HISTORY_FILE
 from forge.flywheel.state import StateStore, load_state, save_state
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "state-v2"

@@ -5,7 +5,9 @@ Kinds: (1) a config edit mid-run used but not recorded; (2) golden shards with c
 (3) other starting weights recorded as "started from iteration N"; (4) a stage result edited before
 it is recorded; (5) token arrays changed together with their manifest; (6) a trained seed put into
 a golden set; (7) seeds trained twice counted twice. The slow ones run a real tiny iteration on a
-copy of the ``tiny_runs`` workspace and compare with its untampered reference run.
+copy of the ``tiny_runs`` workspace and compare with its untampered reference run; its loop runs in
+this process, its stages in-process (tests/helpers/inprocess.py): what is faulted here is the record,
+not how a notebook runs.
 """
 
 from __future__ import annotations
@@ -20,17 +22,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers.loop import cli, edit_state, flywheel, one_line_error, state
+from helpers.inprocess import run_in_process
+from helpers.loop import cli, edit_state, one_line_error, state
 from helpers.workspaces import tiny_workspace
 
 from forge.flywheel.config import ConfigError, config_from_dict, load_preset
 from forge.flywheel.context import context
 from forge.flywheel.history import seeds_counted
 from forge.flywheel.lock import Heartbeat
-from forge.flywheel.loop import _fail, _history_entry, run_loop
+from forge.flywheel.loop import Loop, _history_entry, retry, run_loop
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import Current
-from forge.flywheel.state import StateError, StateStore, begin_iteration, load_state, save_state
+from forge.flywheel.state import BrokenStateFile, StateStore, begin_iteration, load_state, save_state
 
 STAGES = ("generate", "tokenize", "train", "evaluate")
 
@@ -118,8 +121,8 @@ def test_kind2_golden_shards_with_changed_values_are_solved_again(tiny_runs, tmp
     assert not forged.equals(table)
     pq.write_table(forged, shard, **WRITE_OPTIONS)
     assert pq.read_schema(shard).metadata == table.schema.metadata and verify_shard(shard) == []
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
     said = (ws / "archive" / "iter-0002" / "01_generate.ipynb").read_text()  # what the stage printed
     assert "seed_00000900_decl_0.parquet is not the golden shard pinned" in said
@@ -145,8 +148,8 @@ def test_kind3_other_starting_weights_are_refused(tiny_runs, tmp_path: Path) -> 
     that it started from iteration 1)."""
     ws = copy_of(tiny_runs["after_one"], tmp_path)
     shutil.copyfile(tiny_runs["ws"] / "runs" / "iter-0002" / "model.ckpt", ws / "runs" / "iter-0001" / "model.ckpt")
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 1, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 1, said
     st = state(ws)
     assert len(st["history"]) == 1 and st["status"] == "failed"
     assert st["last_error"].startswith("train: ")
@@ -184,11 +187,11 @@ def test_kind4_a_result_edited_before_it_is_recorded_is_run_again(tiny_runs, tmp
     data = json.loads(path.read_text())
     data["val"]["q_gap"], data["is_best"] = 0.0, True
     path.write_text(json.dumps(data, indent=2))
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     entry = state(ws)["history"][-1]
     assert entry["iteration"] == 2 and entry["val"] == removed["val"] and entry["is_best"] == removed["is_best"]
-    assert "evaluate  runs again: runs/iter-0002/results/evaluate.json changed" in res.stdout
+    assert "  evaluate  runs again: runs/iter-0002/results/evaluate.json changed" in "\n".join(said)
     assert (path.parent / "evaluate.json.changed").is_file()  # the edited one is kept, for review
 
 
@@ -220,8 +223,8 @@ def test_kind5_token_arrays_changed_with_their_manifest_are_rebuilt(tiny_runs, t
     manifest = json.loads((data / "manifest.json").read_text().replace(str(tiny_runs["after_one"]), str(ws)))
     manifest["splits"]["val"]["checksums"]["qvals"] = "sha256:" + sha256_file(data / "val" / "qvals.npy")
     (data / "manifest.json").write_text(json.dumps(manifest))
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
     said = (ws / "archive" / "iter-0002" / "02_tokenize.ipynb").read_text()  # what the stage printed
     assert "val/qvals.npy is not the recorded one" in said
@@ -278,14 +281,22 @@ def test_after_broken_yaml_the_error_does_not_ask_to_copy_the_backup(ws: Path) -
     with store.edit() as st:
         begin_iteration(st)
     (ws / "state.yaml").write_text("status: [broken\n")
-    with pytest.raises(StateError) as err:
+    with pytest.raises(BrokenStateFile) as err:
         load_state(ws)  # what the stage's notebook saw
     assert "cp " in str(err.value)
-    _fail(Workspace.at(ws), store, "train", f"cell 2: StateError: {err.value}", None)
+    loop = Loop(Workspace.at(ws), store, runner=None)  # type: ignore[arg-type] - recording a failure runs nothing
+    # told by the exception's type, not its words: another error quoting them is kept as it was
+    loop.fail("train", f"cell 2: ValueError: {err.value}", error="ValueError")
+    assert load_state(ws).last_error == f"train: cell 2: ValueError: {err.value}"
+    with store.edit() as st:
+        st.status = "running"
+    (ws / "state.yaml").write_text("status: [broken\n")
+    loop.fail("train", f"cell 2: {type(err.value).__name__}: {err.value}", error=type(err.value).__name__)
     after = load_state(ws)  # written again, valid
     assert after.status == "failed"
     assert "cp " not in after.last_error and "retry" in after.last_error
     assert "written state.yaml again" in after.last_error
+    assert err.value.problem in after.last_error
 
 
 def test_temp_copies_of_the_state_left_by_a_kill_are_removed(ws: Path) -> None:
@@ -367,8 +378,8 @@ def test_a_corrupt_token_cache_entry_is_rebuilt_without_a_manual_delete(tiny_run
     entry = entry_path(Workspace.at(ws).token_cache, sha, 64, 0)
     entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
     edit_state(ws, lambda d: d["config"].update(retention="keep"))  # the rebuilt entry stays to be looked at
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     assert state(ws)["history"][-1]["iteration"] == 3 and entry.is_file()
 
 
@@ -407,12 +418,12 @@ def test_a_token_cache_entry_with_a_damaged_array_is_named_and_retry_rebuilds_it
     raw[len(raw) // 3] ^= 0xFF  # inside the tokens array (the first and largest member)
     entry.write_bytes(bytes(raw))
     edit_state(ws, lambda d: d["config"].update(retention="keep"))  # the rebuilt entry stays to be looked at
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 1, res.stdout + res.stderr
+    code, said, _ = run_in_process(ws)
+    assert code == 1, said
     st = state(ws)
     assert st["last_error"].startswith("tokenize: ") and f"{entry}: corrupt token-cache entry" in st["last_error"]
     assert not entry.exists()
-    assert flywheel(ws, "retry").returncode == 0
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    retry(ws)
+    code, said, _ = run_in_process(ws)
+    assert code == 0, said
     assert state(ws)["history"][-1]["iteration"] == 3 and entry.is_file()

@@ -6,6 +6,7 @@ released once recorded), and a deal whose tokens are not cached at this sampling
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -14,6 +15,7 @@ from forge.digests import DigestMemo
 from forge.errors import ForgeError
 from forge.flywheel import integrity
 from forge.flywheel.context import Context
+from forge.flywheel.paths import Workspace
 from forge.flywheel.progress import StageProgress
 from forge.flywheel.stages import generate, running
 from forge.flywheel.stages.base import ConfigView, Stage, StageOrderError, StageResult
@@ -62,6 +64,15 @@ def window(ctx: Context) -> dict[str, str]:
         if recorded is not None:
             found.update({rel: sha for rel, sha in recorded.outputs.shards.items() if rel in wanted})
     return dict(sorted(found.items()))
+
+
+def cache_ahead(ws: Workspace, cfg: TokenizeConfig, shard: Path) -> bool:
+    """Tokenize a shard solved ahead of its iteration (the loop's prefetch) into the token cache at the
+    sampling this stage will ask for, so that it finds the states cached; True when it tokenized."""
+    from forge.ml.store import tokenize_to_cache
+
+    data = cfg.data
+    return tokenize_to_cache(shard, ws.token_cache, data.samples_per_shard, data.global_seed, data.train_states)
 
 
 def inputs(ctx: Context, cfg: TokenizeConfig, upstream: generate.GenerateResult, memo: DigestMemo) -> dict[str, Any]:
