@@ -181,8 +181,8 @@ def test_a_model_can_play_by_its_q_head(data, tmp_path):
     """The reference trainer's best recipe: Q-value MSE on legal moves (plus value 0.5), no policy
     loss, moves chosen by the highest predicted Q; validation, evaluation and play-outs all play
     by that head."""
-    q_only = {"policy_weight": 0.0, "q_weight": 1.0, "move_head": "q"}
-    res = train(data, TrainingSection(epochs=6, model="tiny", batch_size=128, lr=3e-3, train_seed=0),
+    q_only = {"policy_weight": 0.0, "move_head": "q"}
+    res = train(data, TrainingSection(epochs=6, model="tiny", batch_size=128, lr=3e-3, q_weight=1.0),
                 run_dir=tmp_path, module_kwargs=q_only, **FAST)
     module = load_module(res.best_checkpoint)
     assert module.move_head == "q" and module.trained_heads == ("value", "q")
