@@ -18,14 +18,28 @@ import os
 from pathlib import Path
 
 from forge.atomic import atomic_write_text
+from forge.commandline import FLYWHEEL
 from forge.flywheel.archive import iteration_rows
+from forge.flywheel.notes import notes_or_none
 from forge.flywheel.paths import Workspace
 from forge.flywheel.runner import ERROR_ANCHOR
 from forge.flywheel.stages import REGISTRY
 from forge.flywheel.state import load_state
 from forge.flywheel.status import HISTORY_PAGE, snapshot
+from forge.ui.interactive import filter_box, sortable_head
 from forge.ui.plots import png_bytes
-from forge.ui.render import LEGEND, badge, column_head, column_legend, esc, link, mark_cell, stage_links, wandb_cell
+from forge.ui.render import (
+    LEGEND,
+    badge,
+    column_head,
+    column_legend,
+    esc,
+    link,
+    mark_cell,
+    note_cell,
+    stage_links,
+    wandb_cell,
+)
 from forge.ui.text import HISTORY_COLUMNS, column_text
 from forge.ui.views import compare
 
@@ -102,6 +116,24 @@ document.getElementById("forge-b").addEventListener("change", draw);
 """
 
 
+#: Inside JupyterLab's HTML viewer (once trusted) the page's base is ``/files/archive/index.html?_xsrf=...``
+#: and the Jupyter server answers a link that drops that token 403 (the viewer sends no referer): the
+#: page's relative links keep it. Elsewhere (a browser reading the files) there is no token and nothing changes.
+_LINKS_SCRIPT = """<script>
+(() => {
+  const token = new URL(document.baseURI).searchParams.get("_xsrf");
+  if (!token) return;
+  for (const a of document.querySelectorAll("a[href]")) {
+    const href = a.getAttribute("href");
+    if (/^([a-z]+:|#|\\/)/i.test(href)) continue;
+    const url = new URL(href, document.baseURI);
+    url.searchParams.set("_xsrf", token);
+    a.href = url.href;
+  }
+})();
+</script>"""
+
+
 def _compare_section(root: Path) -> str:
     runs = compare.load_runs([root])
     if not runs:
@@ -143,7 +175,10 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     head = "".join(column_head(label, path) for label, path in HISTORY_COLUMNS)
     # the stages' notebooks in one column, one per line, and a W&B command that wraps: the page fits a
     # 1,400 px window (a column per stage and an unbroken `wandb sync` path needed about 2,100)
-    head += "<th></th><th>status</th><th>notebooks</th><th>failed attempts</th><th>W&amp;B</th>"
+    head += ("<th></th>" + sortable_head("status") + sortable_head("note", ' title="a note per iteration: '
+             f'{FLYWHEEL} note N &quot;text&quot; (click: sort)"') + "<th>notebooks</th><th>failed attempts</th>"
+             "<th>W&amp;B</th>")
+    notes = notes_or_none(ws.root)
     body = []
     for row in iteration_rows(state, last=HISTORY_PAGE):
         cells = [f"<td>{esc(column_text(label, row, path))}</td>" for label, path in HISTORY_COLUMNS]
@@ -151,6 +186,7 @@ def write_index(root: str | os.PathLike = ".") -> Path:
         cells.append(f'<td style="text-align:left;white-space:nowrap">{marks}</td>')
         title = f' title="{esc(row["error"])}"' if row.get("error") else ""
         cells.append(f"<td{title}>{badge(row['status'])}</td>")
+        cells.append(note_cell(notes, row["iteration"]))
         books = "".join(f"<div>{stage_links(row, ws.root, base, s, s, new_tab=False)}</div>"
                         for s in REGISTRY if (row.get("notebooks") or {}).get(s))
         cells.append(f'<td class="forge-notebooks" style="text-align:left">{books or "-"}</td>')
@@ -171,10 +207,13 @@ td,th{{border:1px solid #ddd;padding:2px 6px;text-align:right}} th{{background:#
 <p>status {badge(snap['status'])} &middot; preset {esc(snap['preset'])} &middot; W&amp;B group
 {esc(state.wandb.get('group'))} ({esc(state.wandb.get('mode'))}) &middot; seeds trained {esc(snap['total_seeds'])}
 &middot; <a href="#compare">compare two iterations</a> &middot; <a href="#trends">trends</a></p>
-<table class="forge-history"><tr>{head}</tr>
+<noscript><p class="forge-noscript" style="color:#8c510a">This page's links to the iteration pages, its sorting,
+filtering and comparison picker need scripts: in JupyterLab, press "Trust HTML" in this tab's toolbar.</p></noscript>
+<div class="forge-history-box">{filter_box()}<table class="forge-history"><tr>{head}</tr>
 {''.join(body)}
-</table>{_older(len(state.history))}{LEGEND}{column_legend()}
+</table></div>{_older(len(state.history))}{LEGEND}{column_legend()}
 {_compare_section(ws.root)}
+{_LINKS_SCRIPT}
 </body></html>
 """
     out = base / INDEX

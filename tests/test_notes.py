@@ -1,0 +1,74 @@
+"""A note per iteration (notes.jsonl): kept through the CLI, refused for an unknown iteration in one
+line with a non-zero exit, its latest line the note (an empty one clears it), a damaged file named
+rather than overwritten, and the history views show it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.workspaces import reviewed_workspace
+
+from forge.flywheel.notes import MAX_NOTE_CHARS, NOTES_FILE, NotesError, add_note, read_entries, read_notes
+
+
+def flywheel(ws: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "forge.cli.flywheel", "--root", str(ws), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_note_command_keeps_a_note_and_refuses_an_unknown_iteration(tmp_path: Path) -> None:
+    ws = reviewed_workspace(tmp_path / "ws")
+    done = flywheel(ws, "note", "2", "lr   too high\n#baseline")
+    assert done.returncode == 0, done.stderr
+    assert read_notes(ws) == {2: "lr too high #baseline"}  # one line: a table cell shows it
+    refused = flywheel(ws, "note", "9", "nope")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "forge: error: no iteration 9 in the record (recorded: 1..3); a note is about a recorded iteration"
+        .replace("forge:", refused.stderr.split(":")[0] + ":")]
+    not_a_number = flywheel(ws, "note", "two", "x")
+    assert not_a_number.returncode == 2 and len(not_a_number.stderr.strip().splitlines()) == 1
+    assert "not an integer: 'two'" in not_a_number.stderr
+    assert read_notes(ws) == {2: "lr too high #baseline"}  # nothing written by the refusals
+
+
+def test_the_latest_line_is_the_note_an_empty_one_clears_it_and_the_earlier_stay(tmp_path: Path) -> None:
+    ws = reviewed_workspace(tmp_path / "ws")
+    add_note(ws, 1, "first")
+    add_note(ws, 1, "second")
+    add_note(ws, 3, "keep")
+    assert read_notes(ws) == {1: "second", 3: "keep"}
+    add_note(ws, 1, "")
+    assert read_notes(ws) == {3: "keep"}
+    assert [e["note"] for e in read_entries(ws)] == ["first", "second", "keep", ""]  # the record of edits
+    with pytest.raises(NotesError, match=f"at most {MAX_NOTE_CHARS}"):
+        add_note(ws, 1, "x" * (MAX_NOTE_CHARS + 1))
+
+
+def test_a_damaged_notes_file_is_named_and_never_overwritten(tmp_path: Path) -> None:
+    ws = reviewed_workspace(tmp_path / "ws")
+    add_note(ws, 1, "kept")
+    path = ws / NOTES_FILE
+    damaged = path.read_text() + '{"iteration": "one", "note": 3}\n'
+    path.write_text(damaged)
+    refused = flywheel(ws, "note", "2", "more")
+    assert refused.returncode == 2 and f"{path}, line 2: not a note" in refused.stderr
+    assert path.read_text() == damaged  # its lines stay for the person to fix
+
+
+def test_the_history_views_show_the_notes(tmp_path: Path) -> None:
+    from forge.flywheel.status import snapshot
+    from forge.ui.archive_page import write_index
+    from forge.ui.render import panel_html
+
+    ws = reviewed_workspace(tmp_path / "ws")
+    add_note(ws, 2, "<b>lr</b> #sweep")
+    page = write_index(ws).read_text()
+    assert "&lt;b&gt;lr&lt;/b&gt; #sweep" in page  # escaped, in its row
+    html = panel_html(snapshot(ws), base=ws / "notebooks")
+    assert "&lt;b&gt;lr&lt;/b&gt; #sweep" in html
+    assert json.loads((ws / NOTES_FILE).read_text().splitlines()[0])["iteration"] == 2
