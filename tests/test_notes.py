@@ -72,3 +72,23 @@ def test_the_history_views_show_the_notes(tmp_path: Path) -> None:
     html = panel_html(snapshot(ws), base=ws / "notebooks")
     assert "&lt;b&gt;lr&lt;/b&gt; #sweep" in html
     assert json.loads((ws / NOTES_FILE).read_text().splitlines()[0])["iteration"] == 2
+
+
+def test_the_dashboards_note_box_keeps_a_note_and_says_why_it_refuses(tmp_path: Path) -> None:
+    from forge.ui.dashboard import Dashboard
+    from forge.ui.panel import shown_html
+
+    ws = reviewed_workspace(tmp_path / "ws")
+    board = Dashboard(ws, live=True, interval=3600)
+    try:
+        assert board.note_iteration.value == 3  # the latest recorded iteration
+        board.note_text.value = "#keep"
+        board.note_button.click()
+        assert "iteration 3: note kept" in board.message.value
+        assert "#keep" in shown_html(board.panel.parts["history"])  # shown at once
+        board.note_iteration.value = 7
+        board.note_button.click()
+        assert "note not kept: no iteration 7 in the record" in board.message.value
+        assert read_notes(ws) == {3: "#keep"}
+    finally:
+        board.stop()

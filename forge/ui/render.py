@@ -68,6 +68,14 @@ def link(root: Path, target: str | None, base: Path | None, label: str, anchor: 
     return f'<a href="{esc(href)}" style="{LINK_STYLE}">{esc(label)}</a>'
 
 
+def commands_in(text: str) -> str:
+    """``text`` as HTML, each `backticked` command in it as code with its copy button."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: no commands to pick out
+        return esc(text)
+    return "".join(command(part) if k % 2 else esc(part) for k, part in enumerate(parts))
+
+
 def pruned_label(root: Path, target: str, label: str) -> str:
     """What a link to a file the retention policy pruned shows instead (docs/disk.md): the label,
     marked pruned, naming the compressed copy if there is one; "missing" for a file simply gone."""
@@ -280,7 +288,7 @@ def panel_parts(snap: dict[str, Any], base: str | os.PathLike | None = None, plo
         lines.append(f'<div style="color:#b2182b">last error: <code class="forge-error">'
                      f'{esc(snap["last_error"])}</code></div>')
     if snap.get("next_action"):
-        lines.append(f'<div>next: <span class="forge-next">{esc(snap["next_action"])}</span></div>')
+        lines.append(f'<div>next: <span class="forge-next">{commands_in(snap["next_action"])}</span></div>')
     wb = snap.get("wandb") or {}
     report = (f' &middot; <a href="{esc(wb["report"])}" target="_blank" rel="noopener" style="{LINK_STYLE}">group '
               "report</a>" if wb.get("report") else "")
