@@ -41,7 +41,7 @@ from forge.ui.render import (
     wandb_cell,
 )
 from forge.ui.text import HISTORY_COLUMNS, column_text
-from forge.ui.views import compare
+from forge.ui.views import compare, curves
 
 INDEX = "index.html"
 
@@ -153,9 +153,26 @@ def _compare_section(root: Path) -> str:
             "use notebooks/06_compare.ipynb)</span></p>"
             f'<div id="forge-compare">{compare.pair_html(a, b)}</div>'
             f'<script type="application/json" id="forge-compare-data">{data}</script><script>{_SCRIPT}</script>'
+            f"{_curves_section(runs)}"
             f'<h2 id="trends">Every tracked metric, iteration by iteration</h2>'
             f'<img class="forge-trends" alt="every tracked metric against seeds trained" '
             f'src="data:image/png;base64,{trend}"/>')
+
+
+def _curves_section(runs: list[compare.Run]) -> str:
+    """The newest iterations' training curves overlaid (a static figure: the notebook 06_compare has
+    the controls)."""
+    found = curves.load_curves(runs)
+    if not found:
+        return ""
+    png = base64.b64encode(png_bytes(curves.curves_figure(found), dpi=80)).decode()
+    return ('<h2 id="curves">Training curves, iteration by iteration</h2>'
+            f'<p style="color:#555;font-size:12px">the newest {len(found)} iterations with a recorded curve, '
+            "against samples trained on in each; train loss smoothed 0.6 (the faint line: as logged). "
+            "To pick iterations, smoothing, a log scale or the samples seen over every iteration: "
+            "notebooks/06_compare.ipynb</p>"
+            f'<img class="forge-curves" alt="training loss and val Q-gap of each iteration against samples" '
+            f'src="data:image/png;base64,{png}"/>')
 
 
 def _older(count: int) -> str:
@@ -206,7 +223,8 @@ td,th{{border:1px solid #ddd;padding:2px 6px;text-align:right}} th{{background:#
 <body><h1>forge flywheel archive</h1>
 <p>status {badge(snap['status'])} &middot; preset {esc(snap['preset'])} &middot; W&amp;B group
 {esc(state.wandb.get('group'))} ({esc(state.wandb.get('mode'))}) &middot; seeds trained {esc(snap['total_seeds'])}
-&middot; <a href="#compare">compare two iterations</a> &middot; <a href="#trends">trends</a></p>
+&middot; <a href="#compare">compare two iterations</a> &middot; <a href="#curves">training curves</a>
+&middot; <a href="#trends">trends</a></p>
 <noscript><p class="forge-noscript" style="color:#8c510a">This page's links to the iteration pages, its sorting,
 filtering and comparison picker need scripts: in JupyterLab, press "Trust HTML" in this tab's toolbar.</p></noscript>
 <div class="forge-history-box">{filter_box()}<table class="forge-history"><tr>{head}</tr>
