@@ -219,8 +219,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_note(args: argparse.Namespace) -> int:
     from forge.flywheel.notes import NOTES_FILE, add_note
+    from forge.ui.archiving import on_record
 
     kept = add_note(args.root, args.iteration, args.text)
+    on_record(args.root)  # the archive index shows the notes
     print(f"iteration {args.iteration}: {kept!r} kept in {NOTES_FILE}" if kept
           else f"iteration {args.iteration}: note cleared ({NOTES_FILE} keeps the earlier ones)")
     return 0

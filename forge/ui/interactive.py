@@ -76,9 +76,11 @@ def sortable_head(inner: str, attrs: str = "") -> str:
 
 
 def filter_box(placeholder: str = "filter rows: a note, #tag, metric...") -> str:
-    """A text box that hides the rows of the table in the same ``.forge-history-box`` not containing it."""
+    """A text box that hides the rows of the table in the same ``.forge-history-box`` not containing it
+    (its keys are its own: JupyterLab's notebook shortcuts, "1" for a heading, must not see them)."""
     return (f'<div style="margin:2px 0"><input type="search" class="forge-filter" placeholder="{attr(placeholder)}" '
-            f'oninput="{attr(_FILTER_JS)}" style="font:12px system-ui,sans-serif;width:22em;padding:1px 4px"/>'
+            f'oninput="{attr(_FILTER_JS)}" onkeydown="event.stopPropagation()" data-lm-suppress-shortcuts="true" '
+            'style="font:12px system-ui,sans-serif;width:22em;padding:1px 4px"/>'
             '<span class="forge-filter-count" style="color:#555;font-size:11px;margin-left:6px"></span></div>')
 
 
