@@ -81,6 +81,7 @@ def jupyter_env(home: Path) -> dict[str, str]:
 def lab(tmp_path: Path) -> Iterator[dict[str, object]]:
     """JupyterLab serving a prepared workspace copy; shut down (kernels included) afterwards."""
     ws = failed_workspace(tmp_path / "ws")
+    (ws / "runs" / "iter-0003" / "logs").mkdir(parents=True)  # the failed iteration's folder, for its link
     (ws / "notebooks").mkdir()
     shutil.copy(REPO / "notebooks" / "00_status.ipynb", ws / "notebooks")
     with serve(ws, tmp_path) as served:
@@ -289,6 +290,13 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
     box.clear()
     box.send_keys(" ")  # a change event with nothing to filter on: every row again
     assert iterations() == ["1", "2"]
+    # a folder's link opens it in JupyterLab's file browser, in this window
+    windows = list(browser.window_handles)
+    folder = wait(30).until(lambda d: next(iter(d.find_elements(By.LINK_TEXT, "runs/iter-0003/")), None))
+    folder.click()
+    wait(30).until(lambda d: "iter-0003" in d.find_element(By.CSS_SELECTOR, ".jp-BreadCrumbs").text
+                   and "logs" in d.find_element(By.CSS_SELECTOR, ".jp-DirListing-content").text)
+    assert browser.window_handles == windows and "00_status" in browser.title + text_of(".jp-mod-current")
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "status-panel.png"
@@ -298,7 +306,7 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
     click_button("Start one iteration")
     wait(20).until(lambda d: "iteration 3 failed" in text_of(".forge-message"))
     assert "press Retry" in text_of(".forge-message")
-    assert not (Path(lab["ws"]) / "runs").exists()  # refused: nothing started
+    assert not list((Path(lab["ws"]) / "runs").glob("loop-*.log"))  # refused: nothing started
 
     click_button("Retry")
     wait(20).until(lambda d: text_of(".forge-message").startswith("ready"))

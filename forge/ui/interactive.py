@@ -43,12 +43,20 @@ _FILTER_JS = (
     "this.nextElementSibling.textContent=q?shown+' shown':''"
 )
 
-#: A folder's API path from its link, resolved against JupyterLab's own URL (``.../lab/tree/<notebook>``),
-#: handed to the file browser through JupyterLab's command linker (document-wide, on click).
+#: (``window.URL``: an inline handler's scope has the document's ``URL``, a string, first.)
+#: In JupyterLab (its page config present), the folder's path on the server from the link as JupyterLab's
+#: renderer resolved it (``<base>files/<path>/``), handed to the file browser through JupyterLab's command
+#: linker (which the renderer's own handler, opening the folder as a document, would not do); elsewhere
+#: the link is followed.
 _FOLDER_JS = (
-    "const u=new URL(this.dataset.href,location.href).pathname,m=u.match(/\\/tree\\/(.*)$/);"
-    "if(m){this.dataset.commandlinkerArgs=JSON.stringify({path:decodeURIComponent(m[1]).replace(/\\/$/,'')})}"
-    "else{this.removeAttribute('data-commandlinker-command');location.href=u}"
+    "const cfg=document.getElementById('jupyter-config-data');if(!cfg)return true;"
+    "const pre=new window.URL((JSON.parse(cfg.textContent).baseUrl||'/')+'files/',location.href).pathname;"
+    "const u=new window.URL(this.href,location.href);if(!u.pathname.startsWith(pre))return true;"
+    "event.preventDefault();event.stopImmediatePropagation();"
+    "const h=document.createElement('span');h.setAttribute('data-commandlinker-command','filebrowser:go-to-path');"
+    "h.setAttribute('data-commandlinker-args',JSON.stringify({path:decodeURIComponent("
+    "u.pathname.slice(pre.length)).replace(/\\/$/,'')}));this.parentNode.appendChild(h);h.click();h.remove();"
+    "return false"
 )
 
 
@@ -87,5 +95,5 @@ def filter_box(placeholder: str = "filter rows: a note, #tag, metric...") -> str
 def folder_link(href: str, label: str) -> str:
     """A link to a workspace folder: in JupyterLab, its file browser goes there (the page stays);
     elsewhere the href is followed."""
-    return (f'<a class="forge-folder" data-href="{attr(href)}" data-commandlinker-command="filebrowser:go-to-path" '
-            f'onclick="{attr(_FOLDER_JS)}" style="{LINK_STYLE}">{attr(label)}</a>')
+    return (f'<a class="forge-folder" href="{attr(href)}" onclick="{attr(_FOLDER_JS)}" '
+            f'style="{LINK_STYLE}">{attr(label)}</a>')
