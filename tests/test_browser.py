@@ -519,6 +519,13 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
         browser.switch_to.default_content()
     page = waiter(browser, 60).until(lambda d: "Archived notebook" in viewed(d) and viewed(d))
     assert "403" not in page and "03 · " in page  # the index's link works inside JupyterLab
+    browser.switch_to.frame(next(f for f in browser.find_elements(By.CSS_SELECTOR, ".jp-MainAreaWidget iframe")
+                                 if f.is_displayed()))
+    try:  # and so does the archived page's own link back to the index (not a login page)
+        browser.find_element(By.PARTIAL_LINK_TEXT, "the archive index").click()
+    finally:
+        browser.switch_to.default_content()
+    waiter(browser, 60).until(lambda d: "Compare two iterations" in viewed(d))
     shot(browser, "archive-index-link-in-jupyterlab")
     back_to_the_panel()
     files_link(By.LINK_TEXT, "state.yaml").click()

@@ -4,10 +4,12 @@ iterations side by side; and every tracked metric's trend.
 A static page (no kernel needed) refreshed by the CLI whenever the loop records an iteration or
 a failure (the loop's ``on_record`` hook) and by ``flywheel archive``. Its links are relative and
 open in the same tab (JupyterLab's HTML viewer blocks new windows), for a browser reading the files;
-inside JupyterLab the Jupyter server refuses a page's links to other files (no referer), so there
-the pages are opened from the panel or the file browser. The comparison is drawn server-side for a
-default pair (the best against the latest) and redrawn by a few lines of script when another pair
-is picked; without script (JupyterLab's viewer until "Trust HTML") the default pair stays.
+inside JupyterLab's HTML viewer, once trusted, a few lines of script make them work there too (see
+``_LINKS_SCRIPT``). Its history sorts by a click on a column's header and filters on a text box
+(forge.ui.interactive), and shows each iteration's note (forge.flywheel.notes). The comparison is
+drawn server-side for a default pair (the best against the latest) and redrawn by a few lines of
+script when another pair is picked; without script (JupyterLab's viewer until "Trust HTML") the
+default pair stays.
 """
 
 from __future__ import annotations
@@ -117,19 +119,40 @@ document.getElementById("forge-b").addEventListener("change", draw);
 
 
 #: Inside JupyterLab's HTML viewer (once trusted) the page's base is ``/files/archive/index.html?_xsrf=...``
-#: and the Jupyter server answers a link that drops that token 403 (the viewer sends no referer): the
-#: page's relative links keep it. Elsewhere (a browser reading the files) there is no token and nothing changes.
-_LINKS_SCRIPT = """<script>
+#: and the Jupyter server answers a link that drops that token 403 (the viewer sends no referer); a page
+#: it then served from ``/files/`` would be sandboxed by the server, and its own links (an archived
+#: notebook's "back to the index") would be asked to log in. So there a click on a relative link fetches
+#: the page with the token and writes it into this same frame, with its base and this script again:
+#: the index and the archived pages link to each other as they do on disk. Elsewhere (a browser reading
+#: the files, no token) nothing changes.
+_LINKS_SCRIPT = """<script id="forge-links">
 (() => {
+  const self = document.currentScript.textContent;
   const token = new URL(document.baseURI).searchParams.get("_xsrf");
   if (!token) return;
-  for (const a of document.querySelectorAll("a[href]")) {
-    const href = a.getAttribute("href");
-    if (/^([a-z]+:|#|\\/)/i.test(href)) continue;
+  document.addEventListener("click", async event => {
+    const a = event.target.closest("a[href]");
+    const href = a && a.getAttribute("href");
+    if (!href || /^([a-z]+:|#|\\/)/i.test(href)) return;
+    event.preventDefault();
     const url = new URL(href, document.baseURI);
     url.searchParams.set("_xsrf", token);
-    a.href = url.href;
-  }
+    const hash = url.hash.slice(1);
+    url.hash = "";
+    const response = await fetch(url.href, {credentials: "same-origin"});
+    if (!response.ok) { location.href = url.href; return; }
+    const base = `<base href="${url.href.replace(/"/g, "&quot;")}" target="_self">`;
+    const text = (await response.text()).replace(/<head(\\s[^>]*)?>/i, m => m + base);
+    const end = text.toLowerCase().lastIndexOf("</body>");  // the page's own, not one quoted in a cell
+    const again = text.includes('<script id="forge-links">') ? ""  // the index has it already
+      : '<script id="forge-links">' + self + "<\\/script>";
+    const page = end < 0 ? text + again : text.slice(0, end) + again + text.slice(end);
+    document.open();
+    document.write(page);
+    document.close();
+    const target = hash && document.getElementById(decodeURIComponent(hash));
+    if (target) target.scrollIntoView();
+  });
 })();
 </script>"""
 
@@ -204,12 +227,12 @@ def write_index(root: str | os.PathLike = ".") -> Path:
         title = f' title="{esc(row["error"])}"' if row.get("error") else ""
         cells.append(f"<td{title}>{badge(row['status'])}</td>")
         cells.append(note_cell(notes, row["iteration"]))
-        books = "".join(f"<div>{stage_links(row, ws.root, base, s, s, new_tab=False)}</div>"
+        books = "".join(f"<div>{stage_links(row, ws.root, base, s, s)}</div>"
                         for s in REGISTRY if (row.get("notebooks") or {}).get(s))
         cells.append(f'<td class="forge-notebooks" style="text-align:left">{books or "-"}</td>')
         attempts = " ".join(
             link(ws.root, a.get("notebook"), base, f"{a['number']}: {a['stage']}" +
-                 (f" cell {a['cell']}" if a.get("cell") else ""), ERROR_ANCHOR, new_tab=False) if a.get("notebook")
+                 (f" cell {a['cell']}" if a.get("cell") else ""), ERROR_ANCHOR) if a.get("notebook")
             else esc(a["stage"])
             for a in row.get("attempts") or [])
         cells.append(f"<td>{attempts or '-'}</td>")

@@ -44,13 +44,12 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def link(root: Path, target: str | None, base: Path | None, label: str, anchor: str | None = None,
-         new_tab: bool = False) -> str:
+def link(root: Path, target: str | None, base: Path | None, label: str, anchor: str | None = None) -> str:
     """An <a> to a workspace file (its HTML export if there is one, at ``anchor``), relative to ``base``
     (the folder of the page showing it); ``base`` None: the label alone (a snapshot whose links would
     not resolve where it is read). A workspace file opens where the page is (in JupyterLab: a tab of
     the same JupyterLab, which resolves the relative link itself), a folder in JupyterLab's file
-    browser; ``new_tab`` is kept for callers that still pass it and does nothing."""
+    browser (a new browser tab would load a second JupyterLab)."""
     if not target:
         return "-"
     if base is None:
@@ -144,11 +143,10 @@ def mark_cell(row: dict[str, Any], best_iteration: int | None) -> tuple[str, str
     return attrs, marks.strip()
 
 
-def stage_links(row: dict[str, Any], root: Path, base: Path | None, stage: str, label: str,
-                new_tab: bool = True) -> str:
+def stage_links(row: dict[str, Any], root: Path, base: Path | None, stage: str, label: str) -> str:
     """A stage's archived notebook, with its "by hand" and "modified" badges."""
     modified = {s for s, p in (row.get("provenance") or {}).items() if (p or {}).get("modified")}
-    out = link(root, (row.get("notebooks") or {}).get(stage), base, label, new_tab=new_tab)
+    out = link(root, (row.get("notebooks") or {}).get(stage), base, label)
     if stage in (row.get("by_hand") or []):
         out += " " + badge("by hand", f"{stage} was run by hand in a notebook; the loop archived it", "forge-by-hand",
                            small=True)
