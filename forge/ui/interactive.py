@@ -73,7 +73,7 @@ def copy_button(text: str) -> str:
 
 def command(text: str, css: str = "forge-command") -> str:
     """A command as code, with its copy button."""
-    return (f'<span style="white-space:nowrap"><code class="{css}" style="word-break:break-all">{attr(text)}</code>'
+    return (f'<span class="forge-command-box"><code class="{css}" style="word-break:break-all">{attr(text)}</code>'
             f"{copy_button(text)}</span>")
 
 
