@@ -92,3 +92,12 @@ def test_the_dashboards_note_box_keeps_a_note_and_says_why_it_refuses(tmp_path: 
         assert read_notes(ws) == {3: "#keep"}
     finally:
         board.stop()
+
+
+def test_the_archive_command_shows_the_notes(tmp_path: Path) -> None:
+    ws = reviewed_workspace(tmp_path / "ws")
+    add_note(ws, 3, "lr 1e-3 #sweep")
+    shown = flywheel(ws, "archive")
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if line.startswith("3 "))
+    assert row.endswith("lr 1e-3 #sweep")
