@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 from forge.atomic import atomic_write_text
-from forge.commandline import FLYWHEEL
 from forge.flywheel.archive import iteration_rows
 from forge.flywheel.notes import notes_or_none
 from forge.flywheel.paths import Workspace
@@ -32,6 +31,7 @@ from forge.ui.interactive import filter_box, sortable_head
 from forge.ui.plots import png_bytes
 from forge.ui.render import (
     LEGEND,
+    NOTE_TIP,
     badge,
     column_head,
     column_legend,
@@ -215,9 +215,8 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     head = "".join(column_head(label, path) for label, path in HISTORY_COLUMNS)
     # the stages' notebooks in one column, one per line, and a W&B command that wraps: the page fits a
     # 1,400 px window (a column per stage and an unbroken `wandb sync` path needed about 2,100)
-    head += ("<th></th>" + sortable_head("status") + sortable_head("note", ' title="a note per iteration: '
-             f'{FLYWHEEL} note N &quot;text&quot; (click: sort)"') + "<th>notebooks</th><th>failed attempts</th>"
-             "<th>W&amp;B</th>")
+    head += ("<th></th>" + sortable_head("status") + sortable_head("note", NOTE_TIP)
+             + "<th>notebooks</th><th>failed attempts</th><th>W&amp;B</th>")
     notes = notes_or_none(ws.root)
     body = []
     for row in iteration_rows(state, last=HISTORY_PAGE):

@@ -77,9 +77,11 @@ def command(text: str, css: str = "forge-command") -> str:
             f"{copy_button(text)}</span>")
 
 
-def sortable_head(inner: str, attrs: str = "") -> str:
-    """A header cell that sorts its table by this column (numbers by value, then text), asc then desc."""
-    return (f'<th{attrs} onclick="{attr(_SORT_JS)}" style="cursor:pointer">{inner}'
+def sortable_head(inner: str, title: str = "", style: str = "") -> str:
+    """A header cell that sorts its table by this column (numbers by value, then text), asc then desc;
+    ``inner`` is HTML, ``title`` text."""
+    tip = f' title="{attr(title + " (click: sort)" if title else "click: sort")}"'
+    return (f'<th{tip} onclick="{attr(_SORT_JS)}" style="{style + ";" if style else ""}cursor:pointer">{inner}'
             '<span class="forge-sort-mark"></span></th>')
 
 

@@ -112,8 +112,10 @@ def column_head(label: str, path: tuple[str, ...], style: str = "") -> str:
     info = column_info(path)
     unit = f'<br><span class="forge-unit" style="font-weight:400;color:#666">{esc(info.unit)}</span>' \
         if info.unit else ""
-    css = f' style="{style}"' if style else ""
-    return sortable_head(f"{esc(label)}{unit}", f'{css} title="{esc(info.meaning)} (click: sort)"')
+    return sortable_head(f"{esc(label)}{unit}", info.meaning, style)
+
+
+NOTE_TIP = f'a note per iteration: {FLYWHEEL} note N "text", or the note box under the dashboard\'s buttons'
 
 
 def note_cell(notes: dict[int, str], iteration: Any, style: str = "") -> str:
@@ -160,8 +162,7 @@ def history_table(history: list[dict[str, Any]], root: Path, base: Path | None,
                   best_iteration: int | None = None) -> str:
     """The history, one row per iteration (``base`` None: labels instead of links)."""
     head = "".join(column_head(label, path, _TH) for label, path in HISTORY_COLUMNS)
-    head += (f'<th style="{_TH}"></th>' + sortable_head("note", f' style="{_TH}" title="a note per iteration: '
-             f'{FLYWHEEL} note N &quot;text&quot; (click: sort)"')
+    head += (f'<th style="{_TH}"></th>' + sortable_head("note", NOTE_TIP, _TH)
              + f'<th style="{_TH}">notebooks</th><th style="{_TH}">W&amp;B</th>')
     notes = notes_or_none(root)
     rows = []
