@@ -81,6 +81,7 @@ def jupyter_env(home: Path) -> dict[str, str]:
 def lab(tmp_path: Path) -> Iterator[dict[str, object]]:
     """JupyterLab serving a prepared workspace copy; shut down (kernels included) afterwards."""
     ws = failed_workspace(tmp_path / "ws")
+    (ws / "runs" / "iter-0003" / "logs").mkdir(parents=True)  # the failed iteration's folder, for its link
     (ws / "notebooks").mkdir()
     shutil.copy(REPO / "notebooks" / "00_status.ipynb", ws / "notebooks")
     with serve(ws, tmp_path) as served:
@@ -217,7 +218,7 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
 
     try:
         # the live panel is the widget view (it refreshes itself), not the static fallback
-        wait(90).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".widget-html .forge-panel .forge-badge")))
+        wait(90).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".forge-live-panel .forge-panel .forge-badge")))
     except Exception:
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "status-panel-timeout.png"))
@@ -251,11 +252,51 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
     from forge.flywheel.state import load_state, save_state
 
     st = load_state(lab["ws"])  # the flywheel's state moves on elsewhere (a terminal, another notebook)
-    st.next_action = "read the failing cell, then retry (edited while the panel was open)"
+    st.next_action = ("read the failing cell, then `python -m forge.cli.flywheel retry` "
+                      "(edited while the panel was open)")
     save_state(lab["ws"], st)
     wait(30).until(lambda d: "edited while the panel was open" in text_of(".forge-next"))  # refreshed
     assert browser.execute_script("return document.querySelector('.forge-columns').open") is True
     assert browser.execute_script("return window.getSelection().toString()") == selected
+
+    # links look like links (JupyterLab leaves a widget's links black and plain)
+    state_link = browser.find_element(By.CSS_SELECTOR, ".forge-live-panel .forge-files a")
+    assert state_link.value_of_css_property("color") not in ("rgb(0, 0, 0)", "rgba(0, 0, 0, 1)")
+    assert "underline" in state_link.value_of_css_property("text-decoration")
+    # the commands shown have copy buttons that put them on the clipboard
+    browser.execute_cdp_cmd("Browser.grantPermissions", {"origin": lab["base"], "permissions": [
+        "clipboardReadWrite", "clipboardSanitizedWrite"]})
+    for css, expected in ((".forge-next .forge-copy", "python -m forge.cli.flywheel retry"),
+                          (".forge-loop-command .forge-copy", f"python -m forge.cli.flywheel --root {lab['ws']}")):
+        button = browser.find_element(By.CSS_SELECTOR, css)
+        button.click()
+        wait(10).until(lambda d, b=button: b.text == "copied")
+        assert clipboard(browser) == expected
+    # the history sorts by a column's header (val Q-gap: ascending, then descending) and filters on its text
+    def iterations() -> list[str]:
+        return [r.find_element(By.CSS_SELECTOR, "td").text for r in browser.find_elements(
+            By.CSS_SELECTOR, ".forge-live-panel .forge-history tr") if r.find_elements(By.CSS_SELECTOR, "td")
+            and r.is_displayed()]
+
+    gap_head = next(h for h in browser.find_elements(By.CSS_SELECTOR, ".forge-live-panel .forge-history th")
+                    if h.text.split("\n")[0] == "Q-gap")
+    gap_head.click()
+    assert iterations() == ["2", "1"]  # 0.3917 before 0.6402
+    gap_head.click()
+    assert iterations() == ["1", "2"]
+    box = browser.find_element(By.CSS_SELECTOR, ".forge-live-panel .forge-filter")
+    box.send_keys(FAILED["q_gaps"][1])
+    assert iterations() == ["2"] and "1 shown" in text_of(".forge-live-panel .forge-filter-count")
+    box.clear()
+    box.send_keys(" ")  # a change event with nothing to filter on: every row again
+    assert iterations() == ["1", "2"]
+    # a folder's link opens it in JupyterLab's file browser, in this window
+    windows = list(browser.window_handles)
+    folder = wait(30).until(lambda d: next(iter(d.find_elements(By.LINK_TEXT, "runs/iter-0003/")), None))
+    folder.click()
+    wait(30).until(lambda d: "iter-0003" in d.find_element(By.CSS_SELECTOR, ".jp-BreadCrumbs").text
+                   and "logs" in d.find_element(By.CSS_SELECTOR, ".jp-DirListing-content").text)
+    assert browser.window_handles == windows and "00_status" in browser.title + text_of(".jp-mod-current")
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "status-panel.png"
@@ -265,7 +306,7 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
     click_button("Start one iteration")
     wait(20).until(lambda d: "iteration 3 failed" in text_of(".forge-message"))
     assert "press Retry" in text_of(".forge-message")
-    assert not (Path(lab["ws"]) / "runs").exists()  # refused: nothing started
+    assert not list((Path(lab["ws"]) / "runs").glob("loop-*.log"))  # refused: nothing started
 
     click_button("Retry")
     wait(20).until(lambda d: text_of(".forge-message").startswith("ready"))
@@ -336,14 +377,10 @@ def save_notebook(browser, path: Path) -> None:
     waiter(browser, 30).until(saved)
 
 
-def follow_to_new_window(browser, link) -> str:
-    """Click a link that opens a new window and switch to it; returns the window it was clicked in."""
-    here = browser.current_window_handle
-    before = set(browser.window_handles)
-    link.click()
-    waiter(browser, 20).until(lambda d: set(d.window_handles) - before)
-    browser.switch_to.window((set(browser.window_handles) - before).pop())
-    return here
+def clipboard(browser) -> str:
+    """What the page's clipboard holds (read through the browser, as a paste would)."""
+    return browser.execute_async_script(
+        "navigator.clipboard.readText().then(arguments[0], e => arguments[0]('unreadable: ' + e))")
 
 
 def shot(browser, name: str) -> None:
@@ -405,13 +442,13 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
 
     # Start records the iteration: every stage already done, archived from the notebooks as saved
     open_and_run_all(browser, fresh_lab, "notebooks/00_status.ipynb")
-    waiter(browser, 90).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".widget-html .forge-panel")))
+    waiter(browser, 90).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".forge-live-panel .forge-panel")))
     waiter(browser, 20).until(ec.element_to_be_clickable(
         (By.XPATH, "//button[contains(@class, 'widget-button') and contains(., 'Start one iteration')]"))).click()
 
     def recorded_row(d):
-        rows = d.find_elements(By.CSS_SELECTOR, ".widget-html .forge-history tr.forge-best")
-        badge = d.find_elements(By.CSS_SELECTOR, ".widget-html .forge-badge")
+        rows = d.find_elements(By.CSS_SELECTOR, ".forge-live-panel .forge-history tr.forge-best")
+        badge = d.find_elements(By.CSS_SELECTOR, ".forge-live-panel .forge-badge")
         return rows[0] if rows and badge and badge[0].text == "ready" else False
 
     row = waiter(browser, 300).until(recorded_row)
@@ -428,11 +465,19 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", row)
     shot(browser, "status-panel-by-hand-recorded")
 
-    # the panel's links open in JupyterLab: an archived notebook's page (the HTML viewer), the archive
-    # index, state.yaml (the editor) and the iteration's runs/ folder (the file browser)
+    # the panel says so at its top: the iteration finished (a notice, not a row to spot)
+    notice = waiter(browser, 30).until(lambda d: next(iter(d.find_elements(
+        By.CSS_SELECTOR, ".forge-live-panel .forge-notice")), None))
+    assert "iteration 1 finished" in notice.text and "val Q-gap" in notice.text
+
+    # the panel's links open in this JupyterLab, in this browser window: an archived notebook's page (the
+    # HTML viewer), the archive index (whose own links then work there too), state.yaml (the editor) and
+    # the iteration's runs/ folder (the file browser)
+    windows = list(browser.window_handles)
+
     def viewed(d) -> str:
-        """The text of the page in the HTML viewer (read inside its frame)."""
-        frames = d.find_elements(By.CSS_SELECTOR, ".jp-MainAreaWidget iframe")
+        """The text of the page in the HTML viewer in view (read inside its frame)."""
+        frames = [f for f in d.find_elements(By.CSS_SELECTOR, ".jp-MainAreaWidget iframe") if f.is_displayed()]
         if not frames:
             return ""
         d.switch_to.frame(frames[0])
@@ -441,37 +486,58 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
         finally:
             d.switch_to.default_content()
 
-    panel = follow_to_new_window(browser, row.find_element(By.LINK_TEXT, "gen"))
+    def back_to_the_panel() -> None:
+        browser.find_element(By.XPATH, "//li[contains(@class, 'lm-TabBar-tab') and "
+                                       ".//*[text()='00_status.ipynb']]").click()
+        waiter(browser, 20).until(lambda d: d.find_element(By.CSS_SELECTOR, ".forge-live-panel").is_displayed())
+
+    row.find_element(By.LINK_TEXT, "gen").click()
     page = waiter(browser, 60).until(lambda d: "run by hand in" in viewed(d) and viewed(d))
     assert "01 · Generate oracle shards" in page and "the stage's work took" in page
     assert "a snapshot, not kept up to date" in page  # its panel: dated, without links
+    assert browser.window_handles == windows  # no new browser tab, no second JupyterLab
     shot(browser, "archived-notebook-in-jupyterlab")
-    browser.close()
-    browser.switch_to.window(panel)
+    back_to_the_panel()
+
     def files_link(how: str, text: str):
         """A link of the panel's files line, once the panel's refresh shows it (the archive index is
         written when the iteration is recorded, and the panel redraws every few seconds)."""
         return waiter(browser, 60).until(lambda d: next(iter(d.find_element(
-            By.CSS_SELECTOR, ".widget-html .forge-files").find_elements(how, text)), None))
+            By.CSS_SELECTOR, ".forge-live-panel .forge-files").find_elements(how, text)), None))
 
-    follow_to_new_window(browser, files_link(By.PARTIAL_LINK_TEXT, "archive index"))
+    files_link(By.PARTIAL_LINK_TEXT, "archive index").click()
     page = waiter(browser, 60).until(lambda d: "forge flywheel archive" in viewed(d) and viewed(d))
     assert "Compare two iterations" in page and page.count("by hand") >= 4
-    shot(browser, "archive-index-in-jupyterlab")
-    browser.close()
-    browser.switch_to.window(panel)
-    follow_to_new_window(browser, files_link(By.LINK_TEXT, "state.yaml"))
+    assert "Trust HTML" in page  # without scripts (JupyterLab's default) the page says what its links need
+    browser.execute_script("window.jupyterapp.shell.currentWidget.trusted = true")  # as its Trust HTML button
+    waiter(browser, 30).until(lambda d: "Trust HTML" not in viewed(d) and "forge flywheel archive" in viewed(d))
+    frame = next(f for f in browser.find_elements(By.CSS_SELECTOR, ".jp-MainAreaWidget iframe") if f.is_displayed())
+    browser.switch_to.frame(frame)
+    try:
+        browser.find_element(By.CSS_SELECTOR, "table.forge-history").find_element(By.LINK_TEXT, "train").click()
+    finally:
+        browser.switch_to.default_content()
+    page = waiter(browser, 60).until(lambda d: "Archived notebook" in viewed(d) and viewed(d))
+    assert "403" not in page and "03 · " in page  # the index's link works inside JupyterLab
+    browser.switch_to.frame(next(f for f in browser.find_elements(By.CSS_SELECTOR, ".jp-MainAreaWidget iframe")
+                                 if f.is_displayed()))
+    try:  # and so does the archived page's own link back to the index (not a login page)
+        browser.find_element(By.PARTIAL_LINK_TEXT, "the archive index").click()
+    finally:
+        browser.switch_to.default_content()
+    waiter(browser, 60).until(lambda d: "Compare two iterations" in viewed(d))
+    shot(browser, "archive-index-link-in-jupyterlab")
+    back_to_the_panel()
+    files_link(By.LINK_TEXT, "state.yaml").click()
     waiter(browser, 60).until(lambda d: any("status: ready" in e.text for e in d.find_elements(
         By.CSS_SELECTOR, ".jp-FileEditor .cm-content")))  # the editor draws the lines in view: the top
     shot(browser, "state-yaml-from-the-panel")
-    browser.close()
-    browser.switch_to.window(panel)
-    follow_to_new_window(browser, files_link(By.LINK_TEXT, "runs/iter-0001/"))
+    back_to_the_panel()
+    files_link(By.LINK_TEXT, "runs/iter-0001/").click()
     waiter(browser, 60).until(lambda d: "iter-0001" in d.find_element(By.CSS_SELECTOR, ".jp-BreadCrumbs").text
                               and "results" in d.find_element(By.CSS_SELECTOR, ".jp-DirListing-content").text)
     shot(browser, "runs-folder-from-the-panel")
-    browser.close()
-    browser.switch_to.window(panel)
+    assert browser.window_handles == windows
 
 
 @pytest.fixture
@@ -507,7 +573,8 @@ def test_compare_notebook_and_the_archive_index_compare_two_iterations(two_itera
                 ".forge-config-diff"):
         assert browser.find_elements(By.CSS_SELECTOR, css), css
     assert "points / move" in browser.find_element(By.CSS_SELECTOR, ".forge-compare-metrics").text
-    assert len(browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")) >= 2  # breakdown bars, trends
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")) >= 3  # breakdown, curves, trends
+    assert browser.find_elements(By.CSS_SELECTOR, ".widget-toggle-buttons")  # the curves' x axis
     browser.execute_script("arguments[0].scrollIntoView({block: 'start'});",
                            browser.find_element(By.CSS_SELECTOR, ".forge-compare"))
     shot(browser, "06_compare-pair")
@@ -520,6 +587,25 @@ def test_compare_notebook_and_the_archive_index_compare_two_iterations(two_itera
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", images[-1])
     shot(browser, "06_compare-trends")
     shutdown_kernels(two_iterations_lab)
+
+    # a note on the best iteration, then the archive index sorts its history and filters it on the note
+    noted = subprocess.run([sys.executable, "-m", "forge.cli.flywheel", "--root", str(ws), "note", str(best),
+                            "#keeper"], capture_output=True, text=True, timeout=120)
+    assert noted.returncode == 0, noted.stderr
+    browser.get((ws / "archive" / "index.html").as_uri())
+    heads = browser.find_elements(By.CSS_SELECTOR, "table.forge-history th")
+    next(h for h in heads if h.text.startswith("iter")).click()
+    next(h for h in heads if h.text.startswith("iter")).click()  # descending
+
+    def shown_iterations() -> list[str]:
+        return [r.find_element(By.CSS_SELECTOR, "td").text for r in browser.find_elements(
+            By.CSS_SELECTOR, "table.forge-history tr") if r.find_elements(By.CSS_SELECTOR, "td") and r.is_displayed()]
+
+    assert shown_iterations() == ["2", "1"]
+    browser.find_element(By.CSS_SELECTOR, ".forge-filter").send_keys("#keeper")
+    assert shown_iterations() == [str(best)]
+    assert browser.find_element(By.CSS_SELECTOR, "table.forge-history tr.forge-best .forge-note").text == "#keeper"
+    shot(browser, "archive-index-sorted-filtered")
 
     # the archive index, read without any server as a static page: the best row green; any two iterations
     # side by side; its links open the archived pages, which link back (JupyterLab's /files/ URLs sandbox a
@@ -570,19 +656,19 @@ def test_the_live_panel_shows_progress_inside_a_running_stage(running_lab, brows
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         open_and_run_all(browser, running_lab, "notebooks/00_status.ipynb")
-        waiter(browser, 90).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".widget-html .forge-panel")))
+        waiter(browser, 90).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".forge-live-panel .forge-panel")))
 
         def progress(d) -> str:
-            found = d.find_elements(By.CSS_SELECTOR, ".widget-html .forge-running .forge-progress")
+            found = d.find_elements(By.CSS_SELECTOR, ".forge-live-panel .forge-running .forge-progress")
             return found[0].text if found else ""
 
         # the panel refreshes on its own: the train stage's phase and step counter appear, then advance
         waiter(browser, 240).until(lambda d: re.search(r"(training|validating), \d+/\d+", progress(d)))
         first = progress(browser)
         waiter(browser, 120).until(lambda d: progress(d) != first and progress(d) != "")
-        running = browser.find_element(By.CSS_SELECTOR, ".widget-html .forge-running").text
+        running = browser.find_element(By.CSS_SELECTOR, ".forge-live-panel .forge-running").text
         assert "train" in running and "by the loop" in running
-        assert browser.find_element(By.CSS_SELECTOR, ".widget-html .forge-badge").text == "running"
+        assert browser.find_element(By.CSS_SELECTOR, ".forge-live-panel .forge-badge").text == "running"
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "status-panel-in-stage-progress.png"
         browser.save_screenshot(str(shot))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import signal
 from pathlib import Path
@@ -17,9 +18,12 @@ from helpers.workspaces import FAILED, failed_workspace
 
 from forge.flywheel.config import load_preset
 from forge.flywheel.lock import FlywheelLock, lock_is_held
+from forge.flywheel.notes import add_note
 from forge.flywheel.paths import Workspace
 from forge.flywheel.state import load_state, new_state, save_state
 from forge.ui.dashboard import Dashboard, find_root, request_stop, retry_iteration, start_iteration
+from forge.ui.metric_info import flag_text
+from forge.ui.panel import shown_html
 
 
 def status(ws: Path) -> dict[str, Any]:
@@ -213,20 +217,60 @@ def test_a_refresh_leaves_the_parts_of_the_panel_it_did_not_change(tmp_path: Pat
     try:
         writes: dict[str, int] = {name: 0 for name in board.panel.parts}
         for name, widget in board.panel.parts.items():
-            widget.observe(lambda _c, n=name: writes.__setitem__(n, writes[n] + 1), "value")
+            widget.observe(lambda _c, n=name: writes.__setitem__(n, writes[n] + 1), "outputs")
         st = load_state(ws)  # the loop's heartbeat and stage move on
         st.current.heartbeat = "2025-01-01T00:06:00+00:00"
         st.current.stage = "evaluate"
         save_state(ws, st)
         board.panel.refresh()
         assert writes["status"] == 1 and writes["history"] == 0 and writes["plot"] == 0
-        assert "what the columns mean" in board.panel.parts["history"].value
+        assert "what the columns mean" in shown_html(board.panel.parts["history"])
+        assert writes["notice"] == 0  # a stage moving on is no news
         st.history = st.history[:1]  # the history changes: now its part is rendered again
         save_state(ws, st)
         board.panel.refresh()
         assert writes["history"] == 1
+        add_note(ws, 1, "a note shows at once")  # so does a note
+        board.panel.refresh()
+        assert writes["history"] == 2 and "a note shows at once" in shown_html(board.panel.parts["history"])
     finally:
         board.stop()
+
+
+def test_the_panel_gives_notice_when_an_iteration_is_recorded_or_fails(tmp_path: Path) -> None:
+    """An iteration recorded while the panel is open: one line at its top saying so, its primary
+    metric, and the flag with readable words when a tracked metric is worse than the best's; a
+    failure says where. A panel opened afterwards shows no notice (the history has it)."""
+    ws = failed_workspace(tmp_path / "ws")
+    st = load_state(ws)
+    last = st.history[-1]
+    st.history = st.history[:-1]
+    save_state(ws, st)
+    board = Dashboard(ws, live=True, interval=3600)
+    try:
+        assert shown_html(board.panel.parts["notice"]) == ""
+        st.history = [*st.history, last]  # the loop records it
+        st.status = "ready"
+        save_state(ws, st)
+        board.panel.refresh()
+        notice = shown_html(board.panel.parts["notice"])
+        assert f"iteration {last.iteration} finished" in notice and "val Q-gap" in notice
+        assert "forge-notice-flagged" in notice and flag_text(FAILED["flag"]) in html.unescape(notice)
+        assert "forge-best-badge" in notice  # iteration 2 is the best, flagged all the same
+        board.panel.refresh()  # nothing new: the notice stays as it is
+        assert shown_html(board.panel.parts["notice"]) == notice
+        st.status, st.last_error = "failed", "ValueError: boom"
+        save_state(ws, st)
+        board.panel.refresh()
+        failed = shown_html(board.panel.parts["notice"])
+        assert "forge-notice-failed" in failed and "failed" in failed and "ValueError: boom" in failed
+    finally:
+        board.stop()
+    again = Dashboard(ws, live=True, interval=3600)
+    try:
+        assert shown_html(again.panel.parts["notice"]) == ""
+    finally:
+        again.stop()
 
 
 def test_a_cell_ending_with_show_panel_shows_the_panel_once(tmp_path: Path) -> None:

@@ -116,6 +116,10 @@ def test_panel_links_resolve_from_the_notebook_and_a_snapshot_has_none(tmp_path:
         assert (ws / "notebooks" / href).resolve().exists(), href
     archived = panel_html(snap, base=ws / "notebooks", links=False)
     assert "href=" not in archived.split("forge-legend")[0] and "a snapshot, not kept up to date" in archived
+    # a workspace file opens where the panel is (JupyterLab: a tab of the same JupyterLab), styled as a link
+    anchors = re.findall(r"<a [^>]*>", live)
+    assert anchors and all("text-decoration:underline" in a for a in anchors)
+    assert not [a for a in anchors if 'target="_blank"' in a]  # no W&B URL here: every one is in the workspace
 
 
 def test_every_archived_notebook_links_back_to_the_index(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@
     python -m forge.cli.flywheel stop                                         stop after the current stage
     python -m forge.cli.flywheel archive                                      iterations and archived notebooks
     python -m forge.cli.flywheel sync                                         upload offline W&B runs
+    python -m forge.cli.flywheel note N "text"                                a note on iteration N
 
 Every command works on the workspace in the current directory (``--root DIR`` for another),
 and ``--root`` may come before or after the command.
@@ -21,7 +22,7 @@ import threading
 from pathlib import Path
 
 from forge.commandline import FLYWHEEL as PROG
-from forge.commandline import ArgumentParser, UsageError, parse_seed_range, run_cli
+from forge.commandline import ArgumentParser, UsageError, number, parse_seed_range, run_cli
 from forge.flywheel.config import MAX_SEED, MAX_SEEDS_PER_ITER
 from forge.flywheel.state import WANDB_MODES
 from forge.ml.model_presets import PRESETS as MODEL_PRESETS
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", parents=[common], help="upload offline W&B runs and record their URLs")
     sync.add_argument("--timeout", type=float, default=None, help="seconds to wait for W&B per run")
     sub.add_parser("stop", parents=[common], help="ask a running loop to stop after its current stage")
+    note = sub.add_parser("note", parents=[common], help="keep a note on a recorded iteration (notes.jsonl)")
+    note.add_argument("iteration", type=number(int, 0), help="the iteration the note is about")
+    note.add_argument("text", help='the note ("" clears it); the history views show it and filter on it')
     return parser
 
 
@@ -226,10 +230,21 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_note(args: argparse.Namespace) -> int:
+    from forge.flywheel.notes import NOTES_FILE, add_note
+    from forge.ui.archiving import on_record
+
+    kept = add_note(args.root, args.iteration, args.text)
+    on_record(args.root)  # the archive index shows the notes
+    print(f"iteration {args.iteration}: {kept!r} kept in {NOTES_FILE}" if kept
+          else f"iteration {args.iteration}: note cleared ({NOTES_FILE} keeps the earlier ones)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"status": cmd_status, "init": cmd_init, "retry": cmd_retry, "stop": cmd_stop,
-               "archive": cmd_archive, "sync": cmd_sync}.get(args.command, cmd_run)
+               "archive": cmd_archive, "sync": cmd_sync, "note": cmd_note}.get(args.command, cmd_run)
     if args.command is not None and (args.once or args.seed_range or args.no_wandb or args.executor
                                      or args.ray_address):
         raise UsageError(f"--once, --seed-range, --no-wandb, --executor and --ray-address run the loop; they do "

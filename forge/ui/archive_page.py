@@ -4,10 +4,12 @@ iterations side by side; and every tracked metric's trend.
 A static page (no kernel needed) refreshed by the CLI whenever the loop records an iteration or
 a failure (the loop's ``on_record`` hook) and by ``flywheel archive``. Its links are relative and
 open in the same tab (JupyterLab's HTML viewer blocks new windows), for a browser reading the files;
-inside JupyterLab the Jupyter server refuses a page's links to other files (no referer), so there
-the pages are opened from the panel or the file browser. The comparison is drawn server-side for a
-default pair (the best against the latest) and redrawn by a few lines of script when another pair
-is picked; without script (JupyterLab's viewer until "Trust HTML") the default pair stays.
+inside JupyterLab's HTML viewer, once trusted, a few lines of script make them work there too (see
+``_LINKS_SCRIPT``). Its history sorts by a click on a column's header and filters on a text box
+(forge.ui.interactive), and shows each iteration's note (forge.flywheel.notes). The comparison is
+drawn server-side for a default pair (the best against the latest) and redrawn by a few lines of
+script when another pair is picked; without script (JupyterLab's viewer until "Trust HTML") the
+default pair stays.
 """
 
 from __future__ import annotations
@@ -19,15 +21,29 @@ from pathlib import Path
 
 from forge.atomic import atomic_write_text
 from forge.flywheel.archive import iteration_rows
+from forge.flywheel.notes import notes_or_none
 from forge.flywheel.paths import Workspace
 from forge.flywheel.runner import ERROR_ANCHOR
 from forge.flywheel.stages import REGISTRY
 from forge.flywheel.state import load_state
 from forge.flywheel.status import HISTORY_PAGE, snapshot
+from forge.ui.interactive import filter_box, sortable_head
 from forge.ui.plots import png_bytes
-from forge.ui.render import LEGEND, badge, column_head, column_legend, esc, link, mark_cell, stage_links, wandb_cell
+from forge.ui.render import (
+    LEGEND,
+    NOTE_TIP,
+    badge,
+    column_head,
+    column_legend,
+    esc,
+    link,
+    mark_cell,
+    note_cell,
+    stage_links,
+    wandb_cell,
+)
 from forge.ui.text import HISTORY_COLUMNS, column_text
-from forge.ui.views import compare
+from forge.ui.views import compare, curves
 
 INDEX = "index.html"
 
@@ -102,6 +118,45 @@ document.getElementById("forge-b").addEventListener("change", draw);
 """
 
 
+#: Inside JupyterLab's HTML viewer (once trusted) the page's base is ``/files/archive/index.html?_xsrf=...``
+#: and the Jupyter server answers a link that drops that token 403 (the viewer sends no referer); a page
+#: it then served from ``/files/`` would be sandboxed by the server, and its own links (an archived
+#: notebook's "back to the index") would be asked to log in. So there a click on a relative link fetches
+#: the page with the token and writes it into this same frame, with its base and this script again:
+#: the index and the archived pages link to each other as they do on disk. Elsewhere (a browser reading
+#: the files, no token) nothing changes.
+_LINKS_SCRIPT = """<script id="forge-links">
+(() => {
+  const self = document.currentScript.textContent;
+  const token = new URL(document.baseURI).searchParams.get("_xsrf");
+  if (!token) return;
+  document.addEventListener("click", async event => {
+    const a = event.target.closest("a[href]");
+    const href = a && a.getAttribute("href");
+    if (!href || /^([a-z]+:|#|\\/)/i.test(href)) return;
+    event.preventDefault();
+    const url = new URL(href, document.baseURI);
+    url.searchParams.set("_xsrf", token);
+    const hash = url.hash.slice(1);
+    url.hash = "";
+    const response = await fetch(url.href, {credentials: "same-origin"});
+    if (!response.ok) { location.href = url.href; return; }
+    const base = `<base href="${url.href.replace(/"/g, "&quot;")}" target="_self">`;
+    const text = (await response.text()).replace(/<head(\\s[^>]*)?>/i, m => m + base);
+    const end = text.toLowerCase().lastIndexOf("</body>");  // the page's own, not one quoted in a cell
+    const again = text.includes('<script id="forge-links">') ? ""  // the index has it already
+      : '<script id="forge-links">' + self + "<\\/script>";
+    const page = end < 0 ? text + again : text.slice(0, end) + again + text.slice(end);
+    document.open();
+    document.write(page);
+    document.close();
+    const target = hash && document.getElementById(decodeURIComponent(hash));
+    if (target) target.scrollIntoView();
+  });
+})();
+</script>"""
+
+
 def _compare_section(root: Path) -> str:
     runs = compare.load_runs([root])
     if not runs:
@@ -121,9 +176,26 @@ def _compare_section(root: Path) -> str:
             "use notebooks/06_compare.ipynb)</span></p>"
             f'<div id="forge-compare">{compare.pair_html(a, b)}</div>'
             f'<script type="application/json" id="forge-compare-data">{data}</script><script>{_SCRIPT}</script>'
+            f"{_curves_section(runs)}"
             f'<h2 id="trends">Every tracked metric, iteration by iteration</h2>'
             f'<img class="forge-trends" alt="every tracked metric against seeds trained" '
             f'src="data:image/png;base64,{trend}"/>')
+
+
+def _curves_section(runs: list[compare.Run]) -> str:
+    """The newest iterations' training curves overlaid (a static figure: the notebook 06_compare has
+    the controls)."""
+    found = curves.load_curves(runs)
+    if not found:
+        return ""
+    png = base64.b64encode(png_bytes(curves.curves_figure(found), dpi=80)).decode()
+    return ('<h2 id="curves">Training curves, iteration by iteration</h2>'
+            f'<p style="color:#555;font-size:12px">the newest {len(found)} iterations with a recorded curve, '
+            "against samples trained on in each; train loss smoothed 0.6 (the faint line: as logged). "
+            "To pick iterations, smoothing, a log scale or the samples seen over every iteration: "
+            "notebooks/06_compare.ipynb</p>"
+            f'<img class="forge-curves" alt="training loss and val Q-gap of each iteration against samples" '
+            f'src="data:image/png;base64,{png}"/>')
 
 
 def _older(count: int) -> str:
@@ -143,7 +215,9 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     head = "".join(column_head(label, path) for label, path in HISTORY_COLUMNS)
     # the stages' notebooks in one column, one per line, and a W&B command that wraps: the page fits a
     # 1,400 px window (a column per stage and an unbroken `wandb sync` path needed about 2,100)
-    head += "<th></th><th>status</th><th>notebooks</th><th>failed attempts</th><th>W&amp;B</th>"
+    head += ("<th></th>" + sortable_head("status") + sortable_head("note", NOTE_TIP)
+             + "<th>notebooks</th><th>failed attempts</th><th>W&amp;B</th>")
+    notes = notes_or_none(ws.root)
     body = []
     for row in iteration_rows(state, last=HISTORY_PAGE):
         cells = [f"<td>{esc(column_text(label, row, path))}</td>" for label, path in HISTORY_COLUMNS]
@@ -151,12 +225,13 @@ def write_index(root: str | os.PathLike = ".") -> Path:
         cells.append(f'<td style="text-align:left;white-space:nowrap">{marks}</td>')
         title = f' title="{esc(row["error"])}"' if row.get("error") else ""
         cells.append(f"<td{title}>{badge(row['status'])}</td>")
-        books = "".join(f"<div>{stage_links(row, ws.root, base, s, s, new_tab=False)}</div>"
+        cells.append(note_cell(notes, row["iteration"]))
+        books = "".join(f"<div>{stage_links(row, ws.root, base, s, s)}</div>"
                         for s in REGISTRY if (row.get("notebooks") or {}).get(s))
         cells.append(f'<td class="forge-notebooks" style="text-align:left">{books or "-"}</td>')
         attempts = " ".join(
             link(ws.root, a.get("notebook"), base, f"{a['number']}: {a['stage']}" +
-                 (f" cell {a['cell']}" if a.get("cell") else ""), ERROR_ANCHOR, new_tab=False) if a.get("notebook")
+                 (f" cell {a['cell']}" if a.get("cell") else ""), ERROR_ANCHOR) if a.get("notebook")
             else esc(a["stage"])
             for a in row.get("attempts") or [])
         cells.append(f"<td>{attempts or '-'}</td>")
@@ -170,11 +245,15 @@ td,th{{border:1px solid #ddd;padding:2px 6px;text-align:right}} th{{background:#
 <body><h1>forge flywheel archive</h1>
 <p>status {badge(snap['status'])} &middot; preset {esc(snap['preset'])} &middot; W&amp;B group
 {esc(state.wandb.get('group'))} ({esc(state.wandb.get('mode'))}) &middot; seeds trained {esc(snap['total_seeds'])}
-&middot; <a href="#compare">compare two iterations</a> &middot; <a href="#trends">trends</a></p>
-<table class="forge-history"><tr>{head}</tr>
+&middot; <a href="#compare">compare two iterations</a> &middot; <a href="#curves">training curves</a>
+&middot; <a href="#trends">trends</a></p>
+<noscript><p class="forge-noscript" style="color:#8c510a">This page's links to the iteration pages, its sorting,
+filtering and comparison picker need scripts: in JupyterLab, press "Trust HTML" in this tab's toolbar.</p></noscript>
+<div class="forge-history-box">{filter_box()}<table class="forge-history"><tr>{head}</tr>
 {''.join(body)}
-</table>{_older(len(state.history))}{LEGEND}{column_legend()}
+</table></div>{_older(len(state.history))}{LEGEND}{column_legend()}
 {_compare_section(ws.root)}
+{_LINKS_SCRIPT}
 </body></html>
 """
     out = base / INDEX

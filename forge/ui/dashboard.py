@@ -24,6 +24,7 @@ from forge.flywheel.paths import Workspace, find_root
 from forge.flywheel.progress import SESSION_ENV
 from forge.flywheel.state import StateError, load_state
 from forge.ui import background
+from forge.ui.interactive import command
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,33 @@ def working_html(text: str) -> str:
             f"{html.escape(text)}</div>")
 
 
+def save_note(root: str | os.PathLike, iteration: int, text: str) -> Outcome:
+    """The note box's action: :func:`forge.flywheel.notes.add_note`, its refusal as the message."""
+    from forge.flywheel.notes import NOTES_FILE, NotesError, add_note
+
+    try:
+        kept = add_note(root, iteration, text)
+    except (NotesError, StateError) as exc:
+        return Outcome(False, f"note not kept: {exc}")
+    from forge.ui.archiving import on_record
+
+    on_record(root)  # the archive index shows the notes
+    return Outcome(True, f"iteration {iteration}: note kept in {NOTES_FILE}" if kept
+                   else f"iteration {iteration}: note cleared")
+
+
+def loop_command_html(root: Path) -> str:
+    """The loop as a terminal runs it, to copy (the Start button runs one iteration of it)."""
+    return (f'<div class="forge-loop-command" style="font:12px/1.5 system-ui,sans-serif;color:#555">or from a '
+            f"terminal, continuous: {command(f'{FLYWHEEL} --root {root}')}</div>")
+
+
 def commands_html(root: Path) -> str:
     """What the buttons do, as commands: shown where no live kernel is (archived or headless runs)."""
-    where = html.escape(str(root))
+    where = str(root)
     rows = [("start one iteration", f"{FLYWHEEL} --once --root {where}"),
             ("stop after stage", f"{FLYWHEEL} stop --root {where}"), ("retry", f"{FLYWHEEL} retry --root {where}")]
-    items = "".join(f"<li>{label}: <code>{cmd}</code></li>" for label, cmd in rows)
+    items = "".join(f"<li>{label}: {command(cmd)}</li>" for label, cmd in rows)
     style = "font:12px/1.5 system-ui,sans-serif"
     return f'<div class="forge-commands" style="{style}">From a terminal:<ul>{items}</ul></div>'
 
@@ -177,7 +199,22 @@ class Dashboard:
                                         layout=widgets.Layout(width="auto"))
                 button.on_click(lambda _b, act=action, nm=name: self.run(act, WORKING[nm]))
                 self.buttons[name] = button
-            self.controls = widgets.VBox([widgets.HBox(list(self.buttons.values())), self.message])
+            from forge.ui.panel import show_html
+
+            loop = widgets.Output()
+            show_html(loop, loop_command_html(self.root))
+            history = self.panel.snap.get("history") or []
+            self.note_iteration = widgets.BoundedIntText(
+                value=history[-1]["iteration"] if history else 0, min=0, max=10**9, description="note on",
+                layout=widgets.Layout(width="9em"), style={"description_width": "initial"})
+            self.note_text = widgets.Text(placeholder='e.g. "lr too high #sweep" (empty: clear)',
+                                          layout=widgets.Layout(width="28em"))
+            self.note_button = widgets.Button(description="Keep note", icon="sticky-note",
+                                              tooltip=f'kept in notes.jsonl, as `{FLYWHEEL} note N "text"` does')
+            self.note_button.on_click(lambda _b: self.run(
+                lambda root: save_note(root, self.note_iteration.value, self.note_text.value)))
+            notes = widgets.HBox([self.note_iteration, self.note_text, self.note_button]).add_class("forge-notes")
+            self.controls = widgets.VBox([widgets.HBox(list(self.buttons.values())), self.message, loop, notes])
         self._last: tuple[Outcome, str] | None = None
 
     def run(self, action: Callable[[str | os.PathLike], Outcome], working: str | None = None) -> Outcome:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from forge.flywheel.status import snapshot
+from forge.ui.notice import notice_html
 from forge.ui.plots import history_png
 from forge.ui.render import PANEL_STYLE, panel_html, panel_parts
 
@@ -62,9 +63,13 @@ def state_key(snap: dict[str, Any]) -> tuple:
 class Panel:
     """Displayable status panel; ``stop()`` ends its refresh thread.
 
-    Live, it is a box of one HTML widget per part of the panel (status, history, plot); a refresh
-    sets only the parts whose HTML changed, so what a reader does in an unchanged part (a legend
-    expanded, a command selected for copying) survives the refreshes of a running loop.
+    Live, it is a box of one output widget per part of the panel (notice, status, history, plot),
+    each showing its part as ``text/html`` through JupyterLab's own renderer: that renderer resolves
+    the part's relative links against the notebook's folder and opens them in a tab of the same
+    JupyterLab (an HTML widget's links would load a new JupyterLab). A refresh sets only the parts
+    whose HTML changed, so what a reader does in an unchanged part (a legend expanded, a command
+    selected for copying, the history sorted) survives the refreshes of a running loop. When an
+    iteration is recorded or fails while the panel is open, the notice part says so.
     """
 
     def __init__(self, root: str | os.PathLike = ".", live: bool | None = None, interval: float = REFRESH_SECONDS):
@@ -79,7 +84,9 @@ class Panel:
         if self.live:
             import ipywidgets as widgets
 
-            self.parts = {name: widgets.HTML(value=html) for name, html in _render_parts(self.snap).items()}
+            self.parts = {name: widgets.Output() for name in ("notice", *_render_parts(self.snap))}
+            for name, html in _render_parts(self.snap).items():
+                show_html(self.parts[name], html)
             self._widget = widgets.VBox(list(self.parts.values()), layout=widgets.Layout(
                 border="1px solid #ccc", padding="4px 8px", margin="4px 0")).add_class("forge-live-panel")
             threading.Thread(target=self._refresh, args=(interval,), name="forge-panel", daemon=True).start()
@@ -94,12 +101,14 @@ class Panel:
             self.html = f"<div class='forge-panel'>status unavailable: {exc}</div>"
             parts = {"status": self.html} if self.parts else {}
         else:
+            news = notice_html(self.snap, snap)
+            if news and self.parts:
+                parts["notice"] = news
             changed, self.snap = state_key(snap) != state_key(self.snap), snap
             if changed and self.on_change is not None:
                 self.on_change(snap)
         for name, html in parts.items():
-            if self.parts[name].value != html:  # an unchanged part is left alone (see the class docstring)
-                self.parts[name].value = html
+            show_html(self.parts[name], html)
 
     def _refresh(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -117,6 +126,20 @@ class Panel:
             bundle.update(self._widget._repr_mimebundle_(include=include, exclude=exclude) or {})
             bundle["text/html"] = _render(self.snap, links=False)
         return bundle
+
+
+def show_html(out: Any, html: str) -> None:
+    """Show ``html`` in output widget ``out`` unless it shows it already (an unchanged part is left
+    alone: see :class:`Panel`). Setting ``outputs`` is safe from the refresh thread, where ``with out:``
+    would capture whatever the kernel prints meanwhile."""
+    outputs = ({"output_type": "display_data", "data": {"text/html": html}, "metadata": {}},) if html else ()
+    if out.outputs != outputs:
+        out.outputs = outputs
+
+
+def shown_html(out: Any) -> str:
+    """The HTML output widget ``out`` shows ("" for none)."""
+    return "".join(o.get("data", {}).get("text/html", "") for o in out.outputs)
 
 
 def show_panel(root: str | os.PathLike = ".", live: bool | None = None) -> None:

@@ -12,8 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from forge.commandline import FLYWHEEL
+from forge.flywheel.notes import notes_or_none
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, metric_label
 from forge.flywheel.runner import ERROR_ANCHOR
+from forge.ui.interactive import LINK_STYLE, command, filter_box, folder_link, sortable_head
 from forge.ui.metric_info import column_info, flag_text
 from forge.ui.text import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
 
@@ -41,11 +44,12 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def link(root: Path, target: str | None, base: Path | None, label: str, anchor: str | None = None,
-         new_tab: bool = True) -> str:
+def link(root: Path, target: str | None, base: Path | None, label: str, anchor: str | None = None) -> str:
     """An <a> to a workspace file (its HTML export if there is one, at ``anchor``), relative to ``base``
     (the folder of the page showing it); ``base`` None: the label alone (a snapshot whose links would
-    not resolve where it is read)."""
+    not resolve where it is read). A workspace file opens where the page is (in JupyterLab: a tab of
+    the same JupyterLab, which resolves the relative link itself), a folder in JupyterLab's file
+    browser (a new browser tab would load a second JupyterLab)."""
     if not target:
         return "-"
     if base is None:
@@ -56,10 +60,19 @@ def link(root: Path, target: str | None, base: Path | None, label: str, anchor: 
         path = html_version
     elif not path.exists():
         return pruned_label(root, target, label)
-    href = os.path.relpath(path, base) + ("/" if path.is_dir() else "")
+    href = os.path.relpath(path, base)
+    if path.is_dir():
+        return folder_link(href + "/", label)
     href += f"#{anchor}" if anchor and path.suffix == ".html" else ""
-    tab = ' target="_blank"' if new_tab else ""
-    return f'<a href="{esc(href)}"{tab}>{esc(label)}</a>'
+    return f'<a href="{esc(href)}" style="{LINK_STYLE}">{esc(label)}</a>'
+
+
+def commands_in(text: str) -> str:
+    """``text`` as HTML, each `backticked` command in it as code with its copy button."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: no commands to pick out
+        return esc(text)
+    return "".join(command(part) if k % 2 else esc(part) for k, part in enumerate(parts))
 
 
 def pruned_label(root: Path, target: str, label: str) -> str:
@@ -85,22 +98,31 @@ def wandb_cell(info: dict[str, Any] | None, root: Path, base: Path | None) -> st
     if not info:
         return "-"
     if info.get("url"):
-        return f'<a href="{esc(info["url"])}" target="_blank">run</a>'
+        return f'<a href="{esc(info["url"])}" target="_blank" rel="noopener" style="{LINK_STYLE}">run</a>'
     if info.get("error"):
         return f'<span title="{esc(info["error"])}">error</span>'
     if info.get("dir"):
-        return (f'<code title="{esc(info.get("sync", ""))}" style="word-break:break-all;font-size:11px">'
-                f'{esc(info.get("sync") or info["dir"])}</code>')
+        return (f'<span style="font-size:11px" title="upload this offline run: {esc(info.get("sync", ""))}">'
+                f'{command(info.get("sync") or info["dir"], "forge-wandb-sync")}</span>')
     return "-"
 
 
 def column_head(label: str, path: tuple[str, ...], style: str = "") -> str:
-    """A history column's header: its label, its unit under it, its meaning on hover."""
+    """A history column's header: its label, its unit under it, its meaning on hover; a click sorts by it."""
     info = column_info(path)
     unit = f'<br><span class="forge-unit" style="font-weight:400;color:#666">{esc(info.unit)}</span>' \
         if info.unit else ""
-    css = f' style="{style}"' if style else ""
-    return f'<th{css} title="{esc(info.meaning)}">{esc(label)}{unit}</th>'
+    return sortable_head(f"{esc(label)}{unit}", info.meaning, style)
+
+
+NOTE_TIP = f'a note per iteration: {FLYWHEEL} note N "text", or the note box under the dashboard\'s buttons'
+
+
+def note_cell(notes: dict[int, str], iteration: Any, style: str = "") -> str:
+    """An iteration's note (notes.jsonl, ``flywheel note N "text"``), or empty."""
+    css = f"{style};" if style else ""
+    return (f'<td class="forge-note" style="{css}text-align:left;max-width:16em;white-space:normal">'
+            f"{esc(notes.get(iteration, ''))}</td>")
 
 
 def column_legend() -> str:
@@ -123,11 +145,10 @@ def mark_cell(row: dict[str, Any], best_iteration: int | None) -> tuple[str, str
     return attrs, marks.strip()
 
 
-def stage_links(row: dict[str, Any], root: Path, base: Path | None, stage: str, label: str,
-                new_tab: bool = True) -> str:
+def stage_links(row: dict[str, Any], root: Path, base: Path | None, stage: str, label: str) -> str:
     """A stage's archived notebook, with its "by hand" and "modified" badges."""
     modified = {s for s, p in (row.get("provenance") or {}).items() if (p or {}).get("modified")}
-    out = link(root, (row.get("notebooks") or {}).get(stage), base, label, new_tab=new_tab)
+    out = link(root, (row.get("notebooks") or {}).get(stage), base, label)
     if stage in (row.get("by_hand") or []):
         out += " " + badge("by hand", f"{stage} was run by hand in a notebook; the loop archived it", "forge-by-hand",
                            small=True)
@@ -141,18 +162,21 @@ def history_table(history: list[dict[str, Any]], root: Path, base: Path | None,
                   best_iteration: int | None = None) -> str:
     """The history, one row per iteration (``base`` None: labels instead of links)."""
     head = "".join(column_head(label, path, _TH) for label, path in HISTORY_COLUMNS)
-    head += f'<th style="{_TH}"></th><th style="{_TH}">notebooks</th><th style="{_TH}">W&amp;B</th>'
+    head += (f'<th style="{_TH}"></th>' + sortable_head("note", NOTE_TIP, _TH)
+             + f'<th style="{_TH}">notebooks</th><th style="{_TH}">W&amp;B</th>')
+    notes = notes_or_none(root)
     rows = []
     for h in history:
         cells = [f'<td style="{_TD}">{esc(column_text(label, h, path))}</td>' for label, path in HISTORY_COLUMNS]
         attrs, marks = mark_cell(h, best_iteration)
         cells.append(f'<td style="{_TD};text-align:left;white-space:nowrap">{marks}</td>')
+        cells.append(note_cell(notes, h.get("iteration"), _TD))
         books = " ".join(stage_links(h, root, base, stage, stage[:3]) for stage in (h.get("notebooks") or {}))
         cells.append(f'<td style="{_TD};text-align:left">{books or "-"}</td>')
         cells.append(f'<td style="{_TD};text-align:left">{wandb_cell(h.get("wandb"), root, base)}</td>')
         rows.append(f"<tr{attrs}>{''.join(cells)}</tr>")
-    return (f'<table class="forge-history" style="{_TABLE}"><tr>{head}</tr>{"".join(rows)}</table>' + LEGEND
-            + column_legend())
+    return (f'<div class="forge-history-box">{filter_box()}<table class="forge-history" style="{_TABLE}">'
+            f'<tr>{head}</tr>{"".join(rows)}</table></div>' + LEGEND + column_legend())
 
 
 def _stage_line(snap: dict[str, Any]) -> str:
@@ -263,9 +287,10 @@ def panel_parts(snap: dict[str, Any], base: str | os.PathLike | None = None, plo
         lines.append(f'<div style="color:#b2182b">last error: <code class="forge-error">'
                      f'{esc(snap["last_error"])}</code></div>')
     if snap.get("next_action"):
-        lines.append(f'<div>next: <span class="forge-next">{esc(snap["next_action"])}</span></div>')
+        lines.append(f'<div>next: <span class="forge-next">{commands_in(snap["next_action"])}</span></div>')
     wb = snap.get("wandb") or {}
-    report = f' &middot; <a href="{esc(wb["report"])}" target="_blank">group report</a>' if wb.get("report") else ""
+    report = (f' &middot; <a href="{esc(wb["report"])}" target="_blank" rel="noopener" style="{LINK_STYLE}">group '
+              "report</a>" if wb.get("report") else "")
     lines.append(f'<div style="color:#555">W&amp;B: project {esc(wb.get("project"))}, group {esc(wb.get("group"))}, '
                  f'mode {esc(wb.get("mode"))}{report}</div>')
     if base is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from forge.flywheel.archive import iteration_rows
+from forge.flywheel.notes import notes_or_none
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import PRIMARY_METRIC, metric_label
 from forge.flywheel.state import load_state
@@ -189,8 +190,9 @@ def format_archive(root: str | os.PathLike = ".") -> str:
     state = load_state(ws.root)
     metrics = [("val", "accuracy"), ("val", "q_gap"), ("val", "blunder_rate"), ("playout", "playout_points_lost")]
     labels = ["iter", "seeds", "status", "accuracy", "Q-gap", "blunder", "play-out lost", "notebooks (archive/)",
-              "by hand", "modified", "failed attempts", ""]
-    units = ["", "", ""] + [column_info(m).unit for m in metrics] + [""] * 5
+              "by hand", "modified", "failed attempts", "", "note"]
+    units = ["", "", ""] + [column_info(m).unit for m in metrics] + [""] * 6
+    notes = notes_or_none(ws.root)
     rows = [labels, units]
     best = state.history.best()
     for row in iteration_rows(state, last=HISTORY_PAGE):
@@ -206,6 +208,7 @@ def format_archive(root: str | os.PathLike = ".") -> str:
             ", ".join(row["modified"]) or "-",
             ", ".join(f"{a['stage']} ({a['notebook'] or 'no notebook'})" for a in row.get("attempts") or []) or "-",
             mark,
+            notes.get(row["iteration"], ""),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(labels))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
