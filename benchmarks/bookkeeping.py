@@ -118,7 +118,7 @@ _FIRST = {
     "status": "from forge.flywheel.status import snapshot\nfrom forge.ui.text import format_text\n"
               "t=time.perf_counter(); format_text(snapshot(ws))",
     "panel": "from forge.ui.panel import render\nt=time.perf_counter(); render(ws)",
-    "archive index": "from forge.ui.archive_page import write_index\nt=time.perf_counter(); write_index(ws)",
+    "archive index": "from forge.ui.archive_index import write_index\nt=time.perf_counter(); write_index(ws)",
     "06_compare": "from forge.ui.views import compare\nt=time.perf_counter(); runs = compare.load_runs([ws])\n"
                   "compare.workspaces_html(runs); compare.pair_html(*compare.default_pair(runs)); "
                   "compare.trend_figure(runs)",

@@ -682,7 +682,7 @@ def test_the_archive_index_fits_a_1400_px_window(browser, tmp_path: Path) -> Non
     """Every column (the evaluate notebooks, the W&B runs) in view at 1,400 px, no sideways scrolling."""
 
     from forge.flywheel.state import load_state, save_state
-    from forge.ui.archive_page import write_index
+    from forge.ui.archive_index import write_index
 
     ws = reviewed_workspace(tmp_path / "ws")
     state = load_state(ws)

@@ -66,7 +66,7 @@ def test_an_iteration_without_a_readable_curve_is_left_out(tmp_path: Path) -> No
 
 
 def test_the_archive_index_shows_the_curves(tmp_path: Path) -> None:
-    from forge.ui.archive_page import _curves_section, write_index
+    from forge.ui.archive_index import _curves_section, write_index
 
     ws = reviewed_workspace(tmp_path / "ws")
     assert _curves_section(compare.load_runs([ws])) == ""  # none recorded: no empty figure

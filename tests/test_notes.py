@@ -69,7 +69,7 @@ def test_a_damaged_notes_file_is_named_and_never_overwritten(tmp_path: Path) -> 
 
 def test_the_history_views_show_the_notes(tmp_path: Path) -> None:
     from forge.flywheel.status import snapshot
-    from forge.ui.archive_page import write_index
+    from forge.ui.archive_index import write_index
     from forge.ui.render import panel_html
 
     ws = reviewed_workspace(tmp_path / "ws")

@@ -20,12 +20,12 @@ from helpers.workspaces import reviewed_entry, reviewed_history, reviewed_worksp
 
 from forge.errors import InputError
 from forge.flywheel import by_hand, progress
-from forge.flywheel.archive_note import NOTE_TAG, add_note
+from forge.flywheel.archive_header import HEADER_TAG, add_header
 from forge.flywheel.paths import Workspace
 from forge.flywheel.runner import failing_cell
 from forge.flywheel.stages.base import StageResult
 from forge.flywheel.status import snapshot
-from forge.ui.archive_page import write_index
+from forge.ui.archive_index import write_index
 from forge.ui.metric_info import column_info, info
 from forge.ui.render import ROW_BEST, history_table, panel_html
 from forge.ui.text import HISTORY_COLUMNS, format_archive, format_text
@@ -129,10 +129,10 @@ def test_every_archived_notebook_links_back_to_the_index(tmp_path: Path) -> None
     for where in (archive / "iter-0003" / "03_train.ipynb", archive / "iter-0003" / "attempt-2" / "03_train.ipynb"):
         where.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, where)
-        add_note(where, archive, ["iteration 3", "stage train", "run by the loop"])
-        add_note(where, archive, ["iteration 3", "stage train", "run by the loop"])  # again: still one note
+        add_header(where, archive, ["iteration 3", "stage train", "run by the loop"])
+        add_header(where, archive, ["iteration 3", "stage train", "run by the loop"])  # again: still one note
         got = nbformat.read(where, as_version=4)
-        notes = [c for c in got.cells if NOTE_TAG in c.metadata.get("tags", [])]
+        notes = [c for c in got.cells if HEADER_TAG in c.metadata.get("tags", [])]
         assert len(notes) == 1 and got.cells[0] is notes[0]
         link = re.search(r"\]\(([^)]+)\)", notes[0].source).group(1)
         assert (where.parent / link).resolve() == (archive / "index.html").resolve()
@@ -269,7 +269,7 @@ def test_the_index_compares_any_two_iterations(tmp_path: Path) -> None:
 
 
 def test_flags_titles_and_the_history_legend_read_well(tmp_path: Path) -> None:
-    from forge.ui.archiving import page_title
+    from forge.ui.loop_hooks import page_title
     from forge.ui.metric_info import flag_text
     from forge.ui.plots import history_figure
     from forge.ui.render import mark_cell

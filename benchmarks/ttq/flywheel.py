@@ -21,7 +21,7 @@ from forge.flywheel.config import config_from_dict, load_preset
 from forge.flywheel.loop import request_stop, run_loop
 from forge.flywheel.state import load_state, new_state, save_state
 from forge.oracle.generate import generate
-from forge.ui.archiving import HOOKS
+from forge.ui.loop_hooks import HOOKS
 from ttq.common import (
     FLYWHEEL_GOALS,
     METRICS,

@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from forge.cli.watch import StageLines, next_steps
     from forge.flywheel.loop import run_loop
     from forge.flywheel.state import load_state, training_seeds
-    from forge.ui.archiving import HOOKS
+    from forge.ui.loop_hooks import HOOKS
 
     seeds = None
     if args.seed_range:
@@ -206,7 +206,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    from forge.ui.archive_page import write_index
+    from forge.ui.archive_index import write_index
     from forge.ui.text import format_archive
 
     write_index(args.root)
@@ -232,7 +232,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_note(args: argparse.Namespace) -> int:
     from forge.flywheel.notes import NOTES_FILE, add_note
-    from forge.ui.archiving import on_record
+    from forge.ui.loop_hooks import on_record
 
     kept = add_note(args.root, args.iteration, args.text)
     on_record(args.root)  # the archive index shows the notes

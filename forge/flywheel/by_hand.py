@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from forge.flywheel.archive_note import add_note
+from forge.flywheel.archive_header import add_header
 from forge.flywheel.paths import Workspace
 from forge.flywheel.runner import LoopKernel, OnNotebook, execute_stage
 from forge.flywheel.stages.base import Stage, StageResult
@@ -83,7 +83,7 @@ def archive(ws: Workspace, stage: Stage, iteration: int, result: StageResult, ke
     source, why = user_notebook(ws, result)
     if source is not None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        add_note(dest, ws.root / "archive", [f"iteration {iteration}", f"stage {stage.name}",
+        add_header(dest, ws.root / "archive", [f"iteration {iteration}", f"stage {stage.name}",
                                              f"run by hand in {ws.rel(source)}: the notebook as it was saved there",
                                              took(result)], source=source)
         if on_notebook is not None:

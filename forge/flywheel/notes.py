@@ -76,7 +76,7 @@ def notes_or_none(root: str | os.PathLike) -> dict[int, str]:
 
 def recorded_iterations(root: str | os.PathLike) -> set[int]:
     """The iterations the record holds (finished or failed): the ones a note may be about."""
-    from forge.flywheel.archive import iteration_rows
+    from forge.flywheel.archive_rows import iteration_rows
     from forge.flywheel.state import load_state
 
     return {row["iteration"] for row in iteration_rows(load_state(root))}

@@ -10,7 +10,7 @@ The executed notebook is written under a temporary name and renamed into place w
 is done, so the archive never holds a truncated notebook; a failed stage's notebook goes to
 ``archive/iter-NNNN/attempt-K/`` (every attempt is kept) with the number of its failing cell as
 the user sees it, papermill's injected-parameters cell not counted. Each archived notebook opens
-with a note (:mod:`forge.flywheel.archive_note`: iteration, stage, who ran it, a link back to the
+with a note (:mod:`forge.flywheel.archive_header`: iteration, stage, who ran it, a link back to the
 index) and is then handed to the caller's ``on_notebook`` (the front ends export its HTML beside it).
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forge.errors import ForgeError, describe_os_error
-from forge.flywheel.archive_note import NOTE_TAG, add_note
+from forge.flywheel.archive_header import HEADER_TAG, add_header
 from forge.flywheel.paths import NOTEBOOKS, Workspace
 from forge.flywheel.progress import LOOP_ENV
 
@@ -205,7 +205,7 @@ def failing_cell(notebook: Path) -> tuple[int | None, str | None]:
         return None, None
     number = 0
     for cell in nb.cells:
-        if set(cell.get("metadata", {}).get("tags", [])) & (PAPERMILL_CELLS | {NOTE_TAG}):
+        if set(cell.get("metadata", {}).get("tags", [])) & (PAPERMILL_CELLS | {HEADER_TAG}):
             continue
         number += 1
         if cell.cell_type == "code" and (
@@ -261,7 +261,7 @@ def execute_stage(ws: Workspace, stage: Stage, iteration: int, kernel: LoopKerne
                   note: list[str] | None = None) -> Executed:
     """Run ``stage``'s notebook for ``iteration``; a failure keeps its notebook as attempt ``attempt``.
 
-    The archived notebook opens with a note (:mod:`forge.flywheel.archive_note`): ``note``'s parts,
+    The archived notebook opens with a note (:mod:`forge.flywheel.archive_header`): ``note``'s parts,
     by default that the loop ran it and when."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -306,7 +306,7 @@ def execute_stage(ws: Workspace, stage: Stage, iteration: int, kernel: LoopKerne
 def _note(notebook: Path, ws: Workspace, parts: list[str]) -> None:
     """The archive note on top of an archived notebook; a failure is reported, never fatal."""
     try:
-        add_note(notebook, ws.root / "archive", parts)
+        add_header(notebook, ws.root / "archive", parts)
     except Exception as exc:  # noqa: BLE001 - the executed notebook is the record; the note is a convenience
         print(f"warning: could not add the archive note to {notebook}: {exc}", file=sys.stderr)
 

@@ -1,5 +1,5 @@
 """The loop the dashboard's Start button runs: ``python -m forge.ui.background --root DIR`` runs one
-iteration with the archive kept up to date (:data:`forge.ui.archiving.HOOKS`), as the flywheel
+iteration with the archive kept up to date (:data:`forge.ui.loop_hooks.HOOKS`), as the flywheel
 command does. Started through :func:`forge.flywheel.loop.start_in_background`, in a session of its
 own, so that it outlives the kernel that started it.
 """
@@ -10,7 +10,7 @@ import sys
 
 from forge.commandline import ArgumentParser, run_cli
 from forge.flywheel.loop import run_loop
-from forge.ui.archiving import HOOKS
+from forge.ui.loop_hooks import HOOKS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,7 +154,7 @@ def save_note(root: str | os.PathLike, iteration: int, text: str) -> Outcome:
         kept = add_note(root, iteration, text)
     except (NotesError, StateError) as exc:
         return Outcome(False, f"note not kept: {exc}")
-    from forge.ui.archiving import on_record
+    from forge.ui.loop_hooks import on_record
 
     on_record(root)  # the archive index shows the notes
     return Outcome(True, f"iteration {iteration}: note kept in {NOTES_FILE}" if kept

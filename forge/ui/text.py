@@ -1,6 +1,6 @@
 """How the flywheel reads as text: table cells, the history table's columns, ages and durations, and
 the terminal's ``status`` and ``archive`` views. The engine returns records (:func:`forge.flywheel.status.snapshot`,
-:func:`forge.flywheel.archive.iteration_rows`); the panel, the archive index and the CLI show them
+:func:`forge.flywheel.archive_rows.iteration_rows`); the panel, the archive index and the CLI show them
 through these functions, so they cannot disagree on how a value reads.
 """
 
@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from forge.flywheel.archive import iteration_rows
+from forge.flywheel.archive_rows import iteration_rows
 from forge.flywheel.notes import notes_or_none
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import PRIMARY_METRIC, metric_label

@@ -1,8 +1,8 @@
 """The archive as data: one row per iteration, finished or under way.
 
-How it shows is presentation: the index page (:mod:`forge.ui.archive_page`), the text table
+How it shows is presentation: the index page (:mod:`forge.ui.archive_index`), the text table
 (:func:`forge.ui.text.format_archive`) and the HTML beside each archived notebook
-(:mod:`forge.ui.archiving`).
+(:mod:`forge.ui.loop_hooks`).
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def on_notebook(notebook: Path) -> None:
 
 def on_record(root: str | os.PathLike) -> None:
     """The archive index, refreshed; a failure is reported, never fatal."""
-    from forge.ui.archive_page import write_index
+    from forge.ui.archive_index import write_index
 
     try:
         write_index(root)

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from forge.atomic import atomic_write_text
-from forge.flywheel.archive import iteration_rows
+from forge.flywheel.archive_rows import iteration_rows
 from forge.flywheel.notes import notes_or_none
 from forge.flywheel.paths import Workspace
 from forge.flywheel.runner import ERROR_ANCHOR
