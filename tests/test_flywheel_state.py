@@ -271,8 +271,8 @@ def test_libyaml_reads_and_writes_what_pure_python_yaml_does(tmp_path: Path) -> 
                      for i in range(1, 61)]
 
     def pure(state: object) -> str:
-        return state_module.HEADER + yaml.dump(state.to_dict(), Dumper=yaml.SafeDumper, sort_keys=False,
-                                               default_flow_style=None, width=100)
+        return state_module.HEADER + yaml.dump(state.to_dict(), Dumper=state_module.styled(yaml.SafeDumper),
+                                               sort_keys=False, default_flow_style=None, width=100)
 
     assert state_module.render(state) == pure(state)  # a typical state: byte for byte, so diffs stay small
     # Long text folds at other places (both valid YAML); every emitter/parser pair reads the same values.

@@ -229,12 +229,16 @@ def strict_loader(base: type) -> type:
 #: with every iteration (benchmarks/flywheel.py --sections state). Same values; only long text may fold
 #: at other places.
 _StrictLoader = strict_loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """Mappings one key a line (the config's sections read like the presets), lists of seeds on one line."""
+def styled(dumper: type) -> type:
+    """``dumper`` writing mappings one key a line (the config's sections read like the presets) and lists
+    (of seeds, decls) on one line."""
+    out = type(f"Styled{dumper.__name__}", (dumper,), {})
+    out.add_representer(dict, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v, flow_style=False))
+    out.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+    return out
 
 
-_Dumper.add_representer(dict, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v, flow_style=False))
-_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+_Dumper = styled(getattr(yaml, "CSafeDumper", yaml.SafeDumper))
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
