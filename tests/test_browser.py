@@ -290,6 +290,17 @@ def test_status_notebook_in_jupyterlab_shows_the_state_and_its_buttons_work(lab,
     box.clear()
     box.send_keys(" ")  # a change event with nothing to filter on: every row again
     assert iterations() == ["1", "2"]
+    # its columns are chosen: "Q-gap" hidden, header and cells, then shown again
+    browser.find_element(By.CSS_SELECTOR, ".forge-live-panel .forge-column-chooser summary").click()
+    choice = wait(10).until(lambda d: next((lab for lab in d.find_elements(
+        By.CSS_SELECTOR, ".forge-live-panel .forge-column-choices label") if lab.text.strip() == "Q-gap"), None))
+    choice.find_element(By.TAG_NAME, "input").click()
+    assert not gap_head.is_displayed()
+    heads = [h.text.split("\n")[0] for h in browser.find_elements(
+        By.CSS_SELECTOR, ".forge-live-panel .forge-history th") if h.is_displayed()]
+    assert "Q-gap" not in heads and "zero-regret" in heads
+    choice.find_element(By.TAG_NAME, "input").click()
+    assert gap_head.is_displayed()
     # a folder's link opens it in JupyterLab's file browser, in this window
     windows = list(browser.window_handles)
     folder = wait(30).until(lambda d: next(iter(d.find_elements(By.LINK_TEXT, "runs/iter-0003/")), None))

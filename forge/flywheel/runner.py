@@ -243,6 +243,19 @@ class _StageLogHandler(logging.Handler):
         super().close()
 
 
+class _QuietDeadKernel(logging.Filter):
+    """After Ctrl+C or SIGTERM the kernel is stopped mid-cell, and nbclient's pending execution then fails
+    with DeadKernelError, which asyncio reports later as a task exception "never retrieved", traceback and
+    all. That is the interruption the loop has already said in one line: the report is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "DeadKernelError"
+
+
+_QUIET_DEAD_KERNEL = _QuietDeadKernel()
+
+
 def _papermill_log(path: Path) -> logging.Handler:
     """Send what the notebook prints (papermill's log_output) to the stage's log file, for the panel."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,6 +303,7 @@ def execute_stage(ws: Workspace, stage: Stage, iteration: int, kernel: LoopKerne
         raise StageFailed(stage.name, f"{type(exc).__name__}: {detail}{_disk_note(ws)}", kept) from None
     except BaseException:  # Ctrl+C, SIGTERM: no attempt to keep, and no half-run notebook left behind
         running.unlink(missing_ok=True)
+        logging.getLogger("asyncio").addFilter(_QUIET_DEAD_KERNEL)
         raise
     finally:
         logging.getLogger("papermill").removeHandler(handler)

@@ -1,5 +1,5 @@
-"""The few interactions the HTML views carry themselves: copy a command, sort and filter the history,
-open a workspace folder in JupyterLab's file browser, and what a link looks like.
+"""The few interactions the HTML views carry themselves: copy a command, sort and filter the history and
+choose its columns, open a workspace folder in JupyterLab's file browser, and what a link looks like.
 
 Each is an inline event handler, not a ``<script>``: the live panel's HTML is rendered by JupyterLab
 from a widget (scripts in it are not run everywhere), the archive index is a static page, and both
@@ -41,6 +41,18 @@ _FILTER_JS = (
     "let shown=0;[...t.querySelectorAll('tr')].slice(1).forEach(r=>{const on=r.textContent.toLowerCase()"
     ".includes(q);r.style.display=on?'':'none';shown+=on});"
     "this.nextElementSibling.textContent=q?shown+' shown':''"
+)
+
+#: Built when the menu first opens, from the table's own header row (one checkbox a column, all shown; a
+#: header's name is its first text, without the unit under it).
+_COLUMNS_JS = (
+    "const box=this.querySelector('.forge-column-choices');if(box.childElementCount)return;"
+    "const t=this.closest('.forge-history-box').querySelector('table'),heads=[...t.rows[0].cells];"
+    "heads.forEach((h,k)=>{const l=document.createElement('label'),c=document.createElement('input');"
+    "c.type='checkbox';c.checked=h.style.display!=='none';l.style.marginRight='10px';l.style.whiteSpace='nowrap';"
+    "c.onchange=()=>{[...t.rows].forEach(r=>{const x=r.cells[k];if(x)x.style.display=c.checked?'':'none'})};"
+    "const f=h.firstChild,name=(f&&f.nodeType===3?f.textContent:h.textContent).replace(/[\u25b2\u25bc]/g,'');"
+    "l.appendChild(c);l.appendChild(document.createTextNode(' '+(name.trim()||'marks')));box.appendChild(l)})"
 )
 
 #: (``window.URL``: an inline handler's scope has the document's ``URL``, a string, first.)
@@ -91,7 +103,17 @@ def filter_box(placeholder: str = "filter rows: a note, #tag, metric...") -> str
     return (f'<div style="margin:2px 0"><input type="search" class="forge-filter" placeholder="{attr(placeholder)}" '
             f'oninput="{attr(_FILTER_JS)}" onkeydown="event.stopPropagation()" data-lm-suppress-shortcuts="true" '
             'style="font:12px system-ui,sans-serif;width:22em;padding:1px 4px"/>'
-            '<span class="forge-filter-count" style="color:#555;font-size:11px;margin-left:6px"></span></div>')
+            '<span class="forge-filter-count" style="color:#555;font-size:11px;margin-left:6px"></span>'
+            f'{columns_menu()}</div>')
+
+
+def columns_menu() -> str:
+    """"columns": a menu of the table's columns (in the same ``.forge-history-box``), each shown or hidden by
+    its checkbox."""
+    return (f'<details class="forge-column-chooser" ontoggle="{attr(_COLUMNS_JS)}" '
+            'style="display:inline-block;margin-left:10px;font:12px system-ui,sans-serif">'
+            '<summary style="cursor:pointer;color:#1a5fb4">columns</summary>'
+            '<div class="forge-column-choices" style="max-width:60em;padding:2px 0"></div></details>')
 
 
 def folder_link(href: str, label: str) -> str:

@@ -130,3 +130,38 @@ def test_the_stage_log_is_written_unbuffered_for_the_live_panel(tmp_path) -> Non
     finally:
         logging.getLogger("papermill").removeHandler(handler)
         handler.close()
+
+
+def test_a_kernel_stopped_by_an_interruption_is_not_reported_again_as_a_traceback(caplog) -> None:
+    """Ctrl+C or SIGTERM mid-cell: nbclient's pending execution fails with DeadKernelError once the kernel is
+    stopped, and asyncio reports that task's exception ("never retrieved", with a traceback) when it is
+    collected; the loop has said what happened in one line already (seen under load, SIGTERM test)."""
+    import asyncio
+    import gc
+    import logging
+
+    from nbclient.exceptions import DeadKernelError
+
+    from forge.flywheel import runner
+
+    async def dies() -> None:
+        raise DeadKernelError("Kernel died")
+
+    def orphan() -> None:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(dies())
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()
+        del task
+        gc.collect()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        orphan()
+        assert "never retrieved" in caplog.text and "DeadKernelError" in caplog.text  # asyncio's own report
+        caplog.clear()
+        logging.getLogger("asyncio").addFilter(runner._QUIET_DEAD_KERNEL)
+        try:
+            orphan()
+        finally:
+            logging.getLogger("asyncio").removeFilter(runner._QUIET_DEAD_KERNEL)
+    assert "never retrieved" not in caplog.text
