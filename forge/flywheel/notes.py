@@ -17,10 +17,11 @@ from typing import Any
 
 from forge.atomic import atomic_write_text
 from forge.errors import InputError
-from forge.flywheel.paths import Workspace
-from forge.flywheel.state import now
+from forge.flywheel.paths import NOTES_FILE, Workspace
+from forge.flywheel.state import load_state, now
 
-NOTES_FILE = "notes.jsonl"
+__all__ = ["MAX_NOTE_CHARS", "NOTES_FILE", "NotesError", "add_note", "notes_or_none", "notes_path", "read_entries",
+           "read_notes"]
 #: Longer notes belong in a notebook or the docs; the history table shows one line.
 MAX_NOTE_CHARS = 500
 
@@ -30,7 +31,7 @@ class NotesError(InputError):
 
 
 def notes_path(root: str | os.PathLike) -> Path:
-    return Workspace.at(root).root / NOTES_FILE
+    return Workspace.at(root).notes
 
 
 def read_entries(root: str | os.PathLike) -> list[dict[str, Any]]:
@@ -74,12 +75,17 @@ def notes_or_none(root: str | os.PathLike) -> dict[int, str]:
         return {}
 
 
-def recorded_iterations(root: str | os.PathLike) -> set[int]:
-    """The iterations the record holds (finished or failed): the ones a note may be about."""
+def _unrecorded(root: str | os.PathLike, iteration: int) -> str | None:
+    """Why ``iteration`` takes no note: the record (finished or under way) does not hold it; None if it does.
+    Finding it reads the history's newest lines only; the whole record is read only to say what it holds."""
     from forge.flywheel.archive_rows import iteration_rows
-    from forge.flywheel.state import load_state
 
-    return {row["iteration"] for row in iteration_rows(load_state(root))}
+    state = load_state(root)
+    if state.entry(iteration) is not None or (state.current is not None and state.current.iteration == iteration):
+        return None
+    known = {row["iteration"] for row in iteration_rows(state)}
+    have = f"recorded: {min(known)}..{max(known)}" if known else "none is recorded yet"
+    return f"no iteration {iteration} in the record ({have}); a note is about a recorded iteration"
 
 
 def add_note(root: str | os.PathLike, iteration: int, note: str) -> str:
@@ -90,10 +96,9 @@ def add_note(root: str | os.PathLike, iteration: int, note: str) -> str:
     text = " ".join(str(note).split())  # one line: the table shows it in a cell
     if len(text) > MAX_NOTE_CHARS:
         raise NotesError(f"note for iteration {iteration} is {len(text)} characters; at most {MAX_NOTE_CHARS}")
-    known = recorded_iterations(root)
-    if iteration not in known:
-        have = f"recorded: {min(known)}..{max(known)}" if known else "none is recorded yet"
-        raise NotesError(f"no iteration {iteration} in the record ({have}); a note is about a recorded iteration")
+    why = _unrecorded(root, iteration)
+    if why:
+        raise NotesError(why)
     entries = read_entries(root)
     entries.append({"iteration": iteration, "note": text, "at": now()})
     atomic_write_text(notes_path(root), "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))

@@ -13,6 +13,8 @@ STATE_FILE = "state.yaml"
 HEARTBEAT_FILE = ".flywheel.heartbeat"
 #: The finished iterations, one JSON line each (forge.flywheel.history); state.yaml keeps a summary.
 HISTORY_FILE = "history.jsonl"
+#: A person's note per iteration (forge.flywheel.notes), beside the record.
+NOTES_FILE = "notes.jsonl"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ class Workspace:
     @property
     def history(self) -> Path:
         return self.root / HISTORY_FILE
+
+    @property
+    def notes(self) -> Path:
+        return self.root / NOTES_FILE
 
     @property
     def stop_file(self) -> Path:
