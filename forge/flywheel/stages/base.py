@@ -99,10 +99,6 @@ class ConfigView:
             raise TypeError(f"{type(self).__name__} is made from a Config, got {type(config).__name__}")
         self._config = config
 
-    @classmethod
-    def of(cls, config: Config) -> Self:
-        return cls(config)
-
     def fingerprinted(self) -> dict[str, Any]:
         """The declared fields that enter the fingerprint, by name (an added one only when it is not at its
         default)."""
@@ -221,7 +217,7 @@ class Stage(Generic[C, R]):
         type.__setattr__(self.config, "stage", self.name)
 
     def view(self, config: Config) -> C:
-        return self.config.of(config)
+        return self.config(config)
 
     def path(self, ws: Workspace, iteration: int) -> Path:
         return ws.results(iteration) / f"{self.name}.json"
