@@ -199,9 +199,9 @@ def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, tmp_path, 
     edit_state(ws, lambda d: d["config"].update(epochs=500))  # the stage cannot end before the signal lands
     proc = start_loop_until(ws, training_steps(ws), "a training step", stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    run = snapshot(ws)["running"]  # what the panel shows meanwhile: the stage's own progress
-    assert run["active"] and (run["stage"], run["by"]) == ("train", "loop")
-    assert run["phase"] in ("training", "validating") and run["total"] > run["done"] >= 1 and run["detail"]
+    run = snapshot(ws).running  # what the panel shows meanwhile: the stage's own progress
+    assert run.active and (run.stage, run.by) == ("train", "loop")
+    assert run.phase in ("training", "validating") and run.total > run.done >= 1 and run.detail
     assert "forge-progress" in render(ws) and "by the loop" in render(ws)
     proc.send_signal(sig)  # what Ctrl+C in a terminal, or systemd/Kubernetes, sends the loop
     _, err = proc.communicate(timeout=120)
@@ -434,13 +434,13 @@ def test_a_stage_run_by_hand_shows_in_the_panel(runs, tmp_path) -> None:
         while not training_steps(ws)():
             assert proc.poll() is None and time.time() < deadline, "training by hand never started"
             time.sleep(0.05)
-        run = snapshot(ws)["running"]
-        assert run["active"] and run["by"] == "hand" and run["pid"] == proc.pid and run["stage"] == "train"
+        run = snapshot(ws).running
+        assert run.active and run.by == "hand" and run.pid == proc.pid and run.stage == "train"
         assert "by hand" in render(ws)
     finally:
         proc.kill()
         proc.wait()
-    assert snapshot(ws)["running"]["active"] is False  # a dead process is not shown as running
+    assert snapshot(ws).running.active is False  # a dead process is not shown as running
 
 
 REFERENCE = REPO.parent / "shared" / "fixtures" / "reference-checkpoint" / "reference-large.ckpt"

@@ -69,7 +69,7 @@ def test_the_views_pages_read_only_the_lines_they_show(v2: Path) -> None:
     from forge.flywheel.status import snapshot
 
     snap = snapshot(v2, page=5)
-    assert [h["iteration"] for h in snap["history"]] == [2, 3, 4, 5, 6] and snap["history_count"] == 6
+    assert [h["iteration"] for h in snap.history] == [2, 3, 4, 5, 6] and snap.history_count == 6
     with pytest.raises(HistoryError, match=r"history.jsonl line 1: not a JSON line"):
         list(state.history)  # what no page does
 

@@ -154,9 +154,9 @@ def test_status_shows_disk_and_rate(tmp_path: Path) -> None:
     retention.record_disk(ws, 7, total=100 * 2**20, at=1_000_000.0)
     retention.record_disk(ws, 8, total=101 * 2**20, at=1_000_000.0 + 3600)  # 1 MB an hour, one iteration
     snap = snapshot(ws.root, disk=True)
-    rate = snap["disk_growth"]["rate"]
-    assert rate["bytes_per_day"] == pytest.approx(24 * 2**20)
-    assert rate["bytes_per_iteration"] == pytest.approx(2**20)
+    rate = snap.disk_growth.rate
+    assert rate.bytes_per_day == pytest.approx(24 * 2**20)
+    assert rate.bytes_per_iteration == pytest.approx(2**20)
     text = format_text(snap)
     assert "disk growth: 24.0 MB/day at the current rate (1.00 MB per iteration" in text
     assert "disk: " in text and "runs " in text

@@ -48,7 +48,7 @@ def row_html(html: str, iteration: int) -> str:
 def test_the_best_iteration_is_the_one_with_the_best_primary_metric_and_keeps_its_flag(tmp_path: Path) -> None:
     ws = reviewed_workspace(tmp_path / "ws")
     snap = snapshot(ws)
-    assert snap["best_iteration"] == 2  # not 1, which was best when it was recorded
+    assert snap.best_iteration == 2  # not 1, which was best when it was recorded
 
     # CLI status: one "*", on iteration 2, which also carries its "!"
     def marks(text: str) -> dict[int, str]:
@@ -59,7 +59,7 @@ def test_the_best_iteration_is_the_one_with_the_best_primary_metric_and_keeps_it
     assert marks(format_archive(ws)) == {1: "", 2: "*!", 3: "!"}  # CLI archive: the same marks
 
     # the panel's history: green row for 2 only, with the orange flag beside it
-    html = history_table(snap["history"], ws, ws / "notebooks", snap["best_iteration"])
+    html = history_table(snap.history, ws, ws / "notebooks", snap.best_iteration)
     rows = rows_of(html)
     assert 'class="forge-best forge-flagged"' in rows[2] and f"background:{ROW_BEST}" in rows[2]
     assert "forge-best" not in rows[1] and "forge-best" not in rows[3] and "forge-flagged" in rows[3]
@@ -75,10 +75,10 @@ def test_the_best_iteration_is_the_one_with_the_best_primary_metric_and_keeps_it
 
 def test_a_single_iteration_is_the_best_and_none_is_marked_without_history(tmp_path: Path) -> None:
     ws = reviewed_workspace(tmp_path / "one", [reviewed_entry(1, 0.6, 8.0, True, [])])
-    assert snapshot(ws)["best_iteration"] == 1
+    assert snapshot(ws).best_iteration == 1
     empty = reviewed_workspace(tmp_path / "none", [])
     snap = snapshot(empty)
-    assert snap["best_iteration"] is None and "forge-best" not in panel_html(snap)
+    assert snap.best_iteration is None and "forge-best" not in panel_html(snap)
 
 
 # ---------------------------------------------------------------------------------------------- units

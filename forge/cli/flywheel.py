@@ -20,6 +20,7 @@ import json
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from forge.commandline import FLYWHEEL as PROG
 from forge.commandline import ArgumentParser, UsageError, number, parse_seed_range, run_cli
@@ -28,6 +29,9 @@ from forge.flywheel.state import WANDB_MODES
 from forge.ml.model_presets import PRESETS as MODEL_PRESETS
 from forge.ml.settings import WANDB_PROJECT
 from forge.oracle.executors import EXECUTORS
+
+if TYPE_CHECKING:  # the status command imports it when it runs (--help stays light)
+    from forge.flywheel.status import Snapshot
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,21 +154,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     from forge.ui.text import format_text
 
     snap = snapshot(args.root, disk=True)
-    print(json.dumps(snap, indent=2, default=str) if args.json else format_text(snap))
+    print(json.dumps(snap.to_dict(), indent=2, default=str) if args.json else format_text(snap))
     if not args.json:
         _print_usage(snap)
     return 0
 
 
-def _print_usage(snap: dict) -> None:
+def _print_usage(snap: Snapshot) -> None:
     """Each stage's seconds, CPU seconds and peak memory: of the iteration under way, and the last recorded."""
     from forge.flywheel.usage import describe
 
-    cur, last = snap.get("current"), (snap.get("history") or [None])[-1]
-    for label, rec in ((f"iteration {cur['iteration']} so far" if cur else "", cur),
-                       (f"iteration {last['iteration']}" if last else "", last)):
-        if rec and rec.get("usage"):
-            print(f"stages of {label}: {describe(rec['usage'], rec.get('timings'))}")
+    cur, last = snap.current, snap.history[-1] if snap.history else None
+    if cur and cur.usage:
+        print(f"stages of iteration {cur.iteration} so far: {describe(cur.usage, cur.timings)}")
+    if last and last.get("usage"):
+        print(f"stages of iteration {last['iteration']}: {describe(last['usage'], last.get('timings'))}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

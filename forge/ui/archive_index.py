@@ -221,7 +221,7 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     body = []
     for row in iteration_rows(state, last=HISTORY_PAGE):
         cells = [f"<td>{esc(column_text(label, row, path))}</td>" for label, path in HISTORY_COLUMNS]
-        attrs, marks = mark_cell(row, snap["best_iteration"])
+        attrs, marks = mark_cell(row, snap.best_iteration)
         cells.append(f'<td style="text-align:left;white-space:nowrap">{marks}</td>')
         title = f' title="{esc(row["error"])}"' if row.get("error") else ""
         cells.append(f"<td{title}>{badge(row['status'])}</td>")
@@ -243,8 +243,8 @@ def write_index(root: str | os.PathLike = ".") -> Path:
 <style>body{{font:13px/1.45 system-ui,sans-serif;margin:16px 20px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ddd;padding:2px 6px;text-align:right}} th{{background:#f4f4f4}}</style></head>
 <body><h1>forge flywheel archive</h1>
-<p>status {badge(snap['status'])} &middot; preset {esc(snap['preset'])} &middot; W&amp;B group
-{esc(state.wandb.get('group'))} ({esc(state.wandb.get('mode'))}) &middot; seeds trained {esc(snap['total_seeds'])}
+<p>status {badge(snap.status)} &middot; preset {esc(snap.preset)} &middot; W&amp;B group
+{esc(state.wandb.get('group'))} ({esc(state.wandb.get('mode'))}) &middot; seeds trained {esc(snap.total_seeds)}
 &middot; <a href="#compare">compare two iterations</a> &middot; <a href="#curves">training curves</a>
 &middot; <a href="#trends">trends</a></p>
 <noscript><p class="forge-noscript" style="color:#8c510a">This page's links to the iteration pages, its sorting,

@@ -203,7 +203,7 @@ class Dashboard:
 
             loop = widgets.Output()
             show_html(loop, loop_command_html(self.root))
-            history = self.panel.snap.get("history") or []
+            history = self.panel.snap.history
             self.note_iteration = widgets.BoundedIntText(
                 value=history[-1]["iteration"] if history else 0, min=0, max=10**9, description="note on",
                 layout=widgets.Layout(width="9em"), style={"description_width": "initial"})

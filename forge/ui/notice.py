@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any
 
 from forge.flywheel.records import PRIMARY_METRIC
+from forge.flywheel.status import Snapshot
 from forge.ui.metric_info import flag_text, info, label
 from forge.ui.render import badge, esc
 from forge.ui.text import cell
@@ -22,26 +23,22 @@ _DISMISS = ('<button type="button" class="forge-dismiss" onclick="this.closest(\
             'style="margin-left:auto;font:11px system-ui,sans-serif;cursor:pointer">dismiss</button>')
 
 
-def _count(snap: dict[str, Any]) -> int:
-    return snap.get("history_count", len(snap.get("history") or []))
-
-
-def event(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
+def event(before: Snapshot, after: Snapshot) -> dict[str, Any] | None:
     """What changed from ``before`` to ``after`` worth a notice: ``{"kind": "finished", "entry": ...,
     "best": bool, "flags": [...]}`` for a newly recorded iteration, ``{"kind": "failed", ...}`` for a
     loop that failed or crashed; None for anything else (a stage done, a heartbeat)."""
-    if _count(after) > _count(before) and after.get("history"):
-        entry = after["history"][-1]
+    if after.history_count > before.history_count and after.history:
+        entry = after.history[-1]
         return {"kind": "finished", "entry": entry, "flags": list(entry.get("flags") or []),
-                "best": after.get("best_iteration") == entry.get("iteration")}
-    if after.get("status") in ("failed", "crashed") and (
-            before.get("status") != after.get("status") or before.get("iteration") != after.get("iteration")):
-        return {"kind": after["status"], "iteration": after.get("iteration"),
-                "stage": (after.get("current") or {}).get("stage"), "error": after.get("last_error")}
+                "best": after.best_iteration == entry.get("iteration")}
+    if after.status in ("failed", "crashed") and (
+            before.status != after.status or before.iteration != after.iteration):
+        return {"kind": after.status, "iteration": after.iteration,
+                "stage": after.current.stage if after.current else None, "error": after.last_error}
     return None
 
 
-def notice_html(before: dict[str, Any], after: dict[str, Any], at: str | None = None) -> str | None:
+def notice_html(before: Snapshot, after: Snapshot, at: str | None = None) -> str | None:
     """The notice for the change from ``before`` to ``after`` (see :func:`event`), or None."""
     ev = event(before, after)
     if ev is None:

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from forge.flywheel.status import snapshot
+from forge.flywheel.status import Snapshot, snapshot
 from forge.ui.notice import notice_html
 from forge.ui.plots import history_png
 from forge.ui.render import PANEL_STYLE, panel_html, panel_parts
@@ -40,24 +40,23 @@ def render(root: str | os.PathLike = ".", base: str | os.PathLike | None = None,
     return _render(snapshot(root), base, links)
 
 
-def _render(snap: dict[str, Any], base: str | os.PathLike | None = None, links: bool = True) -> str:
-    plot = _history_plot(snap["history"], snap.get("best_iteration"))
+def _render(snap: Snapshot, base: str | os.PathLike | None = None, links: bool = True) -> str:
+    plot = _history_plot(snap.history, snap.best_iteration)
     return panel_html(snap, base=base or Path.cwd(), plot_png=plot, links=links)
 
 
-def _render_parts(snap: dict[str, Any], links: bool = True) -> dict[str, str]:
+def _render_parts(snap: Snapshot, links: bool = True) -> dict[str, str]:
     """The live panel's parts (see :func:`forge.ui.render.panel_parts`), each in its own panel-styled div."""
-    plot = _history_plot(snap["history"], snap.get("best_iteration"))
+    plot = _history_plot(snap.history, snap.best_iteration)
     parts = panel_parts(snap, base=Path.cwd(), plot_png=plot, links=links)
     return {name: f'<div class="forge-panel" style="{PANEL_STYLE}">{part}</div>' if part else ""
             for name, part in parts.items()}
 
 
-def state_key(snap: dict[str, Any]) -> tuple:
+def state_key(snap: Snapshot) -> tuple:
     """What a message about the flywheel is about: once this changes, an old message is stale."""
-    cur = snap.get("current") or {}
-    return snap.get("status"), snap.get("iteration"), cur.get("stage"), snap.get(
-        "history_count", len(snap.get("history") or []))  # the history shown is a page
+    stage = snap.current.stage if snap.current else None
+    return snap.status, snap.iteration, stage, snap.history_count  # the history shown is a page
 
 
 class Panel:

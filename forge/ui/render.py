@@ -16,6 +16,7 @@ from forge.commandline import FLYWHEEL
 from forge.flywheel.notes import notes_or_none
 from forge.flywheel.records import PRIMARY_METRIC, TRACKED, metric_label
 from forge.flywheel.runner import ERROR_ANCHOR
+from forge.flywheel.status import RunningStage, Snapshot
 from forge.ui.interactive import LINK_STYLE, command, filter_box, folder_link, sortable_head
 from forge.ui.metric_info import column_info, flag_text
 from forge.ui.text import HISTORY_COLUMNS, ago, cell, column_text, duration, progress_text
@@ -179,43 +180,43 @@ def history_table(history: list[dict[str, Any]], root: Path, base: Path | None,
             f'<tr>{head}</tr>{"".join(rows)}</table></div>' + LEGEND + column_legend())
 
 
-def _stage_line(snap: dict[str, Any]) -> str:
+def _stage_line(snap: Snapshot) -> str:
     """Each stage of the iteration in progress or next: done, to do, or stale (and why)."""
     parts = []
-    for st in snap.get("stages") or []:
-        if st["state"] == "stale":
-            parts.append(f'{esc(st["stage"])} {badge("stale", "; ".join(st["reasons"]), "forge-stale")}')
+    for st in snap.stages:
+        if st.state == "stale":
+            parts.append(f'{esc(st.stage)} {badge("stale", "; ".join(st.reasons), "forge-stale")}')
         else:
-            parts.append(f'{esc(st["stage"])} <span style="color:#555">{esc(st["state"])}</span>')
+            parts.append(f'{esc(st.stage)} <span style="color:#555">{esc(st.state)}</span>')
     return f'<div class="forge-stages">stages: {" &middot; ".join(parts)}</div>' if parts else ""
 
 
-def _running_block(run: dict[str, Any] | None) -> str:
+def _running_block(run: RunningStage | None) -> str:
     """The stage under way (by the loop or by hand): progress, time in stage, the last lines it printed."""
-    if not run or not run.get("active"):
+    if not run or not run.active:
         return ""
-    who = "by hand" if run.get("by") == "hand" else "by the loop"
+    who = "by hand" if run.by == "hand" else "by the loop"
     bar = ""
-    if run.get("total"):
-        pct = 100 * (run.get("done") or 0) / run["total"]
+    if run.total:
+        pct = 100 * (run.done or 0) / run.total
         bar = (f'<div style="background:#eee;border-radius:3px;width:320px;height:8px;display:inline-block;'
                f'vertical-align:middle"><div class="forge-progress-bar" style="background:#1a9850;height:8px;'
                f'border-radius:3px;width:{pct:.0f}%"></div></div> ')
-    tail = "".join(f"{esc(line)}\n" for line in run.get("log_tail") or [])
+    tail = "".join(f"{esc(line)}\n" for line in run.log_tail)
     log = (f'<pre class="forge-log" style="background:#f7f7f7;font-size:11px;margin:2px 0;padding:4px;'
            f'max-height:9em;overflow:auto">{tail}</pre>') if tail else ""
-    return (f'<div class="forge-running">running <b>{esc(run.get("stage"))}</b> {who} (pid {esc(run.get("pid"))}) '
-            f'for <span class="forge-elapsed">{esc(duration(run.get("elapsed_s")))}</span>: {bar}'
+    return (f'<div class="forge-running">running <b>{esc(run.stage)}</b> {who} (pid {esc(run.pid)}) '
+            f'for <span class="forge-elapsed">{esc(duration(run.elapsed_s))}</span>: {bar}'
             f'<span class="forge-progress">{esc(progress_text(run))}</span></div>{log}')
 
 
-def _files_line(snap: dict[str, Any], root: Path, base: Path) -> str:
+def _files_line(snap: Snapshot, root: Path, base: Path) -> str:
     """Links to the workspace's files: state.yaml, the archive index, the iteration's runs/ and archive/ folders."""
     items = [link(root, "state.yaml", base, "state.yaml")]
     if (root / "archive" / "index.html").is_file():
         items.append(link(root, "archive/index.html", base, "archive index (every iteration; compare any two)"))
     # the iteration in progress (or next), and the last recorded one
-    iterations = dict.fromkeys([snap["iteration"], *[h["iteration"] for h in (snap.get("history") or [])[-1:]]])
+    iterations = dict.fromkeys([snap.iteration, *[h["iteration"] for h in snap.history[-1:]]])
     for iteration in iterations:
         for folder in (f"runs/iter-{iteration:04d}", f"archive/iter-{iteration:04d}"):
             if (root / folder).is_dir():
@@ -227,7 +228,7 @@ PANEL_STYLE = "font:13px/1.5 system-ui,sans-serif"
 PANEL_BOX = "border:1px solid #ccc;border-radius:6px;padding:8px 12px;margin:4px 0"
 
 
-def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot_png: str | None = None,
+def panel_html(snap: Snapshot, base: str | os.PathLike | None = None, plot_png: str | None = None,
                links: bool = True) -> str:
     """The status panel: badge, current iteration and stage, heartbeat, error, next action, history.
 
@@ -238,15 +239,15 @@ def panel_html(snap: dict[str, Any], base: str | os.PathLike | None = None, plot
     return "\n".join([f'<div class="forge-panel" style="{PANEL_STYLE};{PANEL_BOX}">', *parts.values(), "</div>"])
 
 
-def panel_parts(snap: dict[str, Any], base: str | os.PathLike | None = None, plot_png: str | None = None,
+def panel_parts(snap: Snapshot, base: str | os.PathLike | None = None, plot_png: str | None = None,
                 links: bool = True) -> dict[str, str]:
     """The panel in parts that change at different paces: ``status`` (every refresh while a stage runs:
     heartbeat, elapsed time, log tail), ``history`` (once per iteration: the table, its legends) and
     ``plot``. The live panel updates each part on its own, so a refresh leaves a part it did not change
     as it was (an expanded legend stays expanded, a selected command stays selected)."""
-    root = Path(snap["root"])
+    root = Path(snap.root)
     base = (Path(base) if base is not None else root) if links else None
-    cur = snap.get("current")
+    cur = snap.current
     lines: list[str] = []
     if not links:
         taken = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -254,48 +255,48 @@ def panel_parts(snap: dict[str, Any], base: str | os.PathLike | None = None, plo
                      f"({taken}): a snapshot, not kept up to date; the live status is in notebooks/00_status.ipynb "
                      "and every iteration in archive/index.html</div>")
     lines += [
-        f'<div><b>forge flywheel</b> {badge(snap["status"])} &nbsp;preset <b>{esc(snap["preset"])}</b>'
-        f' &nbsp;iteration <b class="forge-iteration">{esc(snap["iteration"])}</b>'
-        f' &nbsp;seeds trained <b class="forge-total-seeds">{esc(snap["total_seeds"])}</b></div>',
+        f'<div><b>forge flywheel</b> {badge(snap.status)} &nbsp;preset <b>{esc(snap.preset)}</b>'
+        f' &nbsp;iteration <b class="forge-iteration">{esc(snap.iteration)}</b>'
+        f' &nbsp;seeds trained <b class="forge-total-seeds">{esc(snap.total_seeds)}</b></div>',
     ]
     if cur:
-        done = ", ".join(cur["stages_completed"]) or "none"
+        done = ", ".join(cur.stages_completed) or "none"
         process = ""
-        if snap["status"] in ("running", "crashed"):  # who runs it only matters while it (should) run
-            process = (f', heartbeat <span class="forge-heartbeat">{esc(ago(cur.get("heartbeat_age_s")))}</span>,'
-                       f' pid {esc(cur.get("pid"))} on {esc(cur.get("host"))}')
+        if snap.status in ("running", "crashed"):  # who runs it only matters while it (should) run
+            process = (f', heartbeat <span class="forge-heartbeat">{esc(ago(cur.heartbeat_age_s))}</span>,'
+                       f' pid {esc(cur.pid)} on {esc(cur.host)}')
         lines.append(
-            f'<div>current: iteration {esc(cur["iteration"])}, seeds {esc(cell(cur["seed_range"]))}, stage '
-            f'<b class="forge-stage">{esc(cur.get("stage") or "-")}</b> ({esc(cur["progress"])}; done: {esc(done)})'
+            f'<div>current: iteration {esc(cur.iteration)}, seeds {esc(cell(cur.seed_range))}, stage '
+            f'<b class="forge-stage">{esc(cur.stage or "-")}</b> ({esc(cur.progress)}; done: {esc(done)})'
             f'{process}</div>'
         )
     lines.append(_stage_line(snap))
-    lines.append(_running_block(snap.get("running")))
-    if cur and cur.get("by_hand"):
+    lines.append(_running_block(snap.running))
+    if cur and cur.by_hand:
         lines.append(f'<div>{badge("by hand", css="forge-by-hand")} stages of this iteration run by hand in a '
-                     f'notebook: {esc(", ".join(cur["by_hand"]))}</div>')
-    if cur and cur.get("modified"):
+                     f'notebook: {esc(", ".join(cur.by_hand))}</div>')
+    if cur and cur.modified:
         lines.append(f'<div>{badge("modified", css="forge-modified")} this iteration ran notebook(s) that differ '
-                     f'from the committed version: {esc(", ".join(cur["modified"]))}</div>')
-    for a in (cur or {}).get("attempts") or []:
-        where = (link(root, a.get("notebook"), base, f"{a['stage']} notebook", ERROR_ANCHOR) if a.get("notebook")
+                     f'from the committed version: {esc(", ".join(cur.modified))}</div>')
+    for a in cur.attempts if cur else ():
+        where = (link(root, a.notebook, base, f"{a.stage} notebook", ERROR_ANCHOR) if a.notebook
                  else "no notebook")
-        cell_no = f", cell {a['cell']}" if a.get("cell") else ""
-        lines.append(f'<div class="forge-attempt" style="color:#555">attempt {esc(a["number"])} failed in '
-                     f'{esc(a["stage"])}{esc(cell_no)}: {esc(a["error"])} ({where})</div>')
-    if snap.get("last_error"):
+        cell_no = f", cell {a.cell}" if a.cell else ""
+        lines.append(f'<div class="forge-attempt" style="color:#555">attempt {esc(a.number)} failed in '
+                     f'{esc(a.stage)}{esc(cell_no)}: {esc(a.error)} ({where})</div>')
+    if snap.last_error:
         lines.append(f'<div style="color:#b2182b">last error: <code class="forge-error">'
-                     f'{esc(snap["last_error"])}</code></div>')
-    if snap.get("next_action"):
-        lines.append(f'<div>next: <span class="forge-next">{commands_in(snap["next_action"])}</span></div>')
-    wb = snap.get("wandb") or {}
+                     f'{esc(snap.last_error)}</code></div>')
+    if snap.next_action:
+        lines.append(f'<div>next: <span class="forge-next">{commands_in(snap.next_action)}</span></div>')
+    wb = snap.wandb
     report = (f' &middot; <a href="{esc(wb["report"])}" target="_blank" rel="noopener" style="{LINK_STYLE}">group '
               "report</a>" if wb.get("report") else "")
     lines.append(f'<div style="color:#555">W&amp;B: project {esc(wb.get("project"))}, group {esc(wb.get("group"))}, '
                  f'mode {esc(wb.get("mode"))}{report}</div>')
     if base is not None:
         lines.append(_files_line(snap, root, base))
-    history = history_table(snap["history"], root, base, snap.get("best_iteration")) if snap.get("history") else ""
+    history = history_table(snap.history, root, base, snap.best_iteration) if snap.history else ""
     plot = (f'<img alt="val Q-gap and accuracy against seeds trained" src="data:image/png;base64,{plot_png}"/>'
             if plot_png else "")
     return {"status": "\n".join(line for line in lines if line), "history": history, "plot": plot}

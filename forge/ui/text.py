@@ -15,24 +15,31 @@ from forge.flywheel.notes import notes_or_none
 from forge.flywheel.paths import Workspace
 from forge.flywheel.records import PRIMARY_METRIC, metric_label
 from forge.flywheel.state import load_state
-from forge.flywheel.status import HISTORY_PAGE
+from forge.flywheel.status import HISTORY_PAGE, DiskGrowth, RunningStage, Snapshot
+from forge.ml.catalog import CATALOG
 from forge.ui.metric_info import column_info, flag_text
+
+#: How a metric column's label says where the metric comes from (val and play-out metrics: the
+#: catalogue's label alone; their splits are in the column's meaning).
+_SPLIT_PREFIX = {"val": "", "playout": "", "test": "test ", "delta_prev": "Δ ", "delta_best": "Δ best "}
+
+
+def metric_column(split: str, name: str) -> tuple[str, tuple[str, str]]:
+    """A history column of metric ``name`` measured on ``split`` (or its change, ``delta_prev``): its
+    label is the catalogue's (forge.ml.catalog), prefixed by where it comes from (``test Q-gap``)."""
+    return _SPLIT_PREFIX[split] + CATALOG[name].label, (split, name)
+
 
 #: History columns shown everywhere: (label, where in a history entry). Durations are seconds in
 #: the record and minutes on screen: :func:`column_text` does that in one place.
-HISTORY_COLUMNS = (
+HISTORY_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("iter", ("iteration",)),
     ("seeds", ("seed_range",)),
     ("total seeds", ("total_seeds",)),
-    ("accuracy", ("val", "accuracy")),
-    ("Q-gap", ("val", "q_gap")),
-    ("zero-regret", ("val", "zero_regret")),
-    ("blunder", ("val", "blunder_rate")),
-    ("value MAE", ("val", "value_mae")),
-    ("Q-MAE", ("val", "q_mae")),
-    ("play-out lost", ("playout", "playout_points_lost")),
-    ("test Q-gap", ("test", "q_gap")),
-    ("Δ Q-gap", ("delta_prev", "q_gap")),
+    *(metric_column(split, name) for split, name in (
+        ("val", "accuracy"), ("val", "q_gap"), ("val", "zero_regret"), ("val", "blunder_rate"),
+        ("val", "value_mae"), ("val", "q_mae"), ("playout", "playout_points_lost"), ("test", "q_gap"),
+        ("delta_prev", "q_gap"))),
     ("minutes", ("timings", "total")),
     ("train share", ("timings",)),
 )
@@ -71,7 +78,7 @@ def cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.3g}"
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return f"{value[0]}..{value[1] - 1}"
     return str(value)
 
@@ -97,74 +104,74 @@ def train_share(timings: Any) -> float | None:
         else None
 
 
-def disk_growth_text(growth: dict[str, Any] | None) -> str:
+def disk_growth_text(growth: DiskGrowth | None) -> str:
     """How fast the workspace grows at the current rate (the loop notes its size after each iteration)."""
-    rate = (growth or {}).get("rate")
-    if not rate:
+    rate = growth.rate if growth is not None else None
+    if growth is None or not rate:
         return "disk growth: not known yet (the loop notes the workspace's size after each iteration)"
-    span = duration(rate["over_s"]) if rate["over_s"] < 5400 else f"{rate['over_s'] / 3600:.1f} h"
-    per_it = rate.get("bytes_per_iteration")
+    span = duration(rate.over_s) if rate.over_s < 5400 else f"{rate.over_s / 3600:.1f} h"
+    per_it = rate.bytes_per_iteration
     each = f"{per_it / 2**20:,.2f} MB per iteration, " if per_it is not None else ""
-    return (f"disk growth: {rate['bytes_per_day'] / 2**20:,.1f} MB/day at the current rate ({each}over the last "
-            f"{rate['over_iterations']} iteration(s), {span}); workspace {growth['bytes'] / 2**20:,.1f} MB after "
-            f"iteration {growth['iteration']} (retention: docs/disk.md)")
+    return (f"disk growth: {rate.bytes_per_day / 2**20:,.1f} MB/day at the current rate ({each}over the last "
+            f"{rate.over_iterations} iteration(s), {span}); workspace {growth.bytes / 2**20:,.1f} MB after "
+            f"iteration {growth.iteration} (retention: docs/disk.md)")
 
 
-def format_text(snap: dict[str, Any]) -> str:
+def format_text(snap: Snapshot) -> str:
     """The ``status`` command's plain-text view."""
-    lines = [f"status: {snap['status']}   preset {snap['preset']}   iteration {snap['iteration']}   "
-             f"seeds trained {snap['total_seeds']}   ({snap['root']})"]
-    cur = snap["current"]
+    lines = [f"status: {snap.status}   preset {snap.preset}   iteration {snap.iteration}   "
+             f"seeds trained {snap.total_seeds}   ({snap.root})"]
+    cur = snap.current
     if cur:
-        done = ", ".join(cur["stages_completed"]) or "none"
-        line = (f"current: iteration {cur['iteration']} seeds {cell(cur['seed_range'])}, "
-                f"stage {cur['stage'] or '-'} ({cur['progress']}: {done})")
-        if snap["status"] in ("running", "crashed"):
-            line += f", pid {cur['pid']} on {cur['host']}, heartbeat {ago(cur['heartbeat_age_s'])}"
+        done = ", ".join(cur.stages_completed) or "none"
+        line = (f"current: iteration {cur.iteration} seeds {cell(cur.seed_range)}, "
+                f"stage {cur.stage or '-'} ({cur.progress}: {done})")
+        if snap.status in ("running", "crashed"):
+            line += f", pid {cur.pid} on {cur.host}, heartbeat {ago(cur.heartbeat_age_s)}"
         lines.append(line)
-        if cur["modified"]:
-            lines.append(f"modified notebooks ran: {', '.join(cur['modified'])} (differs from the committed version)")
-        for a in cur["attempts"]:
-            where = f"{a['notebook']}" + (f" cell {a['cell']}" if a.get("cell") else "") if a["notebook"] else "-"
-            lines.append(f"attempt {a['number']} failed in {a['stage']}: {a['error']}  [{where}]")
-    run = snap.get("running")
-    if run and run.get("active"):
-        lines.append(f"running: {run['stage']} ({'by hand' if run['by'] == 'hand' else 'loop'}, pid {run['pid']}) "
-                     f"for {duration(run.get('elapsed_s'))}: {progress_text(run)}")
-        lines += [f"  | {line}" for line in run.get("log_tail", [])]
-    stale = [s for s in snap.get("stages", []) if s["state"] == "stale"]
-    for s in stale:
-        lines.append(f"stale: {s['stage']} will run again ({'; '.join(s['reasons'])})")
-    if snap["last_error"]:
-        lines.append(f"last error: {snap['last_error']}")
-    if snap["next_action"]:
-        lines.append(f"next: {snap['next_action']}")
-    if snap.get("disk"):
-        lines.append("disk: " + ", ".join(f"{kind} {size / 2**20:,.1f} MB" for kind, size in snap["disk"].items()))
-        lines.append(disk_growth_text(snap.get("disk_growth")))
-    if snap["history"]:
+        if cur.modified:
+            lines.append(f"modified notebooks ran: {', '.join(cur.modified)} (differs from the committed version)")
+        for a in cur.attempts:
+            where = f"{a.notebook}" + (f" cell {a.cell}" if a.cell else "") if a.notebook else "-"
+            lines.append(f"attempt {a.number} failed in {a.stage}: {a.error}  [{where}]")
+    run = snap.running
+    if run and run.active:
+        lines.append(f"running: {run.stage} ({'by hand' if run.by == 'hand' else 'loop'}, pid {run.pid}) "
+                     f"for {duration(run.elapsed_s)}: {progress_text(run)}")
+        lines += [f"  | {line}" for line in run.log_tail]
+    for s in snap.stages:
+        if s.state == "stale":
+            lines.append(f"stale: {s.stage} will run again ({'; '.join(s.reasons)})")
+    if snap.last_error:
+        lines.append(f"last error: {snap.last_error}")
+    if snap.next_action:
+        lines.append(f"next: {snap.next_action}")
+    if snap.disk:
+        lines.append("disk: " + ", ".join(f"{kind} {size / 2**20:,.1f} MB" for kind, size in snap.disk.items()))
+        lines.append(disk_growth_text(snap.disk_growth))
+    if snap.history:
         lines.append("")
-        lines.append(format_history(snap["history"], snap.get("best_iteration")))
-        if snap.get("history_count", 0) > len(snap["history"]):
-            lines.append(f"(the newest {len(snap['history'])} of {snap['history_count']} recorded iterations; "
+        lines.append(format_history(snap.history, snap.best_iteration))
+        if snap.history_count > len(snap.history):
+            lines.append(f"(the newest {len(snap.history)} of {snap.history_count} recorded iterations; "
                          "every one is in history.jsonl)")
-        shares = [s for s in (train_share(h.get("timings")) for h in snap["history"][-3:]) if s is not None]
+        shares = [s for s in (train_share(h.get("timings")) for h in snap.history[-3:]) if s is not None]
         if shares:
             lines.append(f"training took {sum(shares) / len(shares):.0%} of the last {len(shares)} iteration(s)' "
                          "time (train stage / iteration, over every run; pauses not counted)")
-        flagged = [(h["iteration"], f) for h in snap["history"] for f in h.get("flags") or []]
+        flagged = [(h["iteration"], f) for h in snap.history for f in h.get("flags") or []]
         if flagged:
             lines.append("flagged (worse than the best earlier iteration's when recorded):")
             lines += [f"  iteration {i}: {flag_text(f)}" for i, f in flagged]
     return "\n".join(lines)
 
 
-def progress_text(run: dict[str, Any]) -> str:
-    parts = [str(run.get("phase") or "starting")]
-    if run.get("total"):
-        parts.append(f"{run.get('done') or 0}/{run['total']}")
-    if run.get("detail"):
-        parts.append(str(run["detail"]))
+def progress_text(run: RunningStage) -> str:
+    parts = [str(run.phase or "starting")]
+    if run.total:
+        parts.append(f"{run.done or 0}/{run.total}")
+    if run.detail:
+        parts.append(str(run.detail))
     return ", ".join(parts)
 
 
@@ -188,8 +195,10 @@ def format_archive(root: str | os.PathLike = ".") -> str:
     """The archive as a text table (the flywheel command's ``archive``)."""
     ws = Workspace.at(root)
     state = load_state(ws.root)
-    metrics = [("val", "accuracy"), ("val", "q_gap"), ("val", "blunder_rate"), ("playout", "playout_points_lost")]
-    labels = ["iter", "seeds", "status", "accuracy", "Q-gap", "blunder", "play-out lost", "notebooks (archive/)",
+    columns = [metric_column(*m) for m in (("val", "accuracy"), ("val", "q_gap"), ("val", "blunder_rate"),
+                                             ("playout", "playout_points_lost"))]
+    metrics = [path for _, path in columns]
+    labels = ["iter", "seeds", "status", *(label for label, _ in columns), "notebooks (archive/)",
               "by hand", "modified", "failed attempts", "", "note"]
     units = ["", "", ""] + [column_info(m).unit for m in metrics] + [""] * 6
     notes = notes_or_none(ws.root)

@@ -89,7 +89,7 @@ def test_a_stopped_killed_and_retried_iteration_records_true_times(tiny_runs, tm
     t0 = time.monotonic()
     second = _killed_in_train(ws)
     walls.append(time.monotonic() - t0)
-    assert snapshot(ws)["status"] == "crashed"
+    assert snapshot(ws).status == "crashed"
     retry(ws)
 
     t0 = time.monotonic()
