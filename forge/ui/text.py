@@ -21,7 +21,7 @@ from forge.ui.metric_info import column_info, flag_text
 
 #: How a metric column's label says where the metric comes from (val and play-out metrics: the
 #: catalogue's label alone; their splits are in the column's meaning).
-_SPLIT_PREFIX = {"val": "", "playout": "", "test": "test ", "delta_prev": "Δ ", "delta_best": "Δ best "}
+_SPLIT_PREFIX = {"val": "", "playout": "", "test": "test ", "delta_prev": "Δ "}
 
 
 def metric_column(split: str, name: str) -> tuple[str, tuple[str, str]]:
