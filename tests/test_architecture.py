@@ -23,7 +23,7 @@ def lint_imports(*args: str) -> subprocess.CompletedProcess:
 def test_import_contracts_hold() -> None:
     res = lint_imports()
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert "5 kept, 0 broken" in res.stdout
+    assert "6 kept, 0 broken" in res.stdout
 
 
 def lint_copy(tmp_path: Path, appended: dict[str, str]) -> subprocess.CompletedProcess:
@@ -80,6 +80,24 @@ def test_status_and_the_cli_parser_load_no_heavy_library(tmp_path: Path) -> None
             "assert cli.main(['status']) == 0\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+#: Notebooks whose kernels never train or load a model: every loop iteration starts the first two, and
+#: torch with Lightning is seconds of CPU per kernel on 2 cores.
+LIGHT_NOTEBOOKS = ("01_generate", "02_tokenize")
+
+
+def test_the_generate_and_tokenize_notebooks_load_neither_torch_nor_lightning() -> None:
+    """Their import lines, as the notebooks have them, run in a fresh process that then lists what it loaded."""
+    lines = [line for name in LIGHT_NOTEBOOKS
+             for cell in json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+             if cell["cell_type"] == "code"
+             for line in "".join(cell["source"]).splitlines() if line.startswith(("import ", "from "))]
+    assert any("forge.ui.views" in line for line in lines), lines  # the views are what could pull torch in
+    code = "\n".join(["import sys", *lines, "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"])
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "[]"
 

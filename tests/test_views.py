@@ -24,14 +24,13 @@ from forge.flywheel.stages.generate import GenerateResult
 from forge.flywheel.stages.tokenize import TokenizeResult
 from forge.flywheel.stages.train import TrainOutputs, TrainResult
 from forge.ml.checkpoints import load_module
-from forge.ml.data import tricks_played_of
 from forge.ml.evaluate import evaluate
 from forge.ml.inference import inference_net
 from forge.ml.metrics import MoveMetrics
 from forge.ml.playout import Position, oracle_policy
 from forge.ml.settings import TrainingSection
 from forge.ml.store import build_dataset, load_split, read_manifest
-from forge.ml.tokenize import F_DECL, featurize
+from forge.ml.tokenize import F_DECL, featurize, tricks_played_of
 from forge.ml.training import train
 from forge.oracle.deal import deal
 from forge.oracle.rules import DECL_NAMES, ILLEGAL_Q, MAX_HAND, domino_name

@@ -4,7 +4,9 @@ almost all of a training step.
 
 Batches are dicts of int8 tensors named as in the store (``tokens``, ``masks``, ``players``,
 ``teams``, ``values``, ``qvals``, ``legal``, ``targets``); the module widens them where it
-needs to, on whatever device it runs on.
+needs to, on whatever device it runs on. No Lightning here: the views and the generate and tokenize
+kernels read data through this module, and Lightning's import (with torch._dynamo) is seconds of CPU;
+the Lightning data module that training uses is :mod:`forge.ml.datamodule`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 
-from forge.ml.store import load_split, read_manifest
-from forge.ml.tokenize import F_DECL, F_HELD, TRICK_TOKEN
-from forge.oracle.rules import MAX_HAND, N_PLAYERS
+from forge.ml.store import load_split
+from forge.ml.tokenize import F_DECL
+from forge.oracle.rules import MAX_HAND
 
 Batch = dict[str, Tensor]
 
@@ -47,17 +48,6 @@ def concat_splits(data_dirs: Sequence[str | Path], split: str) -> dict[str, Tens
 def decl_of(batch: Mapping[str, Tensor]) -> Tensor:
     """Declaration of each sample, read from the context token."""
     return batch["tokens"][:, 0, F_DECL]
-
-
-def tricks_played_of(tokens: Tensor, masks: Tensor) -> Tensor:
-    """Tricks completed before each sample's state (0 at the first lead), from its tokens alone:
-    every hand holds ``hand_size - k`` dominoes at the start of trick k and each play of the trick
-    in progress removes one, so held + plays so far = 4 * (hand_size - k)."""
-    hand = slice(1, TRICK_TOKEN)
-    held = tokens[:, hand, F_HELD].sum(1, dtype=torch.int64)
-    plays = masks[:, TRICK_TOKEN:].sum(1, dtype=torch.int64)
-    hand_size = masks[:, hand].sum(1, dtype=torch.int64) // N_PLAYERS
-    return hand_size - (held + plays) // N_PLAYERS
 
 
 class ArrayBatches:
@@ -163,77 +153,3 @@ def shuffle_hand_slots(batch: Batch, generator: torch.Generator | None = None) -
     out["legal"] = batch["legal"].gather(1, mp)
     out["targets"] = (mp == batch["targets"].long().unsqueeze(1)).int().argmax(1).to(batch["targets"].dtype)
     return out
-
-
-class DominoDataModule(L.LightningDataModule):
-    """Train / val / test batches of a tokenized dataset directory (``forge.ml.store`` layout).
-
-    The train split is copied into RAM by default when one process trains (random gathers
-    from RAM are cheapest); under data-parallel training (or with ``in_memory=False``) every
-    rank gathers from the memory map instead, so the ranks of one machine share a single copy
-    in the page cache rather than holding one each. Evaluation splits are read in order,
-    straight from the memory map. ``val_samples`` validates on that many samples spread evenly
-    over the val split (:func:`spread_indices`), the same ones every epoch; None: all of it.
-    ``train_dirs`` trains on the train splits of those datasets, concatenated in RAM (a window of
-    several iterations' data, say), instead of ``data_dir``'s own.
-    """
-
-    def __init__(
-        self,
-        data_dir: str | Path,
-        batch_size: int = 512,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
-        in_memory: bool | None = None,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "test",
-        val_samples: int | None = None,
-        train_dirs: Sequence[str | Path] | None = None,
-    ):
-        super().__init__()
-        self.data_dir = Path(data_dir)
-        self.train_dirs = [Path(d) for d in train_dirs] if train_dirs else None
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.seed = seed
-        self.in_memory = in_memory
-        self.val_samples = val_samples
-        self.split_names = {"train": train_split, "val": val_split, "test": test_split}
-        self.splits: dict[str, dict[str, Tensor]] = {}
-
-    def available(self) -> list[str]:
-        return sorted(read_manifest(self.data_dir).get("splits", {}))
-
-    def _rank_and_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def split(self, role: str) -> dict[str, Tensor]:
-        name = self.split_names[role]
-        if role == "train" and self.train_dirs and name not in self.splits:
-            self.splits[name] = concat_splits(self.train_dirs, name)
-        if name not in self.splits:
-            in_memory = self.in_memory if self.in_memory is not None else self._rank_and_world()[1] == 1
-            tensors = load_tensors(self.data_dir, name, in_memory=in_memory and role == "train")
-            if role == "val" and self.val_samples is not None:
-                tensors = subset(tensors, spread_indices(len(tensors["targets"]), self.val_samples))
-            self.splits[name] = tensors
-        return self.splits[name]
-
-    def has(self, role: str) -> bool:
-        return self.split_names[role] in self.available()
-
-    def train_dataloader(self) -> ArrayBatches:
-        # Lightning iterates the same object every epoch; each pass draws a fresh order.
-        rank, world = self._rank_and_world()
-        return ArrayBatches(self.split("train"), self.batch_size, shuffle=True, seed=self.seed,
-                            rank=rank, world_size=world)
-
-    def val_dataloader(self) -> ArrayBatches:
-        # Every rank validates the whole (sub)set: MoveMetrics are not reduced across processes,
-        # and the weights are the same on every rank, so each logs the single-device figures.
-        return ArrayBatches(self.split("val"), self.eval_batch_size)
-
-    def test_dataloader(self) -> ArrayBatches:
-        return ArrayBatches(self.split("test"), self.eval_batch_size)

@@ -49,6 +49,19 @@ F_HELD, F_TYPE, F_DECL, F_REL_LEADER = range(8, 12)
 FEATURE_VOCAB: tuple[int, ...] = (7, 7, 2, 3, 8, N_PLAYERS, 2, 2, 2, 8, N_DECLS, N_PLAYERS)
 
 
+def tricks_played_of(tokens, masks):  # numpy arrays or torch tensors: (N, 32, 12) tokens, (N, 32) masks
+    """Tricks completed before each sample's state (0 at the first lead), from its tokens alone:
+    every hand holds ``hand_size - k`` dominoes at the start of trick k and each play of the trick
+    in progress removes one, so held + plays so far = 4 * (hand_size - k). Integer sums widen to
+    int64 in numpy and torch alike, so one function serves the views (numpy, no torch) and the
+    evaluation (tensors)."""
+    hand = slice(1, TRICK_TOKEN)
+    held = tokens[:, hand, F_HELD].sum(1)
+    plays = masks[:, TRICK_TOKEN:].sum(1)
+    hand_size = masks[:, hand].sum(1) // N_PLAYERS
+    return hand_size - (held + plays) // N_PLAYERS
+
+
 def _open(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path, memory_map=True)

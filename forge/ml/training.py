@@ -45,7 +45,7 @@ from forge.commandline import TRAIN
 from forge.errors import ForgeError, InputError
 from forge.ml.budget_bar import BudgetProgressBar
 from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
-from forge.ml.data import DominoDataModule
+from forge.ml.datamodule import DominoDataModule
 from forge.ml.devices import on_cuda
 from forge.ml.model import PRESETS, ModelConfig, preset
 from forge.ml.module import OPTIMIZER_STATES, SAMPLES_SEEN, DominoModule

@@ -27,7 +27,8 @@ from forge.ml.checkpoints import (
     load_module,
     read_checkpoint,
 )
-from forge.ml.data import DominoDataModule, load_tensors
+from forge.ml.data import load_tensors
+from forge.ml.datamodule import DominoDataModule
 from forge.ml.evaluate import NonFiniteError, evaluate_model
 from forge.ml.module import WEIGHTS_SHA256, DominoModule, weights_sha256
 from forge.ml.store import MANIFEST, StoreError, build_dataset, load_split

@@ -15,8 +15,7 @@ from html import escape
 import numpy as np
 import polars as pl
 
-from forge.ml.data import tricks_played_of
-from forge.ml.tokenize import F_DECL, F_HELD, F_HIGH, F_LOW, F_REL_LEADER, TRICK_TOKEN
+from forge.ml.tokenize import F_DECL, F_HELD, F_HIGH, F_LOW, F_REL_LEADER, TRICK_TOKEN, tricks_played_of
 from forge.oracle.play import legal_moves
 from forge.oracle.rules import MAX_HAND, N_PLAYERS, domino_id, domino_name, team_of
 from forge.oracle.state import MASK_BITS, NO_PLAY, TRICK_LEN_SHIFT, pack_state, unpack_state
@@ -53,10 +52,8 @@ def trick_plays_expr(state: str = "state") -> pl.Expr:
 
 def sample_tricks_played(tokens: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """The same count for tokenized samples: (N, 32, 12) tokens and (N, 32) masks (the evaluation's
-    own per-depth count, :func:`forge.ml.data.tricks_played_of`)."""
-    import torch
-
-    return tricks_played_of(torch.from_numpy(np.asarray(tokens)), torch.from_numpy(np.asarray(masks))).numpy()
+    own per-depth count, :func:`forge.ml.tokenize.tricks_played_of`)."""
+    return np.asarray(tricks_played_of(np.asarray(tokens), np.asarray(masks)), dtype=np.int64)
 
 
 def mover_sign(player: int) -> int:
