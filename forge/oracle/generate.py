@@ -110,7 +110,9 @@ def generate(
 ) -> Iterator[ShardResult]:
     """Make every (seed, decl) shard in ``out_dir``; yields results as shards finish.
 
-    ``executor="local"`` (the default) solves in ``workers`` processes on this machine;
+    ``executor="local"`` (the default) solves in ``workers`` processes on this machine (None:
+    as many as it has CPUs, started once the deals left are worth their start; small deals are
+    solved in this process, :func:`forge.oracle.local_pool.run_local`);
     ``"ray"`` runs one task per deal on the Ray cluster at ``ray_address`` (default:
     ``RAY_ADDRESS`` or the cluster started on this machine) and writes the shards here, byte
     for byte as a local run would (:mod:`forge.oracle.ray_pool`).
@@ -146,8 +148,9 @@ def generate(
     if executor == "ray":
         results = _on_ray(todo, out_dir, hand_size, ray_address)
     else:
-        workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-        results = run_local(generate_one, [(s, d, out_dir, hand_size) for s, d in todo], workers)
+        # asked for no number of workers: small deals are solved here, sooner than workers would start
+        results = run_local(generate_one, [(s, d, out_dir, hand_size) for s, d in todo],
+                            max(1, min(workers or os.cpu_count() or 1, len(todo))), adaptive=workers is None)
     bar = tqdm(total=len(todo), unit="shard", disable=not progress or not todo, file=sys.stderr)
     with bar:
         for res in results:

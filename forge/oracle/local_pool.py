@@ -4,6 +4,10 @@ A ProcessPoolExecutor's workers block on a queue whose write end they hold thems
 their parent is killed (``kill -9`` of a flywheel loop, an OOM kill) they never see end-of-file:
 a solve in flight runs to its end and the idle workers then wait forever (issue 10, fault 5).
 On Linux each worker asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``).
+
+Starting a worker (an interpreter, numba and the cached kernels) costs about a second of CPU; a
+small deal solves in a millisecond. Asked to choose (``adaptive``), the pool first solves here and
+starts its workers only once the calls left promise more work than their start costs.
 """
 
 from __future__ import annotations
@@ -13,11 +17,16 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
 T = TypeVar("T")
+
+#: What starting the worker processes costs, in seconds of this process's time: calls whose projected
+#: remaining time is below it run here (a 3-domino deal: about 1 ms; a 7-domino deal: about a second).
+WORKER_START_S = 1.0
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -45,22 +54,40 @@ def _init_worker(parent_pid: int, threads: int) -> None:
     numba.set_num_threads(threads)
 
 
-def run_local(fn: Callable[..., T], calls: Iterable[tuple], workers: int) -> Iterator[T]:
+def run_local(fn: Callable[..., T], calls: Iterable[tuple], workers: int, adaptive: bool = False) -> Iterator[T]:
     """``fn(*args)`` for every args tuple, in ``workers`` processes; results in completion order.
 
     Each worker gets an equal share of the CPUs as numba threads. ``spawn``, not ``fork``:
-    numba's thread pools do not survive a fork safely.
+    numba's thread pools do not survive a fork safely. ``adaptive``: call ``fn`` here while the
+    calls left would take less than :data:`WORKER_START_S` at the pace of those done after the first
+    (which also pays for loading the kernels), then hand the rest to the workers; a first call that
+    alone takes longer hands them over at once.
     """
     calls = list(calls)
+    done = 0
+    if adaptive and workers > 1:
+        started = time.perf_counter()
+        while done < len(calls):
+            yield fn(*calls[done])
+            done += 1
+            now = time.perf_counter()
+            if done == 1:
+                if now - started > WORKER_START_S:
+                    break
+                started = now
+            elif (now - started) / (done - 1) * (len(calls) - done) > WORKER_START_S:
+                break
+    rest = calls[done:]
+    workers = min(workers, len(rest))
     if workers <= 1:
-        for args in calls:
+        for args in rest:
             yield fn(*args)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
     init_args = (os.getpid(), threads)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init_args) as pool:
-        futures = [pool.submit(fn, *args) for args in calls]
+        futures = [pool.submit(fn, *args) for args in rest]
         try:
             for fut in as_completed(futures):
                 yield fut.result()
