@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from forge.flywheel.config import Config, ConfigError, config_from_dict
-from forge.ml.catalog import HIGHER_IS_BETTER as HIGHER_IS_BETTER  # re-exported: the views import them from here
+from forge.ml.catalog import HIGHER_IS_BETTER as HIGHER_IS_BETTER
+from forge.ml.catalog import PRIMARY  # re-exported: the views import them from here
 from forge.ml.catalog import TRACKED as TRACKED
 
 #: The stage names state.yaml may hold (its schema): the stage registry, forge.flywheel.stages.REGISTRY,
@@ -26,7 +27,7 @@ StageName = Literal["generate", "tokenize", "train", "evaluate"]
 _STAGE_NAMES: tuple[str, ...] = get_args(StageName)
 #: The metric that decides "best" (lower is better). The metrics whose regressions against the best
 #: iteration are flagged, and those better higher, are the catalogue's (forge.ml.catalog).
-PRIMARY_METRIC = ("val", "q_gap")
+PRIMARY_METRIC = PRIMARY
 
 
 #: The configuration fields that decide the golden sets' content (shards and their tokenization).

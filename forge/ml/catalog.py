@@ -69,6 +69,10 @@ CATALOG: dict[str, Metric] = {
     "playout_deals": Metric("play-out hands", "hands", "golden test hands played out"),
 }
 
+#: The metric that ranks checkpoints and iterations: val Q-gap, lower is better. Training keeps the epoch
+#: with the lowest (logged as ``val/q_gap``), the history's best iteration is the lowest.
+PRIMARY: tuple[str, str] = ("val", "q_gap")
+
 #: The reference catalog's five metrics, in its order.
 REFERENCE_FIVE: tuple[str, ...] = ("q_gap", "zero_regret", "blunder_rate", "value_mae", "q_mae")
 

@@ -49,11 +49,11 @@ from forge.ml.datamodule import DominoDataModule
 from forge.ml.devices import on_cuda
 from forge.ml.model import PRESETS, ModelConfig, preset
 from forge.ml.module import OPTIMIZER_STATES, SAMPLES_SEEN, DominoModule
+from forge.ml.run_logs import BEST_METRIC
 from forge.ml.schedule import Budget, budget_clock
 from forge.ml.settings import WANDB_PROJECT, HardwareSection, TrainingSection
 from forge.ml.store import StoreError, load_split, read_manifest
 
-BEST_METRIC = "val/q_gap"
 #: Gradients are clipped to this norm in every training step.
 GRAD_CLIP = 1.0
 #: What "auto" means on a CPU, chosen by measurement (benchmarks/learning.py --speed, 2-core AMD

@@ -17,18 +17,17 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import polars as pl
-import yaml
 from matplotlib.figure import Figure
 
 from forge.flywheel.paths import Workspace
-from forge.flywheel.records import PRIMARY_METRIC, metric_label
 from forge.flywheel.stages import REGISTRY
+from forge.ml.run_logs import BEST_METRIC, metrics_frame, run_settings
 from forge.ui.views.compare import Run
 from forge.ui.views.display import live, show
 
 #: The columns drawn: the training loss per logged step, the validation checks' loss and Q-gap.
 TRAIN_LOSS, VAL_LOSS = "train/loss", "val/loss"
-VAL_Q_GAP = metric_label(*PRIMARY_METRIC)  # "val/q_gap": the primary metric, as Lightning logs it
+VAL_Q_GAP = BEST_METRIC  # "val/q_gap": the primary metric, as Lightning logs it
 X_CHOICES = {"samples": "samples trained on in the iteration", "cumulative": "samples seen by the weights"}
 
 
@@ -47,14 +46,10 @@ def load_curve(run: Run) -> Curve | None:
     try:
         result = json.loads(REGISTRY["train"].path(ws, run.iteration).read_text())
         csv = ws.root / result["metrics_csv"]
-        frame = pl.read_csv(csv, infer_schema_length=None)
+        frame = metrics_frame(csv)
     except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
         return None
-    try:
-        settings = yaml.safe_load((csv.parent / "hparams.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        settings = {}
-    batch = int(settings.get("batch_size") or 1)
+    batch = int(run_settings(csv).get("batch_size") or 1)
     seen, samples = result.get("samples_seen"), result.get("samples")
     offset = int(seen - samples) if isinstance(seen, int) and isinstance(samples, int) and seen >= samples else 0
     series = {}

@@ -9,9 +9,7 @@ already done (and trained nothing in this kernel) shows the same record.
 from __future__ import annotations
 
 import math
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,7 +18,10 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from forge.flywheel.stages.train import TrainResult
-from forge.ml.training import BEST_METRIC, best_epoch
+from forge.ml.run_logs import BEST_METRIC
+from forge.ml.run_logs import metrics_frame as metrics_frame  # re-exported: 03_train reads its run through them
+from forge.ml.run_logs import run_settings as run_settings
+from forge.ml.training import best_epoch
 from forge.ui.views.display import displayable, live
 
 
@@ -130,22 +131,6 @@ class LiveCurve(L.Callback):
         else:
             self._handle.update(image)
         self._drawn = time.perf_counter()
-
-
-def metrics_frame(csv: str | os.PathLike) -> pl.DataFrame:
-    """The run's ``metrics.csv`` (Lightning's CSVLogger: one row per logging call, blanks elsewhere)."""
-    return pl.read_csv(csv, infer_schema_length=None)
-
-
-def run_settings(csv: str | os.PathLike) -> dict[str, Any]:
-    """How the run was asked to train (``hparams.yaml`` beside its metrics.csv: epochs or a budget in
-    ``max_samples`` / ``max_seconds``, ``batch_size``, ``val_samples``); empty if it is gone."""
-    import yaml
-
-    try:
-        return yaml.safe_load((Path(csv).parent / "hparams.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
 
 
 def budget_text(settings: dict[str, Any]) -> str | None:
