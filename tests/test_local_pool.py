@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 
+import numba
 import pytest
-from helpers.pool_calls import whose
+from helpers.pool_calls import numba_threads, whose
 
 from forge.oracle import local_pool
 from forge.oracle.generate import generate
@@ -27,6 +28,15 @@ def test_calls_worth_the_workers_start_are_handed_to_them(monkeypatch: pytest.Mo
     pids = [pid for _, pid in results]
     assert pids[0] == os.getpid()  # the first call shows the pace, here
     assert os.getpid() not in pids[1:]  # the rest went to the workers
+
+
+def test_small_calls_here_run_on_one_numba_thread_and_leave_the_setting_as_it_was() -> None:
+    """Past the first call (which keeps the process's threads: a large deal shows its pace on all of
+    them), the calls made here run on one numba thread; the caller's own setting is back afterwards."""
+    before = numba.get_num_threads()
+    results = list(run_local(numba_threads, [(n,) for n in range(5)], workers=2, adaptive=True))
+    assert [t for _, t in results] == [before, 1, 1, 1, 1]
+    assert numba.get_num_threads() == before
 
 
 def test_a_number_of_workers_asked_for_is_kept() -> None:
