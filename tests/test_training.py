@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numba
 import pytest
 import torch
 from helpers.numerics import near_ties
@@ -43,12 +44,16 @@ pytestmark = pytest.mark.xdist_group("training")
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One torch thread: on a 2-core machine shared with other jobs, two spinning OpenMP threads
-    can make these runs ten times slower; one thread costs ~30% when the machine is idle."""
-    before = torch.get_num_threads()
+    """One torch thread and one numba thread: on a 2-core machine shared with other jobs, two
+    spinning OpenMP threads can make these runs ten times slower; one thread costs ~30% when the
+    machine is idle. numba's parallel solver in a process that has loaded torch is the worst case:
+    solving the fixture's 344 deals took 24 s on two threads under load, 4 s on one."""
+    before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(before[0])
+    numba.set_num_threads(before[1])
 
 
 @pytest.fixture(scope="module")
@@ -463,12 +468,13 @@ def test_continuing_runs_follow_one_schedule_and_keep_the_optimiser(data, tmp_pa
     assert fresh.samples_seen == 640 and _lr_rows(fresh.metrics_csv)[0] == pytest.approx(lrs1[0])
 
 
-@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
-def test_training_on_several_datasets_reads_each_train_split(data, mini, tmp_path):
-    both = train(mini, TrainingSection(epochs=1, model="tiny", batch_size=256), train_dirs=[mini, data],
+def test_training_on_several_datasets_reads_each_train_split(shards, mini, tmp_path):
+    other = tmp_path / "other"  # other deals, another sample count: a sum that only both splits give
+    build_dataset({"train": shards["train"][6:12], "val": shards["val"][:2]}, other, 40, 0, progress=False)
+    both = train(mini, TrainingSection(epochs=1, model="tiny", batch_size=256), train_dirs=[mini, other],
                  run_dir=tmp_path, **FAST)
-    n = sum(len(load_tensors(d, "train")["targets"]) for d in (mini, data))
-    assert both.samples == n
+    sizes = [len(load_tensors(d, "train")["targets"]) for d in (mini, other)]
+    assert sizes[0] != sizes[1] and both.samples == sum(sizes)
 
 
 @pytest.mark.parametrize("budget, message", [
