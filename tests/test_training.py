@@ -56,14 +56,18 @@ def one_thread():
     numba.set_num_threads(before[1])
 
 
+def _solved(out: Path, train: int, val: int, test: int) -> dict[str, list[Path]]:
+    """Shards of the first ``train`` training deals, ``val`` validation and ``test`` test deals."""
+    return {
+        "train": [write_shard(solve(s, DECL, HAND), out) for s in range(train)],
+        "val": [write_shard(solve(s, DECL, HAND), out) for s in range(1000, 1000 + val)],
+        "test": [write_shard(solve(s, DECL, HAND), out) for s in range(2000, 2000 + test)],
+    }
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> dict[str, list[Path]]:
-    out = tmp_path_factory.mktemp("shards")
-    return {
-        "train": [write_shard(solve(s, DECL, HAND), out) for s in range(300)],
-        "val": [write_shard(solve(s, DECL, HAND), out) for s in range(1000, 1040)],
-        "test": [write_shard(solve(s, DECL, HAND), out) for s in range(2000, 2004)],
-    }
+    return _solved(tmp_path_factory.mktemp("shards"), 300, 40, 4)
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +79,11 @@ def data(shards, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mini(shards, tmp_path_factory) -> Path:
-    """A few hundred samples, for runs whose learning does not matter."""
-    out = tmp_path_factory.mktemp("mini") / "data"
-    splits = {"train": shards["train"][:6], "val": shards["val"][:2], "test": shards["test"][:2]}
-    build_dataset(splits, out, 60, 0, progress=False)
-    return out
+def mini(tmp_path_factory) -> Path:
+    """A few hundred samples, for runs whose learning does not matter (the quick tier solves only these deals)."""
+    root = tmp_path_factory.mktemp("mini")
+    build_dataset(_solved(root / "shards", 6, 2, 2), root / "data", 60, 0, progress=False)
+    return root / "data"
 
 
 @pytest.fixture(scope="module")
@@ -468,9 +471,10 @@ def test_continuing_runs_follow_one_schedule_and_keep_the_optimiser(data, tmp_pa
     assert fresh.samples_seen == 640 and _lr_rows(fresh.metrics_csv)[0] == pytest.approx(lrs1[0])
 
 
-def test_training_on_several_datasets_reads_each_train_split(shards, mini, tmp_path):
+def test_training_on_several_datasets_reads_each_train_split(mini, tmp_path):
     other = tmp_path / "other"  # other deals, another sample count: a sum that only both splits give
-    build_dataset({"train": shards["train"][6:12], "val": shards["val"][:2]}, other, 40, 0, progress=False)
+    solved = _solved(tmp_path / "shards", 12, 0, 0)
+    build_dataset({"train": solved["train"][6:]}, other, 40, 0, progress=False)
     both = train(mini, TrainingSection(epochs=1, model="tiny", batch_size=256), train_dirs=[mini, other],
                  run_dir=tmp_path, **FAST)
     sizes = [len(load_tensors(d, "train")["targets"]) for d in (mini, other)]
