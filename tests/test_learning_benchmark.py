@@ -7,6 +7,7 @@ plot; what the figures are is the benchmark's business.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -36,8 +37,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def in_process(capsys):
     """The benchmark's ``main`` in this process (no second start of torch and Lightning): its exit
-    status and what it printed; torch's thread count, which a mode sets, is restored afterwards."""
-    threads = torch.get_num_threads()
+    status and what it printed; torch's thread count and Lightning's log level, which a mode sets,
+    are restored afterwards."""
+    threads, lightning_log = torch.get_num_threads(), logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
 
     def call(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
@@ -47,6 +50,7 @@ def in_process(capsys):
 
     yield call
     torch.set_num_threads(threads)
+    lightning_log.setLevel(level)
 
 
 def test_budget_parsing_and_evaluation_times():
