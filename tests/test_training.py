@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import numba
 import pytest
 import torch
 from helpers.numerics import near_ties
+from helpers.threads import one_numba_thread
 from pydantic import ValidationError
 
 from forge.cli import eval as eval_cli
@@ -46,14 +46,12 @@ pytestmark = pytest.mark.xdist_group("training")
 def one_thread():
     """One torch thread and one numba thread: on a 2-core machine shared with other jobs, two
     spinning OpenMP threads can make these runs ten times slower; one thread costs ~30% when the
-    machine is idle. numba's parallel solver in a process that has loaded torch is the worst case:
-    solving the fixture's 344 deals took 24 s on two threads under load, 4 s on one."""
-    before = torch.get_num_threads(), numba.get_num_threads()
+    machine is idle (the fixture's 344 deals solved in 24 s on two numba threads under load, 4 s on one)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
+    with one_numba_thread():
+        yield
+    torch.set_num_threads(before)
 
 
 def _solved(out: Path, train: int, val: int, test: int) -> dict[str, list[Path]]:
