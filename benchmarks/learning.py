@@ -109,20 +109,20 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         ap.error("--lr must be a positive number")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.train_states is None:
         args.train_states = load_preset(args.flywheel or args.preset).data.train_states
     out = Path(args.out) if args.out else REPO / "runs" / "learning" / (
         args.label or datetime.now().strftime("%Y%m%d-%H%M%S"))
     try:
-        # a bad key fails before any data is made
+        # a bad key fails before any data is made (and before this process's threads are touched)
         flywheel_settings(args.flywheel, args.set) if args.flywheel else parse_settings(args.set)
         for text in args.speed or []:
             speed.variant(text)
         if args.compare:
             compare.compare(args.compare, Path(args.out) / "compare.png" if args.out else None)
             return 0
+        if args.threads:
+            torch.set_num_threads(args.threads)
         if args.speed:
             result = speed.run_speed(args, out)
         elif args.flywheel:

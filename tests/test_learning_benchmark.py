@@ -7,12 +7,14 @@ plot; what the figures are is the benchmark's business.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from forge.ml.module import DominoModule
 from forge.ml.schedule import TrainClock
@@ -22,12 +24,33 @@ SCRIPT = REPO / "benchmarks" / "learning.py"
 
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark's modes live in benchmarks/ttq
+import learning  # noqa: E402
 from ttq import common, curve  # noqa: E402
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
+    """The benchmark as a real command (its exit status, its output)."""
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
+
+
+@pytest.fixture
+def in_process(capsys):
+    """The benchmark's ``main`` in this process (no second start of torch and Lightning): its exit
+    status and what it printed; torch's thread count and Lightning's log level, which a mode sets,
+    are restored afterwards."""
+    threads, lightning_log = torch.get_num_threads(), logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+
+    def call(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = learning.main(list(args))
+        shown = capsys.readouterr()
+        return code, shown.out, shown.err
+
+    yield call
+    torch.set_num_threads(threads)
+    lightning_log.setLevel(level)
 
 
 def test_budget_parsing_and_evaluation_times():
@@ -85,10 +108,12 @@ def test_a_schedule_laid_over_a_fraction_warms_up_then_anneals_to_the_floor():
 
 
 @pytest.mark.slow
-def test_tiny_budget_prints_the_curve_and_saves_json_and_plot(tmp_path):
+def test_tiny_budget_prints_the_curve_and_saves_json_and_plot(tmp_path, in_process):
     out = tmp_path / "out"
+    # 100 golden val states per shard (~3,000) scored at each point, not the default ~20,000
     run = _run("--preset", "tiny", "--budget", "3s", "--clock", "wall", "--deals", "2", "--points", "2",
-               "--workers", "1", "--data", str(tmp_path / "data"), "--out", str(out), "--label", "ci", "--quiet")
+               "--workers", "1", "--val-per-shard", "100", "--data", str(tmp_path / "data"), "--out", str(out),
+               "--label", "ci", "--quiet")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Q-gap" in run.stdout and "samples/s" in run.stdout and "load average" in run.stdout
 
@@ -112,32 +137,36 @@ def test_tiny_budget_prints_the_curve_and_saves_json_and_plot(tmp_path):
     assert (out / "curve-metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the saved curve can be put side by side with another (here itself)
-    again = _run("--compare", str(out / "curve.json"), str(out / "curve.json"), "--out", str(tmp_path / "cmp"))
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("ci") >= 2 and (tmp_path / "cmp" / "compare.png").exists()
+    code, shown, err = in_process("--compare", str(out / "curve.json"), str(out / "curve.json"),
+                                  "--out", str(tmp_path / "cmp"))
+    assert code == 0, err[-2000:]
+    assert shown.count("ci") >= 2 and (tmp_path / "cmp" / "compare.png").exists()
 
 
-def test_bad_request_is_one_line_not_a_traceback(tmp_path):
-    run = _run("--preset", "tiny", "--budget", "2s", "--set", "nonsense=1", "--data", str(tmp_path))
-    assert run.returncode == 2
-    assert "Traceback" not in run.stderr and "nonsense" in run.stderr
+def test_bad_request_is_one_line_not_a_traceback(tmp_path, in_process):
+    threads = torch.get_num_threads()
+    code, _, err = in_process("--preset", "tiny", "--budget", "2s", "--set", "nonsense=1", "--data", str(tmp_path))
+    assert code == 2  # what the command exits with (sys.exit(main()))
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "nonsense" in err, err
+    assert torch.get_num_threads() == threads and not any(tmp_path.iterdir())  # refused before anything ran
 
 
 @pytest.mark.slow
-def test_speed_mode_measures_each_variant_through_the_projects_training(tmp_path):
+def test_speed_mode_measures_each_variant_through_the_projects_training(tmp_path, in_process):
     out = tmp_path / "speed"
-    run = _run("--preset", "tiny", "--speed", "base", "batch_size=32", "--speed-rounds", "2", "--speed-steps", "3",
-               "--deals", "2", "--workers", "1", "--data", str(tmp_path / "data"), "--out", str(out))
-    assert run.returncode == 0, run.stderr[-2000:]
+    code, shown, err = in_process("--preset", "tiny", "--speed", "base", "batch_size=32", "--speed-rounds", "2",
+                                  "--speed-steps", "3", "--deals", "2", "--workers", "1",
+                                  "--data", str(tmp_path / "data"), "--out", str(out))
+    assert code == 0, err[-2000:]
     rows = json.loads((out / "curve.json").read_text())["variants"]
     assert [r["variant"] for r in rows] == ["base", "batch_size=32"]
     assert [r["batch_size"] for r in rows] == [64, 32] and rows[0]["vs_first"] == 1.0
     assert all(r["wall_samples_per_s"] > 0 and r["cpu_samples_per_s"] > 0 for r in rows)
-    assert "CPU samples/s" in run.stdout
+    assert "CPU samples/s" in shown
 
 
 @pytest.mark.loop
-def test_flywheel_mode_runs_a_real_loop_until_the_budget(tmp_path):
+def test_flywheel_mode_runs_a_real_loop_until_the_budget(tmp_path, in_process):
     out, ws = tmp_path / "fly", tmp_path / "ws"
     # the loop ends itself after one iteration, well within the budget (no timing in the test)
     run = _run("--flywheel", "tiny", "--budget", "10m", "--set", "stop_iterations=1", "--workers", "1",
@@ -152,6 +181,7 @@ def test_flywheel_mode_runs_a_real_loop_until_the_budget(tmp_path):
     assert "train share" in run.stdout and not (ws / ".flywheel.stop").exists()
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the figure the README shows
     assert (out / "curve-metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    side_by_side = _run("--compare", str(out / "curve.json"), str(out / "curve.json"), "--out", str(tmp_path / "cmp"))
-    assert side_by_side.returncode == 0, side_by_side.stderr[-2000:]
-    assert (tmp_path / "cmp" / "compare.png").exists() and "last 3 mean" in side_by_side.stdout
+    code, shown, err = in_process("--compare", str(out / "curve.json"), str(out / "curve.json"),
+                                  "--out", str(tmp_path / "cmp"))
+    assert code == 0, err[-2000:]
+    assert (tmp_path / "cmp" / "compare.png").exists() and "last 3 mean" in shown

@@ -14,6 +14,7 @@ import lightning as L
 import pytest
 import torch
 from helpers.numerics import near_ties
+from helpers.threads import one_numba_thread
 from pydantic import ValidationError
 
 from forge.cli import eval as eval_cli
@@ -43,22 +44,28 @@ pytestmark = pytest.mark.xdist_group("training")
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One torch thread: on a 2-core machine shared with other jobs, two spinning OpenMP threads
-    can make these runs ten times slower; one thread costs ~30% when the machine is idle."""
+    """One torch thread and one numba thread: on a 2-core machine shared with other jobs, two
+    spinning OpenMP threads can make these runs ten times slower; one thread costs ~30% when the
+    machine is idle (the fixture's 344 deals solved in 24 s on two numba threads under load, 4 s on one)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with one_numba_thread():
+        yield
     torch.set_num_threads(before)
+
+
+def _solved(out: Path, train: int, val: int, test: int) -> dict[str, list[Path]]:
+    """Shards of the first ``train`` training deals, ``val`` validation and ``test`` test deals."""
+    return {
+        "train": [write_shard(solve(s, DECL, HAND), out) for s in range(train)],
+        "val": [write_shard(solve(s, DECL, HAND), out) for s in range(1000, 1000 + val)],
+        "test": [write_shard(solve(s, DECL, HAND), out) for s in range(2000, 2000 + test)],
+    }
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> dict[str, list[Path]]:
-    out = tmp_path_factory.mktemp("shards")
-    return {
-        "train": [write_shard(solve(s, DECL, HAND), out) for s in range(300)],
-        "val": [write_shard(solve(s, DECL, HAND), out) for s in range(1000, 1040)],
-        "test": [write_shard(solve(s, DECL, HAND), out) for s in range(2000, 2004)],
-    }
+    return _solved(tmp_path_factory.mktemp("shards"), 300, 40, 4)
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +77,11 @@ def data(shards, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mini(shards, tmp_path_factory) -> Path:
-    """A few hundred samples, for runs whose learning does not matter."""
-    out = tmp_path_factory.mktemp("mini") / "data"
-    splits = {"train": shards["train"][:6], "val": shards["val"][:2], "test": shards["test"][:2]}
-    build_dataset(splits, out, 60, 0, progress=False)
-    return out
+def mini(tmp_path_factory) -> Path:
+    """A few hundred samples, for runs whose learning does not matter (the quick tier solves only these deals)."""
+    root = tmp_path_factory.mktemp("mini")
+    build_dataset(_solved(root / "shards", 6, 2, 2), root / "data", 60, 0, progress=False)
+    return root / "data"
 
 
 @pytest.fixture(scope="module")
@@ -463,12 +469,14 @@ def test_continuing_runs_follow_one_schedule_and_keep_the_optimiser(data, tmp_pa
     assert fresh.samples_seen == 640 and _lr_rows(fresh.metrics_csv)[0] == pytest.approx(lrs1[0])
 
 
-@pytest.mark.slow  # trains on the 300-deal fixture: a minute or more on 2 cores
-def test_training_on_several_datasets_reads_each_train_split(data, mini, tmp_path):
-    both = train(mini, TrainingSection(epochs=1, model="tiny", batch_size=256), train_dirs=[mini, data],
+def test_training_on_several_datasets_reads_each_train_split(mini, tmp_path):
+    other = tmp_path / "other"  # other deals, another sample count: a sum that only both splits give
+    solved = _solved(tmp_path / "shards", 12, 0, 0)
+    build_dataset({"train": solved["train"][6:]}, other, 40, 0, progress=False)
+    both = train(mini, TrainingSection(epochs=1, model="tiny", batch_size=256), train_dirs=[mini, other],
                  run_dir=tmp_path, **FAST)
-    n = sum(len(load_tensors(d, "train")["targets"]) for d in (mini, data))
-    assert both.samples == n
+    sizes = [len(load_tensors(d, "train")["targets"]) for d in (mini, other)]
+    assert sizes[0] != sizes[1] and both.samples == sum(sizes)
 
 
 @pytest.mark.parametrize("budget, message", [

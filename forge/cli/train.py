@@ -14,9 +14,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from forge.commandline import TRAIN, ArgumentParser, UsageError, number, run_cli
-from forge.ml.model import PRESETS
+from forge.ml.model_presets import PRESETS
 from forge.ml.settings import PRECISIONS, HardwareSection, TrainingSection
-from forge.ml.training import train
 from forge.validation import first_problem
 
 PROG = TRAIN
@@ -82,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                                             compile=args.compile))
     except ValidationError as err:  # the option is the field's name with dashes
         raise UsageError("--" + first_problem(err).replace("_", "-").replace("train-seed", "seed")) from None
+    from forge.ml.training import train  # torch and Lightning: only once the request holds (--help, a typo: ~0.5 s)
+
     result = train(args.data, training, hardware, resume=args.resume, run_dir=args.run_dir, wandb=args.wandb,
                    wandb_group=args.wandb_group, threads=args.threads, progress=not args.no_progress,
                    module_kwargs={"shuffle_hands": args.shuffle_hands})
