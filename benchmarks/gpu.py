@@ -28,8 +28,8 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from forge.ml.checkpoints import load_module  # noqa: E402
 from forge.ml.data import ArrayBatches, decl_of, load_tensors  # noqa: E402
+from forge.ml.loading import load_module  # noqa: E402
 from forge.ml.metrics import MoveMetrics  # noqa: E402
 from forge.ml.settings import HardwareSection, TrainingSection  # noqa: E402
 from forge.ml.training import train  # noqa: E402

@@ -58,10 +58,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from forge.ml.checkpoints import load_module  # noqa: E402
 from forge.ml.data import ArrayBatches, load_tensors, spread_indices, subset  # noqa: E402
 from forge.ml.datamodule import DominoDataModule  # noqa: E402
 from forge.ml.evaluate import evaluate_model  # noqa: E402
+from forge.ml.loading import load_module  # noqa: E402
 from forge.ml.module import DominoModule  # noqa: E402
 from forge.ml.settings import HardwareSection, TrainingSection  # noqa: E402
 from forge.ml.store import load_split  # noqa: E402

@@ -15,9 +15,10 @@ import pytest
 from helpers.numerics import near_ties
 from helpers.threads import one_numba_thread
 
-from forge.ml.checkpoints import load_module, read_checkpoint
+from forge.ml.checkpoints import read_checkpoint
 from forge.ml.data import load_tensors
 from forge.ml.evaluate import evaluate
+from forge.ml.loading import load_module
 from forge.ml.metrics import MAX_GAP
 from forge.ml.store import build_dataset
 from forge.oracle.shard import write_shard

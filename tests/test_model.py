@@ -7,10 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from forge.ml.checkpoints import weights_sha256
 from forge.ml.data import shuffle_hand_slots
 from forge.ml.inference import fp32_tolerance
 from forge.ml.model import DominoTransformer, count_parameters, encoder_layer, preset
-from forge.ml.module import DominoModule, policy_loss, q_loss, value_loss, weights_sha256
+from forge.ml.module import DominoModule, policy_loss, q_loss, value_loss
 from forge.ml.tokenize import FEATURE_VOCAB, featurize
 from forge.oracle.solve import solve
 

@@ -18,12 +18,11 @@ from forge.ml.checkpoints import (
     CheckpointError,
     baseline_architecture,
     checkpoint_info,
-    load_module,
-    load_weights,
     read_checkpoint,
     same_shape,
 )
 from forge.ml.inference import InferenceNet, fp32_tolerance
+from forge.ml.loading import load_module, load_weights
 from forge.ml.model import preset
 from forge.ml.module import DominoModule
 from forge.ml.reference import REFERENCE

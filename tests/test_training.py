@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from forge.cli import eval as eval_cli
 from forge.cli import train as train_cli
 from forge.commandline import run_cli
-from forge.ml.checkpoints import CheckpointError, load_module, read_checkpoint
+from forge.ml.checkpoints import CheckpointError, read_checkpoint
 from forge.ml.data import ArrayBatches, load_tensors, spread_indices, subset
 from forge.ml.evaluate import evaluate, evaluate_model
+from forge.ml.loading import load_module
 from forge.ml.metrics import MAX_GAP, mover_q
 from forge.ml.model import preset
 from forge.ml.settings import HardwareSection, TrainingSection

@@ -23,9 +23,9 @@ from forge.flywheel.stages.evaluate import EvaluateResult
 from forge.flywheel.stages.generate import GenerateResult
 from forge.flywheel.stages.tokenize import TokenizeResult
 from forge.flywheel.stages.train import TrainOutputs, TrainResult
-from forge.ml.checkpoints import load_module
 from forge.ml.evaluate import evaluate
 from forge.ml.inference import inference_net
+from forge.ml.loading import load_module
 from forge.ml.metrics import MoveMetrics
 from forge.ml.playout import Position, oracle_policy
 from forge.ml.settings import TrainingSection

@@ -22,9 +22,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from forge.flywheel.config import load_preset
-from forge.ml.checkpoints import load_module
 from forge.ml.data import load_tensors
 from forge.ml.evaluate import evaluate_model
+from forge.ml.loading import load_module
 from forge.ml.model import DominoTransformer, ModelConfig, count_parameters, preset
 from forge.ml.schedule import Budget, TrainClock
 from forge.ml.settings import HardwareSection, TrainingSection

@@ -16,7 +16,6 @@ from pathlib import Path
 from forge.atomic import atomic_write_text
 from forge.commandline import ArgumentParser, UsageError, number, run_cli
 from forge.ml.checkpoints import checkpoint_info
-from forge.ml.evaluate import eval_device, evaluate
 
 PROG = "python -m forge.cli.eval"
 
@@ -45,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None and args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a folder, not a file")
     heads = checkpoint_info(args.checkpoint).trained_heads  # a bad checkpoint fails before the data loads
+    # Lightning (through the module evaluate builds) loads only now: a mistake above is told in a fraction
+    # of a second, not after seconds of imports
+    from forge.ml.evaluate import eval_device, evaluate
+
     metrics = evaluate(args.checkpoint, args.data, args.split, args.batch_size, args.playout, args.threads,
                        device=eval_device(args.accelerator))
     text = json.dumps({**metrics, "trained_heads": list(heads)}, indent=1) + "\n"

@@ -1,4 +1,6 @@
-"""Reading checkpoints of :class:`DominoModule`, with errors a user can act on.
+"""Reading checkpoints of :class:`~forge.ml.module.DominoModule`, with errors a user can act on (torch only,
+no Lightning: vetting a baseline or describing a checkpoint stays light; :mod:`forge.ml.loading` builds the
+module from one).
 
 Two kinds are read, told apart by their keys: this project's Lightning checkpoints, whose
 hyper-parameters carry the model config, and the public reference trainer's
@@ -16,7 +18,7 @@ Lightning checkpoints need for the numpy RNG state they store.
 
 from __future__ import annotations
 
-import inspect
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from forge.errors import ForgeError
 from forge.ml.model import PRESETS, ModelConfig
-from forge.ml.module import WEIGHTS_SHA256, DominoModule, trained_heads, weights_sha256
 from forge.ml.reference import from_reference, is_reference
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array unpickling helper, by object
@@ -40,6 +42,30 @@ SAFE_GLOBALS: list = [
     np.dtype,
     *{type(np.dtype(code)) for code in "?bBhHiIlLqQefd"},
 ]
+
+
+#: Checkpoint key of :func:`weights_sha256` over the checkpoint's ``state_dict``.
+WEIGHTS_SHA256 = "weights_sha256"
+#: The network's heads, in the order metrics report them.
+HEADS: tuple[str, ...] = ("policy", "value", "q")
+
+
+def weights_sha256(state_dict: Mapping[str, Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def trained_heads(hparams: Mapping[str, Any]) -> tuple[str, ...]:
+    """Heads whose loss was on in the run that wrote these hyper-parameters. A head trained only
+    in an earlier run has gone stale as the trunk moved on, so it counts as untrained too."""
+    weights = {"policy": hparams.get("policy_weight", 1.0), "value": hparams.get("value_weight", 0.0),
+               "q": hparams.get("q_weight", 0.0)}
+    return tuple(h for h in HEADS if weights[h])
 
 
 class CheckpointError(ForgeError, ValueError):
@@ -148,32 +174,3 @@ def checkpoint_info(path: str | Path) -> CheckpointInfo:
 def baseline_architecture(path: str | Path) -> ModelConfig:
     """The architecture of a usable checkpoint (CheckpointError, naming it, for anything else)."""
     return checkpoint_info(path).config
-
-
-def load_module(path: str | Path, **overrides: Any) -> DominoModule:
-    """The checkpoint's module, with its own architecture; ``overrides`` replace training
-    hyper-parameters (lr, weights, ...), e.g. for fine-tuning with another schedule."""
-    ckpt = read_checkpoint(path)
-    config = config_of(ckpt, path)
-    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if k != "model_config"}
-    known = inspect.signature(DominoModule).parameters
-    kwargs = {k: v for k, v in {**hp, **overrides}.items() if k in known}
-    module = DominoModule(model_config=config.to_dict(), **kwargs)
-    _load_state(module, ckpt, path)
-    return module
-
-
-def load_weights(module: DominoModule, path: str | Path, ckpt: dict[str, Any] | None = None) -> None:
-    """Copy a checkpoint's weights into ``module``; CheckpointError if the architectures differ.
-    ``ckpt``: the file as :func:`read_checkpoint` already returned it (not read twice)."""
-    ckpt = ckpt if ckpt is not None else read_checkpoint(path)
-    require_fit(config_of(ckpt, path), module.config, path)
-    _load_state(module, ckpt, path)
-
-
-def _load_state(module: DominoModule, ckpt: dict[str, Any], path: str | Path) -> None:
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the model they claim to be ({first})") from None

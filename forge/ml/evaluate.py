@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from forge.errors import ForgeError, InputError
-from forge.ml.checkpoints import load_module
 from forge.ml.data import ArrayBatches, decl_of, load_tensors
 from forge.ml.devices import on_cuda
 from forge.ml.inference import inference_net
+from forge.ml.loading import load_module
 from forge.ml.metrics import MoveMetrics
 from forge.ml.model import DominoTransformer, ModelOutput, move_scores
 from forge.ml.playout import ModelPolicy, golden_shards, play_out_shards

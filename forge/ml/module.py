@@ -13,8 +13,7 @@ Every checkpoint it writes carries ``weights_sha256``, a digest of its weights t
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -23,37 +22,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from forge.errors import InputError
+from forge.ml.checkpoints import WEIGHTS_SHA256, trained_heads, weights_sha256
 from forge.ml.data import Batch, decl_of, shuffle_hand_slots
 from forge.ml.metrics import MoveMetrics, mover_q, team_sign
 from forge.ml.model import MOVE_HEADS, VALUE_SCALE, DominoTransformer, ModelConfig, ModelOutput, move_scores, preset
 from forge.ml.schedule import cosine_schedule, lr_factor
 
-#: Checkpoint key of :func:`weights_sha256` over the checkpoint's ``state_dict``.
-WEIGHTS_SHA256 = "weights_sha256"
 #: Checkpoint keys of the training samples the weights have seen in all runs, and of the optimiser
 #: state a continuing run resumes (Lightning's own key).
 SAMPLES_SEEN = "samples_seen"
 OPTIMIZER_STATES = "optimizer_states"
-#: The network's heads, in the order metrics report them.
-HEADS: tuple[str, ...] = ("policy", "value", "q")
-
-
-def weights_sha256(state_dict: Mapping[str, Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in sorted name order."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def trained_heads(hparams: Mapping[str, Any]) -> tuple[str, ...]:
-    """Heads whose loss was on in the run that wrote these hyper-parameters. A head trained only
-    in an earlier run has gone stale as the trunk moved on, so it counts as untrained too."""
-    weights = {"policy": hparams.get("policy_weight", 1.0), "value": hparams.get("value_weight", 0.0),
-               "q": hparams.get("q_weight", 0.0)}
-    return tuple(h for h in HEADS if weights[h])
 
 
 def policy_loss(

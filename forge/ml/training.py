@@ -44,9 +44,10 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from forge.commandline import TRAIN
 from forge.errors import ForgeError, InputError
 from forge.ml.budget_bar import BudgetProgressBar
-from forge.ml.checkpoints import config_of, load_weights, read_checkpoint
+from forge.ml.checkpoints import config_of, read_checkpoint
 from forge.ml.datamodule import DominoDataModule
 from forge.ml.devices import on_cuda
+from forge.ml.loading import load_weights
 from forge.ml.model import PRESETS, ModelConfig, preset
 from forge.ml.module import OPTIMIZER_STATES, SAMPLES_SEEN, DominoModule
 from forge.ml.run_logs import BEST_METRIC

@@ -21,16 +21,18 @@ from forge.cli import tokenize as tokenize_cli
 from forge.commandline import run_cli
 from forge.ml.checkpoints import (
     SAFE_GLOBALS,
+    WEIGHTS_SHA256,
     CheckpointError,
     baseline_architecture,
     checkpoint_info,
-    load_module,
     read_checkpoint,
+    weights_sha256,
 )
 from forge.ml.data import load_tensors
 from forge.ml.datamodule import DominoDataModule
 from forge.ml.evaluate import NonFiniteError, evaluate_model
-from forge.ml.module import WEIGHTS_SHA256, DominoModule, weights_sha256
+from forge.ml.loading import load_module
+from forge.ml.module import DominoModule
 from forge.ml.store import MANIFEST, StoreError, build_dataset, load_split
 from forge.oracle.shard import write_shard
 from forge.oracle.solve import solve

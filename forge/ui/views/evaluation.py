@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 from forge.flywheel.records import HIGHER_IS_BETTER, PRIMARY_METRIC, MetricSource, better
 from forge.flywheel.stages.evaluate import EvaluateResult
 from forge.ml.catalog import REFERENCE_FIVE
-from forge.ml.checkpoints import load_module
 from forge.ml.data import spread_indices
 from forge.ml.inference import inference_net
+from forge.ml.loading import load_module
 from forge.ml.metrics import BLUNDER_THRESHOLD, move_gaps, predict, team_sign
 from forge.ml.model import move_scores
 from forge.ml.store import load_split

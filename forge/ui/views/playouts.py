@@ -18,8 +18,8 @@ import polars as pl
 
 from forge.errors import InputError
 from forge.flywheel.stages.evaluate import EvaluateResult
-from forge.ml.checkpoints import load_module
 from forge.ml.evaluate import playout_deal
+from forge.ml.loading import load_module
 from forge.ml.playout import DealPlayout, ModelPolicy, PlayoutResult, Policy, Position, golden_shards, play_out
 from forge.oracle.play import play
 from forge.oracle.rules import DECL_NAMES, N_PLAYERS, domino_name, team_of
