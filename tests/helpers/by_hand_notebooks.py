@@ -64,6 +64,7 @@ def made_once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: st
     with FileLock(str(shared / f"{name}.lock")):
         if not done.is_file():
             folder = shared / name
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed to build it left
             folder.mkdir()
             done.write_text(json.dumps(build(folder)))
     return json.loads(done.read_text())
