@@ -1,7 +1,10 @@
 """The flywheel end to end on the tiny preset: real papermill kernels, real shards, real training.
 
-One module-scoped workspace runs two iterations; the failure, crash, signal and by-hand scenarios
-start from copies of it taken after iteration 1, and compare with its iteration 2.
+One workspace per test run runs two iterations (conftest's ``tiny_runs``); the scenarios start from
+copies of it taken after iteration 1 and compare with its iteration 2. Those whose point is not how
+generate and tokenize ran (the kill and signal scenarios, DDP, an edited config, the panel of a stage
+run by hand) start from iteration 2 stepped through by hand in the stage notebooks (conftest's
+``stage_notebooks_by_hand``, made once per test run), so that the loop's own work there is train on.
 """
 
 from __future__ import annotations
@@ -184,8 +187,17 @@ def test_failing_stage_keeps_every_attempt_and_retry_resumes(runs, tmp_path) -> 
     assert "iter-0002/attempt-2/03_train.html#papermill-error-cell" in index
 
 
-def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, tmp_path) -> None:
-    ws = copy_after_one(runs, tmp_path / "ws")
+def _generated_and_tokenized_by_hand(by_hand: dict, tmp_path: Path) -> Path:
+    """Iteration 2 with its generate and tokenize stages stepped through by hand (conftest's
+    ``stage_notebooks_by_hand``, a copy): the loop archives them and goes straight to train."""
+    ws = tmp_path / "ws"
+    shutil.copytree(by_hand["after_tokenize"], ws, symlinks=True)
+    return ws
+
+
+def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, stage_notebooks_by_hand,
+                                                                      tmp_path) -> None:
+    ws = _generated_and_tokenized_by_hand(stage_notebooks_by_hand, tmp_path)
     edit_state(ws, lambda d: d["config"].update(epochs=500))  # the stage cannot end before the kill lands
     proc = start_loop_until(ws, training_steps(ws), "a training step", stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -207,8 +219,9 @@ def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, tmp
 
 
 @pytest.mark.parametrize("sig, code, how", [(signal.SIGINT, 130, "Ctrl+C"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, tmp_path, sig, code, how) -> None:
-    ws = copy_after_one(runs, tmp_path / "ws")
+def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, stage_notebooks_by_hand, tmp_path, sig, code,
+                                                               how) -> None:
+    ws = _generated_and_tokenized_by_hand(stage_notebooks_by_hand, tmp_path)
     edit_state(ws, lambda d: d["config"].update(epochs=500))  # the stage cannot end before the signal lands
     proc = start_loop_until(ws, training_steps(ws), "a training step", stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -21,8 +21,9 @@ NAMED = ("01_generate", "02_tokenize", "03_train")
 
 def run_stage_notebooks(after_one: Path, where: Path) -> dict:
     """Execute the stage notebooks on a copy of ``after_one`` at ``where / "ws"``; the executed notebooks
-    go beside it (``where / "<name>.out.ipynb"``, outside the workspace). Returns the workspace, each
-    executed notebook, and the progress file as the generate notebook left it (the panel's last word)."""
+    go beside it (``where / "<name>.out.ipynb"``, outside the workspace). Returns the workspace, a copy of
+    it taken after the tokenize notebook (``after_tokenize``), each executed notebook, and the progress
+    file as the generate notebook left it (the panel's last word)."""
     import papermill as pm
 
     from forge.flywheel.progress import SESSION_ENV
@@ -48,7 +49,10 @@ def run_stage_notebooks(after_one: Path, where: Path) -> dict:
             if name == "01_generate":
                 progress = ws / "runs" / "iter-0002" / "progress.json"
                 after_generate = json.loads(progress.read_text()) if progress.is_file() else {}
-    return {"ws": str(ws), "executed": {k: str(v) for k, v in executed.items()}, "after_generate": after_generate}
+            if name == "02_tokenize":  # a person who went no further: the loop has train and evaluate to run
+                shutil.copytree(ws, where / "after-tokenize", symlinks=True)
+    return {"ws": str(ws), "after_tokenize": str(where / "after-tokenize"),
+            "executed": {k: str(v) for k, v in executed.items()}, "after_generate": after_generate}
 
 
 def made_once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str,
