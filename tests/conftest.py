@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers.by_hand_notebooks import made_once, run_stage_notebooks
 from helpers.loop import flywheel
 
 from forge.oracle.solve import Solution, solve
@@ -70,6 +71,14 @@ def tiny_runs(tmp_path_factory, worker_id: str) -> dict[str, Path | str]:
             made = _two_iterations(shared / "tiny_runs")
             done.write_text(str(made["log"]))
     return {"ws": shared / "tiny_runs" / "ws", "after_one": shared / "tiny_runs" / "after-one", "log": done.read_text()}
+
+
+@pytest.fixture(scope="session")
+def stage_notebooks_by_hand(tiny_runs, tmp_path_factory, worker_id: str) -> dict:
+    """The four stage notebooks executed by hand on a copy of ``tiny_runs``' snapshot (its iteration 2;
+    tests/helpers/by_hand_notebooks.py), once per test run; a test copies the workspace before changing it."""
+    return made_once(tmp_path_factory, worker_id, "stage_notebooks_by_hand",
+                     lambda where: run_stage_notebooks(Path(tiny_runs["after_one"]), where))
 
 
 def _two_iterations(where: Path) -> dict[str, Path | str]:

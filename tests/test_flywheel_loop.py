@@ -1,7 +1,10 @@
 """The flywheel end to end on the tiny preset: real papermill kernels, real shards, real training.
 
-One module-scoped workspace runs two iterations; the failure, crash, signal and by-hand scenarios
-start from copies of it taken after iteration 1, and compare with its iteration 2.
+One workspace per test run runs two iterations (conftest's ``tiny_runs``); the scenarios start from
+copies of it taken after iteration 1 and compare with its iteration 2. Those whose point is not how
+generate and tokenize ran (the kill and signal scenarios, DDP, an edited config, the panel of a stage
+run by hand) start from iteration 2 stepped through by hand in the stage notebooks (conftest's
+``stage_notebooks_by_hand``, made once per test run), so that the loop's own work there is train on.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,13 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.by_hand_notebooks import STAGE_FILES
 from helpers.inprocess import by_hand_here, run_in_process
 from helpers.loop import (
     FAKE_KEY,
     copy_after_one,
     edit_state,
     flywheel,
-    progress,
     result,
     start_loop_until,
     state,
@@ -36,7 +40,6 @@ from forge.ui.panel import render
 
 pytestmark = pytest.mark.loop
 
-STAGE_FILES = ("01_generate", "02_tokenize", "03_train", "04_evaluate")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -133,35 +136,48 @@ def _cell_number(notebook: str, marker: str) -> int:
 
 
 def test_failing_stage_keeps_every_attempt_and_retry_resumes(runs, tmp_path) -> None:
+    """The first attempt fails in the loop's real kernel: its executed notebook is kept with the traceback
+    and the failing cell numbered as the user sees it. The second attempt and the run that resumes after
+    the cause is gone run in this process (tests/helpers/inprocess.py): what counts there is the record
+    (each attempt kept and numbered, the finished stages not redone), not the notebook; with the flywheel
+    command's hooks (each archived notebook's HTML, the archive index)."""
+    from forge.ui.loop_hooks import HOOKS
+
     ws = copy_after_one(runs, tmp_path / "ws")
     blocker = ws / "runs" / "iter-0002" / "train"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("a file where the training run folder must go")
+    cell = _cell_number("03_train", "stages.train.run(")
     for attempt in (1, 2):
-        res = flywheel(ws, "--once")
-        assert res.returncode == 1
+        if attempt == 1:
+            assert flywheel(ws, "--once").returncode == 1
+        else:
+            code, said, _ = run_in_process(ws, **HOOKS)
+            assert code == 1, said
         st = state(ws)
         assert st["status"] == "failed" and st["current"]["stages_completed"] == ["generate", "tokenize"]
-        cell = _cell_number("03_train", "stages.train.run(")
-        assert st["last_error"].startswith(f"train: cell {cell}: ") and "Error" in st["last_error"]
         tried = st["current"]["attempts"][-1]
-        assert (tried["number"], tried["stage"], tried["cell"]) == (attempt, "train", cell)
+        assert (tried["number"], tried["stage"]) == (attempt, "train") and "Error" in st["last_error"]
         assert tried["notebook"] == f"archive/iter-{2:04d}/attempt-{attempt}/03_train.ipynb"
         if attempt == 1:
+            assert st["last_error"].startswith(f"train: cell {cell}: ") and tried["cell"] == cell
             status = flywheel(ws, "status")
             assert "status: failed" in status.stdout and "retry" in status.stdout
             assert "attempt 1 failed in train" in status.stdout and f"cell {cell}" in status.stdout
             assert flywheel(ws, "--once").returncode == 2  # refuses to run over a failure
         assert flywheel(ws, "retry").returncode == 0
-    for attempt in (1, 2):  # both failed attempts are kept, each with its traceback
-        partial = json.loads((ws / f"archive/iter-0002/attempt-{attempt}/03_train.ipynb").read_text())
-        assert any(o.get("output_type") == "error" for c in partial["cells"] for o in c.get("outputs", []))
-        assert (ws / f"archive/iter-0002/attempt-{attempt}/03_train.html").is_file()
+    # the real kernel's failed attempt is kept with its traceback (and its HTML), not overwritten by the next
+    partial = json.loads((ws / "archive/iter-0002/attempt-1/03_train.ipynb").read_text())
+    assert any(o.get("output_type") == "error" for c in partial["cells"] for o in c.get("outputs", []))
+    assert (ws / "archive/iter-0002/attempt-1/03_train.html").is_file()
+    assert (ws / "archive/iter-0002/attempt-2/03_train.ipynb").is_file()
     generated = (ws / "archive" / "iter-0002" / "01_generate.ipynb").stat().st_mtime_ns
     blocker.unlink()
-    res = flywheel(ws, "--once")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "generate  already done" in res.stdout and "tokenize  already done" in res.stdout
+    code, said, runner = run_in_process(ws, **HOOKS)
+    assert code == 0, said
+    out = "\n".join(said)
+    assert "generate  already done" in out and "tokenize  already done" in out
+    assert runner.ran == ["train", "evaluate"]
     assert (ws / "archive" / "iter-0002" / "01_generate.ipynb").stat().st_mtime_ns == generated
     entry = state(ws)["history"][-1]
     assert entry["val"] == state(runs["ws"])["history"][-1]["val"]
@@ -171,8 +187,17 @@ def test_failing_stage_keeps_every_attempt_and_retry_resumes(runs, tmp_path) -> 
     assert "iter-0002/attempt-2/03_train.html#papermill-error-cell" in index
 
 
-def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, tmp_path) -> None:
-    ws = copy_after_one(runs, tmp_path / "ws")
+def _generated_and_tokenized_by_hand(by_hand: dict, tmp_path: Path) -> Path:
+    """Iteration 2 with its generate and tokenize stages stepped through by hand (conftest's
+    ``stage_notebooks_by_hand``, a copy): the loop archives them and goes straight to train."""
+    ws = tmp_path / "ws"
+    shutil.copytree(by_hand["after_tokenize"], ws, symlinks=True)
+    return ws
+
+
+def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, stage_notebooks_by_hand,
+                                                                      tmp_path) -> None:
+    ws = _generated_and_tokenized_by_hand(stage_notebooks_by_hand, tmp_path)
     edit_state(ws, lambda d: d["config"].update(epochs=500))  # the stage cannot end before the kill lands
     proc = start_loop_until(ws, training_steps(ws), "a training step", stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -194,8 +219,9 @@ def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, tmp
 
 
 @pytest.mark.parametrize("sig, code, how", [(signal.SIGINT, 130, "Ctrl+C"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, tmp_path, sig, code, how) -> None:
-    ws = copy_after_one(runs, tmp_path / "ws")
+def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, stage_notebooks_by_hand, tmp_path, sig, code,
+                                                               how) -> None:
+    ws = _generated_and_tokenized_by_hand(stage_notebooks_by_hand, tmp_path)
     edit_state(ws, lambda d: d["config"].update(epochs=500))  # the stage cannot end before the signal lands
     proc = start_loop_until(ws, training_steps(ws), "a training step", stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -219,40 +245,27 @@ def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, tmp_path, 
     assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]
 
 
-def test_notebooks_by_hand_then_loop_records_without_redoing(runs, tmp_path, monkeypatch) -> None:
+def test_notebooks_by_hand_then_loop_records_without_redoing(runs, stage_notebooks_by_hand, tmp_path) -> None:
     """Stepped through by hand, then recorded by the loop: nothing is redone, and the iteration has its
     archive, marked by hand, with the stages' real durations. Where the kernel named its notebook (as
     JupyterLab does, in JPY_SESSION_NAME) that executed notebook is archived as it was saved; where it
     did not (plain papermill: the evaluate stage here), the loop shows the recorded result in a run of
-    its own and says so."""
+    its own and says so. The notebooks ran once for the test run (tests/helpers/by_hand_notebooks.py,
+    shared with tests/test_notebooks_headless.py); the loop records a copy of their workspace."""
     import nbformat
-    import papermill as pm
 
-    from forge.flywheel.progress import SESSION_ENV
-    from forge.flywheel.runner import ensure_kernel
-
-    # executed by papermill, not a person: without widgets, as README says (nbclient can hang on a cell
-    # whose ipywidgets Output is redrawn, jupyter/nbconvert#2029; it did here once in a dozen runs)
-    monkeypatch.setenv("FORGE_HEADLESS", "1")
-    ws = copy_after_one(runs, tmp_path / "ws")
-    executed = {name: tmp_path / f"{name}.out.ipynb" for name in STAGE_FILES}
-    for name in STAGE_FILES:  # as a person would: default parameters, resolved from state.yaml
-        if name != "04_evaluate":
-            monkeypatch.setenv(SESSION_ENV, str(executed[name]))  # the kernel knows its notebook, as in JupyterLab
-        else:
-            monkeypatch.delenv(SESSION_ENV, raising=False)
-        pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(executed[name]),
-                            parameters={"root": str(ws), "progress": False}, kernel_name=ensure_kernel(),
-                            progress_bar=False, cwd=str(ws))
-        if name == "01_generate":  # the panel's last word on it: its own group's deals, counted on their own
-            p = progress(ws, 2)
-            # its own 4 deals only: replayed deals come from the token cache, not from generate
-            assert (p["stage"], p["phase"], p["done"], p["total"]) == ("generate", "training deals", 4, 4)
-    monkeypatch.delenv(SESSION_ENV, raising=False)
+    by_hand_ws = Path(stage_notebooks_by_hand["ws"])
+    executed = {name: Path(path) for name, path in stage_notebooks_by_hand["executed"].items()}
+    # the panel's last word on generate: its own group's deals, counted on their own (its own 4 deals
+    # only: replayed deals come from the token cache, not from generate)
+    p = stage_notebooks_by_hand["after_generate"]
+    assert (p["stage"], p["phase"], p["done"], p["total"]) == ("generate", "training deals", 4, 4)
+    assert state(by_hand_ws)["history"][-1]["iteration"] == 1  # stepping through by hand records nothing
+    assert not (by_hand_ws / "archive" / "iter-0002").exists()
+    ws = tmp_path / "ws"
+    shutil.copytree(by_hand_ws, ws, symlinks=True)  # mtimes kept: the checkpoint's says it is not retrained
     ckpt = ws / "runs" / "iter-0002" / "model.ckpt"
     trained_at = ckpt.stat().st_mtime_ns
-    assert state(ws)["history"][-1]["iteration"] == 1  # stepping through by hand records nothing
-    assert not (ws / "archive" / "iter-0002").exists()
     res = flywheel(ws, "--once")
     assert res.returncode == 0, res.stdout + res.stderr
     for stage in ("generate", "tokenize", "train", "evaluate"):
@@ -289,12 +302,13 @@ def test_notebooks_by_hand_then_loop_records_without_redoing(runs, tmp_path, mon
     assert "generate, tokenize, train, evaluate" in archive.stdout
 
 
-def test_an_edited_config_retrains_and_reevaluates(runs, tmp_path) -> None:
-    """In this process (tests/helpers/inprocess.py): what counts is which stages the loop runs again."""
+def test_an_edited_config_retrains_and_reevaluates(stage_notebooks_by_hand, tmp_path) -> None:
+    """From an iteration stepped through by hand (a copy of conftest's ``stage_notebooks_by_hand``), in this
+    process (tests/helpers/inprocess.py): what counts is which stages the loop runs again."""
     from forge.ui.text import format_text
 
-    ws = copy_after_one(runs, tmp_path / "ws")
-    by_hand_here(ws, "generate", "tokenize", "train", "evaluate")
+    ws = tmp_path / "ws"
+    shutil.copytree(stage_notebooks_by_hand["ws"], ws, symlinks=True)
     first_train, first_eval = result(ws, 2, "train"), result(ws, 2, "evaluate")
     edit_state(ws, lambda d: d["config"].update(train_seed=7))  # retrain with another seed
     status = format_text(snapshot(ws))  # what `flywheel status` prints
@@ -421,10 +435,10 @@ def test_pretraining_streams_a_baseline_then_the_flywheel_fine_tunes_from_it(tmp
     assert result(ws, 1, "train")["lr"] == state(ws)["config"]["lr"]  # fine-tuning, as the runbook intends
 
 
-def test_a_stage_run_by_hand_shows_in_the_panel(runs, tmp_path) -> None:
-    ws = copy_after_one(runs, tmp_path / "ws")
-    by_hand_here(ws, "generate", "tokenize")
-    edit_state(ws, lambda d: d["config"].update(epochs=500))
+def test_a_stage_run_by_hand_shows_in_the_panel(stage_notebooks_by_hand, tmp_path) -> None:
+    ws = tmp_path / "ws"  # generate and tokenize done by hand (a copy of conftest's stage_notebooks_by_hand)
+    shutil.copytree(stage_notebooks_by_hand["ws"], ws, symlinks=True)
+    edit_state(ws, lambda d: d["config"].update(epochs=500))  # train runs again, long enough to be seen
     (ws / "train.py").write_text("from forge.flywheel import stages\nif __name__ == '__main__':\n"
                                  "    stages.train.run(stages.context('.', progress=False))\n")
     proc = subprocess.Popen([sys.executable, "train.py"], cwd=ws, stdout=subprocess.DEVNULL,
@@ -464,14 +478,22 @@ def test_a_reference_trainer_checkpoint_is_a_baseline_the_flywheel_fine_tunes(tm
     assert 0 <= entry["val"]["accuracy"] <= 1 and entry["val"]["q_mae"] > 0
 
 
-def test_a_flywheel_iteration_trains_with_ddp_on_two_processes(runs, tmp_path) -> None:
-    ws = copy_after_one(runs, tmp_path / "ws")
+def test_a_flywheel_iteration_trains_with_ddp_on_two_processes(stage_notebooks_by_hand, tmp_path) -> None:
+    """The train stage starts its training as child processes (a notebook kernel cannot be one process per
+    device; tests/test_ddp.py covers those ranks on their own): here the loop runs in this process with
+    its stages in-process (tests/helpers/inprocess.py), the DDP ranks real, and what the stage printed of
+    them is what its archived notebook shows. It records an iteration stepped through by hand (a copy of
+    conftest's ``stage_notebooks_by_hand``) whose hardware is then set to DDP: train and evaluate run again."""
+    ws = tmp_path / "ws"
+    shutil.copytree(stage_notebooks_by_hand["ws"], ws, symlinks=True)
+    runs_before = set((ws / "runs" / "iter-0002" / "train" / "domino").glob("version_*"))
     edit_state(ws, lambda d: d["config"].update(devices=2, strategy="ddp", accelerator="cpu"))
-    res = flywheel(ws, "--once", "--no-wandb")
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, said, runner = run_in_process(ws)
+    assert code == 0, said
+    assert runner.ran == ["train", "evaluate"]
     trained = result(ws, 2, "train")
     assert trained["kept_epoch"] in (1, 2) and (ws / trained["checkpoint"]).is_file()
-    versions = list((ws / "runs" / "iter-0002" / "train" / "domino").glob("version_*"))
+    versions = set((ws / "runs" / "iter-0002" / "train" / "domino").glob("version_*")) - runs_before
     assert len(versions) == 1  # rank 0 alone wrote the run
     executed = (ws / "archive" / "iter-0002" / "03_train.ipynb").read_text()
     assert "GLOBAL_RANK: 1" in executed or "world_size=2" in executed or "Initializing distributed" in executed

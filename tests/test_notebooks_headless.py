@@ -1,11 +1,12 @@
 """Every notebook in notebooks/ executed headless (FORGE_HEADLESS=1), its static panel and sections checked.
 
 The status notebook runs against the prepared failed workspace from its notebooks/ folder, so its
-default root is found one level up; the stage notebooks run in order on one fresh tiny workspace
-(one real iteration by hand), each showing the panel first and then the work it did. On another
-fresh tiny workspace the loop runs one iteration (``--once``): its archived notebooks must show the
-same sections, and ``05_explore`` (never run by the loop) then runs there, its widgets falling back
-to their defaults.
+default root is found one level up; the stage notebooks run in order by hand on a copy of the shared
+tiny run after iteration 1 (its iteration 2; conftest's ``stage_notebooks_by_hand``, made once per
+test run and also recorded by the loop in tests/test_flywheel_loop.py), each showing the panel first
+and then the work it did. On the loop's own run (``tiny_runs``' first iteration, ``--once`` from a
+fresh ``init``) the archived notebooks must show the same sections, and ``05_explore`` (never run by
+the loop) then runs there, its widgets falling back to their defaults.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ from typing import Any
 
 import nbformat
 import pytest
+from helpers.by_hand_notebooks import STAGE_FILES
 from helpers.loop import copy_after_one
 from helpers.workspaces import FAILED, failed_workspace
 
-from forge.flywheel.config import load_preset
-from forge.flywheel.state import new_state, save_state
+from forge.flywheel.state import save_state
 
 # one xdist worker runs them all: their module-scoped runs are made once, not once per worker
 pytestmark = [pytest.mark.notebooks, pytest.mark.xdist_group("notebooks-headless")]
 
 REPO = Path(__file__).resolve().parents[1]
 BOOKS = REPO / "notebooks"
-STAGE_BOOKS = ("01_generate", "02_tokenize", "03_train", "04_evaluate")
+STAGE_BOOKS = STAGE_FILES
 EXPLORE = "05_explore"
 COMPARE = "06_compare"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -123,16 +124,9 @@ def headless():
 
 
 @pytest.fixture(scope="module")
-def stage_runs(headless, tmp_path_factory) -> dict[str, Any]:
-    """The four stage notebooks, by hand and in order, on a fresh tiny workspace (one iteration)."""
-    ws = tmp_path_factory.mktemp("stages") / "ws"
-    ws.mkdir()
-    save_state(ws, new_state(load_preset("tiny"), "headless-stages"))
-    out = ws.parent / "executed"
-    out.mkdir()
-    return {name: execute(BOOKS / f"{name}.ipynb", out / f"{name}.ipynb", ws,
-                          {"root": str(ws), "no_wandb": True, "progress": False})
-            for name in STAGE_BOOKS}
+def stage_runs(stage_notebooks_by_hand: dict) -> dict[str, Any]:
+    """The four stage notebooks as executed by hand, in order, on one workspace (one iteration)."""
+    return {name: nbformat.read(path, as_version=4) for name, path in stage_notebooks_by_hand["executed"].items()}
 
 
 @pytest.fixture(scope="module")
@@ -195,11 +189,13 @@ def test_stage_notebook_shows_the_panel_first(stage_runs: dict[str, Any], name: 
     first_html = [o["data"].get("text/html", "") for o in first_output.outputs if "data" in o]
     assert 'class="forge-panel"' in first_html[0]  # at the top, before the stage's work
     fields = panel_of(nb)
-    # stepping through by hand records nothing in state.yaml, so every panel shows the same state
+    # stepping through by hand records nothing in state.yaml, so every panel shows the same state: the
+    # workspace after iteration 1, its iteration 2 next
     assert fields["forge-badge"] == "ready"
-    assert fields["forge-iteration"] == "1" and fields["forge-total-seeds"] == "0"
-    assert "--once" in fields["forge-next"]
-    assert "forge-error" not in fields and "forge-history" not in fields
+    assert fields["forge-iteration"] == "2" and fields["forge-total-seeds"] == "4"
+    assert "python -m forge.cli.flywheel" in fields["forge-next"] and "runs iteration 2 (seeds 4..7)" in fields[
+        "forge-next"]
+    assert "forge-error" not in fields
     assert not any(WIDGET_MIME in d for d in html_outputs(nb))
 
 
@@ -243,7 +239,7 @@ def test_compare_notebook_runs_headless_on_two_workspaces(headless, looped: Path
     import dataclasses
 
     from forge.flywheel.config import config_from_dict
-    from forge.flywheel.state import load_state, save_state
+    from forge.flywheel.state import load_state
 
     variant = tmp_path / "variant"
     variant.mkdir()

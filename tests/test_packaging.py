@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.notebooks import strip_as_committed
+from helpers.notebooks import strip_all_as_committed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,8 +66,9 @@ def test_notebooks_are_filtered_by_nbstripout() -> None:
 def test_committed_notebooks_are_what_the_filter_writes() -> None:
     """A fresh clone that ran the README's main command (nbstripout --install, then the loop) shows
     a clean `git status` only if every committed notebook is already the clean filter's output."""
-    for name, text in _committed_notebooks().items():
-        assert strip_as_committed(text) == text, f"{name}: commit it through the filter (git add --renormalize)"
+    committed = _committed_notebooks()
+    for name, stripped in strip_all_as_committed(committed).items():
+        assert stripped == committed[name], f"{name}: commit it through the filter (git add --renormalize)"
 
 
 @pytest.mark.slow
@@ -77,7 +78,8 @@ def test_a_notebook_saved_by_jupyterlab_is_clean_for_git() -> None:
     leaves `git status` clean. (tests/test_browser.py saves them from a real JupyterLab too.)"""
     import json
 
-    for name, text in _committed_notebooks().items():
+    committed, saved = _committed_notebooks(), {}
+    for name, text in committed.items():
         nb = json.loads(text)
         assert nb["metadata"] == {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
                                                  "name": "python3"}}, name  # as JupyterLab names it
@@ -89,8 +91,9 @@ def test_a_notebook_saved_by_jupyterlab_is_clean_for_git() -> None:
             if cell["cell_type"] == "code":
                 cell["execution_count"] = k
                 cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["ran\n"]}]
-        saved = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-        assert strip_as_committed(saved) == text, name
+        saved[name] = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    for name, stripped in strip_all_as_committed(saved).items():
+        assert stripped == committed[name], name
 
 
 def test_the_presets_table_matches_the_preset_files() -> None:

@@ -61,8 +61,12 @@ class InProcessRunner:
         try:
             with contextlib.redirect_stdout(printed):
                 getattr(stages, stage.name).run(ctx)
-        except Exception as exc:  # what papermill reports of a cell that raised
-            raise StageFailed(stage.name, f"cell 2: {type(exc).__name__}: {exc}", None, 2, type(exc).__name__) from None
+        except Exception as exc:  # what papermill reports of a cell that raised; the attempt's notebook kept
+            kept = _stub(self.ws.attempt(iteration, attempt) / stage.notebook,
+                         f"stage {stage.name} failed attempt {attempt} (in-process test runner)", printed.getvalue())
+            if on_notebook is not None:
+                on_notebook(kept)
+            raise StageFailed(stage.name, f"cell 2: {type(exc).__name__}: {exc}", kept, 2, type(exc).__name__) from None
         finally:
             log = self.ws.stage_log(iteration, stage.name)
             log.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """The flywheel as a user runs it (``python -m forge.cli.flywheel`` in a workspace), and reading what it
-wrote: the state, a stage's result, its progress; stages run by hand as the notebooks run them."""
+wrote: the state, a stage's result, its progress."""
 
 from __future__ import annotations
 
@@ -54,18 +54,6 @@ def progress(ws: Path, iteration: int) -> dict:
         return json.loads((ws / "runs" / f"iter-{iteration:04d}" / "progress.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def by_hand(ws: Path, *stages: str, env: dict | None = None) -> None:
-    """Run stages of the next iteration through the same functions the notebooks call."""
-    code = ("import sys\nfrom forge.flywheel import stages\nif __name__ == '__main__':\n"
-            "    ctx = stages.context('.', progress=False, no_wandb=True)\n"
-            "    for name in sys.argv[1:]:\n        getattr(stages, name).run(ctx)\n")
-    script = ws / "by_hand.py"
-    script.write_text(code)
-    res = subprocess.run([sys.executable, str(script), *stages], cwd=ws, capture_output=True, text=True,
-                         timeout=600, env={**os.environ, **(env or {})})
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
 
 
 def start_loop_until(ws: Path, ready, what: str, **popen) -> subprocess.Popen:
