@@ -18,6 +18,16 @@ SLOW_KINDS = ("loop", "notebooks", "install", "browser", "cluster")
 LOOP_FIXTURES = ("tiny_runs",)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The solver on one numba thread in the test processes: two pytest workers share 2 cores, and in a
+    process that has loaded torch (most of them) numba's OpenMP threads spin against torch's, which made
+    small deals 12-20x slower on two threads (tests/helpers/threads.py). The solver is exact on any
+    thread count; subprocesses (the loop, its kernels and pools) keep their own setting."""
+    import numba
+
+    numba.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """One rule for the tiers: the slow kinds, and tests on a real loop's workspace, are `slow`; and the
     xdist groups (:func:`_xdist_groups`)."""
