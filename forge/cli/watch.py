@@ -18,6 +18,7 @@ from typing import Any
 
 from forge.commandline import FLYWHEEL
 from forge.flywheel.paths import NOTEBOOKS, Workspace
+from forge.flywheel.status import running_stage
 from forge.ui.text import duration, progress_text
 
 #: Seconds between two progress lines of one stage.
@@ -78,7 +79,8 @@ class StageLines:
             elif now - last >= self.every:
                 last = now
                 elapsed = time.time() - run["started"] if isinstance(run.get("started"), (int, float)) else None
-                self.say(f"  {run.get('stage', '?'):9s} {duration(elapsed)} in: {progress_text(run)}")
+                text = progress_text(running_stage(run, active=True))
+                self.say(f"  {run.get('stage', '?'):9s} {duration(elapsed)} in: {text}")
 
 
 def next_steps(root: str | Path) -> str:

@@ -190,7 +190,12 @@ def _running(ws: Workspace, iteration: int) -> RunningStage | None:
     if alive and isinstance(progress.get("started"), (int, float)):
         progress["elapsed_s"] = round(time.time() - progress["started"], 1)
     tail = _log_tail(ws.stage_log(iteration, progress.get("stage") or "")) if alive else ()
-    return RunningStage(**{k: progress.get(k) for k in _PUBLISHED}, active=alive, log_tail=tail)
+    return running_stage(progress, alive, tail)
+
+
+def running_stage(progress: dict[str, Any], active: bool, log_tail: tuple[str, ...] = ()) -> RunningStage:
+    """A stage's ``progress.json`` as read (forge.flywheel.progress) as the typed view: unknown keys dropped."""
+    return RunningStage(**{k: progress.get(k) for k in _PUBLISHED}, active=active, log_tail=log_tail)
 
 
 def _stages(ws: Workspace, state: State) -> tuple[StageView, ...]:
