@@ -348,9 +348,10 @@ def code_prompts(browser) -> list[str]:
 
 
 def failed(browser) -> bool:
-    from selenium.webdriver.common.by import By
-
-    return any("Traceback" in e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"))
+    """Whether any output shows a traceback, read in one pass inside the page: an output JupyterLab
+    redraws meanwhile (a live figure, a widget) cannot go stale under the reading."""
+    return browser.execute_script("return Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
+                                  ".some(e => e.innerText.includes('Traceback'))")
 
 
 def run_to_the_end(browser, lab: dict[str, object], name: str) -> Path:
