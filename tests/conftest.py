@@ -14,6 +14,8 @@ from forge.oracle.solve import Solution, solve
 
 #: Markers of the slow kinds (pyproject.toml): a test carrying one is in the slow tier.
 SLOW_KINDS = ("loop", "notebooks", "install", "browser", "cluster")
+#: The kinds run first, longest first (the order tests are handed to the workers).
+FIRST = ("install", "browser", "notebooks", "loop", "slow")
 #: Fixtures that run real flywheel iterations: a test using one is a loop test.
 LOOP_FIXTURES = ("tiny_runs",)
 
@@ -36,6 +38,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.loop)
         if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
             item.add_marker(pytest.mark.slow)
+    # the longest kinds first (stable otherwise): on 2 workers a minute-long test that starts last keeps the
+    # other worker idle at the end, while quick tests fill in around long ones started early
+    items.sort(key=lambda item: next((rank for rank, kind in enumerate(FIRST) if item.get_closest_marker(kind)),
+                                     len(FIRST)))
     _xdist_groups(config, items)
 
 
