@@ -23,8 +23,9 @@ LOOP_FIXTURES = ("tiny_runs",)
 def pytest_configure(config: pytest.Config) -> None:
     """The solver on one numba thread in the test processes: two pytest workers share 2 cores, and in a
     process that has loaded torch (most of them) numba's OpenMP threads spin against torch's, which made
-    small deals 12-20x slower on two threads (tests/helpers/threads.py). The solver is exact on any
-    thread count; subprocesses (the loop, its kernels and pools) keep their own setting."""
+    small deals 12-20x slower on two threads (the fixture of tests/test_training.py solved its 344 deals
+    in 24 s on two threads under load, 4 s on one; forge.oracle.local_pool._solo does the same in the loop).
+    The solver is exact on any thread count; subprocesses (the loop, its kernels and pools) keep their own setting."""
     import numba
 
     numba.set_num_threads(1)

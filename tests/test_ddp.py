@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from helpers.numerics import near_ties
-from helpers.threads import one_numba_thread
 
 from forge.ml.checkpoints import read_checkpoint
 from forge.ml.data import load_tensors
@@ -32,9 +31,8 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
-    with one_numba_thread():
-        splits = {"train": [write_shard(solve(s, 6, 4), out / "shards") for s in range(TRAIN_DEALS)],
-                  "val": [write_shard(solve(s, 6, 4), out / "shards") for s in range(1000, 1000 + VAL_DEALS)]}
+    splits = {"train": [write_shard(solve(s, 6, 4), out / "shards") for s in range(TRAIN_DEALS)],
+              "val": [write_shard(solve(s, 6, 4), out / "shards") for s in range(1000, 1000 + VAL_DEALS)]}
     build_dataset(splits, out / "data", SAMPLES, 0, progress=False)
     return out / "data"
 

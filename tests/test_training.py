@@ -14,7 +14,6 @@ import lightning as L
 import pytest
 import torch
 from helpers.numerics import near_ties
-from helpers.threads import one_numba_thread
 from pydantic import ValidationError
 
 from forge.cli import eval as eval_cli
@@ -45,13 +44,12 @@ pytestmark = pytest.mark.xdist_group("training")
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One torch thread and one numba thread: on a 2-core machine shared with other jobs, two
-    spinning OpenMP threads can make these runs ten times slower; one thread costs ~30% when the
-    machine is idle (the fixture's 344 deals solved in 24 s on two numba threads under load, 4 s on one)."""
+    """One torch thread (the solver is on one numba thread in every test process: tests/conftest.py): on a
+    2-core machine shared with other jobs, two spinning OpenMP threads can make these runs ten times slower;
+    one thread costs ~30% when the machine is idle."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    with one_numba_thread():
-        yield
+    yield
     torch.set_num_threads(before)
 
 
