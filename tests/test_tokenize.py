@@ -293,6 +293,28 @@ def test_decisions_are_the_states_where_a_legal_move_loses_points():
     np.testing.assert_array_equal(q_spread(q), [0, 0, 0, 13, 84])
 
 
+def test_the_fast_decision_test_agrees_with_the_spread_on_every_kind_of_row():
+    # decision_rows reads Q column by column with int8 wrap-around (forge.ml.tokenize.is_decision):
+    # its edges are ILLEGAL_Q (-128), the ends of the legal range and rows with no legal move
+    from forge.ml.tokenize import is_decision, q_spread
+
+    rng = np.random.default_rng(0)
+    q = rng.integers(-42, 43, size=(50_000, 7)).astype(np.int8)
+    q[rng.random(q.shape) < 0.6] = X
+    q[:4] = X  # terminal rows
+    q[4] = [-42] + [X] * 6  # one legal move at the bottom of the range
+    q[5] = [42, -42, X, X, X, X, X]  # the widest choice
+    q[6] = [X, X, X, X, X, 42, 42]  # two equal moves at the top
+    columns = [np.ascontiguousarray(q[:, i]) for i in range(7)]
+    before = [c.copy() for c in columns]
+    got = is_decision(columns)
+    np.testing.assert_array_equal(got, q_spread(q) > 0)
+    assert got[5] and not got[:5].any() and not got[6]
+    assert 0.1 < got.mean() < 0.9  # both kinds of row are well represented
+    for c, b in zip(columns, before, strict=True):
+        np.testing.assert_array_equal(c, b)  # the shard's columns are not written to
+
+
 def test_an_unknown_selection_is_refused(tmp_path):
     from forge.errors import InputError
 
