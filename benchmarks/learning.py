@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, help="processes solving deals (default: all cores)")
     ap.add_argument("--points", type=int, default=8, help="evaluations at even fractions of the budget")
     ap.add_argument("--eval-batch", type=int, default=512)
+    ap.add_argument("--fresh", action="store_true",
+                    help="curve mode: keep solving new deals beside training (one process, one core), taken in "
+                         "at each epoch's start; --deals are the first ones; the CPU share of solving is reported")
+    ap.add_argument("--window", type=int, help="--fresh: train on the latest N deals (default 120: about 5 GB of "
+                    "RAM at 40,000 samples per deal)")
     ap.add_argument("--prepare", action="store_true", help="make the data, then stop")
     ap.add_argument("--keep-shards", action="store_true", help="keep training shards after tokenizing")
     ap.add_argument("--flywheel", choices=("tiny", "quick", "standard"), help="run a flywheel loop instead")
@@ -102,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    for name in ("samples", "deals", "samples_per_deal", "batch_size", "points", "threads", "workers",
+    for name in ("samples", "deals", "window", "samples_per_deal", "batch_size", "points", "threads", "workers",
                  "val_per_shard", "speed_rounds", "speed_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:

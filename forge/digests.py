@@ -68,7 +68,9 @@ class DigestMemo:
         digest = sha256_file(given)
         self.hashed.append(given)
         if isinstance(known, dict) and known.get("sha256") not in (None, digest):
-            log.warning("%s: content changed since it was last seen", given)
+            # routine (the tokenize stage rewrites its dataset each iteration): what a change means
+            # is the fingerprints' business, which compare these digests, so only a debug line here
+            log.debug("%s: content changed since it was last seen", given)
         self._memo[key] = self._new[key] = {"stamp": stamp, "sha256": digest}
         return digest
 

@@ -11,6 +11,7 @@ import logging
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ SCRIPT = REPO / "benchmarks" / "learning.py"
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark's modes live in benchmarks/ttq
 import learning  # noqa: E402
-from ttq import common, curve  # noqa: E402
+from ttq import common, curve, fresh  # noqa: E402
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -163,6 +164,43 @@ def test_speed_mode_measures_each_variant_through_the_projects_training(tmp_path
     assert [r["batch_size"] for r in rows] == [64, 32] and rows[0]["vs_first"] == 1.0
     assert all(r["wall_samples_per_s"] > 0 and r["cpu_samples_per_s"] > 0 for r in rows)
     assert "CPU samples/s" in shown
+
+
+@pytest.mark.slow
+def test_fresh_deals_are_made_beside_training_and_the_window_keeps_the_latest(tmp_path):
+    start = tmp_path / "first"  # stands for the deals made before the run
+    made = fresh.Fresh("tiny", tmp_path / "fresh", [start], list(range(5, 400)), 64, "all", 0, window=1)
+    with made:
+        deadline = time.monotonic() + 300  # a marker, not a sleep: four deals announced
+        while len(fresh.read_ready(made.folder)) < 4:
+            assert made.process.is_alive() and time.monotonic() < deadline, "the producer made no deals"
+            time.sleep(0.2)
+        window = made.window()
+        rows = fresh.read_ready(made.folder)  # read after: the producer goes on meanwhile
+        on_disk = sorted(p.name for p in made.folder.glob("seed_*"))
+    assert [r["seed"] for r in rows[:4]] == [5, 6, 7, 8]  # in the order given
+    # one deal (the window's size), a recent one: the first deals left the window
+    assert len(window) == 1 and window[0] in [Path(r["path"]) for r in rows[3:]]
+    # disk stays bounded: the first deal was deleted once three were made (two windows kept)
+    assert "seed_000005" not in on_disk and len(on_disk) <= fresh.KEEP_WINDOWS * 1 + 1
+    assert all(r["cpu_s"] > 0 and r["states"] > 0 for r in rows)
+    assert made.cpu_s is not None and made.cpu_s >= sum(r["cpu_s"] for r in rows)  # all it made, and more
+    assert not made.folder.exists()  # removed at the end (no --keep-shards)
+
+
+@pytest.mark.slow
+def test_fresh_mode_reports_the_share_of_cpu_spent_solving(tmp_path, in_process):
+    out = tmp_path / "out"
+    code, shown, err = in_process("--preset", "tiny", "--fresh", "--window", "4", "--samples", "20000", "--deals",
+                                  "1", "--points", "2", "--workers", "1", "--val-per-shard", "50",
+                                  "--data", str(tmp_path / "data"), "--out", str(out), "--quiet")
+    assert code == 0, err[-2000:]
+    result = json.loads((out / "curve.json").read_text())
+    f = result["setup"]["fresh"]
+    assert f["window"] == 4 and f["producer_cpu_s"] > 0 and 0 < f["solve_cpu_share"] < 1
+    assert f["windows"] and set(f["windows"]) <= {1, 2, 3, 4}  # never more than the window
+    assert all(p["deals"] >= 1 and 0 <= p["solve_cpu_share"] < 1 for p in result["points"])
+    assert "of the CPU the run used" in shown and not (out / "fresh").exists()
 
 
 @pytest.mark.loop

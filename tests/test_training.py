@@ -478,6 +478,32 @@ def test_training_on_several_datasets_reads_each_train_split(mini, tmp_path):
     assert sizes[0] != sizes[1] and both.samples == sum(sizes)
 
 
+def test_a_growing_window_takes_in_datasets_made_while_it_trains(mini, tmp_path):
+    """``train_dirs`` as a function: each epoch trains on the window as it stands at its start."""
+    other = tmp_path / "other"
+    solved = _solved(tmp_path / "shards", 12, 0, 0)
+    build_dataset({"train": solved["train"][6:]}, other, 40, 0, progress=False)
+    window = [mini]
+
+    class MadeAfterTheFirstEpoch(L.Callback):  # a deal that lands while the run trains
+        def on_train_epoch_end(self, trainer, pl_module):
+            if other not in window:
+                window.append(other)
+
+    res = train(mini, TrainingSection(epochs=3, model="tiny", batch_size=256), train_dirs=lambda: list(window),
+                run_dir=tmp_path / "run", trainer_kwargs={"callbacks": [MadeAfterTheFirstEpoch()]}, **FAST)
+    first, second = (len(load_tensors(d, "train")["targets"]) for d in (mini, other))
+    assert first != second and res.samples == first + 2 * (first + second)  # epoch 1 alone, then both
+
+
+def test_a_growing_window_must_start_with_a_dataset(mini, tmp_path):
+    from forge.errors import InputError
+
+    with pytest.raises(InputError, match="needs at least one dataset"):
+        train(mini, TrainingSection(epochs=1, model="tiny"), train_dirs=lambda: [], run_dir=tmp_path, **FAST)
+    assert not (tmp_path / "domino").exists()
+
+
 @pytest.mark.parametrize("budget, message", [
     ({"epochs": None}, "epochs must be an integer"),
     ({"train_samples": 10, "train_seconds": 5.0}, "train_samples and train_seconds are both set"),

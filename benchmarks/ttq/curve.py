@@ -7,6 +7,7 @@ pauses the training clock and is reported apart."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -43,11 +44,15 @@ from ttq.common import (
     text_table,
 )
 from ttq.data import golden_val, random_move_q_gap, train_deals, train_seeds
+from ttq.fresh import Fresh
 
 #: Minutes at which the table reports the curve (those within the budget).
 FIXED_MINUTES = (5, 15, 30, 60, 120)
 #: Val states of the training run's own validation at its end (the curve's points are the figures).
 FINAL_VAL_SAMPLES = 2000
+#: --fresh: deals the producer may make (far more than any budget allows), and the default window.
+FRESH_SEEDS = 100_000
+FRESH_WINDOW = 120
 
 
 @dataclass
@@ -68,6 +73,9 @@ class Point:
     ema_q_gap: float | None = None  # the same model's exponential moving average of weights (--ema)
     zero_regret: float | None = None  # share of states whose move is optimal (None in runs saved before it)
     q_mae: float | None = None  # points, over legal moves; None: the Q head was not trained
+    deals: int | None = None  # --fresh: deals made so far (the first ones and the producer's)
+    window: int | None = None  # --fresh: deals in the window this epoch trains on
+    solve_cpu_share: float | None = None  # --fresh: the producer's CPU over its own and training's
 
 
 def eval_marks(budget: float, points: int, in_seconds: bool = True) -> list[float]:
@@ -93,8 +101,8 @@ class Curve(L.Callback):
     ``marks`` (the budget's unit); the clock is paused while it scores."""
 
     def __init__(self, marks: list[float], val: dict[str, torch.Tensor], n_train: int, eval_batch: int,
-                 verbose: bool = True, ema: float | None = None):
-        self.marks, self.val, self.n_train = list(marks), val, n_train
+                 verbose: bool = True, ema: float | None = None, fresh: Fresh | None = None):
+        self.marks, self.val, self.n_train, self.fresh = list(marks), val, n_train, fresh
         self.eval_batch, self.verbose, self.ema = eval_batch, verbose, ema
         self.averaged: AveragedModel | None = None
         self.points: list[Point] = []
@@ -134,8 +142,16 @@ class Curve(L.Callback):
         wall, cpu = clock.seconds()
         samples = clock.samples
         window = wall - self._window[1]
+        grown: dict[str, Any] = {}
+        n_train = self.n_train
+        if self.fresh is not None:  # epochs: passes over every deal made so far
+            made = self.fresh.made()
+            deals = len(self.fresh.start) + made["deals"]
+            n_train = self.n_train // len(self.fresh.start) * deals
+            grown = {"deals": deals, "window": self.fresh.used[-1] if self.fresh.used else None,
+                     "solve_cpu_share": made["cpu_s"] / (made["cpu_s"] + cpu) if made["cpu_s"] + cpu > 0 else None}
         point = Point(
-            minutes=wall / 60, cpu_minutes=cpu / 60, samples=samples, epochs=samples / self.n_train,
+            minutes=wall / 60, cpu_minutes=cpu / 60, samples=samples, epochs=samples / n_train, **grown,
             q_gap=m["q_gap"], decision_q_gap=m.get("decision_q_gap"), accuracy=m["accuracy"],
             blunder_rate=m["blunder_rate"], value_mae=m.get("value_mae"), zero_regret=m["zero_regret"],
             q_mae=m.get("q_mae"), train_loss=self._loss / max(1, self._steps),
@@ -150,7 +166,9 @@ class Curve(L.Callback):
                   + (f"  value MAE {point.value_mae:.2f}" if point.value_mae is not None else "")
                   + (f"  Q-MAE {point.q_mae:.2f}" if point.q_mae is not None else "")
                   + f"  ({point.samples_per_s:,.0f} samples/s)"
-                  + (f"  EMA Q-gap {ema:.3f}" if ema is not None else ""),
+                  + (f"  EMA Q-gap {ema:.3f}" if ema is not None else "")
+                  + (f"  {point.deals} deals made, window {point.window}, solving {point.solve_cpu_share:.0%} of CPU"
+                     if point.deals is not None and point.solve_cpu_share is not None else ""),
                   file=sys.stderr, flush=True)
 
 
@@ -160,7 +178,9 @@ def table(points: list[dict[str, Any]]) -> str:
                        ("decisions", "decision_q_gap", "10.3f"), ("accuracy", "accuracy", "9.4f"),
                        ("0-regret", "zero_regret", "9.4f"), ("blunders", "blunder_rate", "9.4f"),
                        ("value MAE", "value_mae", "10.2f"), ("Q-MAE", "q_mae", "6.2f"), ("loss", "train_loss", "7.4f"),
-                       ("samples/s", "samples_per_s", "10,.0f"), ("EMA Q-gap", "ema_q_gap", "10.3f")], points)
+                       ("samples/s", "samples_per_s", "10,.0f"), ("EMA Q-gap", "ema_q_gap", "10.3f"),
+                       ("deals", "deals", "6d"), ("window", "window", "7d"),
+                       ("solving", "solve_cpu_share", "8.1%")], points)
 
 
 def time_axis(curve: dict[str, Any]) -> tuple[str, str]:
@@ -192,7 +212,7 @@ def plot(curves: list[dict[str, Any]], path: Path) -> None:
 
 
 def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, val: dict[str, torch.Tensor],
-                n_train: int, out: Path) -> tuple[list[Point], dict[str, Any]]:
+                n_train: int, out: Path, fresh: Fresh | None = None) -> tuple[list[Point], dict[str, Any]]:
     cfg = load_preset(args.preset)
     model_over, module_kwargs = parse_settings(args.set)  # checked in main already
     # the preset's head weights, as the flywheel trains with them, unless --set says otherwise
@@ -204,7 +224,7 @@ def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, v
     budget = args.samples or args.budget
     kind = "samples" if args.samples else args.clock
     curve = Curve(eval_marks(budget, args.points, in_seconds=kind != "samples"), val, n_train, args.eval_batch,
-                  not args.quiet, args.ema)
+                  not args.quiet, args.ema, fresh)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner of GPUs and tips
     with warnings.catch_warnings():  # Lightning's notes on what this run leaves out on purpose
         warnings.filterwarnings("ignore", message=r".*(does not have many workers|LeafSpec).*")
@@ -213,7 +233,8 @@ def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, v
                                              batch_size=batch_size, train_seed=args.seed,
                                              val_samples=FINAL_VAL_SAMPLES, **weights),
                     HardwareSection(precision=args.precision, accelerator="cpu", compile=args.compile),
-                    architecture=config, train_dirs=datasets, clock=args.clock, run_dir=out / "run", wandb=False,
+                    architecture=config, train_dirs=fresh.window if fresh else datasets, clock=args.clock,
+                    run_dir=out / "run", wandb=False,
                     progress=False, module_kwargs=module_kwargs, trainer_kwargs={"callbacks": [curve]})
     hparams = dict(load_module(res.last_checkpoint).hparams)
     hparams.pop("model_config", None)
@@ -245,7 +266,20 @@ def run_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
           f"{args.train_states} states); scoring on {len(val['targets']):,} golden val states",
           file=sys.stderr, flush=True)
     wall = time.perf_counter()
-    points, setup = train_curve(args, datasets, val_dir, val, n_train, out)
+    fresh = None
+    if args.fresh:
+        later = train_seeds(seeds[-1] + 1, FRESH_SEEDS, cfg.evaluation.golden_seeds)
+        fresh = Fresh(args.preset, out / "fresh", datasets, later, k, args.train_states, cfg.data.global_seed,
+                      args.window or FRESH_WINDOW, args.keep_shards)
+    with fresh or contextlib.nullcontext():
+        points, setup = train_curve(args, datasets, val_dir, val, n_train, out, fresh)
+    if fresh is not None:
+        made = fresh.made()
+        training_cpu = points[-1].cpu_minutes * 60 if points else 0.0
+        setup["fresh"] = {**made, "window": args.window or FRESH_WINDOW, "producer_cpu_s": round(fresh.cpu_s, 1),
+                          "solve_cpu_share": round(fresh.cpu_s / (fresh.cpu_s + training_cpu), 4)
+                          if fresh.cpu_s + training_cpu > 0 else None,
+                          "windows": fresh.used}
     return {
         "label": args.label, "started": started, "command": " ".join(sys.argv), "mode": "learning",
         "machine": machine(), "load_before": load_before, "load_after": load_average(),
@@ -267,5 +301,10 @@ def report(result: dict[str, Any], out: Path) -> None:
           f"{d['val_states']:,} golden states (random legal move: Q-gap {result['random_q_gap']:.3f}); data made "
           f"now: {d['deals_made_now']} deals in {d['deals_s']} s, golden in {d['golden_made_s']} s (not counted)")
     print(table(result["points"]))
+    f = s.get("fresh")
+    if f:
+        print(f"fresh deals: {f['deals']} made while training (seeds up to {f['last_seed']}, {f['states']:,} states) "
+              f"in {f['cpu_s']} CPU-s; the producer used {f['producer_cpu_s']} CPU-s, "
+              f"{f['solve_cpu_share']:.1%} of the CPU the run used (training and solving); window {f['window']}")
     print("\n".join(reference_lines(result["points"])))
     plot([result], out / "curve.png")

@@ -3,7 +3,7 @@ as :class:`forge.ml.data.ArrayBatches`, split across data-parallel ranks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +23,11 @@ class DominoDataModule(L.LightningDataModule):
     straight from the memory map. ``val_samples`` validates on that many samples spread evenly
     over the val split (:func:`spread_indices`), the same ones every epoch; None: all of it.
     ``train_dirs`` trains on the train splits of those datasets, concatenated in RAM (a window of
-    several iterations' data, say), instead of ``data_dir``'s own.
+    several iterations' data, say), instead of ``data_dir``'s own. ``train_dirs`` may also be a
+    function returning the datasets to train on now: a window that grows while training runs (deals
+    solved beside it); it is asked again at each epoch's start (with Lightning's
+    ``reload_dataloaders_every_n_epochs=1``, which :func:`forge.ml.training.train` sets for it), and
+    the split is gathered again only when its answer changed.
     """
 
     def __init__(
@@ -37,11 +41,13 @@ class DominoDataModule(L.LightningDataModule):
         val_split: str = "val",
         test_split: str = "test",
         val_samples: int | None = None,
-        train_dirs: Sequence[str | Path] | None = None,
+        train_dirs: Sequence[str | Path] | Callable[[], Sequence[str | Path]] | None = None,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
-        self.train_dirs = [Path(d) for d in train_dirs] if train_dirs else None
+        self.window = train_dirs if callable(train_dirs) else None
+        fixed = train_dirs() if callable(train_dirs) else train_dirs
+        self.train_dirs = [Path(d) for d in fixed] if fixed else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
@@ -59,6 +65,11 @@ class DominoDataModule(L.LightningDataModule):
 
     def split(self, role: str) -> dict[str, Tensor]:
         name = self.split_names[role]
+        if role == "train" and self.window is not None:
+            now = [Path(d) for d in self.window()]
+            if now and now != self.train_dirs:
+                self.train_dirs = now
+                self.splits.pop(name, None)
         if role == "train" and self.train_dirs and name not in self.splits:
             self.splits[name] = concat_splits(self.train_dirs, name)
         if name not in self.splits:
@@ -75,8 +86,11 @@ class DominoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ArrayBatches:
         # Lightning iterates the same object every epoch; each pass draws a fresh order.
         rank, world = self._rank_and_world()
-        return ArrayBatches(self.split("train"), self.batch_size, shuffle=True, seed=self.seed,
-                            rank=rank, world_size=world)
+        batches = ArrayBatches(self.split("train"), self.batch_size, shuffle=True, seed=self.seed,
+                               rank=rank, world_size=world)
+        if self.window is not None and self.trainer is not None:
+            batches.epoch = self.trainer.current_epoch  # made anew each epoch: a fresh order each time
+        return batches
 
     def val_dataloader(self) -> ArrayBatches:
         # Every rank validates the whole (sub)set: MoveMetrics are not reduced across processes,

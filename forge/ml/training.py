@@ -6,8 +6,9 @@ W&B run under ``wandb/``. ``resume`` starts from a checkpoint's weights (fine-tu
 optimiser and schedule), or, with ``continuing``, goes on with its optimiser state and sample count
 under one schedule over ``lr_horizon`` samples (the flywheel's model learning across iterations).
 A run trains for ``epochs``, or for a budget of samples or seconds (:mod:`forge.ml.schedule`); it
-may train on several datasets' train splits at once (``train_dirs``: a replay window). The train
-command and the flywheel's train stage call :func:`train`.
+may train on several datasets' train splits at once (``train_dirs``: a replay window, or a function
+giving a window that grows while it trains). The train command and the flywheel's train stage call
+:func:`train`.
 
 Hardware is Lightning's business: ``precision``, ``accelerator``, ``devices``, ``strategy``
 (``ddp``: one process per device, each reading its own share of the memory-mapped train split)
@@ -29,7 +30,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,7 +334,7 @@ def train(
     progress: bool = True,
     module_kwargs: dict[str, Any] | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
-    train_dirs: list[str | Path] | None = None,
+    train_dirs: list[str | Path] | Callable[[], list[str | Path]] | None = None,
     clock: str = "wall",
 ) -> RunResult:
     """Train (or fine-tune from ``resume``) as ``training`` and ``hardware`` say (:mod:`forge.ml.settings`:
@@ -349,9 +350,12 @@ def train(
     ``lightning.Trainer``.
 
     ``train_dirs`` trains on those datasets' train splits together (``data_dir`` then gives only
-    val/test). A budget (``training.train_samples`` or ``train_seconds``, of ``clock``: wall or cpu) stops
-    the run there, mid-epoch if need be, lays the LR schedule over the budget, validates once at the end
-    and keeps the last weights. ``training.lr_horizon`` lays the schedule over every sample the weights
+    val/test); a function instead of a list is asked again at each epoch's start, so deals made
+    while the run trains join it (an epoch is then one pass over the window as it stood).
+
+    A budget (``training.train_samples`` or ``train_seconds``, of ``clock``: wall or cpu) stops the run
+    there, mid-epoch if need be, lays the LR schedule over the budget, validates once at the end and
+    keeps the last weights. ``training.lr_horizon`` lays the schedule over every sample the weights
     have seen instead, and ``continuing`` takes the ``resume`` checkpoint's optimiser state and sample
     count along, so a sequence of runs follows one warm-up and one cosine.
 
@@ -370,7 +374,11 @@ def train(
     seed = training.train_seed % 2**32  # Lightning would replace a larger seed by a random one
     batch_size, val_samples, lr_horizon = training.batch_size, training.val_samples, training.lr_horizon
     data_dir, run_dir = Path(data_dir), Path(run_dir)
-    train_dirs = [Path(d) for d in train_dirs] if train_dirs else None
+    window = train_dirs if callable(train_dirs) else None  # a window that grows as the run goes
+    fixed = train_dirs() if callable(train_dirs) else train_dirs
+    train_dirs = [Path(d) for d in fixed] if fixed else None
+    if window is not None and not train_dirs:
+        raise InputError("a growing train window needs at least one dataset to start from")
     splits = _check_data(data_dir, train_dirs)
     ckpt = read_checkpoint(resume) if resume is not None else None
     config = _model_config(architecture or training.model, ckpt, resume)
@@ -415,7 +423,7 @@ def train(
                                   save_top_k=1, enable_version_counter=False)
         callbacks.append(best_cb)
     data = DominoDataModule(data_dir, batch_size=batch_size, seed=seed, val_samples=val_samples,
-                            train_dirs=train_dirs)
+                            train_dirs=window or train_dirs)
     n_train = sum(read_manifest(d)["splits"]["train"]["count"] for d in train_dirs or [data_dir])
     steps = max(1, -(-n_train // batch_size))
     kwargs: dict[str, Any] = dict(
@@ -428,6 +436,7 @@ def train(
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=str(run_dir),
         limit_val_batches=1.0 if has_val else 0,
+        reload_dataloaders_every_n_epochs=1 if window is not None else 0,
     )
     extra = dict(trainer_kwargs or {})
     kwargs["callbacks"] += list(extra.pop("callbacks", []))
@@ -458,7 +467,8 @@ def train(
                                 "max_samples": training.train_samples, "max_seconds": training.train_seconds,
                                 "clock": clock, "lr_horizon": lr_horizon,
                                 "continuing": continuing, "samples_seen_before": samples_before,
-                                "train_dirs": [str(d) for d in train_dirs] if train_dirs else None})
+                                "train_dirs": [str(d) for d in train_dirs] if train_dirs else None,
+                                "growing_window": window is not None})
         os.environ[_VERSION_ENV] = str(csv.version)  # for the processes a DDP launch starts
     try:
         _fit(trainer, module, data)
