@@ -40,7 +40,7 @@ from ttq import compare, curve, flywheel, speed
 from ttq.common import REPO, flywheel_settings, parse_budget, parse_settings, write_json
 
 from forge.errors import ForgeError
-from forge.flywheel.config import load_preset
+from forge.flywheel.config import RECIPES, gpu_recipe, load_preset
 from forge.ml.settings import SELECTIONS
 
 #: Training deals of a curve or speed run unless --deals says otherwise.
@@ -76,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "in flywheel mode a state.yaml config key (lr=3e-4); repeatable")
     ap.add_argument("--ema", type=float, metavar="DECAY",
                     help="curve mode: also score an exponential moving average of the weights (e.g. 0.999)")
-    ap.add_argument("--precision", default="32", choices=("32", "bf16-mixed"))
-    ap.add_argument("--compile", action="store_true", help="torch.compile the network")
+    ap.add_argument("--precision", choices=("32", "bf16-mixed"),
+                    help="default: 32 on a CPU, the GPU recipe's (bf16-mixed) on a GPU")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the network (the GPU recipe does)")
+    ap.add_argument("--recipe", choices=RECIPES, default="auto",
+                    help="curve mode: gpu trains with the preset's GPU recipe (its gpu block: model, batch, LR, "
+                         "precision, compile) on CUDA; auto (default): that when torch sees a CUDA GPU")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: with --clock cpu, what an "
                     "idle core gives, whatever else the machine runs)")
@@ -87,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fresh", action="store_true",
                     help="curve mode: keep solving new deals beside training (one process, one core), taken in "
                          "at each epoch's start; --deals are the first ones; the CPU share of solving is reported")
-    ap.add_argument("--window", type=int, help="--fresh: train on the latest N deals (default 120: about 5 GB of "
+    ap.add_argument("--window", type=int, help="--fresh: train on the latest N deals (default 120: about 2 GB of "
                     "RAM at 40,000 samples per deal)")
     ap.add_argument("--prepare", action="store_true", help="make the data, then stop")
     ap.add_argument("--keep-shards", action="store_true", help="keep training shards after tokenizing")
@@ -104,6 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def use_gpu(recipe: str, preset: str) -> bool:
+    """Whether a curve trains with the preset's GPU recipe: asked for (a CUDA GPU must be there), or
+    auto with a GPU present and a recipe in the preset."""
+    if recipe == "cpu":
+        return False
+    present = torch.cuda.is_available()
+    if recipe == "gpu":
+        if not present:
+            raise ForgeError("--recipe gpu: torch sees no CUDA GPU on this machine")
+        if not gpu_recipe(preset):
+            raise ForgeError(f"--recipe gpu: preset {preset} has no gpu block")
+        return True
+    return present and bool(gpu_recipe(preset))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -114,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         ap.error("--lr must be a positive number")
+    try:
+        args.gpu = use_gpu(args.recipe, args.preset) and not args.flywheel  # a flywheel takes its state.yaml's
+    except ForgeError as e:
+        ap.error(str(e))
     if args.train_states is None:
-        args.train_states = load_preset(args.flywheel or args.preset).data.train_states
+        args.train_states = load_preset(args.flywheel or args.preset, gpu=args.gpu).data.train_states
     out = Path(args.out) if args.out else REPO / "runs" / "learning" / (
         args.label or datetime.now().strftime("%Y%m%d-%H%M%S"))
     try:

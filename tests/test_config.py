@@ -82,3 +82,23 @@ def test_a_config_without_a_model_is_refused_though_train_alone_may_take_the_che
     with pytest.raises(ConfigError, match=r"^config\.training\.model is missing$"):
         config_from_dict(data)
     assert TrainingSection().model is None  # train(): the resumed checkpoint's architecture, else large
+
+
+def test_a_presets_gpu_recipe_replaces_its_training_and_hardware_only_when_asked() -> None:
+    from forge.flywheel.config import gpu_recipe, load_preset, preset_names
+    from forge.ml.model import DominoTransformer, count_parameters, preset
+
+    cpu, gpu = load_preset("standard"), load_preset("standard", gpu=True)
+    assert (cpu.training.model, cpu.hardware.precision, cpu.hardware.compile) == ("large", "auto", False)
+    assert (gpu.training.model, gpu.hardware.precision, gpu.hardware.compile) == ("xl", "bf16-mixed", True)
+    assert gpu.hardware.accelerator == "gpu" and gpu.training.batch_size > cpu.training.batch_size
+    # the rest is the preset's: the golden sets (what every evaluation is compared on) do not change
+    assert gpu.evaluation == cpu.evaluation and gpu.data.samples_per_shard == cpu.data.samples_per_shard
+    # the reference's size class (its catalog's 3.3M), not a name for the large model
+    assert 3_000_000 < count_parameters(DominoTransformer(preset("xl"))) < 3_500_000
+    # an explicit override still wins over the recipe
+    assert load_preset("standard", gpu=True, model="large").training.model == "large"
+    for name in preset_names():  # every recipe a preset holds is a valid configuration
+        assert load_preset(name, gpu=True).preset == name
+        assert "gpu" not in load_preset(name).to_dict()  # the block is not a setting of its own
+    assert gpu_recipe("quick") == {} and load_preset("quick", gpu=True) == load_preset("quick")

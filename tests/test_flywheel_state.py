@@ -305,3 +305,14 @@ def test_a_nested_edit_that_breaks_the_state_never_becomes_the_backup(ws: Path) 
     save_state(ws, state)
     assert load_state(ws).wandb["mode"] == "offline"
     assert yaml.safe_load((ws / BACKUP_FILE).read_text())["wandb"]["mode"] == "offline"
+
+
+def test_init_takes_the_gpu_recipe_when_asked_and_says_so(ws: Path) -> None:
+    res = cli("init", "--preset", "standard", "--wandb-group", "g", "--recipe", "gpu", "--force", cwd=ws)
+    assert res.returncode == 0, res.stderr
+    config = load_state(ws).config  # the record holds what will run, not the CPU settings
+    assert (config.training.model, config.hardware.precision) == ("xl", "bf16-mixed") and "GPU recipe" in res.stdout
+    res = cli("init", "--preset", "standard", "--wandb-group", "g", "--recipe", "cpu", "--force", cwd=ws)
+    assert res.returncode == 0 and load_state(ws).config.training.model == "large" and "GPU" not in res.stdout
+    res = cli("init", "--preset", "quick", "--wandb-group", "g", "--recipe", "gpu", "--force", cwd=ws)
+    assert res.returncode == 2 and "has no GPU recipe" in res.stderr and len(res.stderr.strip().splitlines()) == 1

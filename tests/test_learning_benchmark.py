@@ -152,6 +152,14 @@ def test_bad_request_is_one_line_not_a_traceback(tmp_path, in_process):
     assert torch.get_num_threads() == threads and not any(tmp_path.iterdir())  # refused before anything ran
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU recipe where there is no GPU")
+def test_a_gpu_recipe_without_a_gpu_is_refused_before_anything_runs(tmp_path, in_process):
+    with pytest.raises(SystemExit) as exit_:
+        in_process("--preset", "standard", "--recipe", "gpu", "--data", str(tmp_path))
+    assert exit_.value.code == 2 and not any(tmp_path.iterdir())
+    assert learning.use_gpu("auto", "standard") is False and learning.use_gpu("cpu", "standard") is False
+
+
 @pytest.mark.slow
 def test_speed_mode_measures_each_variant_through_the_projects_training(tmp_path, in_process):
     out = tmp_path / "speed"

@@ -133,11 +133,11 @@ class Curve(L.Callback):
         was_training = pl_module.model.training
         heads = pl_module.trained_heads  # an untrained head's error means nothing
         m = evaluate_model(pl_module.model, self.val, self.eval_batch, with_value="value" in heads,
-                           with_q="q" in heads, move_head=pl_module.move_head)
+                           with_q="q" in heads, move_head=pl_module.move_head, device=pl_module.device)
         ema = None
         if self.averaged is not None:
             ema = evaluate_model(self.averaged.module, self.val, self.eval_batch, with_value=False,
-                                 move_head=pl_module.move_head)["q_gap"]
+                                 move_head=pl_module.move_head, device=pl_module.device)["q_gap"]
         pl_module.model.train(was_training)
         wall, cpu = clock.seconds()
         samples = clock.samples
@@ -213,7 +213,7 @@ def plot(curves: list[dict[str, Any]], path: Path) -> None:
 
 def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, val: dict[str, torch.Tensor],
                 n_train: int, out: Path, fresh: Fresh | None = None) -> tuple[list[Point], dict[str, Any]]:
-    cfg = load_preset(args.preset)
+    cfg = load_preset(args.preset, gpu=args.gpu)
     model_over, module_kwargs = parse_settings(args.set)  # checked in main already
     # the preset's head weights, as the flywheel trains with them, unless --set says otherwise
     weights = {"value_weight": cfg.training.value_weight, "q_weight": cfg.training.q_weight}
@@ -221,6 +221,10 @@ def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, v
     config = ModelConfig(**{**preset(args.model or cfg.training.model).to_dict(), **model_over})
     lr = args.lr if args.lr is not None else cfg.training.scratch_lr
     batch_size = args.batch_size or cfg.training.batch_size
+    # the GPU recipe's device, precision and compilation (on a CPU: fp32, eager, unless asked)
+    hardware = HardwareSection(precision=args.precision or (cfg.hardware.precision if args.gpu else "32"),
+                               accelerator=cfg.hardware.accelerator if args.gpu else "cpu",
+                               compile=args.compile or (args.gpu and cfg.hardware.compile))
     budget = args.samples or args.budget
     kind = "samples" if args.samples else args.clock
     curve = Curve(eval_marks(budget, args.points, in_seconds=kind != "samples"), val, n_train, args.eval_batch,
@@ -232,21 +236,22 @@ def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, v
                                              train_seconds=None if args.samples else args.budget, lr=lr,
                                              batch_size=batch_size, train_seed=args.seed,
                                              val_samples=FINAL_VAL_SAMPLES, **weights),
-                    HardwareSection(precision=args.precision, accelerator="cpu", compile=args.compile),
+                    hardware,
                     architecture=config, train_dirs=fresh.window if fresh else datasets, clock=args.clock,
                     run_dir=out / "run", wandb=False,
                     progress=False, module_kwargs=module_kwargs, trainer_kwargs={"callbacks": [curve]})
     hparams = dict(load_module(res.last_checkpoint).hparams)
     hparams.pop("model_config", None)
     setup = {"model": config.to_dict(), "parameters": count_parameters(DominoTransformer(config)), "lr": lr,
-             "batch_size": batch_size, "module": hparams, "precision": args.precision, "compile": args.compile,
+             "batch_size": batch_size, "module": hparams, "precision": hardware.precision,
+             "compile": hardware.compile, "accelerator": hardware.accelerator, "gpu_recipe": args.gpu,
              "seed": args.seed, "train_samples": n_train, "clock": kind, "budget": budget,
              "threads": torch.get_num_threads(), "run_dir": str(res.run_dir), "ema": args.ema}
     return curve.points, setup
 
 
 def run_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    cfg = load_preset(args.preset)
+    cfg = load_preset(args.preset, gpu=args.gpu)
     data = Path(args.data)
     workers = args.workers or os.cpu_count() or 1
     val_dir, golden_s = golden_val(cfg, data, args.val_per_shard, workers)

@@ -87,7 +87,7 @@ def run_speed(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 samples = (args.speed_warmup + args.speed_steps) * batch_size
                 train(val_dir, TrainingSection(train_samples=samples, lr=args.lr or cfg.training.scratch_lr,
                                                batch_size=batch_size, train_seed=args.seed + r, **weights),
-                      HardwareSection(precision=run.get("precision", args.precision), accelerator="cpu",
+                      HardwareSection(precision=run.get("precision", args.precision or "32"), accelerator="cpu",
                                       compile=run.get("compile", args.compile)),
                       architecture=config, train_dirs=datasets, run_dir=out / "speed-runs", wandb=False,
                       progress=False, module_kwargs=module_kwargs,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from forge.commandline import FLYWHEEL as PROG
 from forge.commandline import ArgumentParser, UsageError, number, parse_seed_range, run_cli
-from forge.flywheel.config import MAX_SEED, MAX_SEEDS_PER_ITER
+from forge.flywheel.config import MAX_SEED, MAX_SEEDS_PER_ITER, RECIPES
 from forge.flywheel.state import WANDB_MODES
 from forge.ml.model_presets import PRESETS as MODEL_PRESETS
 from forge.ml.settings import WANDB_PROJECT
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--start-seed", type=int, default=0, help="first training seed (default 0)")
     init.add_argument("--seeds-per-iter", type=int, help="override the preset's seeds per iteration")
     init.add_argument("--model", default=None, choices=MODEL_PRESETS, help="override the preset's model size")
+    init.add_argument("--recipe", default="auto", choices=RECIPES,
+                      help="gpu: the preset's GPU recipe (its gpu block: model, batch, precision, compile); "
+                           "auto (default): that when torch sees a CUDA GPU; cpu: the preset as it stands")
     init.add_argument("--baseline", help="checkpoint the first iteration fine-tunes from")
     init.add_argument("--pretrain-seeds", metavar="A:B", default=None,
                       help="first train a baseline from scratch on seeds A..B-1 (iteration 0), streamed in chunks")
@@ -114,7 +117,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError(f"--start-seed must be 0..{MAX_SEED:,}, got {args.start_seed}")
     if args.seeds_per_iter is not None and args.seeds_per_iter < 1:
         raise UsageError(f"--seeds-per-iter must be at least 1, got {args.seeds_per_iter}")
-    config = load_preset(args.preset, seeds_per_iter=args.seeds_per_iter, model=args.model)
+    gpu = _gpu_recipe(args.recipe, args.preset)
+    config = load_preset(args.preset, gpu=gpu, seeds_per_iter=args.seeds_per_iter, model=args.model)
     if args.baseline and not Path(args.baseline).is_file():
         raise UsageError(f"baseline checkpoint {args.baseline} not found")
     baseline = _check_baseline(args.baseline, config.training.model) if args.baseline else None
@@ -141,12 +145,32 @@ def cmd_init(args: argparse.Namespace) -> int:
             save_state(root, state)
     except LockHeld as exc:
         raise UsageError(f"cannot re-initialise while a loop runs: {exc}; stop it first") from None
-    extra = f", pretraining on seeds {args.pretrain_seeds} first" if pretrain else ""
+    extra = (f", its GPU recipe (model {config.training.model}, batch {config.training.batch_size}, "
+             f"{config.hardware.precision}{', compiled' if config.hardware.compile else ''})") if gpu else ""
+    extra += f", pretraining on seeds {args.pretrain_seeds} first" if pretrain else ""
     extra += f"; previous state kept as {kept}" if kept else ""
     print(f"initialised {state_path(root)}: preset {config.preset}, group {args.wandb_group}, "
           f"W&B {args.wandb_mode}, first seed {state.next_seed}{extra}")
     print(f"next: {state.next_action}")
     return 0
+
+
+def _gpu_recipe(recipe: str, preset: str) -> bool:
+    """Whether init takes the preset's GPU recipe: asked for, or (auto) a CUDA GPU is present."""
+    from forge.flywheel.config import gpu_recipe
+
+    has_recipe = bool(gpu_recipe(preset))
+    if recipe == "cpu":
+        return False
+    if recipe == "gpu":
+        if not has_recipe:
+            raise UsageError(f"preset {preset} has no GPU recipe (no gpu block in templates/presets/{preset}.yaml)")
+        return True
+    if not has_recipe:
+        return False
+    import torch  # only here: asking whether a GPU is present starts torch
+
+    return torch.cuda.is_available()
 
 
 def cmd_status(args: argparse.Namespace) -> int:

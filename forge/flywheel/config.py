@@ -31,6 +31,10 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 PRESETS = TEMPLATES / "presets"
 KEEP_SHARDS = ("golden", "all")
 RETENTIONS = ("prune", "keep")
+#: A preset's block of the settings it takes on a CUDA GPU (load_preset(gpu=True)).
+GPU_BLOCK = "gpu"
+#: Which of a preset's recipes init takes: its GPU recipe when a CUDA GPU is present, or the one named.
+RECIPES = ("auto", "cpu", "gpu")
 #: The most new training deals one iteration takes (and one ``--seed-range``).
 MAX_SEEDS_PER_ITER = 100_000
 
@@ -183,10 +187,31 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
 
-def load_preset(name: str, **overrides: Any) -> Config:
-    """The named preset from templates/presets, with ``overrides`` (by field name) applied."""
+def _read_preset(name: str) -> dict[str, Any]:
     path = PRESETS / f"{name}.yaml"
     if name not in preset_names():  # a name from the folder, never a path (``../x``, ``/tmp/y``)
         raise ConfigError(f"unknown preset {name!r} (choose from: {', '.join(preset_names())})")
     data = yaml.safe_load(path.read_text()) or {}
-    return config_from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}, "preset": name})
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {name!r} is not a mapping of sections")
+    return data
+
+
+def gpu_recipe(name: str) -> dict[str, Any]:
+    """The preset's ``gpu`` block: the settings it takes when training runs on a CUDA GPU (by
+    ``section.field`` or flat name), or {} when it has none."""
+    block = _read_preset(name).get(GPU_BLOCK) or {}
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"preset {name!r}: {GPU_BLOCK} must be a mapping of settings")
+    return dict(block)
+
+
+def load_preset(name: str, gpu: bool = False, **overrides: Any) -> Config:
+    """The named preset from templates/presets, with ``overrides`` (by field name) applied; ``gpu``
+    applies its GPU recipe first (its ``gpu`` block, :func:`gpu_recipe`), so a workspace started on a
+    GPU machine records the settings it runs with, not the CPU's."""
+    data = _read_preset(name)
+    data.pop(GPU_BLOCK, None)
+    recipe = gpu_recipe(name) if gpu else {}
+    return config_from_dict({**data, **recipe, **{k: v for k, v in overrides.items() if v is not None},
+                             "preset": name})

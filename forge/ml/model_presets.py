@@ -24,12 +24,14 @@ class ModelConfig:
         return f"embed {self.embed_dim}, {self.n_heads} heads, {self.n_layers} layers, ff {self.ff_dim}{norm}"
 
 
-#: Parameter counts: large 817,033 (the ~817K the project's figures use), small 106,162, tiny 18,705.
+#: Parameter counts: xl 3,253,538 (the reference's 3.3M class: large at twice the width, for a GPU),
+#: large 817,033 (the ~817K the project's figures use), small 106,162, tiny 18,705.
 #: No dropout: the flywheel sees fresh deals every iteration, and on this project's CPU dropout 0.1
 #: cost a third of the training throughput and learnt less per sample too (docs/time-to-quality.md:
 #: val Q-gap 1.043 vs 0.857 after 8.3 CPU minutes from scratch, 60 deals x 10,000 samples, lr 1e-3).
 #: Checkpoints keep the dropout they were trained with.
 PRESETS: dict[str, ModelConfig] = {
+    "xl": ModelConfig(256, 8, 4, 1024, 0.0),
     "large": ModelConfig(128, 8, 4, 512, 0.0),
     "small": ModelConfig(64, 4, 2, 256, 0.0),
     "tiny": ModelConfig(32, 2, 2, 64, 0.0),
