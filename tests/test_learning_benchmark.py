@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
@@ -183,6 +184,8 @@ def test_fresh_deals_are_made_beside_training_and_the_window_keeps_the_latest(tm
         while len(fresh.read_ready(made.folder)) < 4:
             assert made.process.is_alive() and time.monotonic() < deadline, "the producer made no deals"
             time.sleep(0.2)
+        # it solves at a lower priority than training (which runs in this process)
+        assert os.getpriority(os.PRIO_PROCESS, made.process.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + fresh.NICE
         window = made.window()
         rows = fresh.read_ready(made.folder)  # read after: the producer goes on meanwhile
         on_disk = sorted(p.name for p in made.folder.glob("seed_*"))

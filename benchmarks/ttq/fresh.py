@@ -1,10 +1,11 @@
 """Fresh deals (``--fresh``): training that keeps drawing new deals for as long as it runs.
 
 A producer process beside training solves one new deal after another (in its own process, on one
-numba thread), tokenizes it with the preset's sampling into its own dataset under
-``<out>/fresh/`` and announces it in ``ready.jsonl``; training asks for its window at each epoch's
-start (:class:`forge.ml.datamodule.DominoDataModule` with a function for ``train_dirs``) and takes
-the most recent ``--window`` deals. Nothing is cached between runs: every fresh deal is solved
+numba thread, at a lower priority: it takes the CPU training leaves), tokenizes it with the preset's
+sampling into its own dataset under ``<out>/fresh/`` and announces it in ``ready.jsonl``; training
+asks for its window at each epoch's start (:class:`forge.ml.datamodule.DominoDataModule` with a
+function for ``train_dirs``) and takes the most recent ``--window`` deals: an epoch is one pass over
+the window as it stood, so new deals join after a pass over the ones before them. Nothing is cached between runs: every fresh deal is solved
 during this run, so the producer's CPU time, measured in the producer itself, is what solving
 costs, reported as its share of the CPU the run used (training's and solving's together).
 
@@ -26,6 +27,9 @@ from pathlib import Path
 
 #: Datasets kept on disk behind the newest, in windows: training may still be gathering the last one.
 KEEP_WINDOWS = 2
+#: The producer's niceness: it solves with what training leaves of the CPU, as the flywheel's
+#: prefetch does beside its train stage, so the training clock runs at training's own rate.
+NICE = 10
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ def produce(preset: str, folder: str, seeds: list[int], k: int, selection: str, 
     import numba
     import torch
 
+    os.nice(NICE)  # solving takes the cores training leaves idle, not training's share
     numba.set_num_threads(1)
     torch.set_num_threads(1)
     root = Path(folder)
