@@ -5,9 +5,10 @@ numba thread, at a lower priority: it takes the CPU training leaves), tokenizes 
 sampling into its own dataset under ``<out>/fresh/`` and announces it in ``ready.jsonl``; training
 asks for its window at each epoch's start (:class:`forge.ml.datamodule.DominoDataModule` with a
 function for ``train_dirs``) and takes the most recent ``--window`` deals: an epoch is one pass over
-the window as it stood, so new deals join after a pass over the ones before them. Nothing is cached between runs: every fresh deal is solved
-during this run, so the producer's CPU time, measured in the producer itself, is what solving
-costs, reported as its share of the CPU the run used (training's and solving's together).
+the window as it stood, so new deals join after a pass over the ones before them. Nothing is cached
+between runs: every fresh deal is solved during this run, so the producer's CPU time, measured in
+the producer itself, is what solving costs, reported as its share of the CPU the run used
+(training's and solving's together).
 
 Disk stays bounded: the producer deletes each deal's shard and token cache once its dataset is
 written, and the datasets that left the window (training holds its window in RAM); the folder is
