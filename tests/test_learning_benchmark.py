@@ -227,6 +227,9 @@ def test_flywheel_mode_runs_a_real_loop_until_the_budget(tmp_path, in_process):
     assert all(0 < r["train_share"] < 1 and 0 <= r["q_gap"] <= 84 for r in rows)
     assert all(0 < r["value_mae"] <= 84 and 0 < r["q_mae"] <= 84 and 0 <= r["zero_regret"] <= 1 for r in rows)
     assert 0 < rows[0]["minutes"] * 60 <= result["loop_s"]
+    assert rows[0]["samples"] > 0 and rows[0]["samples_per_s"] > 0  # what the train stage trained
+    cpu = result["cpu"]  # the stages' kernels ran as children, the loop itself in this process
+    assert cpu["stages_s"] > 0 and cpu["loop_process_s"] > 0 and 0 < cpu["loop_process_share"] < 1
     assert "train share" in run.stdout and not (ws / ".flywheel.stop").exists()
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the figure the README shows
     assert (out / "curve-metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

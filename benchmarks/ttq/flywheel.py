@@ -2,11 +2,16 @@
 engine's own :func:`forge.flywheel.loop.run_loop` until the budget is spent (then it is asked to
 stop after its current stage; iterations recorded by then count). Golden shards are made
 beforehand (timed apart) and linked in. It reports val Q-gap per iteration against the loop's
-wall-clock, and the share of it the train stage took."""
+wall-clock, the share of it the train stage took, the samples each iteration trained (and at what
+rate: the prefetch solves the next deals beside it), and where the run's CPU went: the loop's own
+process (mostly the prefetch, solving and tokenizing the next iteration's deals) against the stages'
+kernels and workers (training above all)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import statistics
 import sys
@@ -74,11 +79,13 @@ def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
     watcher = threading.Thread(target=_stop_after, args=(ws, args.budget, done), daemon=True)
     watcher.start()
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    own_cpu, children_cpu = time.process_time(), _children_cpu()
     try:
         code = run_loop(ws, no_wandb=True, say=say, **HOOKS)  # as the flywheel command runs it: HTML archived
     finally:
         done.set()
     wall = time.perf_counter() - start - golden_s
+    own_cpu, children_cpu = time.process_time() - own_cpu, _children_cpu() - children_cpu
     rows = []
     for entry in load_state(ws).history:
         val = entry.val or {}
@@ -87,14 +94,34 @@ def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
             "iteration": entry.iteration, "seeds": entry.total_seeds, "seconds": total,
             "minutes": _minutes_since(started, entry.finished_at), **{m: val.get(m) for m in METRICS},
             "train_share": entry.timings.get("train", 0) / total if total else None,
-            "timings": dict(entry.timings),
+            "timings": dict(entry.timings), **_trained(ws, entry.iteration),
         })
     if not args.workspace:
         shutil.rmtree(ws, ignore_errors=True)
     return {"label": args.label, "started": started.isoformat(timespec="seconds"), "command": " ".join(sys.argv),
             "mode": "flywheel", "preset": args.flywheel, "settings": updates, "machine": machine(),
             "load_before": load_before, "load_after": load_average(), "budget_s": args.budget,
-            "golden_s": round(golden_s, 1), "loop_s": round(wall, 1), "loop_exit": code, "iterations": rows}
+            "golden_s": round(golden_s, 1), "loop_s": round(wall, 1), "loop_exit": code,
+            "cpu": {"loop_process_s": round(own_cpu, 1), "stages_s": round(children_cpu, 1),
+                    "loop_process_share": round(own_cpu / (own_cpu + children_cpu), 4)
+                    if own_cpu + children_cpu > 0 else None},
+            "iterations": rows}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended children: the stages' kernels and solving workers."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def _trained(ws: Path, iteration: int) -> dict[str, Any]:
+    """The samples an iteration's train stage trained and their rate, from its stage result."""
+    try:
+        res = json.loads((ws / "runs" / f"iter-{iteration:04d}" / "results" / "train.json").read_text())
+        samples, seconds = int(res["samples"]), float(res["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"samples": None, "samples_per_s": None}
+    return {"samples": samples, "samples_per_s": samples / seconds if seconds > 0 else None}
 
 
 def flywheel_table(rows: list[dict[str, Any]]) -> str:
@@ -103,7 +130,8 @@ def flywheel_table(rows: list[dict[str, Any]]) -> str:
                        ("decisions", "decision_q_gap", "10.3f"), ("accuracy", "accuracy", "9.4f"),
                        ("0-regret", "zero_regret", "9.4f"), ("blunders", "blunder_rate", "9.4f"),
                        ("value MAE", "value_mae", "10.2f"), ("Q-MAE", "q_mae", "6.2f"),
-                       ("train share", "train_share", "12.0%")], rows)
+                       ("train share", "train_share", "12.0%"), ("samples", "samples", ">9,"),
+                       ("samples/s", "samples_per_s", "10,.0f")], rows)
 
 
 def goals(rows: list[dict[str, Any]], budget_s: float) -> list[str]:
@@ -156,3 +184,7 @@ def report(result: dict[str, Any]) -> None:
     print("\n".join(reference_lines(result["iterations"])))
     for line in goals(result["iterations"], result["budget_s"]):
         print(line)
+    cpu = result.get("cpu")
+    if cpu and cpu["loop_process_share"] is not None:
+        print(f"CPU: the loop's own process {cpu['loop_process_s']} s (mostly the prefetch: solving and tokenizing "
+              f"the next deals), the stages {cpu['stages_s']} s: {cpu['loop_process_share']:.0%} in the loop process")
