@@ -196,7 +196,8 @@ def test_fresh_deals_are_made_beside_training_and_the_window_keeps_the_latest(tm
     assert "seed_000005" not in on_disk and len(on_disk) <= fresh.KEEP_WINDOWS * 1 + 1
     assert all(r["cpu_s"] > 0 and r["states"] > 0 for r in rows)
     assert made.cpu_s is not None and made.cpu_s >= sum(r["cpu_s"] for r in rows)  # all it made, and more
-    assert not made.folder.exists()  # removed at the end (no --keep-shards)
+    assert not made.folder.exists()  # removed at the end (no --keep-shards), what it made counted before
+    assert made.final["deals"] >= len(rows) and made.final["states"] >= sum(r["states"] for r in rows)
 
 
 @pytest.mark.slow
@@ -209,6 +210,7 @@ def test_fresh_mode_reports_the_share_of_cpu_spent_solving(tmp_path, in_process)
     result = json.loads((out / "curve.json").read_text())
     f = result["setup"]["fresh"]
     assert f["window"] == 4 and f["producer_cpu_s"] > 0 and 0 < f["solve_cpu_share"] < 1
+    assert f["deals"] >= result["points"][-1]["deals"] - 1  # counted before its folder went
     assert f["windows"] and set(f["windows"]) <= {1, 2, 3, 4}  # never more than the window
     assert all(p["deals"] >= 1 and 0 <= p["solve_cpu_share"] < 1 for p in result["points"])
     assert "of the CPU the run used" in shown and not (out / "fresh").exists()

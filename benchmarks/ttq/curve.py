@@ -279,7 +279,7 @@ def run_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     with fresh or contextlib.nullcontext():
         points, setup = train_curve(args, datasets, val_dir, val, n_train, out, fresh)
     if fresh is not None:
-        made = fresh.made()
+        made = fresh.final or fresh.made()
         training_cpu = points[-1].cpu_minutes * 60 if points else 0.0
         setup["fresh"] = {**made, "window": args.window or FRESH_WINDOW, "producer_cpu_s": round(fresh.cpu_s, 1),
                           "solve_cpu_share": round(fresh.cpu_s / (fresh.cpu_s + training_cpu), 4)

@@ -116,6 +116,7 @@ class Fresh:
         self.used: list[int] = []  # deals in the window at each epoch's start
         self.children_before = 0.0
         self.cpu_s: float | None = None  # the producer's whole CPU time, once it has ended
+        self.final: dict | None = None  # what it made, once it has ended
 
     def __enter__(self) -> Fresh:
         self.children_before = children_cpu()
@@ -131,6 +132,7 @@ class Fresh:
             self.process.terminate()
             self.process.join()
         self.cpu_s = children_cpu() - self.children_before
+        self.final = self.made()  # before the folder goes
         if not self.keep:
             shutil.rmtree(self.folder, ignore_errors=True)
 
