@@ -58,7 +58,9 @@ class DigestMemo:
         self._new: dict[str, dict] = {}
         self.hashed: list[Path] = []
 
-    def sha256(self, path: str | os.PathLike) -> str:
+    def sha256(self, path: str | os.PathLike, rewritten: bool = False) -> str:
+        """The file's sha256, read again only if it changed since last seen; a changed content is
+        logged as a warning unless ``rewritten`` says its owner rewrites it by design."""
         given = Path(path)
         key = str(given.resolve())
         stamp = file_stamp(given)
@@ -68,9 +70,8 @@ class DigestMemo:
         digest = sha256_file(given)
         self.hashed.append(given)
         if isinstance(known, dict) and known.get("sha256") not in (None, digest):
-            # routine (the tokenize stage rewrites its dataset each iteration): what a change means
-            # is the fingerprints' business, which compare these digests, so only a debug line here
-            log.debug("%s: content changed since it was last seen", given)
+            level = logging.DEBUG if rewritten else logging.WARNING
+            log.log(level, "%s: content changed since it was last seen", given)
         self._memo[key] = self._new[key] = {"stamp": stamp, "sha256": digest}
         return digest
 
