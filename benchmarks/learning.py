@@ -40,7 +40,7 @@ from ttq import compare, curve, flywheel, speed
 from ttq.common import REPO, flywheel_settings, parse_budget, parse_settings, write_json
 
 from forge.errors import ForgeError
-from forge.flywheel.config import RECIPES, gpu_recipe, load_preset
+from forge.flywheel.config import RECIPES, load_preset, takes_gpu_recipe
 from forge.ml.settings import SELECTIONS
 
 #: Training deals of a curve or speed run unless --deals says otherwise.
@@ -109,18 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def use_gpu(recipe: str, preset: str) -> bool:
-    """Whether a curve trains with the preset's GPU recipe: asked for (a CUDA GPU must be there), or
-    auto with a GPU present and a recipe in the preset."""
-    if recipe == "cpu":
-        return False
-    present = torch.cuda.is_available()
-    if recipe == "gpu":
-        if not present:
-            raise ForgeError("--recipe gpu: torch sees no CUDA GPU on this machine")
-        if not gpu_recipe(preset):
-            raise ForgeError(f"--recipe gpu: preset {preset} has no gpu block")
-        return True
-    return present and bool(gpu_recipe(preset))
+    """Whether a curve trains with the preset's GPU recipe (forge's choice, as init makes it); asked
+    for, it also needs a CUDA GPU here, since the benchmark trains now."""
+    gpu = takes_gpu_recipe(recipe, preset)
+    if gpu and not torch.cuda.is_available():
+        raise ForgeError("--recipe gpu: torch sees no CUDA GPU on this machine")
+    return gpu
 
 
 def main(argv: list[str] | None = None) -> int:

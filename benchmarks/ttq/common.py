@@ -206,3 +206,9 @@ def read_json(path: str | Path, what: str) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{what}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's ended children (a stage's kernel, a deal producer, once reaped)."""
+    t = os.times()
+    return t.children_user + t.children_system

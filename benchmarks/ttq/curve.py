@@ -271,17 +271,16 @@ def run_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
           f"{args.train_states} states); scoring on {len(val['targets']):,} golden val states",
           file=sys.stderr, flush=True)
     wall = time.perf_counter()
-    fresh = None
+    fresh, window = None, args.window or FRESH_WINDOW
     if args.fresh:
         later = train_seeds(seeds[-1] + 1, FRESH_SEEDS, cfg.evaluation.golden_seeds)
         fresh = Fresh(args.preset, out / "fresh", datasets, later, k, args.train_states, cfg.data.global_seed,
-                      args.window or FRESH_WINDOW, args.keep_shards)
+                      window, args.keep_shards)
     with fresh or contextlib.nullcontext():
         points, setup = train_curve(args, datasets, val_dir, val, n_train, out, fresh)
     if fresh is not None:
-        made = fresh.final or fresh.made()
         training_cpu = points[-1].cpu_minutes * 60 if points else 0.0
-        setup["fresh"] = {**made, "window": args.window or FRESH_WINDOW, "producer_cpu_s": round(fresh.cpu_s, 1),
+        setup["fresh"] = {**fresh.final, "window": window, "producer_cpu_s": round(fresh.cpu_s, 1),
                           "solve_cpu_share": round(fresh.cpu_s / (fresh.cpu_s + training_cpu), 4)
                           if fresh.cpu_s + training_cpu > 0 else None,
                           "windows": fresh.used}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -30,6 +29,7 @@ from forge.ui.loop_hooks import HOOKS
 from ttq.common import (
     FLYWHEEL_GOALS,
     METRICS,
+    children_cpu,
     figure,
     five_metrics_figure,
     flywheel_settings,
@@ -79,13 +79,13 @@ def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
     watcher = threading.Thread(target=_stop_after, args=(ws, args.budget, done), daemon=True)
     watcher.start()
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    own_cpu, children_cpu = time.process_time(), _children_cpu()
+    own_cpu, stages_cpu = time.process_time(), children_cpu()
     try:
         code = run_loop(ws, no_wandb=True, say=say, **HOOKS)  # as the flywheel command runs it: HTML archived
     finally:
         done.set()
     wall = time.perf_counter() - start - golden_s
-    own_cpu, children_cpu = time.process_time() - own_cpu, _children_cpu() - children_cpu
+    own_cpu, stages_cpu = time.process_time() - own_cpu, children_cpu() - stages_cpu
     rows = []
     for entry in load_state(ws).history:
         val = entry.val or {}
@@ -102,16 +102,10 @@ def run_flywheel(args: argparse.Namespace) -> dict[str, Any]:
             "mode": "flywheel", "preset": args.flywheel, "settings": updates, "machine": machine(),
             "load_before": load_before, "load_after": load_average(), "budget_s": args.budget,
             "golden_s": round(golden_s, 1), "loop_s": round(wall, 1), "loop_exit": code,
-            "cpu": {"loop_process_s": round(own_cpu, 1), "stages_s": round(children_cpu, 1),
-                    "loop_process_share": round(own_cpu / (own_cpu + children_cpu), 4)
-                    if own_cpu + children_cpu > 0 else None},
+            "cpu": {"loop_process_s": round(own_cpu, 1), "stages_s": round(stages_cpu, 1),
+                    "loop_process_share": round(own_cpu / (own_cpu + stages_cpu), 4)
+                    if own_cpu + stages_cpu > 0 else None},
             "iterations": rows}
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's ended children: the stages' kernels and solving workers."""
-    t = os.times()
-    return t.children_user + t.children_system
 
 
 def _trained(ws: Path, iteration: int) -> dict[str, Any]:

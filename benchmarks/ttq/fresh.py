@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ttq.common import children_cpu
+
 #: Datasets kept on disk behind the newest, in windows: training may still be gathering the last one.
 KEEP_WINDOWS = 2
 #: The producer's niceness: it solves with what training leaves of the CPU, as the flywheel's
@@ -147,10 +149,3 @@ class Fresh:
         return {"deals": len(rows), "cpu_s": round(sum(r["cpu_s"] for r in rows), 1),
                 "wall_s": round(sum(r["wall_s"] for r in rows), 1), "states": sum(r["states"] for r in rows),
                 "last_seed": rows[-1]["seed"] if rows else None}
-
-
-def children_cpu() -> float:
-    """CPU seconds of this process's ended children (the producer counts once joined, including the
-    deal it had in hand)."""
-    usage = os.times()
-    return usage.children_user + usage.children_system

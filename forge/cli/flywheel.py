@@ -104,7 +104,7 @@ def _bounded(rng: range, option: str, most: float | None) -> range:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from forge.flywheel.config import load_preset
+    from forge.flywheel.config import load_preset, takes_gpu_recipe
     from forge.flywheel.lock import FlywheelLock, LockHeld
     from forge.flywheel.state import new_state, save_state, set_aside, state_path
 
@@ -117,7 +117,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError(f"--start-seed must be 0..{MAX_SEED:,}, got {args.start_seed}")
     if args.seeds_per_iter is not None and args.seeds_per_iter < 1:
         raise UsageError(f"--seeds-per-iter must be at least 1, got {args.seeds_per_iter}")
-    gpu = _gpu_recipe(args.recipe, args.preset)
+    gpu = takes_gpu_recipe(args.recipe, args.preset)
     config = load_preset(args.preset, gpu=gpu, seeds_per_iter=args.seeds_per_iter, model=args.model)
     if args.baseline and not Path(args.baseline).is_file():
         raise UsageError(f"baseline checkpoint {args.baseline} not found")
@@ -153,24 +153,6 @@ def cmd_init(args: argparse.Namespace) -> int:
           f"W&B {args.wandb_mode}, first seed {state.next_seed}{extra}")
     print(f"next: {state.next_action}")
     return 0
-
-
-def _gpu_recipe(recipe: str, preset: str) -> bool:
-    """Whether init takes the preset's GPU recipe: asked for, or (auto) a CUDA GPU is present."""
-    from forge.flywheel.config import gpu_recipe
-
-    has_recipe = bool(gpu_recipe(preset))
-    if recipe == "cpu":
-        return False
-    if recipe == "gpu":
-        if not has_recipe:
-            raise UsageError(f"preset {preset} has no GPU recipe (no gpu block in templates/presets/{preset}.yaml)")
-        return True
-    if not has_recipe:
-        return False
-    import torch  # only here: asking whether a GPU is present starts torch
-
-    return torch.cuda.is_available()
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -206,6 +206,19 @@ def gpu_recipe(name: str) -> dict[str, Any]:
     return dict(block)
 
 
+def takes_gpu_recipe(recipe: str, name: str) -> bool:
+    """Whether ``recipe`` (:data:`RECIPES`) takes preset ``name``'s GPU recipe: "gpu" asks for it (a
+    preset without one is refused), "auto" takes it when torch sees a CUDA GPU, "cpu" never."""
+    has_recipe = bool(gpu_recipe(name))
+    if recipe == "gpu" and not has_recipe:
+        raise ConfigError(f"preset {name} has no GPU recipe (no {GPU_BLOCK} block in templates/presets/{name}.yaml)")
+    if recipe != "auto" or not has_recipe:
+        return recipe == "gpu"
+    from forge.ml.devices import on_cuda  # only here: asking whether a GPU is present starts torch
+
+    return on_cuda("auto")
+
+
 def load_preset(name: str, gpu: bool = False, **overrides: Any) -> Config:
     """The named preset from templates/presets, with ``overrides`` (by field name) applied; ``gpu``
     applies its GPU recipe first (its ``gpu`` block, :func:`gpu_recipe`), so a workspace started on a
