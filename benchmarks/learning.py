@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 def use_gpu(recipe: str, preset: str) -> bool:
     """Whether a curve trains with the preset's GPU recipe (forge's choice, as init makes it); asked
     for, it also needs a CUDA GPU here, since the benchmark trains now."""
-    gpu = takes_gpu_recipe(recipe, preset)
+    gpu = takes_gpu_recipe(recipe, preset, torch.cuda.is_available)
     if gpu and not torch.cuda.is_available():
         raise ForgeError("--recipe gpu: torch sees no CUDA GPU on this machine")
     return gpu

@@ -117,7 +117,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError(f"--start-seed must be 0..{MAX_SEED:,}, got {args.start_seed}")
     if args.seeds_per_iter is not None and args.seeds_per_iter < 1:
         raise UsageError(f"--seeds-per-iter must be at least 1, got {args.seeds_per_iter}")
-    gpu = takes_gpu_recipe(args.recipe, args.preset)
+    gpu = takes_gpu_recipe(args.recipe, args.preset, _cuda_present)
     config = load_preset(args.preset, gpu=gpu, seeds_per_iter=args.seeds_per_iter, model=args.model)
     if args.baseline and not Path(args.baseline).is_file():
         raise UsageError(f"baseline checkpoint {args.baseline} not found")
@@ -153,6 +153,12 @@ def cmd_init(args: argparse.Namespace) -> int:
           f"W&B {args.wandb_mode}, first seed {state.next_seed}{extra}")
     print(f"next: {state.next_action}")
     return 0
+
+
+def _cuda_present() -> bool:
+    from forge.ml.devices import on_cuda  # only when asked: it starts torch
+
+    return on_cuda("auto")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

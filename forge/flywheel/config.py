@@ -15,7 +15,7 @@ use the flat names, and a ``state.yaml`` written before the sections existed (fl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -206,17 +206,16 @@ def gpu_recipe(name: str) -> dict[str, Any]:
     return dict(block)
 
 
-def takes_gpu_recipe(recipe: str, name: str) -> bool:
+def takes_gpu_recipe(recipe: str, name: str, cuda_present: Callable[[], bool]) -> bool:
     """Whether ``recipe`` (:data:`RECIPES`) takes preset ``name``'s GPU recipe: "gpu" asks for it (a
-    preset without one is refused), "auto" takes it when torch sees a CUDA GPU, "cpu" never."""
+    preset without one is refused), "auto" takes it when ``cuda_present()`` (asked only then: it
+    starts torch, which configuration never imports), "cpu" never."""
     has_recipe = bool(gpu_recipe(name))
     if recipe == "gpu" and not has_recipe:
         raise ConfigError(f"preset {name} has no GPU recipe (no {GPU_BLOCK} block in templates/presets/{name}.yaml)")
     if recipe != "auto" or not has_recipe:
         return recipe == "gpu"
-    from forge.ml.devices import on_cuda  # only here: asking whether a GPU is present starts torch
-
-    return on_cuda("auto")
+    return cuda_present()
 
 
 def load_preset(name: str, gpu: bool = False, **overrides: Any) -> Config:
