@@ -11,7 +11,8 @@ The headline figure of the project, in four modes (each a module of ``benchmarks
   10 declarations);
 - ``--speed VARIANT ...``: training throughput of variants, interleaved;
 - ``--flywheel quick|standard|tiny``: a real loop in a fresh workspace until the budget is spent;
-- ``--compare a.json b.json ...``: saved runs side by side.
+- ``--compare a.json b.json ...``: saved runs side by side (flywheel runs beside wall-clock
+  trainer runs: Q-gap, value MAE and Q-MAE at wall-clock minutes, with the reference's figures).
 
 Each run writes ``curve.json`` (and ``curve.png`` with its Q-gap, ``curve-metrics.png`` with the
 reference catalog's other metrics, for curves and flywheel runs) under ``--out``. Data are built with

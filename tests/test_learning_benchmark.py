@@ -27,7 +27,7 @@ SCRIPT = REPO / "benchmarks" / "learning.py"
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark's modes live in benchmarks/ttq
 import learning  # noqa: E402
-from ttq import common, curve, fresh  # noqa: E402
+from ttq import common, compare, curve, fresh  # noqa: E402
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -239,3 +239,44 @@ def test_flywheel_mode_runs_a_real_loop_until_the_budget(tmp_path, in_process):
                                   "--out", str(tmp_path / "cmp"))
     assert code == 0, err[-2000:]
     assert (tmp_path / "cmp" / "compare.png").exists() and "last 3 mean" in shown
+
+
+DOCS_TTQ = REPO / "docs" / "time-to-quality"
+
+
+def test_flywheel_beside_the_trainer_compares_at_wall_clock_minutes(tmp_path, in_process):
+    """Two committed runs of real benchmarks: the 2-hour trainer (points at 5, 15, 30 ... 120 minutes,
+    no Q head) and the 16-deal flywheel's 30 minutes (iterations at 3.5, 5.8, ... 30.0 minutes)."""
+    trainer, fly = DOCS_TTQ / "trainer-2h.json", DOCS_TTQ / "flywheel-quick-16deals-30m" / "curve.json"
+    rows = compare.wall_rows(json.loads(fly.read_text()))
+    # read by hand from the file: iteration 1 at 3.46 min, iteration 7 at 17.88, iteration 12 at 29.98
+    assert compare.at_minutes(rows, 5, "q_gap") == pytest.approx(0.8273333)
+    assert compare.at_minutes(rows, 20, "q_gap") == pytest.approx(0.2813333)  # iteration 8 (20.33) is later
+    assert compare.at_minutes(rows, 30, "value_mae") == pytest.approx(6.374008)
+    assert compare.at_minutes(rows, 3, "q_gap") is None  # nothing scored yet
+    assert compare.at_minutes(rows, 45, "q_gap") is None  # the run ended at 30 minutes
+    two_hours = json.loads((DOCS_TTQ / "flywheel-quick-16deals-2h" / "curve.json").read_text())
+    last = two_hours["iterations"][-1]  # 118.7 minutes: the next iteration would not fit the budget
+    end = compare.run_end(two_hours, compare.wall_rows(two_hours))
+    assert end == 120 and compare.at_minutes(compare.wall_rows(two_hours), 120, "q_gap", end) == last["q_gap"]
+
+    out = tmp_path / "cmp" / "wall.png"
+    code, shown, err = in_process("--compare", str(trainer), str(fly), "--out", str(out.parent))
+    assert code == 0, err[-2000:]
+    table = compare.compare_wall_clock([json.loads(trainer.read_text()), json.loads(fly.read_text())])
+    by_label = {label.rsplit(" (", 1)[0]: metrics for label, metrics in table.items()}
+    marks = [m for m in compare.WALL_MARKS if m <= 120]
+    assert by_label["trainer, 2 threads (2 h wall)"]["q_gap"][marks.index(60)] == pytest.approx(0.1940667)
+    assert by_label["trainer, 2 threads (2 h wall)"]["q_mae"] == [None] * len(marks)  # no Q head then
+    assert by_label["quick, 16 deals per iteration"]["q_gap"][marks.index(30)] == pytest.approx(0.2258667)
+    assert by_label["quick, 16 deals per iteration"]["q_gap"][marks.index(45)] is None  # it ended at 30 minutes
+    assert "AMD EPYC" in shown and "Intel(R) Xeon(R) Processor" in shown  # each run names its CPU
+    assert "reference Q-Val Shuffle (3.3M)" in shown
+    for png in (tmp_path / "cmp" / "compare.png", tmp_path / "cmp" / "compare-metrics.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_cpu_clock_trainer_run_is_refused_beside_the_flywheel(in_process):
+    cpu_run = DOCS_TTQ / "heads-2min" / "d4-q1-v0.5.json"  # scored on CPU minutes
+    code, _, err = in_process("--compare", str(cpu_run), str(DOCS_TTQ / "flywheel-quick-16deals-30m" / "curve.json"))
+    assert code == 2 and "CPU clock" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

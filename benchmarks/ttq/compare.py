@@ -1,4 +1,6 @@
-"""Compare mode: saved runs side by side (``curve.json`` files of one mode)."""
+"""Compare mode: saved runs side by side (``curve.json`` files). Runs of one mode compare point by
+point (trainer) or iteration by iteration (flywheel); the flywheel beside trainer runs compares on
+the one axis they share, wall-clock minutes, with the reference's published figures as lines."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from forge.errors import InputError
-from ttq.common import read_json
+from forge.ml.catalog import REFERENCE_FIGURES
+from ttq.common import REFERENCE_MODEL, figure, five_metrics_figure, metrics_path, read_json, save_figure
 from ttq.curve import plot, time_axis
 from ttq.flywheel import plot as plot_flywheel
 
@@ -32,10 +35,106 @@ def compare_flywheel(curves: list[dict[str, Any]]) -> None:
         print(f"{_label(c):<{width}} {cells}   {tail:.3f}, {rows[-1]['minutes']:.1f}, {c.get('load_before')}")
 
 
+#: Minutes at which the wall-clock comparison reads every run (those within the longest run).
+WALL_MARKS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 150)
+#: The metrics read at each mark: the headline's three, in points.
+WALL_METRICS = ("q_gap", "value_mae", "q_mae")
+#: A trainer scores a point when its clock passes the mark, a batch or so later: a row this close past a
+#: mark counts as at it.
+MARK_SLACK_MIN = 0.25
+
+
+def _wall_label(curve: dict[str, Any]) -> str:
+    """A run's label with its CPU: runs side by side at wall-clock may come from different machines."""
+    cpu = curve.get("machine", {}).get("cpu")
+    return f"{_label(curve)} ({cpu})" if cpu else _label(curve)
+
+
+def wall_rows(curve: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's scored rows on wall-clock minutes: a flywheel's iterations (the whole loop's time), a
+    trainer's points (training time, evaluation excluded). A trainer run on the CPU clock has no
+    wall-clock axis, so it cannot be put beside the flywheel."""
+    if curve.get("mode") == "flywheel":
+        return [r for r in curve["iterations"] if r.get("minutes") is not None]
+    if time_axis(curve)[0] != "minutes":
+        raise InputError(f"--compare: {_label(curve)!r} was timed on the CPU clock; beside a flywheel run "
+                         "only wall-clock runs compare (benchmarks/learning.py --clock wall)")
+    return [p for p in curve["points"] if p.get("minutes") is not None]
+
+
+def run_end(curve: dict[str, Any], rows: list[dict[str, Any]]) -> float:
+    """Where a run ended, in minutes: its budget, or its last row if that came later (a flywheel's last
+    iteration ends before the budget when the next one would not fit)."""
+    budget = (curve.get("budget_s") or 0.0) / 60
+    return max(rows[-1]["minutes"], budget) if rows else budget
+
+
+def at_minutes(rows: list[dict[str, Any]], minutes: float, metric: str, end: float | None = None) -> float | None:
+    """The metric as it stood at ``minutes``: the last row scored at or before it, or within
+    ``MARK_SLACK_MIN`` past it (None before the first, past the run's ``end`` (default: its last row),
+    or for a metric the run did not report)."""
+    end = rows[-1]["minutes"] if end is None and rows else end
+    if not rows or minutes > end + MARK_SLACK_MIN:
+        return None
+    before = [r for r in rows if r["minutes"] <= minutes + MARK_SLACK_MIN and r.get(metric) is not None]
+    return before[-1][metric] if before else None
+
+
+def compare_wall_clock(curves: list[dict[str, Any]]) -> dict[str, dict[str, list[float | None]]]:
+    """Print and return each run's Q-gap, value MAE and Q-MAE at the wall-clock marks, with the
+    reference's published figures for them."""
+    rows = {_wall_label(c): wall_rows(c) for c in curves}
+    ends = {_wall_label(c): run_end(c, rows[_wall_label(c)]) for c in curves}
+    longest = max(ends.values(), default=0.0)
+    marks = [m for m in WALL_MARKS if m <= longest + 1e-9] or [WALL_MARKS[0]]
+    width = max(24, *(len(label) for label in rows))
+    table: dict[str, dict[str, list[float | None]]] = {}
+    for metric in WALL_METRICS:
+        print(f"\n{metric + ' at wall-clock minute':<{width}} " + " ".join(f"{m:>7}" for m in marks))
+        for label, rs in rows.items():
+            values = [at_minutes(rs, m, metric, ends[label]) for m in marks]
+            table.setdefault(label, {})[metric] = values
+            print(f"{label:<{width}} " + " ".join(f"{v:7.3f}" if v is not None else f"{'-':>7}" for v in values))
+        for model, figures in REFERENCE_FIGURES.items():
+            if metric in figures:
+                print(f"{'reference ' + model:<{width}} {figures[metric]:7.3f} (published, GPU)")
+    return table
+
+
+def plot_wall_clock(curves: list[dict[str, Any]], path: Path) -> None:
+    """Val Q-gap against wall-clock minutes for every run, the reference models' Q-gap as lines
+    (left: linear, right: log scale), and the other metrics in the ``-metrics`` figure."""
+    fig, (linear, log) = figure(sharex=True)
+    for c in curves:
+        rs = [r for r in wall_rows(c) if r.get("q_gap") is not None]
+        for ax in (linear, log):
+            ax.plot([r["minutes"] for r in rs], [r["q_gap"] for r in rs], marker="o", ms=3, label=_wall_label(c))
+    for (model, figures), style in zip(REFERENCE_FIGURES.items(), (":", "-.")):
+        for ax in (linear, log):
+            ax.axhline(figures["q_gap"], color="grey", ls=style, lw=1, label=f"reference {model}: {figures['q_gap']}")
+    log.set_yscale("log")
+    for ax in (linear, log):
+        ax.set_xlabel("wall-clock minutes (flywheel: the whole loop; trainer: training only)")
+        ax.set_ylabel("golden val Q-gap (points lost per move)")
+    cpus = ", ".join(sorted({c.get("machine", {}).get("cpu", "?") for c in curves}))  # the title names them all
+    save_figure(fig, (linear, log), [{"machine": {"cpu": cpus}}], "From scratch against wall-clock", path)
+    common = [{**c, "label": _wall_label(c), "rows": wall_rows(c), "machine": {"cpu": cpus}} for c in curves]
+    five_metrics_figure(common, "rows", "minutes", "wall-clock minutes", metrics_path(path),
+                        f"The reference catalog's metrics against wall-clock (lines: {REFERENCE_MODEL})")
+
+
 def compare(paths: list[str], out: Path | None) -> None:
     """Q-gap of saved curves point by point (runs of one budget and --points score at the same
-    fractions of it), with each run's load average; one plot of them all."""
+    fractions of it), with each run's load average; one plot of them all. Flywheel runs beside
+    trainer runs compare at wall-clock minutes instead."""
     curves = [read_json(path, "--compare") for path in paths]
+    modes = {c.get("mode") == "flywheel" for c in curves}
+    if len(modes) == 2:
+        compare_wall_clock(curves)
+        if out is not None:
+            plot_wall_clock(curves, out)
+            print(f"plot: {out}")
+        return
     if any(c.get("mode") == "flywheel" for c in curves):
         compare_flywheel(curves)
         if out is not None:
