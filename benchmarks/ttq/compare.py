@@ -73,8 +73,7 @@ def at_minutes(rows: list[dict[str, Any]], minutes: float, metric: str, end: flo
     """The metric as it stood at ``minutes``: the last row scored at or before it, or within
     ``MARK_SLACK_MIN`` past it (None before the first, past the run's ``end`` (default: its last row),
     or for a metric the run did not report)."""
-    end = rows[-1]["minutes"] if end is None and rows else end
-    if not rows or minutes > end + MARK_SLACK_MIN:
+    if not rows or minutes > (rows[-1]["minutes"] if end is None else end) + MARK_SLACK_MIN:
         return None
     before = [r for r in rows if r["minutes"] <= minutes + MARK_SLACK_MIN and r.get(metric) is not None]
     return before[-1][metric] if before else None
@@ -83,8 +82,9 @@ def at_minutes(rows: list[dict[str, Any]], minutes: float, metric: str, end: flo
 def compare_wall_clock(curves: list[dict[str, Any]]) -> dict[str, dict[str, list[float | None]]]:
     """Print and return each run's Q-gap, value MAE and Q-MAE at the wall-clock marks, with the
     reference's published figures for them."""
-    rows = {_wall_label(c): wall_rows(c) for c in curves}
-    ends = {_wall_label(c): run_end(c, rows[_wall_label(c)]) for c in curves}
+    labels = [_wall_label(c) for c in curves]
+    rows = {label: wall_rows(c) for label, c in zip(labels, curves)}
+    ends = {label: run_end(c, rows[label]) for label, c in zip(labels, curves)}
     longest = max(ends.values(), default=0.0)
     marks = [m for m in WALL_MARKS if m <= longest + 1e-9] or [WALL_MARKS[0]]
     width = max(24, *(len(label) for label in rows))
