@@ -76,6 +76,26 @@ def test_q_mae_uses_legal_moves_in_the_movers_perspective():
     assert m["q_mae"] == pytest.approx(4 / 6)
 
 
+def test_the_game_value_is_the_best_legal_q_when_the_q_head_is_trained():
+    from forge.ml.model import ModelOutput, game_value
+
+    q = torch.zeros(4, 7)
+    q[0, :4] = torch.tensor([5.0, 3.0, 99.0, 9.0]) / 42  # slot 2 illegal: its 99 must not count -> 9
+    q[1, :3] = torch.tensor([-10.0, 4.0, -2.0]) / 42  # team 1's own view already -> 4
+    q[2, 1] = 6.0 / 42  # the only legal move -> 6
+    q[3, :3] = torch.tensor([6.0, 2.0, 1.0]) / 42  # -> 6
+    out = ModelOutput(LOGITS, VALUE_PRED, q)
+    v = game_value(out, LEGAL, ("policy", "value", "q"))
+    assert (v * 42).tolist() == pytest.approx([9, 4, 6, 6])
+    assert torch.equal(game_value(out, LEGAL, ("policy", "value")), VALUE_PRED)  # no Q head: the value head
+    assert game_value(out, LEGAL, ("policy",)) is None
+    m = compute_metrics(LOGITS, QVALS, LEGAL, TEAMS, TARGETS, DECLS, value=v, values=VALUES, q=q,
+                        value_head=VALUE_PRED)
+    # mover's V 5, 4, 7, 6: the game value is off by 4, 0, 1, 0; the value head by 3, 0, 0, 6
+    assert m["value_mae"] == pytest.approx(5 / 4)
+    assert m["value_head_mae"] == pytest.approx(2.25)
+
+
 def test_p99_is_nearest_rank_and_accumulation_matches_one_shot():
     gen = torch.Generator().manual_seed(0)
     n = 1000

@@ -23,7 +23,7 @@ from forge.ml.checkpoints import CheckpointError, read_checkpoint
 from forge.ml.data import ArrayBatches, load_tensors, spread_indices, subset
 from forge.ml.evaluate import evaluate, evaluate_model
 from forge.ml.loading import load_module
-from forge.ml.metrics import MAX_GAP, mover_q
+from forge.ml.metrics import MAX_GAP, mover_q, team_sign
 from forge.ml.model import preset
 from forge.ml.settings import HardwareSection, TrainingSection
 from forge.ml.store import build_dataset
@@ -167,7 +167,19 @@ def test_fast_evaluation_gives_the_module_forwards_metrics(trained, data):
     tensors = load_tensors(data, "val")
     fast = evaluate_model(model, tensors, 300, with_q=True)
     slow = evaluate_model(model, tensors, 300, with_q=True, fast=False)
-    assert fast.keys() == slow.keys() and {"q_mae", "value_mae", "tie_rate"} <= fast.keys()
+    assert fast.keys() == slow.keys() and {"q_mae", "value_mae", "value_head_mae", "tie_rate"} <= fast.keys()
+    # with the Q head trained, the model's V is its best legal Q (game_value), the value head beside it
+    game_err, head_err = 0.0, 0.0
+    with torch.no_grad():
+        for b in ArrayBatches(tensors, 1000):
+            out = model.eval()(b["tokens"], b["masks"], b["players"])
+            truth = b["values"].double() * team_sign(b["teams"])
+            best_q = out.q.double().masked_fill(b["legal"] == 0, float("-inf")).max(-1).values * 42
+            game_err += float((best_q - truth).abs().sum())
+            head_err += float((out.value.double() * 42 - truth).abs().sum())
+    n = len(tensors["targets"])
+    assert fast["value_mae"] == pytest.approx(game_err / n, rel=1e-4)
+    assert fast["value_head_mae"] == pytest.approx(head_err / n, rel=1e-4)
     argmax_based = ("accuracy", "zero_regret", "q_gap", "blunder_rate", "p99_gap")
     for key in fast.keys() - set(argmax_based):
         assert fast[key] == pytest.approx(slow[key], abs=1e-5), key

@@ -25,7 +25,16 @@ from forge.errors import InputError
 from forge.ml.checkpoints import WEIGHTS_SHA256, trained_heads, weights_sha256
 from forge.ml.data import Batch, decl_of, shuffle_hand_slots
 from forge.ml.metrics import MoveMetrics, mover_q, team_sign
-from forge.ml.model import MOVE_HEADS, VALUE_SCALE, DominoTransformer, ModelConfig, ModelOutput, move_scores, preset
+from forge.ml.model import (
+    MOVE_HEADS,
+    VALUE_SCALE,
+    DominoTransformer,
+    ModelConfig,
+    ModelOutput,
+    game_value,
+    move_scores,
+    preset,
+)
 from forge.ml.schedule import cosine_schedule, lr_factor
 
 #: Checkpoint keys of the training samples the weights have seen in all runs, and of the optimiser
@@ -153,8 +162,8 @@ class DominoModule(L.LightningModule):
         heads = self.trained_heads  # an untrained head's error means nothing: not reported
         metrics.update(
             move_scores(out, self.move_head), batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
-            decl_of(batch), value=out.value if "value" in heads else None, values=batch["values"],
-            q=out.q if "q" in heads else None,
+            decl_of(batch), value=game_value(out, batch["legal"], heads), values=batch["values"],
+            q=out.q if "q" in heads else None, value_head=out.value if "value" in heads else None,
         )
 
     def _log_metrics(self, metrics: MoveMetrics, prefix: str) -> None:

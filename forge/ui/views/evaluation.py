@@ -1,5 +1,5 @@
 """What the evaluate stage found: metrics against earlier iterations, where the model loses points,
-its worst blunders as positions, and how well its value head is calibrated.
+its worst blunders as positions, and how well its game value is calibrated.
 
 The stage scores whole golden splits with histogram metrics and keeps no per-sample output. The
 per-sample views here run the checkpoint again on a fixed, evenly spaced subset of a split (a few
@@ -26,7 +26,7 @@ from forge.ml.data import spread_indices
 from forge.ml.inference import inference_net
 from forge.ml.loading import load_module
 from forge.ml.metrics import BLUNDER_THRESHOLD, move_gaps, predict, team_sign
-from forge.ml.model import move_scores
+from forge.ml.model import VALUE_SCALE, game_value, move_scores
 from forge.ml.store import load_split
 from forge.ml.tokenize import F_DECL
 from forge.oracle.rules import DECL_NAMES
@@ -129,7 +129,7 @@ class Predictions:
     index: np.ndarray  # sample numbers in the split
     arrays: dict[str, np.ndarray]  # the subset's store arrays
     logits: np.ndarray  # (N, 7)
-    value: np.ndarray  # (N,) predicted V, points, mover's view
+    value: np.ndarray  # (N,) predicted V (forge.ml.model.game_value), points, mover's view
     q: np.ndarray | None  # (N, 7) predicted Q, points, mover's view (None: the Q head was not trained)
 
     @property
@@ -175,7 +175,8 @@ def predict_subset(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, s
         part = slice(start, start + batch_size)
         out = net(*(torch.from_numpy(arrays[k][part]) for k in ("tokens", "masks", "players")))
         logits.append(move_scores(out, module.move_head).float())  # the scores it plays by
-        value.append(out.value_points.float())
+        v = game_value(out, torch.from_numpy(arrays["legal"][part]), module.trained_heads)  # as the stage scores it
+        value.append((out.value if v is None else v).float() * VALUE_SCALE)
         q.append(out.q_points.float())
     cat = (lambda xs: torch.cat(xs).numpy()) if len(index) else (lambda xs: np.zeros((0, 7), np.float32))
     return Predictions(split, index, arrays, cat(logits), cat(value).reshape(-1) if len(index) else np.zeros(0),
