@@ -276,6 +276,19 @@ def test_flywheel_beside_the_trainer_compares_at_wall_clock_minutes(tmp_path, in
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_two_runs_of_one_label_on_one_cpu_are_two_rows_at_wall_clock():
+    """The same command run twice (a repeat to measure noise) must not collapse into one row."""
+    fly = json.loads((DOCS_TTQ / "flywheel-quick-16deals-30m" / "curve.json").read_text())
+    later = json.loads(json.dumps(fly))
+    for row in later["iterations"]:
+        row["q_gap"] = row["q_gap"] / 2  # another run of it, told apart by its figures
+    table = compare.compare_wall_clock([fly, later])
+    assert len(table) == 2
+    first, second = table.values()
+    assert first["q_gap"][0] == pytest.approx(2 * second["q_gap"][0])
+    assert list(table)[1] == list(table)[0] + " #2"
+
+
 def test_a_cpu_clock_trainer_run_is_refused_beside_the_flywheel(in_process):
     cpu_run = DOCS_TTQ / "heads-2min" / "d4-q1-v0.5.json"  # scored on CPU minutes
     code, _, err = in_process("--compare", str(cpu_run), str(DOCS_TTQ / "flywheel-quick-16deals-30m" / "curve.json"))

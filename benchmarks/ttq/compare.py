@@ -50,6 +50,17 @@ def _wall_label(curve: dict[str, Any]) -> str:
     return f"{_label(curve)} ({cpu})" if cpu else _label(curve)
 
 
+def _distinct(labels: list[str]) -> list[str]:
+    """The labels with a repeat numbered (``name #2``): two runs of one command on one CPU are two rows,
+    not one that hides the other."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return out
+
+
 def wall_rows(curve: dict[str, Any]) -> list[dict[str, Any]]:
     """A run's scored rows on wall-clock minutes: a flywheel's iterations (the whole loop's time), a
     trainer's points (training time, evaluation excluded). A trainer run on the CPU clock has no
@@ -82,7 +93,7 @@ def at_minutes(rows: list[dict[str, Any]], minutes: float, metric: str, end: flo
 def compare_wall_clock(curves: list[dict[str, Any]]) -> dict[str, dict[str, list[float | None]]]:
     """Print and return each run's Q-gap, value MAE and Q-MAE at the wall-clock marks, with the
     reference's published figures for them."""
-    labels = [_wall_label(c) for c in curves]
+    labels = _distinct([_wall_label(c) for c in curves])
     rows = {label: wall_rows(c) for label, c in zip(labels, curves)}
     ends = {label: run_end(c, rows[label]) for label, c in zip(labels, curves)}
     longest = max(ends.values(), default=0.0)
@@ -105,10 +116,11 @@ def plot_wall_clock(curves: list[dict[str, Any]], path: Path) -> None:
     """Val Q-gap against wall-clock minutes for every run, the reference models' Q-gap as lines
     (left: linear, right: log scale), and the other metrics in the ``-metrics`` figure."""
     fig, (linear, log) = figure(sharex=True)
-    for c in curves:
+    labels = _distinct([_wall_label(c) for c in curves])
+    for c, label in zip(curves, labels):
         rs = [r for r in wall_rows(c) if r.get("q_gap") is not None]
         for ax in (linear, log):
-            ax.plot([r["minutes"] for r in rs], [r["q_gap"] for r in rs], marker="o", ms=3, label=_wall_label(c))
+            ax.plot([r["minutes"] for r in rs], [r["q_gap"] for r in rs], marker="o", ms=3, label=label)
     for (model, figures), style in zip(REFERENCE_FIGURES.items(), (":", "-.")):
         for ax in (linear, log):
             ax.axhline(figures["q_gap"], color="grey", ls=style, lw=1, label=f"reference {model}: {figures['q_gap']}")
@@ -118,7 +130,7 @@ def plot_wall_clock(curves: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("golden val Q-gap (points lost per move)")
     cpus = ", ".join(sorted({c.get("machine", {}).get("cpu", "?") for c in curves}))  # the title names them all
     save_figure(fig, (linear, log), [{"machine": {"cpu": cpus}}], "From scratch against wall-clock", path)
-    common = [{**c, "label": _wall_label(c), "rows": wall_rows(c), "machine": {"cpu": cpus}} for c in curves]
+    common = [{**c, "label": label, "rows": wall_rows(c), "machine": {"cpu": cpus}} for c, label in zip(curves, labels)]
     five_metrics_figure(common, "rows", "minutes", "wall-clock minutes", metrics_path(path),
                         f"The reference catalog's metrics against wall-clock (lines: {REFERENCE_MODEL})")
 
