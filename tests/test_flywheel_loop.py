@@ -69,7 +69,7 @@ def test_two_iterations_end_to_end(runs) -> None:
             # the reference catalog's five, the value and Q heads' errors in points among them
             assert 0 <= h[split]["zero_regret"] <= 1 and 0 <= h[split]["blunder_rate"] <= 1
             assert 0 < h[split]["value_mae"] <= 2 * 42 and 0 < h[split]["q_mae"] <= 2 * 42
-            assert 0 < h[split]["value_head_mae"] <= 2 * 42  # the value head's own, beside the game value's
+            assert 0 < h[split]["game_value_mae"] <= 2 * 42  # V read off the Q head, beside the value head's
         assert h["playout"]["playout_deals"] == 10
         assert set(h["timings"]) == {"generate", "tokenize", "train", "evaluate", "total", "span"}
         # the span is stamped to the second

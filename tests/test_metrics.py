@@ -89,11 +89,13 @@ def test_the_game_value_is_the_best_legal_q_when_the_q_head_is_trained():
     assert (v * 42).tolist() == pytest.approx([9, 4, 6, 6])
     assert torch.equal(game_value(out, LEGAL, ("policy", "value")), VALUE_PRED)  # no Q head: the value head
     assert game_value(out, LEGAL, ("policy",)) is None
-    m = compute_metrics(LOGITS, QVALS, LEGAL, TEAMS, TARGETS, DECLS, value=v, values=VALUES, q=q,
-                        value_head=VALUE_PRED)
+    m = compute_metrics(LOGITS, QVALS, LEGAL, TEAMS, TARGETS, DECLS, value=VALUE_PRED, values=VALUES, q=q,
+                        game_value=v)
     # mover's V 5, 4, 7, 6: the game value is off by 4, 0, 1, 0; the value head by 3, 0, 0, 6
-    assert m["value_mae"] == pytest.approx(5 / 4)
-    assert m["value_head_mae"] == pytest.approx(2.25)
+    assert m["game_value_mae"] == pytest.approx(5 / 4)
+    assert m["value_mae"] == pytest.approx(2.25)
+    assert "game_value_mae" not in compute_metrics(LOGITS, QVALS, LEGAL, TEAMS, TARGETS, DECLS, value=VALUE_PRED,
+                                                   values=VALUES)  # no Q head scored, no V read off it
 
 
 def test_p99_is_nearest_rank_and_accumulation_matches_one_shot():

@@ -167,8 +167,8 @@ def test_fast_evaluation_gives_the_module_forwards_metrics(trained, data):
     tensors = load_tensors(data, "val")
     fast = evaluate_model(model, tensors, 300, with_q=True)
     slow = evaluate_model(model, tensors, 300, with_q=True, fast=False)
-    assert fast.keys() == slow.keys() and {"q_mae", "value_mae", "value_head_mae", "tie_rate"} <= fast.keys()
-    # with the Q head trained, the model's V is its best legal Q (game_value), the value head beside it
+    assert fast.keys() == slow.keys() and {"q_mae", "value_mae", "game_value_mae", "tie_rate"} <= fast.keys()
+    # with the Q head scored, the V read off it (its best legal Q) is scored beside the value head's
     game_err, head_err = 0.0, 0.0
     with torch.no_grad():
         for b in ArrayBatches(tensors, 1000):
@@ -178,8 +178,8 @@ def test_fast_evaluation_gives_the_module_forwards_metrics(trained, data):
             game_err += float((best_q - truth).abs().sum())
             head_err += float((out.value.double() * 42 - truth).abs().sum())
     n = len(tensors["targets"])
-    assert fast["value_mae"] == pytest.approx(game_err / n, rel=1e-4)
-    assert fast["value_head_mae"] == pytest.approx(head_err / n, rel=1e-4)
+    assert fast["game_value_mae"] == pytest.approx(game_err / n, rel=1e-4)
+    assert fast["value_mae"] == pytest.approx(head_err / n, rel=1e-4)
     argmax_based = ("accuracy", "zero_regret", "q_gap", "blunder_rate", "p99_gap")
     for key in fast.keys() - set(argmax_based):
         assert fast[key] == pytest.approx(slow[key], abs=1e-5), key

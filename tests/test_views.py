@@ -317,6 +317,21 @@ def test_per_sample_gaps_agree_with_the_metrics_module(data) -> None:
         {k: v for k, v in want.items() if "depth" in k}, abs=1e-12)
     fig = evaluation.calibration_figure(pred)
     assert len(fig.axes[0].collections[0].get_offsets()) == len(pred.index)
+    assert pred.value_source == "value head" and "V = value head" in fig.axes[0].get_title()  # no Q head trained
+
+
+def test_with_a_q_head_the_calibration_view_shows_the_v_read_off_it(data, tmp_path) -> None:
+    """The view's V is the evaluation's game value: the best legal Q, whose error it records."""
+    run = train(data["dataset"], TrainingSection(epochs=1, lr=3e-3, batch_size=64, model="tiny", train_seed=0,
+                                                 q_weight=1.0),
+                run_dir=tmp_path / "runs", wandb=False, progress=False)
+    pred = evaluation.predict_subset(run.last_checkpoint, data["dataset"], "val", limit=10_000)
+    assert pred.value_source == "best legal Q" and pred.q is not None
+    best = np.where(pred.arrays["legal"] != 0, pred.q, -np.inf).max(-1)
+    assert pred.value == pytest.approx(best, abs=1e-4)
+    scored = evaluate(run.last_checkpoint, data["dataset"], "val", batch_size=len(pred.index))
+    assert np.abs(pred.value - pred.oracle_value).mean() == pytest.approx(scored["game_value_mae"], rel=1e-5)
+    assert "V = best legal Q" in evaluation.calibration_figure(pred).axes[0].get_title()
 
 
 def test_per_group_bars_carry_their_counts_and_never_hide_an_empty_or_thin_group(data) -> None:

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 GOAL_QGAP = 0.10
 FLYWHEEL_GOALS = ((60, 0.20), (120, 0.12))
 #: What a curve point or a flywheel iteration records: the reference catalog's five metrics and ours.
-METRICS = (*REFERENCE_FIVE, "decision_q_gap", "accuracy", "value_head_mae")
+METRICS = (*REFERENCE_FIVE, "decision_q_gap", "accuracy", "game_value_mae")
 #: The reference's model whose figures the plots mark (forge.ml.catalog.REFERENCE_FIGURES).
 REFERENCE_MODEL = next(iter(REFERENCE_FIGURES))
 

@@ -65,7 +65,7 @@ class Point:
     decision_q_gap: float | None  # Q-gap on the states where a move can lose points
     accuracy: float
     blunder_rate: float
-    value_mae: float | None  # points, the model's V (forge.ml.model.game_value); None: no head says it
+    value_mae: float | None  # points; None: the value head was not trained
     train_loss: float  # mean over the steps since the previous point
     samples_per_s: float  # wall-clock, over the steps since the previous point
     lr: float
@@ -76,7 +76,7 @@ class Point:
     deals: int | None = None  # --fresh: deals made so far (the first ones and the producer's)
     window: int | None = None  # --fresh: deals in the window this epoch trains on
     solve_cpu_share: float | None = None  # --fresh: the producer's CPU over its own and training's
-    value_head_mae: float | None = None  # points, the value head's own V (None in runs saved before it)
+    game_value_mae: float | None = None  # points, V read off the Q head (None: no Q head, or saved before it)
 
 
 def eval_marks(budget: float, points: int, in_seconds: bool = True) -> list[float]:
@@ -155,7 +155,7 @@ class Curve(L.Callback):
             minutes=wall / 60, cpu_minutes=cpu / 60, samples=samples, epochs=samples / n_train, **grown,
             q_gap=m["q_gap"], decision_q_gap=m.get("decision_q_gap"), accuracy=m["accuracy"],
             blunder_rate=m["blunder_rate"], value_mae=m.get("value_mae"), zero_regret=m["zero_regret"],
-            q_mae=m.get("q_mae"), value_head_mae=m.get("value_head_mae"), train_loss=self._loss / max(1, self._steps),
+            q_mae=m.get("q_mae"), game_value_mae=m.get("game_value_mae"), train_loss=self._loss / max(1, self._steps),
             samples_per_s=(samples - self._window[0]) / window if window > 0 else float("nan"),
             lr=trainer.optimizers[0].param_groups[0]["lr"], eval_s=time.perf_counter() - start, ema_q_gap=ema,
         )

@@ -40,11 +40,11 @@ CATALOG: dict[str, Metric] = {
                            f"moves that lose more than {BLUNDER_THRESHOLD} points against the best move",
                            tracked=("val",)),
     "value_mae": Metric("value MAE", "points",
-                        "mean absolute error of the model's V (final score difference to come, the mover's team's) "
-                        "against the oracle's; the model's V is its best legal move's Q when the Q head is trained "
-                        "(V = max Q), else the value head's", tracked=("val",)),
-    "value_head_mae": Metric("value-head MAE", "points",
-                             "the same error of the value head's own V, reported beside value MAE"),
+                        "mean absolute error of the value head's V (final score difference to come, the mover's "
+                        "team's) against the oracle's", tracked=("val",)),
+    "game_value_mae": Metric("game-value MAE", "points",
+                             "the same error of the V read off the Q head, its best legal move's Q (V = max Q in a "
+                             "game of perfect information): the model's value of a state", tracked=("val",)),
     "q_mae": Metric("Q-MAE", "points",
                     "mean absolute error of the Q head's value of each legal move against the oracle's Q "
                     "(illegal moves not counted)", tracked=("val",)),

@@ -26,7 +26,7 @@ from forge.ml.devices import on_cuda
 from forge.ml.inference import inference_net
 from forge.ml.loading import load_module
 from forge.ml.metrics import MoveMetrics
-from forge.ml.model import DominoTransformer, ModelOutput, game_value, move_scores
+from forge.ml.model import DominoTransformer, ModelOutput, best_legal_q, move_scores
 from forge.ml.playout import ModelPolicy, golden_shards, play_out_shards
 from forge.ml.tokenize import tricks_played_of
 
@@ -66,7 +66,6 @@ def evaluate_model(
     cuda = torch.device(device).type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     metrics = MoveMetrics()
-    heads = {name for name, on in (("value", with_value), ("q", with_q)) if on}
     start = 0
     for batch in ArrayBatches(tensors, batch_size):
         b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -81,8 +80,9 @@ def evaluate_model(
         metrics.update(
             move_scores(out, move_head), batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
             decl_of(batch),
-            value=game_value(out, b["legal"], heads), values=batch["values"], q=out.q if with_q else None,
-            depths=tricks_played_of(batch["tokens"], batch["masks"]), value_head=out.value if with_value else None,
+            value=out.value if with_value else None, values=batch["values"], q=out.q if with_q else None,
+            depths=tricks_played_of(batch["tokens"], batch["masks"]),
+            game_value=best_legal_q(out, b["legal"]) if with_q else None,
         )
         start += len(batch["targets"])
     return _finite(metrics.compute())

@@ -6,9 +6,9 @@ Definitions (per sample; Q turned into the mover's perspective first, team 1 min
 - ``zero_regret``: the prediction is among the oracle's optimal moves, ties included.
 - ``q_gap``: best legal Q minus the predicted move's Q, in points (>= 0); ``blunder_rate`` is
   the share of gaps > 10 and ``p99_gap`` their 99th percentile (nearest rank).
-- ``value_mae`` / ``q_mae``: absolute error of the model's game value (its best legal Q when
-  the Q head is trained, :func:`forge.ml.model.game_value`) / of the Q head on legal moves, in
-  points; ``value_head_mae``: the value head's own error. Each is present only when those
+- ``value_mae`` / ``q_mae``: absolute error of the value head / of the Q head on legal moves,
+  in points (the reference's definitions); ``game_value_mae``: that of the V read off the Q head,
+  its best legal Q (:func:`forge.ml.model.game_value`). Each is present only when those
   predictions are passed in: callers pass a head's outputs only if it was trained
   (:func:`forge.ml.module.trained_heads`), since an untrained head's error means nothing.
 - ``q_gap/<decl>``: mean gap per declaration; ``q_gap/depth<k>``: mean gap over states after k
@@ -84,8 +84,8 @@ class MoveMetrics:
         self.tiebreak_slot = torch.zeros(MAX_HAND, dtype=torch.int64)
         self.value_abs = 0.0
         self.value_n = 0
-        self.value_head_abs = 0.0
-        self.value_head_n = 0
+        self.game_value_abs = 0.0
+        self.game_value_n = 0
         self.q_abs = 0.0
         self.q_n = 0
 
@@ -102,9 +102,9 @@ class MoveMetrics:
         values=None,
         q=None,
         depths=None,
-        value_head=None,
+        game_value=None,
     ) -> None:
-        """logits/q (B,7), value (the game value) and value_head (B,) as the model gives them (in
+        """logits/q (B,7), value (the value head's) and game_value (B,) as the model gives them (in
         units of 42 points, mover's perspective); qvals/legal/teams/targets/values/decls as in the store;
         ``depths`` (B,) the tricks completed before each state, for the per-depth gaps."""
         logits, legal, teams = _t(logits).detach().cpu(), _t(legal), _t(teams)
@@ -132,10 +132,10 @@ class MoveMetrics:
             pred_v = _t(value).detach().cpu().double() * TOTAL_POINTS
             self.value_abs += float((pred_v - _t(values).double() * sign).abs().sum())
             self.value_n += len(pred_v)
-        if value_head is not None and values is not None:
-            pred_h = _t(value_head).detach().cpu().double() * TOTAL_POINTS
-            self.value_head_abs += float((pred_h - _t(values).double() * sign).abs().sum())
-            self.value_head_n += len(pred_h)
+        if game_value is not None and values is not None:
+            pred_g = _t(game_value).detach().cpu().double() * TOTAL_POINTS
+            self.game_value_abs += float((pred_g - _t(values).double() * sign).abs().sum())
+            self.game_value_n += len(pred_g)
         if q is not None:
             pred_q = _t(q).detach().cpu().double() * TOTAL_POINTS
             ok = legal != 0
@@ -168,8 +168,8 @@ class MoveMetrics:
             out["decision_q_gap"] = out["q_gap"] * n / self.decisions
         if self.value_n:  # only for heads whose outputs were given: the trained ones
             out["value_mae"] = self.value_abs / self.value_n
-        if self.value_head_n:
-            out["value_head_mae"] = self.value_head_abs / self.value_head_n
+        if self.game_value_n:
+            out["game_value_mae"] = self.game_value_abs / self.game_value_n
         if self.q_n:
             out["q_mae"] = self.q_abs / self.q_n
         for d in range(N_DECLS):
@@ -190,9 +190,9 @@ class MoveMetrics:
 
 
 def compute_metrics(logits, qvals, legal, teams, targets, decls, value=None, values=None, q=None, depths=None,
-                    value_head=None):
+                    game_value=None):
     """One-shot form of :class:`MoveMetrics` for a single batch."""
     m = MoveMetrics()
     m.update(logits, qvals, legal, teams, targets, decls, value=value, values=values, q=q, depths=depths,
-             value_head=value_head)
+             game_value=game_value)
     return m.compute()

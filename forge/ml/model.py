@@ -45,6 +45,11 @@ class ModelOutput(NamedTuple):
         return self.q * VALUE_SCALE
 
 
+def best_legal_q(out: ModelOutput, legal: Tensor) -> Tensor:
+    """(B,) the Q head's value of the best legal move, units of 42 points, mover's view."""
+    return out.q.float().masked_fill(legal == 0, float("-inf")).max(-1).values
+
+
 def game_value(out: ModelOutput, legal: Tensor, heads: Collection[str]) -> Tensor | None:
     """(B,) the model's value of the state for the mover, in units of 42 points, or None when
     neither head that could say it was trained.
@@ -54,7 +59,7 @@ def game_value(out: ModelOutput, legal: Tensor, heads: Collection[str]) -> Tenso
     value head does (golden val after 10 CPU-minutes: 6.3 points of error against 7.5); else the
     value head's."""
     if "q" in heads:
-        return out.q.float().masked_fill(legal == 0, float("-inf")).max(-1).values
+        return best_legal_q(out, legal)
     if "value" in heads:
         return out.value
     return None

@@ -31,7 +31,7 @@ from forge.ml.model import (
     DominoTransformer,
     ModelConfig,
     ModelOutput,
-    game_value,
+    best_legal_q,
     move_scores,
     preset,
 )
@@ -162,8 +162,8 @@ class DominoModule(L.LightningModule):
         heads = self.trained_heads  # an untrained head's error means nothing: not reported
         metrics.update(
             move_scores(out, self.move_head), batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
-            decl_of(batch), value=game_value(out, batch["legal"], heads), values=batch["values"],
-            q=out.q if "q" in heads else None, value_head=out.value if "value" in heads else None,
+            decl_of(batch), value=out.value if "value" in heads else None, values=batch["values"],
+            q=out.q if "q" in heads else None, game_value=best_legal_q(out, batch["legal"]) if "q" in heads else None,
         )
 
     def _log_metrics(self, metrics: MoveMetrics, prefix: str) -> None:

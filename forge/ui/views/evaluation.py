@@ -40,7 +40,7 @@ SUBSET = 3000
 #: Rows of the comparison table: (result section, metric name).
 COMPARED: tuple[tuple[str, str], ...] = (
     *((split, name) for split in ("val", "test")
-      for name in (*REFERENCE_FIVE, "accuracy", "p99_gap")),
+      for name in (*REFERENCE_FIVE, "game_value_mae", "accuracy", "p99_gap")),
     ("playout", "playout_points_lost"),
     ("playout", "playout_outcome_error"),
 )
@@ -131,6 +131,7 @@ class Predictions:
     logits: np.ndarray  # (N, 7)
     value: np.ndarray  # (N,) predicted V (forge.ml.model.game_value), points, mover's view
     q: np.ndarray | None  # (N, 7) predicted Q, points, mover's view (None: the Q head was not trained)
+    value_source: str = "value head"  # where ``value`` is read: "best legal Q" when the Q head was trained
 
     @property
     def preds(self) -> np.ndarray:
@@ -180,7 +181,8 @@ def predict_subset(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, s
         q.append(out.q_points.float())
     cat = (lambda xs: torch.cat(xs).numpy()) if len(index) else (lambda xs: np.zeros((0, 7), np.float32))
     return Predictions(split, index, arrays, cat(logits), cat(value).reshape(-1) if len(index) else np.zeros(0),
-                       cat(q) if "q" in module.trained_heads else None)
+                       cat(q) if "q" in module.trained_heads else None,
+                       "best legal Q" if "q" in module.trained_heads else "value head")
 
 
 def gap_frame(pred: Predictions, by: str) -> pl.DataFrame:
@@ -287,7 +289,8 @@ def calibration_figure(pred: Predictions) -> Figure:
     mae = float(np.abs(guess - truth).mean()) if len(truth) else float("nan")
     ax.set_xlabel("oracle V (points, mover's side)")
     ax.set_ylabel("predicted V")
-    ax.set_title(f"value calibration ({pred.split}, {len(truth):,} samples, MAE {mae:.2f})", fontsize=10)
+    ax.set_title(f"value calibration, V = {pred.value_source} ({pred.split}, {len(truth):,} samples, "
+                 f"MAE {mae:.2f})", fontsize=10)
     ax.legend(fontsize=7)
     err = pl.DataFrame({"tricks played": pred.tricks_played, "err": np.abs(guess - truth)})
     by_depth = err.group_by("tricks played").agg(pl.col("err").mean()).sort("tricks played")
