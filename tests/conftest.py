@@ -25,10 +25,18 @@ def pytest_configure(config: pytest.Config) -> None:
     process that has loaded torch (most of them) numba's OpenMP threads spin against torch's, which made
     small deals 12-20x slower on two threads (the fixture of tests/test_training.py solved its 344 deals
     in 24 s on two threads under load, 4 s on one; forge.oracle.local_pool._solo does the same in the loop).
-    The solver is exact on any thread count; subprocesses (the loop, its kernels and pools) keep their own setting."""
+    The solver is exact on any thread count; subprocesses (the loop, its kernels and pools) keep their own setting.
+
+    And torch on one thread, for the same reason: a flywheel iteration trained in a test's own process
+    took 41 s instead of 5 while the other worker drove JupyterLab (each of its two OpenMP threads slept
+    at every barrier of the attention kernel's nested parallel regions, waiting for a core). One thread
+    here and two in the kernels give the same moves; the point errors agree within fp32 rounding
+    (tests/helpers/numerics.py)."""
     import numba
+    import torch
 
     numba.set_num_threads(1)
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -32,6 +32,7 @@ from helpers.loop import (
     state,
     training_steps,
 )
+from helpers.numerics import assert_same_metrics
 from helpers.processes import alive, descendants, wait_for
 
 from forge.flywheel.stages import REGISTRY
@@ -181,7 +182,7 @@ def test_failing_stage_keeps_every_attempt_and_retry_resumes(runs, tmp_path) -> 
     assert runner.ran == ["train", "evaluate"]
     assert (ws / "archive" / "iter-0002" / "01_generate.ipynb").stat().st_mtime_ns == generated
     entry = state(ws)["history"][-1]
-    assert entry["val"] == state(runs["ws"])["history"][-1]["val"]
+    assert_same_metrics(entry["val"], state(runs["ws"])["history"][-1]["val"])
     assert [a["number"] for a in entry["attempts"]] == [1, 2]
     index = (ws / "archive" / "index.html").read_text()
     assert "iter-0002/attempt-1/03_train.html#papermill-error-cell" in index
@@ -215,7 +216,8 @@ def test_killed_loop_leaves_no_process_and_recovers_to_the_same_result(runs, sta
     code, said, _ = run_in_process(ws)  # the recovery, in this process: what counts is the record
     assert code == 0, said
     mine, reference = state(ws)["history"][-1], state(runs["ws"])["history"][-1]
-    assert mine["val"] == reference["val"] and mine["test"] == reference["test"]
+    assert_same_metrics(mine["val"], reference["val"])
+    assert_same_metrics(mine["test"], reference["test"])
     assert mine["playout"] == reference["playout"]
 
 
@@ -243,7 +245,7 @@ def test_ctrl_c_and_sigterm_leave_a_consistent_state_and_resume(runs, stage_note
     edit_state(ws, lambda d: d["config"].update(epochs=2))
     code, said, _ = run_in_process(ws)  # no `retry` needed (in this process: what counts is the record)
     assert code == 0, said
-    assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]
+    assert_same_metrics(state(ws)["history"][-1]["val"], state(runs["ws"])["history"][-1]["val"])
 
 
 def test_notebooks_by_hand_then_loop_records_without_redoing(runs, stage_notebooks_by_hand, tmp_path) -> None:
@@ -273,7 +275,8 @@ def test_notebooks_by_hand_then_loop_records_without_redoing(runs, stage_noteboo
         assert f"{stage:9s} already done (by hand" in res.stdout
     assert ckpt.stat().st_mtime_ns == trained_at  # not trained again
     entry = state(ws)["history"][-1]
-    assert entry["iteration"] == 2 and entry["val"] == state(runs["ws"])["history"][-1]["val"]
+    assert entry["iteration"] == 2
+    assert_same_metrics(entry["val"], state(runs["ws"])["history"][-1]["val"])
 
     # every stage archived, marked by hand, with the seconds its work took by hand
     assert entry["by_hand"] == ["generate", "tokenize", "train", "evaluate"]
@@ -399,7 +402,7 @@ def test_prefetch_solves_the_next_iterations_deals_while_training(runs, tmp_path
     code, said, _ = run_in_process(ws)  # in this process: the prefetch is a thread of the loop's process
     assert code == 0, said
     assert "  prefetch  solving the next iteration's deals 8..11 in the background" in said
-    assert state(ws)["history"][-1]["val"] == state(runs["ws"])["history"][-1]["val"]  # same iteration 2
+    assert_same_metrics(state(ws)["history"][-1]["val"], state(runs["ws"])["history"][-1]["val"])  # same iteration 2
     for seed in range(8, 12):  # iteration 3's deals are ready, verified, where its generate stage looks
         shard = ws / "data" / "shards-h3" / f"seed_{seed:08d}_decl_{seed % 10}.parquet"
         assert shard.is_file() and verify_shard(shard) == []

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from helpers.inprocess import run_in_process
 from helpers.loop import FAKE_KEY, edit_state, flywheel, state
+from helpers.numerics import assert_same_metrics
 from helpers.processes import alive, descendants, wait_for
 
 from forge.flywheel.loop import retry
@@ -72,7 +73,7 @@ cp -a /mnt/. "{out}/ws/"
     retry(ws)
     code, said, _ = run_in_process(ws)
     assert code == 0, said
-    assert state(ws)["history"][-1]["val"] == state(tiny_runs["ws"])["history"][-1]["val"]
+    assert_same_metrics(state(ws)["history"][-1]["val"], state(tiny_runs["ws"])["history"][-1]["val"])
 
 
 @pytest.mark.loop
