@@ -131,7 +131,11 @@ class Predictions:
     logits: np.ndarray  # (N, 7)
     value: np.ndarray  # (N,) predicted V (forge.ml.model.game_value), points, mover's view
     q: np.ndarray | None  # (N, 7) predicted Q, points, mover's view (None: the Q head was not trained)
-    value_source: str = "value head"  # where ``value`` is read: "best legal Q" when the Q head was trained
+
+    @property
+    def value_source(self) -> str:
+        """Where ``value`` is read (forge.ml.model.game_value): the Q head when it was trained."""
+        return "best legal Q" if self.q is not None else "value head"
 
     @property
     def preds(self) -> np.ndarray:
@@ -176,13 +180,12 @@ def predict_subset(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, s
         part = slice(start, start + batch_size)
         out = net(*(torch.from_numpy(arrays[k][part]) for k in ("tokens", "masks", "players")))
         logits.append(move_scores(out, module.move_head).float())  # the scores it plays by
-        v = game_value(out, torch.from_numpy(arrays["legal"][part]), module.trained_heads)  # as the stage scores it
+        v = game_value(out, torch.from_numpy(arrays["legal"][part]), module.trained_heads)  # max Q, or the value head
         value.append((out.value if v is None else v).float() * VALUE_SCALE)
         q.append(out.q_points.float())
     cat = (lambda xs: torch.cat(xs).numpy()) if len(index) else (lambda xs: np.zeros((0, 7), np.float32))
     return Predictions(split, index, arrays, cat(logits), cat(value).reshape(-1) if len(index) else np.zeros(0),
-                       cat(q) if "q" in module.trained_heads else None,
-                       "best legal Q" if "q" in module.trained_heads else "value head")
+                       cat(q) if "q" in module.trained_heads else None)
 
 
 def gap_frame(pred: Predictions, by: str) -> pl.DataFrame:
