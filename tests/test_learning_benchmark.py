@@ -203,7 +203,7 @@ def test_fresh_deals_are_made_beside_training_and_the_window_keeps_the_latest(tm
 @pytest.mark.slow
 def test_fresh_mode_reports_the_share_of_cpu_spent_solving(tmp_path, in_process):
     out = tmp_path / "out"
-    code, shown, err = in_process("--preset", "tiny", "--fresh", "--window", "4", "--samples", "20000", "--deals",
+    code, shown, err = in_process("--preset", "tiny", "--fresh", "--window", "4", "--samples", "8000", "--deals",
                                   "1", "--points", "2", "--workers", "1", "--val-per-shard", "50",
                                   "--data", str(tmp_path / "data"), "--out", str(out), "--quiet")
     assert code == 0, err[-2000:]
