@@ -46,8 +46,12 @@ class ModelOutput(NamedTuple):
 
 
 def best_legal_q(out: ModelOutput, legal: Tensor) -> Tensor:
-    """(B,) the Q head's value of the best legal move, units of 42 points, mover's view."""
-    return out.q.float().masked_fill(legal == 0, float("-inf")).max(-1).values
+    """(B,) the Q head's value of the best legal move, units of 42 points, mover's view. A row without a
+    legal move (a terminal state, which the tokenizer drops, in a dataset made some other way) has no
+    best move: its value is the value head's there, never -inf (one such row made every mean infinite)."""
+    any_legal = (legal != 0).any(-1)
+    best = out.q.float().masked_fill(legal == 0, float("-inf")).max(-1).values
+    return torch.where(any_legal, best, out.value.float())
 
 
 def game_value(out: ModelOutput, legal: Tensor, heads: Collection[str]) -> Tensor | None:

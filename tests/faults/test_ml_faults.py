@@ -283,3 +283,22 @@ def test_eval_out_to_a_folder_is_one_line(checkpoint, data, tmp_path, capsys):
     rc = run_cli(eval_cli.main, ["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "is a folder" in err
+
+
+def test_a_state_without_a_legal_move_has_a_finite_game_value(checkpoint, data):
+    """A terminal state has no move to take the best Q of (the tokenizer drops them; a dataset made
+    some other way may hold one): its game value is the value head's, and one such row leaves every
+    metric finite (it made game-value MAE infinite)."""
+    from forge.ml.model import best_legal_q
+
+    model = load_module(checkpoint).model.eval()
+    tensors = {k: v.clone() for k, v in load_tensors(data, "val").items()}
+    before = evaluate_model(model, tensors, with_q=True)
+    tensors["legal"][0] = 0
+    after = evaluate_model(model, tensors, with_q=True)
+    assert all(np.isfinite(v) for v in after.values() if isinstance(v, float)), after
+    assert after["game_value_mae"] == pytest.approx(before["game_value_mae"], abs=84 / len(tensors["targets"]))
+    with torch.no_grad():
+        out = model(tensors["tokens"][:2], tensors["masks"][:2], tensors["players"][:2])
+    v = best_legal_q(out, tensors["legal"][:2])
+    assert v[0] == out.value[0] and v[1] == out.q[1].masked_fill(tensors["legal"][1] == 0, -9).max()
