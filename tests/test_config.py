@@ -19,6 +19,8 @@ from forge.ml import training
 from forge.ml.settings import HardwareSection, TrainingSection
 
 FLAT = Path(__file__).parent / "fixtures" / "state-v3-flat"
+#: Configuration fields newer than that file, and the values it loads with.
+ADDED_SINCE = {"policy_states": "all"}
 
 
 def test_a_flat_state_written_before_the_sections_loads_every_value_and_is_written_back_in_sections(
@@ -28,7 +30,9 @@ def test_a_flat_state_written_before_the_sections_loads_every_value_and_is_writt
     assert "lr" in flat and "training" not in flat  # recorded flat
     state = load_state(tmp_path)
     assert {k: v for k, v in state.config.flat().items() if k in flat} == flat
-    assert set(state.config.flat()) - set(flat) == set()  # every field was in the file
+    # every field was in the file but those added since, which take their defaults (what such a run trained with)
+    assert set(state.config.flat()) - set(flat) == set(ADDED_SINCE)
+    assert {k: state.config.get(k) for k in ADDED_SINCE} == ADDED_SINCE
     save_state(tmp_path, state)
     written = yaml.safe_load((tmp_path / "state.yaml").read_text())["config"]
     assert set(written) == {"preset", *SECTIONS} and written["training"]["lr"] == flat["lr"]

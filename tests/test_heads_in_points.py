@@ -3,6 +3,8 @@ in points, and the flywheel's configuration that trains them beside the policy."
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from forge.errors import InputError
 from forge.flywheel.config import config_from_dict, load_preset
 from forge.flywheel.stages.fitting import TrainSettings
 from forge.ml.model import VALUE_SCALE, DominoTransformer, preset
-from forge.ml.module import DominoModule, q_loss, value_loss
+from forge.ml.module import DominoModule, decision_rows, policy_loss, q_loss, value_loss
 from forge.ml.settings import HardwareSection, TrainingSection
 from forge.ml.training import train
 from forge.oracle.rules import TOTAL_POINTS
@@ -80,3 +82,43 @@ def test_the_head_weights_are_training_settings_and_reach_the_module_only_from_t
     assert TrainSettings.from_json(settings.to_json()).arguments()["training"].q_weight == 3.0  # to a child, too
     with pytest.raises(InputError, match="q_weight is a training setting"):  # never a second way in
         train(tmp_path, TrainingSection(model="tiny"), module_kwargs={"q_weight": 3.0})
+
+
+def test_decision_rows_are_the_states_where_a_legal_move_can_lose_points():
+    qvals = torch.tensor([[10, 10, X, X, X, X, X],   # two legal moves, both best: no decision
+                          [10, -4, X, X, X, X, X],   # one can lose 14 points
+                          [X, 7, X, X, X, X, X],     # a single legal move
+                          [-6, -6, -6, X, X, X, 5]], dtype=torch.int8)  # the 5 is illegal (legal mask below)
+    legal = (qvals != X).to(torch.int8)
+    legal[3, 6] = 0
+    assert decision_rows(qvals, legal).tolist() == [False, True, False, False]
+
+
+def test_the_policy_loss_counts_only_the_rows_it_is_given():
+    """Hand-computed: uniform logits over two legal moves cost ln 2 per row (hard and soft targets alike),
+    whatever the Q; a row's mask takes it out of the mean, not a share of it."""
+    qvals = torch.tensor([[10, 10, X, X, X, X, X], [10, -4, X, X, X, X, X]], dtype=torch.int8)
+    legal = (qvals != X).to(torch.int8)
+    logits = torch.zeros(2, 7)
+    logits[1, 0] = 2.0  # row 1 favours its best move: CE of the hard target = ln(1 + e^-2)
+    targets, teams = torch.tensor([0, 0]), torch.tensor([0, 0])
+    hard = [math.log(2), math.log(1 + math.exp(-2))]
+    every = policy_loss(logits, targets, qvals, legal, teams, 0.0, 1.0)
+    torch.testing.assert_close(every, torch.tensor(sum(hard) / 2))
+    only = policy_loss(logits, targets, qvals, legal, teams, 0.0, 1.0, decision_rows(qvals, legal))
+    torch.testing.assert_close(only, torch.tensor(hard[1]))
+    no_rows = torch.zeros(2, dtype=torch.bool)
+    none = policy_loss(logits.requires_grad_(), targets, qvals, legal, teams, 0.7, 3.0, no_rows)
+    assert none == 0 and none.requires_grad  # a batch without a decision: no policy loss, the graph kept
+
+
+def test_policy_states_is_a_training_setting_that_reaches_the_module(tmp_path):
+    assert TrainingSection().policy_states == "all"  # what every run before the setting trained with
+    cfg = config_from_dict({**load_preset("quick").to_dict(), "policy_states": "decisions"})
+    assert cfg.training.policy_states == "decisions"
+    from forge.flywheel.config import ConfigError
+
+    with pytest.raises(ConfigError, match="config.training.policy_states"):
+        config_from_dict({**load_preset("quick").to_dict(), "policy_states": "some"})
+    with pytest.raises(InputError, match="policy_states is a training setting"):
+        train(tmp_path, TrainingSection(model="tiny"), module_kwargs={"policy_states": "decisions"})

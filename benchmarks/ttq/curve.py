@@ -217,7 +217,8 @@ def train_curve(args: argparse.Namespace, datasets: list[Path], val_dir: Path, v
     cfg = load_preset(args.preset, gpu=args.gpu)
     model_over, module_kwargs = parse_settings(args.set)  # checked in main already
     # the preset's head weights, as the flywheel trains with them, unless --set says otherwise
-    weights = {"value_weight": cfg.training.value_weight, "q_weight": cfg.training.q_weight}
+    weights = {"value_weight": cfg.training.value_weight, "q_weight": cfg.training.q_weight,
+               "policy_states": cfg.training.policy_states}
     weights.update({k: module_kwargs.pop(k) for k in list(weights) if k in module_kwargs})  # training settings
     config = ModelConfig(**{**preset(args.model or cfg.training.model).to_dict(), **model_over})
     lr = args.lr if args.lr is not None else cfg.training.scratch_lr

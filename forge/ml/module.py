@@ -43,19 +43,32 @@ SAMPLES_SEEN = "samples_seen"
 OPTIMIZER_STATES = "optimizer_states"
 
 
+def decision_rows(qvals: Tensor, legal: Tensor) -> Tensor:
+    """Per row, whether a legal move can lose points (its legal Q differ; the sign of the team does not
+    change that): the states where the policy has something to learn."""
+    ok = legal != 0
+    q = qvals.float()
+    best = q.masked_fill(~ok, float("-inf")).max(-1).values
+    worst = q.masked_fill(~ok, float("inf")).min(-1).values
+    return ok.any(-1) & (best > worst)
+
+
 def policy_loss(
     logits: Tensor, targets: Tensor, qvals: Tensor, legal: Tensor, teams: Tensor,
-    soft_weight: float, temperature: float,
+    soft_weight: float, temperature: float, rows: Tensor | None = None,
 ) -> Tensor:
-    """(1 - w) * CE(target) + w * CE(softmax(Q_mover / T)), over legal moves only."""
+    """(1 - w) * CE(target) + w * CE(softmax(Q_mover / T)), over legal moves only; averaged over ``rows``
+    (a boolean mask; None: every row; none of them: 0, with the graph kept)."""
     illegal = legal == 0
     logp = F.log_softmax(logits.float().masked_fill(illegal, float("-inf")), -1).masked_fill(illegal, 0.0)
-    hard = -logp.gather(1, targets.long().unsqueeze(1)).squeeze(1).mean()
-    if soft_weight == 0:
-        return hard
-    q = mover_q(qvals, teams, legal).float().masked_fill(illegal, float("-inf"))
-    soft = F.softmax(q / temperature, -1)
-    return (1 - soft_weight) * hard + soft_weight * -(soft * logp).sum(-1).mean()
+    per_row = -logp.gather(1, targets.long().unsqueeze(1)).squeeze(1)
+    if soft_weight:
+        q = mover_q(qvals, teams, legal).float().masked_fill(illegal, float("-inf"))
+        soft = F.softmax(q / temperature, -1)
+        per_row = (1 - soft_weight) * per_row + soft_weight * -(soft * logp).sum(-1)
+    if rows is None:
+        return per_row.mean()
+    return (per_row * rows).sum() / rows.sum().clamp_min(1)
 
 
 def value_loss(value: Tensor, values: Tensor, teams: Tensor) -> Tensor:
@@ -88,6 +101,7 @@ class DominoModule(L.LightningModule):
         min_lr_ratio: float = 0.05,
         policy_weight: float = 1.0,
         move_head: str = "policy",
+        policy_states: str = "all",
     ):
         super().__init__()
         check_heads(policy_weight, q_weight, move_head)
@@ -133,9 +147,11 @@ class DominoModule(L.LightningModule):
         parts = {"value_loss": value_loss(out.value, batch["values"], batch["teams"])}
         loss = hp.value_weight * parts["value_loss"]
         if hp.policy_weight:
+            rows = (decision_rows(batch["qvals"], batch["legal"])
+                    if hp.get("policy_states", "all") == "decisions" else None)
             parts["policy_loss"] = policy_loss(
                 out.logits, batch["targets"], batch["qvals"], batch["legal"], batch["teams"],
-                hp.soft_weight, hp.temperature,
+                hp.soft_weight, hp.temperature, rows,
             )
             loss = loss + hp.policy_weight * parts["policy_loss"]
         if hp.q_weight:

@@ -62,6 +62,10 @@ class TrainingSection(Section):
     # policy's 1; targets are points / 42 in the loss, errors reported in points (value MAE, Q-MAE).
     value_weight: float = Field(0.5, ge=0)
     q_weight: float = Field(0.0, ge=0)
+    # The states the policy's loss counts: "all" sampled, or only "decisions" (where a legal move can lose
+    # points; elsewhere every legal move is best, and the policy's target is a tie-break). The value and Q
+    # heads learn from every sampled state either way (train_states says which are sampled).
+    policy_states: Literal["all", "decisions"] = "all"
 
     @field_validator("model")
     @classmethod

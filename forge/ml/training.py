@@ -231,7 +231,7 @@ def _check_arguments(training: Any, hardware: Any, threads: Any, module_kwargs: 
         raise InputError("train takes a TrainingSection and a HardwareSection (forge.ml.settings)")
     if threads is not None:
         _integer("threads", threads)
-    for key in ("value_weight", "q_weight", "model"):
+    for key in ("value_weight", "q_weight", "policy_states", "model"):
         if key in module_kwargs:
             raise InputError(f"{key} is a training setting: give it in the TrainingSection, not module_kwargs")
     for key, value in module_kwargs.items():
@@ -387,7 +387,7 @@ def train(
     accelerator, precision = hardware.accelerator, resolve_precision(hardware.precision, hardware.accelerator)
     L.seed_everything(seed, verbose=False)
     module = DominoModule(model_config=config.to_dict(), lr=lr, value_weight=training.value_weight,
-                          q_weight=training.q_weight, **module_kwargs)
+                          q_weight=training.q_weight, policy_states=training.policy_states, **module_kwargs)
     if resume is not None:
         load_weights(module, resume, ckpt)
     if continuing:

@@ -43,7 +43,7 @@ class TrainConfig(ConfigView):
     reads = ("training", "hardware")
     added = {"train_samples": "training budgets", "train_seconds": "training budgets",
              "lr_horizon": "the continuing schedule", "value_weight": "the heads' loss weights",
-             "q_weight": "the heads' loss weights"}
+             "q_weight": "the heads' loss weights", "policy_states": "the states the policy's loss counts"}
     # Read by pretraining only. Its deals' hand size and tokenizer seed are those generate and tokenize ran
     # with (their fingerprints are this stage's upstream); its sample count is in the inputs' pretrain
     # section; its executor does not change a shard.
