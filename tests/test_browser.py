@@ -35,6 +35,7 @@ from helpers.notebooks import git, strip_all_as_committed
 from helpers.workspaces import FAILED, failed_workspace, reviewed_workspace
 
 from forge.ui.metric_info import flag_text
+from forge.ui.text import HISTORY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -467,7 +468,9 @@ def test_stage_notebooks_by_hand_in_jupyterlab_then_recorded_with_their_archive(
 
     row = waiter(browser, 300).until(recorded_row)
     cells = [c.text for c in row.find_elements(By.CSS_SELECTOR, "td")]
-    assert cells[0] == "1" and float(cells[10]) > 0  # minutes: the by-hand work, not 0.0
+    labels = [label for label, _ in HISTORY_COLUMNS]
+    assert cells[0] == "1" and float(cells[labels.index("minutes")]) > 0  # the by-hand work, not 0.0
+    assert float(cells[labels.index("game-value MAE")]) > 0  # the V read off the Q head, in points
     assert len(row.find_elements(By.CSS_SELECTOR, ".forge-by-hand")) == 4
     from forge.flywheel.state import load_state
 

@@ -214,7 +214,8 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     base.mkdir(parents=True, exist_ok=True)
     head = "".join(column_head(label, path) for label, path in HISTORY_COLUMNS)
     # the stages' notebooks in one column, one per line, and a W&B command that wraps: the page fits a
-    # 1,400 px window (a column per stage and an unbroken `wandb sync` path needed about 2,100)
+    # 1,400 px window (a column per stage and an unbroken `wandb sync` path needed about 2,100; cells padded
+    # 5 px, not 6, since the game-value MAE column)
     head += ("<th></th>" + sortable_head("status") + sortable_head("note", NOTE_TIP)
              + "<th>notebooks</th><th>failed attempts</th><th>W&amp;B</th>")
     notes = notes_or_none(ws.root)
@@ -241,7 +242,7 @@ def write_index(root: str | os.PathLike = ".") -> Path:
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>forge archive</title>
 <style>body{{font:13px/1.45 system-ui,sans-serif;margin:16px 20px}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ddd;padding:2px 6px;text-align:right}} th{{background:#f4f4f4}}</style></head>
+td,th{{border:1px solid #ddd;padding:2px 5px;text-align:right}} th{{background:#f4f4f4}}</style></head>
 <body><h1>forge flywheel archive</h1>
 <p>status {badge(snap.status)} &middot; preset {esc(snap.preset)} &middot; W&amp;B group
 {esc(state.wandb.get('group'))} ({esc(state.wandb.get('mode'))}) &middot; seeds trained {esc(snap.total_seeds)}

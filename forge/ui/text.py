@@ -38,7 +38,8 @@ HISTORY_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("total seeds", ("total_seeds",)),
     *(metric_column(split, name) for split, name in (
         ("val", "accuracy"), ("val", "q_gap"), ("val", "zero_regret"), ("val", "blunder_rate"),
-        ("val", "value_mae"), ("val", "q_mae"), ("playout", "playout_points_lost"), ("test", "q_gap"),
+        ("val", "value_mae"), ("val", "q_mae"), ("val", "game_value_mae"), ("playout", "playout_points_lost"),
+        ("test", "q_gap"),
         ("delta_prev", "q_gap"))),
     ("minutes", ("timings", "total")),
     ("train share", ("timings",)),
