@@ -45,7 +45,8 @@ OPTIMIZER_STATES = "optimizer_states"
 
 def decision_rows(qvals: Tensor, legal: Tensor) -> Tensor:
     """Per row, whether a legal move can lose points (its legal Q differ; the sign of the team does not
-    change that): the states where the policy has something to learn."""
+    change that): the states where the policy has something to learn. The same rule as the tokenizer's
+    ``forge.ml.tokenize.q_spread(qvals) > 0``, on a batch's tensors (on any device) instead of numpy."""
     ok = legal != 0
     q = qvals.float()
     best = q.masked_fill(~ok, float("-inf")).max(-1).values
@@ -147,8 +148,7 @@ class DominoModule(L.LightningModule):
         parts = {"value_loss": value_loss(out.value, batch["values"], batch["teams"])}
         loss = hp.value_weight * parts["value_loss"]
         if hp.policy_weight:
-            rows = (decision_rows(batch["qvals"], batch["legal"])
-                    if hp.get("policy_states", "all") == "decisions" else None)
+            rows = decision_rows(batch["qvals"], batch["legal"]) if hp.policy_states == "decisions" else None
             parts["policy_loss"] = policy_loss(
                 out.logits, batch["targets"], batch["qvals"], batch["legal"], batch["teams"],
                 hp.soft_weight, hp.temperature, rows,
