@@ -2,7 +2,8 @@
 
 Trains with :func:`forge.ml.training.train` (``precision="bf16-mixed"``, ``accelerator="cuda"``)
 for ``--steps`` timed steps after ``--warmup`` untimed ones, then evaluates the checkpoint on the
-val split in batches under bf16 autocast on the device. Prints training and evaluation samples/s
+val split with :func:`forge.ml.evaluate.evaluate_model` (bf16 autocast on a GPU), reporting the
+reference catalog's five metrics. Prints training and evaluation samples/s
 and the peak GPU memory of each phase. Without a CUDA device it says so and exits with status 2;
 ``--device cpu`` runs the same path on the CPU (bf16-mixed, CPU autocast), to check the script.
 The dataset is benchmarks/train.py's (data/bench-train, solved and tokenized on first use)
@@ -28,9 +29,10 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from forge.ml.data import ArrayBatches, decl_of, load_tensors  # noqa: E402
+from forge.ml.catalog import CATALOG, REFERENCE_FIVE  # noqa: E402
+from forge.ml.data import load_tensors  # noqa: E402
+from forge.ml.evaluate import evaluate_model  # noqa: E402
 from forge.ml.loading import load_module  # noqa: E402
-from forge.ml.metrics import MoveMetrics  # noqa: E402
 from forge.ml.settings import HardwareSection, TrainingSection  # noqa: E402
 from forge.ml.training import train  # noqa: E402
 
@@ -55,19 +57,11 @@ def _peak_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-@torch.inference_mode()
-def evaluate_autocast(model: torch.nn.Module, tensors: dict, batch_size: int, device: torch.device) -> dict:
-    """Move metrics of ``model`` with its forward in bf16 autocast on ``device``: int8 batches go
-    over as they are stored (one copy each), outputs come back as fp32 for the metrics."""
-    model = model.eval().to(device)
-    metrics = MoveMetrics()
-    for batch in ArrayBatches(tensors, batch_size):
-        b = {k: batch[k].to(device, non_blocking=True) for k in ("tokens", "masks", "players")}
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = model(b["tokens"], b["masks"], b["players"])
-        metrics.update(out.logits.float(), batch["qvals"], batch["legal"], batch["teams"], batch["targets"],
-                       decl_of(batch), value=out.value.float(), values=batch["values"])
-    return metrics.compute()
+def five_metrics(metrics: dict[str, float]) -> str:
+    """The reference catalog's five metrics (and the game value read off Q), as the README tables show them."""
+    parts = [f"{CATALOG[name].label} {metrics[name]:.4f}" for name in (*REFERENCE_FIVE, "game_value_mae")
+             if name in metrics]
+    return ", ".join(parts)
 
 
 def main() -> int:
@@ -111,7 +105,8 @@ def main() -> int:
                        HardwareSection(precision="bf16-mixed", accelerator=args.device), run_dir=runs, wandb=False,
                        progress=False, trainer_kwargs={"max_steps": total, "callbacks": [timer]})
         train_peak = _peak_gib(device)
-        model = load_module(result.last_checkpoint).model
+        module = load_module(result.last_checkpoint)
+        model, with_q = module.model, "q" in module.trained_heads
     step = statistics.median(timer.times[args.warmup - 1 :])
     print(f"train: {args.batch_size / step:10.0f} samples/s  (median of {len(timer.times) - args.warmup + 1} "
           f"steps, {step * 1e3:.1f} ms each); peak memory {train_peak:.2f} GiB")
@@ -119,16 +114,16 @@ def main() -> int:
     val = load_tensors(data, "val", in_memory=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    evaluate_autocast(model, {k: v[: args.eval_batch_size] for k, v in val.items()}, args.eval_batch_size,
-                      device)  # untimed warm-up
+    evaluate_model(model, {k: v[: args.eval_batch_size] for k, v in val.items()}, args.eval_batch_size,
+                   with_q=with_q, device=device)  # untimed warm-up
     _sync(device)
     start = time.perf_counter()
-    metrics = evaluate_autocast(model, val, args.eval_batch_size, device)
+    metrics = evaluate_model(model, val, args.eval_batch_size, with_q=with_q, device=device)
     _sync(device)
     seconds = time.perf_counter() - start
     print(f"eval:  {metrics['n'] / seconds:10.0f} samples/s  ({int(metrics['n'])} val samples, bf16 autocast, "
           f"batch {args.eval_batch_size}); peak memory {_peak_gib(device):.2f} GiB; "
-          f"val q_gap {metrics['q_gap']:.4f}, accuracy {metrics['accuracy']:.4f}")
+          f"val: {five_metrics(metrics)}")
     return 0
 
 

@@ -293,3 +293,11 @@ def test_a_cpu_clock_trainer_run_is_refused_beside_the_flywheel(in_process):
     cpu_run = DOCS_TTQ / "heads-2min" / "d4-q1-v0.5.json"  # scored on CPU minutes
     code, _, err = in_process("--compare", str(cpu_run), str(DOCS_TTQ / "flywheel-quick-16deals-30m" / "curve.json"))
     assert code == 2 and "CPU clock" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_plot_of_curves_from_different_cpus_names_each_cpu_in_the_legends_order():
+    intel, amd = ({"machine": {"cpu": name}} for name in ("Intel(R) Xeon(R) Processor", "AMD EPYC"))
+    assert common.cpu_note([amd, amd]) == "AMD EPYC"  # side by side on one machine: the CPU once
+    assert common.cpu_note([intel, amd]) == ("different CPUs, in the legend's order: "
+                                             "Intel(R) Xeon(R) Processor; AMD EPYC")
+    assert common.cpu_note([{}]) == "CPU not recorded"

@@ -135,12 +135,20 @@ def save_figure(fig: Any, axes: tuple[Any, ...], curves: list[dict[str, Any]], t
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    cpu = curves[0].get("machine", {}).get("cpu", "")
-    fig.suptitle(f"{title} ({cpu})", fontsize=10)
+    fig.suptitle(f"{title} ({cpu_note(curves)})", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def cpu_note(curves: list[dict[str, Any]]) -> str:
+    """The CPU the curves came from; curves from different CPUs name each, in the legend's order, so a
+    comparison across machines never reads as a side-by-side one."""
+    cpus = [c.get("machine", {}).get("cpu", "CPU not recorded") for c in curves]
+    if len(set(cpus)) <= 1:
+        return cpus[0] if cpus else ""
+    return "different CPUs, in the legend's order: " + "; ".join(cpus)
 
 
 def metrics_path(plot: Path) -> Path:

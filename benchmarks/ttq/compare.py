@@ -128,9 +128,8 @@ def plot_wall_clock(curves: list[dict[str, Any]], path: Path) -> None:
     for ax in (linear, log):
         ax.set_xlabel("wall-clock minutes (flywheel: the whole loop; trainer: training only)")
         ax.set_ylabel("golden val Q-gap (points lost per move)")
-    cpus = ", ".join(sorted({c.get("machine", {}).get("cpu", "?") for c in curves}))  # the title names them all
-    save_figure(fig, (linear, log), [{"machine": {"cpu": cpus}}], "From scratch against wall-clock", path)
-    common = [{**c, "label": label, "rows": wall_rows(c), "machine": {"cpu": cpus}} for c, label in zip(curves, labels)]
+    save_figure(fig, (linear, log), curves, "From scratch against wall-clock", path)  # the title names each CPU
+    common = [{**c, "label": label, "rows": wall_rows(c)} for c, label in zip(curves, labels)]
     five_metrics_figure(common, "rows", "minutes", "wall-clock minutes", metrics_path(path),
                         f"The reference catalog's metrics against wall-clock (lines: {REFERENCE_MODEL})")
 
