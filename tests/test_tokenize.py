@@ -294,8 +294,12 @@ def test_decisions_are_the_states_where_a_legal_move_loses_points():
 
 
 def test_the_fast_decision_test_agrees_with_the_spread_on_every_kind_of_row():
-    # decision_rows reads Q column by column with int8 wrap-around (forge.ml.tokenize.is_decision):
-    # its edges are ILLEGAL_Q (-128), the ends of the legal range and rows with no legal move
+    # is_decision reads Q column by column with int8 wrap-around, and training's policy rows
+    # (forge.ml.module.decision_rows) take the same rule on torch tensors: one rule, three ways; the
+    # edges are ILLEGAL_Q (-128), the ends of the legal range and rows with no legal move
+    import torch
+
+    from forge.ml.module import decision_rows
     from forge.ml.tokenize import is_decision, q_spread
 
     rng = np.random.default_rng(0)
@@ -311,6 +315,8 @@ def test_the_fast_decision_test_agrees_with_the_spread_on_every_kind_of_row():
     np.testing.assert_array_equal(got, q_spread(q) > 0)
     assert got[5] and not got[:5].any() and not got[6]
     assert 0.1 < got.mean() < 0.9  # both kinds of row are well represented
+    qvals = torch.from_numpy(q)
+    np.testing.assert_array_equal(decision_rows(qvals, (qvals != X).to(torch.int8)).numpy(), got)
     for c, b in zip(columns, before, strict=True):
         np.testing.assert_array_equal(c, b)  # the shard's columns are not written to
 
